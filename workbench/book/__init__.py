@@ -1,0 +1,1 @@
+"""Positions as pure data: file formats, validation and the reference-book generator."""

@@ -1,0 +1,1 @@
+"""Processes of the running service (feed, ingest, workers, aggregator, supervisor)."""

@@ -1,0 +1,1 @@
+"""Market data as pure data: quotes, calendars, schedules and the market snapshot."""

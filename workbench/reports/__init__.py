@@ -1,0 +1,1 @@
+"""Headless production notebooks (papermill) for end-of-day reports."""

@@ -1,0 +1,1 @@
+"""Notebook views that talk to a running service through ``workbench.engine.client``."""
