@@ -1,0 +1,58 @@
+# The two entry points: `make lab` (set-up + main job) and `make test` (set-up + every check).
+# Both work on a fresh Debian machine with Python 3.11; nothing here needs more than the PyPI and
+# Debian registries.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= out
+POSITIONS ?= 40000
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
+
+.PHONY: setup lab test lint typecheck unit bench data price clean
+
+$(BIN)/python:
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq python3-venv)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py $(wildcard workbench/_ext/*.pyx)
+	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/python setup.py -q build_ext --inplace
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The reference market and book, generated once (deterministic seeds).
+$(OUT)/market.json: | setup
+	@mkdir -p $(OUT)
+	$(BIN)/workbench market generate --out $@
+
+$(OUT)/book.parquet: $(OUT)/market.json | setup
+	$(BIN)/workbench book generate --market $(OUT)/market.json --positions $(POSITIONS) --seed 1 --out $@
+
+data: $(OUT)/market.json $(OUT)/book.parquet
+
+price: data
+	$(BIN)/workbench price --book $(OUT)/book.parquet --market $(OUT)/market.json --out $(OUT)/risk.parquet
+
+# Main job. Until the service exists this is the batch re-risk of the reference book.
+lab: price
+
+lint: setup
+	$(BIN)/ruff check workbench tests benchmarks
+	$(BIN)/ruff format --check workbench tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck unit
+
+bench: data
+	$(BIN)/python benchmarks/run_all.py --out docs/benchmarks.md
+
+clean:
+	rm -rf build $(OUT) .cache workbench/_ext/*.so workbench/_ext/*.c
