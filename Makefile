@@ -52,7 +52,7 @@ unit: setup
 test: lint typecheck unit
 
 bench: data
-	$(BIN)/python benchmarks/run_all.py --out docs/benchmarks.md
+	$(BIN)/python benchmarks/run_all.py --out $(OUT)/benchmarks.txt
 
 clean:
 	rm -rf build $(OUT) .cache workbench/_ext/*.so workbench/_ext/*.c

@@ -1,0 +1,63 @@
+"""Run every benchmark script in this folder, one after another, and print a report.
+
+The report starts with the machine (CPU model, cores, memory, Python, NumPy) so that the numbers
+copied into docs/benchmarks.md always say where they were measured.
+
+Run: ``python benchmarks/run_all.py [--out report.txt] [names …]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def machine() -> str:
+    """One line describing this machine."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+        mem = f"{mem_kb / 2**20:.0f} GiB"
+    except OSError:
+        mem = "unknown memory"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {mem}, Python {platform.python_version()}, "
+        f"NumPy {np.__version__}, {platform.system()} {platform.release()}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="also write the report to this file")
+    parser.add_argument("names", nargs="*", help="benchmark names (default: all)")
+    args = parser.parse_args()
+    scripts = sorted(HERE.glob("bench_*.py"))
+    if args.names:
+        scripts = [s for s in scripts if any(n in s.stem for n in args.names)]
+    lines = [f"machine: {machine()}", ""]
+    for script in scripts:
+        print(f"== {script.name}", flush=True)
+        proc = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, check=False
+        )
+        out = proc.stdout + (proc.stderr if proc.returncode else "")
+        print(out, flush=True)
+        lines += [f"== {script.name} (exit {proc.returncode})", out]
+    if args.out:
+        args.out.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

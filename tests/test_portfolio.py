@@ -1,0 +1,148 @@
+"""The whole book priced together: every Greek checked against a re-pricing with a bumped market.
+
+These tests re-price through the public entry point only (market in, columns out), so they check
+the units written in docs/greeks.md end to end, including the conversion to USD.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pytest
+
+from workbench.book.io import load_book, save_book
+from workbench.book.reference import generate_reference_book
+from workbench.book.schema import Book
+from workbench.market.model import MarketSnapshot
+from workbench.market.reference import generate_reference_market
+from workbench.pricing.conversion import base_rate_column
+from workbench.pricing.portfolio import BookRisk, PortfolioPricer
+
+
+@pytest.fixture(scope="module")
+def market() -> MarketSnapshot:
+    return generate_reference_market()
+
+
+@pytest.fixture(scope="module")
+def book(market: MarketSnapshot, tmp_path_factory: pytest.TempPathFactory) -> Book:
+    frame = generate_reference_book(market, positions=400, seed=3)
+    path = tmp_path_factory.mktemp("book") / "book.parquet"
+    save_book(frame, path)
+    return load_book(path, market=market)
+
+
+@pytest.fixture(scope="module")
+def pricer(book: Book, market: MarketSnapshot) -> PortfolioPricer:
+    return PortfolioPricer(book, market, n_paths=4096, tranche_method="recursion")
+
+
+@pytest.fixture(scope="module")
+def base(pricer: PortfolioPricer, market: MarketSnapshot) -> BookRisk:
+    return pricer.risk(market)
+
+
+def _rows(book: Book, product: str, underlying: str | None = None) -> np.ndarray:
+    rows = book.rows(product)
+    if underlying is not None:
+        code = book.underlying.labels.index(underlying)
+        rows = rows[book.underlying.codes[rows] == code]
+    return rows
+
+
+def test_every_position_has_finite_risk(book: Book, base: BookRisk) -> None:
+    assert len(base.pv) == len(book)
+    for name in ("pv", "pv_ccy", "delta", "gamma", "vega", "theta"):
+        col = getattr(base, name)
+        bad = np.flatnonzero(~np.isfinite(col))
+        assert bad.size == 0, f"{name} not finite for {[book.position_id[i] for i in bad[:5]]}"
+
+
+def test_every_product_is_present(book: Book) -> None:
+    for product in ("IRS", "FX_FWD", "FX_OPTION", "CDX_INDEX", "CDX_TRANCHE", "EQ_OPTION"):
+        assert book.rows(product).size > 0, product
+
+
+def test_fx_delta_and_gamma_are_one_percent_spot_bumps(
+    pricer: PortfolioPricer, market: MarketSnapshot, book: Book, base: BookRisk
+) -> None:
+    pair = market.fx_pairs[0]
+    spot = market.quote(pair.spot_quote)
+    up = pricer.risk(market.with_quotes({pair.spot_quote: spot * 1.01}))
+    down = pricer.risk(market.with_quotes({pair.spot_quote: spot * 0.99}))
+    rows = np.concatenate([_rows(book, "FX_OPTION", pair.pair), _rows(book, "FX_FWD", pair.pair)])
+    assert rows.size > 0
+    # PV in the position's currency: the USD conversion itself moves with a USD pair's spot.
+    fx = base_rate_column(market, book.currency.codes, book.currency.labels)[rows]
+    fd_delta = (up.pv_ccy[rows] - down.pv_ccy[rows]) / 2
+    fd_gamma = up.pv_ccy[rows] - 2 * base.pv_ccy[rows] + down.pv_ccy[rows]
+    scale = np.abs(book.notional[rows]) * 1e-6
+    np.testing.assert_allclose(base.delta[rows] / fx, fd_delta, rtol=1e-3, atol=1e-9)
+    # analytic gamma is d2PV/db2 * h^2; the central difference carries O(h^4) terms
+    np.testing.assert_allclose(base.gamma[rows] / fx, fd_gamma, rtol=2e-2, atol=1e-9)
+    assert np.all(scale > 0)
+
+
+def test_equity_vega_is_one_vol_point(
+    pricer: PortfolioPricer, market: MarketSnapshot, book: Book, base: BookRisk
+) -> None:
+    spec = next(e for e in market.equities if _rows(book, "EQ_OPTION", e.id).size)
+    rows = _rows(book, "EQ_OPTION", spec.id)
+    bumped = {q: market.quote(q) + 0.01 for row in spec.vol_quotes for q in row}
+    up = pricer.risk(market.with_quotes(bumped))
+    # a parallel +1 point on the surface moves each option's vol by exactly +1 point
+    np.testing.assert_allclose(up.pv[rows] - base.pv[rows], base.vega[rows], rtol=2e-2, atol=50.0)
+
+
+def test_swap_delta_is_dv01_of_all_its_curves(
+    pricer: PortfolioPricer, market: MarketSnapshot, book: Book, base: BookRisk
+) -> None:
+    rows = book.rows("IRS")
+    ccy = "USD"
+    rows = rows[np.asarray(book.currency.values(), dtype=object)[rows] == ccy]
+    assert rows.size > 0
+    quotes = [i.quote for c in market.curves if c.currency == ccy for i in c.instruments]
+    up = pricer.risk(market.with_quotes({q: market.quote(q) + 1e-4 for q in quotes}))
+    down = pricer.risk(market.with_quotes({q: market.quote(q) - 1e-4 for q in quotes}))
+    np.testing.assert_allclose(
+        base.delta[rows], (up.pv[rows] - down.pv[rows]) / 2, rtol=1e-6, atol=1e-3
+    )
+
+
+def test_swap_key_rates_sum_to_dv01(book: Book, base: BookRisk) -> None:
+    rows = book.rows("IRS")
+    sums = np.bincount(base.key_rates.rows, weights=base.key_rates.values, minlength=len(book))
+    np.testing.assert_allclose(sums[rows], base.delta[rows], rtol=1e-3, atol=1.0)
+
+
+def test_theta_is_one_calendar_day_roll(
+    pricer: PortfolioPricer, market: MarketSnapshot, base: BookRisk
+) -> None:
+    rolled = market.with_as_of(market.as_of + timedelta(days=1))
+    again = PortfolioPricer(pricer.book, rolled, n_paths=4096, tranche_method="recursion")
+    pv_next = again.risk(rolled).pv
+    np.testing.assert_allclose(base.theta, pv_next - base.pv, rtol=1e-9, atol=1e-6)
+
+
+def test_credit_cs01_is_one_bp_on_the_index_spread(
+    pricer: PortfolioPricer, market: MarketSnapshot, book: Book, base: BookRisk
+) -> None:
+    index = market.credit_indices[0]
+    rows = np.concatenate(
+        [_rows(book, "CDX_INDEX", index.id), _rows(book, "CDX_TRANCHE", index.id)]
+    )
+    s = market.quote(index.spread_quote)
+    up = pricer.risk(market.with_quotes({index.spread_quote: s + 1e-4}))
+    down = pricer.risk(market.with_quotes({index.spread_quote: s - 1e-4}))
+    np.testing.assert_allclose(
+        base.delta[rows], (up.pv[rows] - down.pv[rows]) / 2, rtol=1e-6, atol=1e-3
+    )
+
+
+def test_repricing_the_same_market_is_identical(
+    pricer: PortfolioPricer, market: MarketSnapshot, base: BookRisk
+) -> None:
+    again = pricer.risk(market)
+    np.testing.assert_array_equal(again.pv, base.pv)
+    np.testing.assert_array_equal(again.delta, base.delta)

@@ -1,0 +1,208 @@
+"""FX forwards and FX vanilla options of a book, priced per currency pair.
+
+Forwards come from the two OIS discount curves (no cross-currency basis): for a pair quoted as
+``quote`` per ``base`` with spot date ``ts``,
+
+    F(T) = S · (P_base(T) / P_base(ts)) / (P_quote(T) / P_quote(ts)).
+
+A forward buying ``N`` base at ``K`` on ``T`` is worth ``N · (F(T) − K) · P_quote(T)`` in the quote
+currency. Options use Garman–Kohlhagen with the rates implied by the same curves,
+``r_d = −log P_quote(T)/T`` and ``r_f = r_d − log(F/S)/T``, so the option's forward equals the
+forward contract's, and the vol from the pair's delta×expiry smile (cached spline).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+
+import numpy as np
+
+from workbench._types import SPOT_BUMP, VOL_POINT, FloatArray, IntArray
+from workbench.book.schema import Book
+from workbench.market.model import FX_DELTA_PILLARS, FxPair, MarketSnapshot
+from workbench.market.schedules import add_tenor, spot_date
+from workbench.pricing.black import black_greeks, black_price
+from workbench.pricing.curves import CurveSet
+from workbench.pricing.risk import ClassRisk, KeyRates
+from workbench.pricing.surfaces import FxVolSurfaceModel, SplineCache, surface_version
+
+_CALL_DELTA = {"10P": 0.90, "25P": 0.75, "ATM": 0.50, "25C": 0.25, "10C": 0.10}
+
+
+def year_fractions(dates: np.ndarray, as_of: date) -> FloatArray:
+    """ACT/365F year fractions of ``datetime64[D]`` dates from ``as_of``."""
+    days = (dates - np.datetime64(as_of, "D")).astype(np.int64)
+    return days.astype(np.float64) / 365.0
+
+
+class _PairRows:
+    """The book rows of one pair, split by product, with their static columns."""
+
+    def __init__(self, book: Book, rows: IntArray, pair: FxPair, market: MarketSnapshot) -> None:
+        self.pair = pair
+        self.rows = rows
+        self.notional = book.notional[rows]
+        self.strike = book.strike[rows]
+        self.sign = book.option_sign[rows]
+        self.maturity = book.maturity[rows]
+        self.is_option = book.product.codes[rows] == book.product.labels.index("FX_OPTION")
+        self.base_curve = market.discount_curve_id(pair.base_ccy)
+        self.quote_curve = market.discount_curve_id(pair.quote_ccy)
+
+
+class FxPricer:
+    """FX forwards and options of a book (asset class ``fx``)."""
+
+    asset_class = "fx"
+
+    def __init__(
+        self, book: Book, rows: IntArray, market: MarketSnapshot, *, cache: SplineCache
+    ) -> None:
+        self.rows = rows
+        self.cache = cache
+        pairs = {p.pair: p for p in market.fx_pairs}
+        surfaces = {s.pair: s for s in market.fx_vol_surfaces}
+        underlying = book.underlying.codes[rows]
+        self._groups: list[_PairRows] = []
+        for code in np.unique(underlying):
+            name = book.underlying.labels[int(code)]
+            self._groups.append(_PairRows(book, rows[underlying == code], pairs[name], market))
+        self._surfaces = surfaces
+
+    # -- market objects ------------------------------------------------------------------
+    def _smile(self, market: MarketSnapshot, pair: str) -> FxVolSurfaceModel:
+        spec = self._surfaces[pair]
+        vols = np.array([market.quote_values(list(row)) for row in spec.quotes], dtype=np.float64)
+        expiry_dates = np.array(
+            [add_tenor(market.as_of, tenor) for tenor in spec.expiries], dtype="datetime64[D]"
+        )
+        times = year_fractions(expiry_dates, market.as_of)
+        deltas = np.array([_CALL_DELTA[d] for d in spec.deltas], dtype=np.float64)
+        version = surface_version(pair, market.as_of, vols)
+        return FxVolSurfaceModel(
+            surface_id=pair, version=version, expiries=times, call_deltas=deltas, vols=vols,
+            cache=self.cache,
+        )
+
+    def _forward_inputs(
+        self, market: MarketSnapshot, curves: CurveSet, g: _PairRows
+    ) -> tuple[float, FloatArray, float, float, FloatArray, FloatArray]:
+        """Spot, expiry times, spot-date log DFs and log DFs at expiry of base and quote curves."""
+        spot = market.quote(g.pair.spot_quote)
+        cal = market.calendars[g.pair.calendar]
+        ts = year_fractions(
+            np.array([spot_date(market.as_of, g.pair.spot_lag, cal)], dtype="datetime64[D]"),
+            market.as_of,
+        )
+        t = year_fractions(g.maturity, market.as_of)
+        pb, pq = curves[g.base_curve], curves[g.quote_curve]
+        return (
+            spot,
+            t,
+            float(pb.log_discount(ts)[0]),
+            float(pq.log_discount(ts)[0]),
+            pb.log_discount(t),
+            pq.log_discount(t),
+        )
+
+    # -- pricing -------------------------------------------------------------------------
+    def pv(self, market: MarketSnapshot, curves: CurveSet) -> FloatArray:
+        """PV in each position's quote currency."""
+        return self._price(market, curves, greeks=False).pv
+
+    def risk(self, market: MarketSnapshot, curves: CurveSet) -> ClassRisk:
+        """PV, 1% spot delta and gamma, vol-point vega and key-rate DV01s (quote currency)."""
+        return self._price(market, curves, greeks=True)
+
+    def _price(self, market: MarketSnapshot, curves: CurveSet, *, greeks: bool) -> ClassRisk:
+        n = self.rows.size
+        out_rows = np.empty(n, dtype=np.int64)
+        pv = np.zeros(n)
+        delta = np.zeros(n)
+        gamma = np.zeros(n)
+        vega = np.zeros(n)
+        key_parts: list[KeyRates] = []
+        at = 0
+        for g in self._groups:
+            m = g.rows.size
+            sl = slice(at, at + m)
+            at += m
+            out_rows[sl] = g.rows
+            spot, t, lb_s, lq_s, lb_t, lq_t = self._forward_inputs(market, curves, g)
+            fwd = spot * np.exp(lb_t - lb_s - lq_t + lq_s)
+            df_q = np.exp(lq_t)
+            # forwards
+            fw = ~g.is_option
+            fwd_leg = g.notional * fwd * df_q  # ∂PV/∂log P_b(T); value of the base leg
+            pv[sl][fw] = (g.notional * (fwd - g.strike) * df_q)[fw]
+            # options
+            op = g.is_option
+            r_d = -lq_t / t
+            r_f = r_d - np.log(fwd / spot) / t
+            d_lb_t = np.where(fw, fwd_leg, 0.0)
+            d_lq_t = np.where(fw, -g.notional * g.strike * df_q, 0.0)
+            d_lb_s = np.where(fw, -fwd_leg, 0.0)
+            d_lq_s = np.where(fw, fwd_leg, 0.0)
+            if op.any():
+                smile = self._smile(market, g.pair.pair)
+                s_op = np.full(int(op.sum()), spot)
+                vol = smile.vol_for_strike(s_op, g.strike[op], t[op], r_d[op], r_f[op])
+                if greeks:
+                    res = black_greeks(g.sign[op], s_op, g.strike[op], t[op], r_d[op], r_f[op], vol)
+                    pv[sl][op] = g.notional[op] * res.pv
+                    delta[sl][op] = g.notional[op] * res.delta * spot * SPOT_BUMP
+                    gamma[sl][op] = g.notional[op] * res.gamma * (spot * SPOT_BUMP) ** 2
+                    vega[sl][op] = g.notional[op] * res.vega * VOL_POINT
+                    # r_d = -lq_t/t; r_f = (-lb_t + lb_s - lq_s)/t, spot held fixed
+                    rho_d = g.notional[op] * res.rho_d
+                    rho_f = g.notional[op] * res.rho_f
+                    d_lq_t[op] = -rho_d / t[op]
+                    d_lb_t[op] = -rho_f / t[op]
+                    d_lb_s[op] = rho_f / t[op]
+                    d_lq_s[op] = -rho_f / t[op]
+                else:
+                    pv[sl][op] = g.notional[op] * black_price(
+                        g.sign[op], s_op, g.strike[op], t[op], r_d[op], r_f[op], vol
+                    )
+            if greeks:
+                delta[sl][fw] = (fwd_leg * SPOT_BUMP)[fw]
+                key_parts.append(
+                    _key_rates(
+                        market, curves, g, t, d_lb_t, d_lq_t, d_lb_s, d_lq_s
+                    )
+                )
+        key_rates = KeyRates.concat(key_parts) if greeks else KeyRates.empty()
+        return ClassRisk(out_rows, pv, delta, gamma, vega, key_rates)
+
+
+def _key_rates(
+    market: MarketSnapshot,
+    curves: CurveSet,
+    g: _PairRows,
+    t: FloatArray,
+    d_lb_t: FloatArray,
+    d_lq_t: FloatArray,
+    d_lb_s: FloatArray,
+    d_lq_s: FloatArray,
+) -> KeyRates:
+    """Chain ∂PV/∂log P at expiry and spot date with ∂log P/∂quote (per 1bp) of both curves."""
+    cal = market.calendars[g.pair.calendar]
+    ts = year_fractions(
+        np.array([spot_date(market.as_of, g.pair.spot_lag, cal)], dtype="datetime64[D]"),
+        market.as_of,
+    )
+    blocks: list[KeyRates] = []
+    for curve_id, d_t, d_s in ((g.base_curve, d_lb_t, d_lb_s), (g.quote_curve, d_lq_t, d_lq_s)):
+        qids, sens_t = curves.log_df_sensitivity(curve_id, t)
+        _, sens_s = curves.log_df_sensitivity(curve_id, ts)
+        matrix = d_t[:, None] * sens_t + d_s[:, None] * sens_s[0][None, :]
+        blocks.append(KeyRates.from_dense(g.rows, _quote_index(market, qids), matrix))
+    return KeyRates.concat(blocks)
+
+
+def _quote_index(market: MarketSnapshot, quote_ids: Sequence[str]) -> IntArray:
+    return np.array([market.quote_index[q] for q in quote_ids], dtype=np.int64)
+
+
+__all__ = ["FX_DELTA_PILLARS", "FxPricer", "year_fractions"]

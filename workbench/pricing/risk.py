@@ -1,0 +1,92 @@
+"""Risk results as columns, and the contract every asset-class pricer follows.
+
+A pricer is built once for its positions (schedules, sparse matrices, random numbers: whatever
+does not depend on quotes) and then priced many times against markets. ``risk`` returns the Greeks
+of its positions in each position's own currency; the portfolio converts to the base currency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from workbench._types import FloatArray, IntArray
+from workbench.market.model import MarketSnapshot
+from workbench.pricing.curves import CurveSet
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRates:
+    """Key-rate DV01s in long format: PV change for +1bp on one quote, per position.
+
+    ``rows`` index the book, ``quotes`` index ``MarketSnapshot.quote_ids``; ``values`` are in
+    the position's currency (per asset-class result) or the base currency (portfolio result).
+    """
+
+    rows: IntArray
+    quotes: IntArray
+    values: FloatArray
+
+    @staticmethod
+    def empty() -> KeyRates:
+        """No key rates."""
+        return KeyRates(
+            np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64), np.empty(0, np.float64)
+        )
+
+    @staticmethod
+    def concat(parts: list[KeyRates]) -> KeyRates:
+        """Several key-rate blocks as one."""
+        if not parts:
+            return KeyRates.empty()
+        return KeyRates(
+            np.concatenate([p.rows for p in parts]),
+            np.concatenate([p.quotes for p in parts]),
+            np.concatenate([p.values for p in parts]),
+        )
+
+    @staticmethod
+    def from_dense(
+        rows: IntArray, quote_index: IntArray, matrix: FloatArray, *, drop_below: float = 0.0
+    ) -> KeyRates:
+        """Long format from a dense (positions × quotes) matrix, dropping exact zeros.
+
+        ``drop_below`` drops entries whose magnitude is at most that (in currency units).
+        """
+        keep = np.abs(matrix) > drop_below
+        r, q = np.nonzero(keep)
+        return KeyRates(rows[r], quote_index[q], matrix[r, q])
+
+
+@dataclass(frozen=True, slots=True)
+class ClassRisk:
+    """Greeks of one asset class's positions, in each position's currency.
+
+    Units as in ``docs/greeks.md``: ``delta`` per the product's bump (1bp rates/credit, +1% spot),
+    ``gamma`` the change of that delta for the same bump, ``vega`` per vol point (tranches: per
+    +1% correlation), all in the position's currency.
+    """
+
+    rows: IntArray
+    pv: FloatArray
+    delta: FloatArray
+    gamma: FloatArray
+    vega: FloatArray
+    key_rates: KeyRates
+
+
+class ClassPricer(Protocol):
+    """What the portfolio needs from an asset-class pricer."""
+
+    asset_class: str
+    rows: IntArray
+
+    def risk(self, market: MarketSnapshot, curves: CurveSet) -> ClassRisk:
+        """PV and Greeks of every position of the class against ``market``."""
+        ...
+
+    def pv(self, market: MarketSnapshot, curves: CurveSet) -> FloatArray:
+        """PV only, in each position's currency (used for theta)."""
+        ...
