@@ -1,0 +1,330 @@
+"""Discount and projection curves bootstrapped from deposit, OIS and IRS quotes.
+
+A :class:`CurveBuilder` does the quote-independent work once (schedules, accruals, the query
+times of every cash flow) and then solves the instruments' par conditions with the
+:mod:`workbench._ext` bootstrap kernel on every rebuild, warm-started from the last solution.
+Curve time is ACT/365F from the as-of date; nodes sit on the instruments' end dates.
+
+Par conditions (per unit notional, ``K`` the quote, ``P`` the curve being built, ``D`` its
+discount curve):
+
+* deposit over ``[s, e]``: ``P(s)/P(e) − (1 + K·a) = 0``;
+* OIS, fixed vs compounded overnight on the same curve: ``K Σ a_j P(t_j) − P(s) + P(e) = 0``;
+* IRS on a term index: ``Σ_k D(e_k)(P(s_k)/P(e_k) − 1) − K Σ_j a_j D(t_j) = 0``.
+
+Key-rate sensitivities come from implicit differentiation of the solved system,
+``∂y/∂q = −(∂R/∂y)⁻¹ ∂R/∂q``, including a term curve's dependence on its OIS curve's quotes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+
+from workbench import _ext
+from workbench._types import BP, FloatArray, IntArray
+from workbench.market.model import CurveSpec, Interpolation, MarketError, MarketSnapshot
+from workbench.market.schedules import (
+    add_tenor,
+    adjust,
+    schedule,
+    spot_date,
+    year_fraction,
+    year_fractions_from,
+)
+
+_METHOD = {"log_linear": _ext.LOG_LINEAR, "monotone_convex": _ext.MONOTONE_CONVEX}
+_TOL = 1e-13
+
+
+@dataclass(frozen=True)
+class Curve:
+    """A built curve: nodes in ACT/365F time from ``as_of`` and their log discount factors."""
+
+    id: str
+    currency: str
+    as_of: date
+    method: int
+    node_t: FloatArray
+    node_logdf: FloatArray
+
+    def log_discount(self, t: FloatArray) -> FloatArray:
+        """log P(t) for year fractions ``t`` ≥ 0."""
+        q = np.ascontiguousarray(t, dtype=np.float64)
+        out = np.empty(q.shape, dtype=np.float64)
+        _ext.interp_log_df(self.method, self.node_t, self.node_logdf, q.ravel(), out.ravel())
+        return out
+
+    def discount(self, t: FloatArray) -> FloatArray:
+        """Discount factors P(t)."""
+        return np.exp(self.log_discount(t))
+
+    def zero_rate(self, t: FloatArray) -> FloatArray:
+        """Continuously compounded zero rates, decimal per year (``t`` > 0)."""
+        return -self.log_discount(t) / np.asarray(t, dtype=np.float64)
+
+    def forward(self, t1: FloatArray, t2: FloatArray, accrual: FloatArray) -> FloatArray:
+        """Simple forward rates over ``[t1, t2]`` with the given accrual fractions."""
+        return (np.exp(self.log_discount(t1) - self.log_discount(t2)) - 1.0) / accrual
+
+    def year_fraction(self, dates: np.ndarray) -> FloatArray:
+        """Curve time of ``datetime64[D]`` dates."""
+        return year_fractions_from(self.as_of, dates)
+
+
+class CurveBuilder:
+    """The fixed structure of one curve's instruments, rebuilt quickly from new quotes."""
+
+    def __init__(self, spec: CurveSpec, market: MarketSnapshot, method: int) -> None:
+        self.spec = spec
+        self.method = method
+        self.as_of = market.as_of
+        cal = market.calendars[spec.calendar]
+        spot = spot_date(market.as_of, spec.spot_lag, cal)
+        self.quote_ids = tuple(i.quote for i in spec.instruments)
+        ends = [adjust(add_tenor(spot, i.tenor), cal, spec.business_day) for i in spec.instruments]
+        order = np.argsort(np.array(ends, dtype="datetime64[D]"), kind="stable")
+        if len({ends[i] for i in order}) != len(ends):
+            raise MarketError(f"curve {spec.id}: two instruments end on the same date")
+        self.order = order
+        insts = [spec.instruments[i] for i in order]
+        ends = [ends[i] for i in order]
+        self.node_t = np.concatenate([[0.0], year_fractions_from(market.as_of, np.array(ends, "datetime64[D]"))])
+        dates: dict[date, int] = {market.as_of: 0}
+
+        def qi(d: date) -> int:
+            return dates.setdefault(d, len(dates))
+
+        # terms: w = wa + K*wb (own-curve part); D-dependent parts listed separately
+        ptr = [0]
+        t_w0: list[float] = []
+        t_wk: list[float] = []
+        t_a: list[int] = []
+        t_b: list[int] = []
+        t_dpt: list[date | None] = []  # term weight = D(this date) (IRS float legs)
+        c0a: list[float] = []
+        c0b: list[float] = []
+        d_coef: list[tuple[int, date, float, float]] = []  # (inst, date, coef, coef per K)
+        for k, (inst, end) in enumerate(zip(insts, ends, strict=True)):
+            if inst.kind == "deposit":
+                a = float(year_fraction(np.array([spot], "datetime64[D]"), np.array([end], "datetime64[D]"), spec.day_count)[0])
+                c0a.append(-1.0)
+                c0b.append(-a)
+                t_w0.append(1.0), t_wk.append(0.0), t_a.append(qi(spot)), t_b.append(qi(end))
+                t_dpt.append(None)
+            elif inst.kind == "ois":
+                fixed = schedule(spot, end, spec.fixed_frequency_months, cal, spec.business_day)
+                acc = year_fraction(fixed[:-1], fixed[1:], spec.fixed_day_count)
+                c0a.append(0.0)
+                c0b.append(0.0)
+                for d, a in zip(fixed[1:].astype(date), acc, strict=True):
+                    t_w0.append(0.0), t_wk.append(float(a)), t_a.append(qi(d)), t_b.append(0)
+                    t_dpt.append(None)
+                for sign, d in ((-1.0, spot), (1.0, end)):
+                    t_w0.append(sign), t_wk.append(0.0), t_a.append(qi(d)), t_b.append(0)
+                    t_dpt.append(None)
+            elif inst.kind == "irs":
+                if spec.discount_curve is None:
+                    raise MarketError(f"curve {spec.id}: IRS instruments need a discount_curve")
+                fixed = schedule(spot, end, spec.fixed_frequency_months, cal, spec.business_day)
+                acc = year_fraction(fixed[:-1], fixed[1:], spec.fixed_day_count)
+                c0a.append(0.0)
+                c0b.append(0.0)
+                for d, a in zip(fixed[1:].astype(date), acc, strict=True):
+                    d_coef.append((k, d, 0.0, -float(a)))
+                flt = schedule(spot, end, spec.float_frequency_months, cal, spec.business_day)
+                for s, e in zip(flt[:-1].astype(date), flt[1:].astype(date), strict=True):
+                    d_coef.append((k, e, -1.0, 0.0))
+                    t_w0.append(0.0), t_wk.append(0.0), t_a.append(qi(s)), t_b.append(qi(e))
+                    t_dpt.append(e)
+            else:  # pragma: no cover - the market loader refuses other kinds
+                raise MarketError(f"curve {spec.id}: unknown instrument kind {inst.kind!r}")
+            ptr.append(len(t_w0))
+        self.query_dates = np.array(list(dates), dtype="datetime64[D]")
+        self.query_t = year_fractions_from(market.as_of, self.query_dates)
+        self.term_ptr = np.array(ptr, dtype=np.int64)
+        self.term_inst = np.repeat(np.arange(len(insts)), np.diff(self.term_ptr))
+        self.term_w0 = np.array(t_w0)
+        self.term_wk = np.array(t_wk)
+        self.term_a = np.array(t_a, dtype=np.int64)
+        self.term_b = np.array(t_b, dtype=np.int64)
+        self.c0a = np.array(c0a)
+        self.c0b = np.array(c0b)
+        d_dates = sorted({d for _, d, _, _ in d_coef} | {d for d in t_dpt if d is not None})
+        self.d_index = {d: i for i, d in enumerate(d_dates)}
+        self.d_t = year_fractions_from(market.as_of, np.array(d_dates, dtype="datetime64[D]"))
+        self.d_coef_inst = np.array([c[0] for c in d_coef], dtype=np.int64)
+        self.d_coef_pt = np.array([self.d_index[c[1]] for c in d_coef], dtype=np.int64)
+        self.d_coef_a = np.array([c[2] for c in d_coef])
+        self.d_coef_b = np.array([c[3] for c in d_coef])
+        self.term_dpt = np.array(
+            [self.d_index[d] if d is not None else -1 for d in t_dpt], dtype=np.int64
+        )
+        self.logdf = np.zeros(self.node_t.size)
+        self._k: FloatArray = np.zeros(len(insts))
+        self._dvals: FloatArray = np.zeros(len(d_dates))
+
+    def _coefficients(self, k: FloatArray, dvals: FloatArray) -> tuple[FloatArray, FloatArray]:
+        c0 = self.c0a + k * self.c0b
+        w = self.term_w0 + k[self.term_inst] * self.term_wk
+        if dvals.size:
+            coef = self.d_coef_a + k[self.d_coef_inst] * self.d_coef_b
+            c0 = c0 + np.bincount(
+                self.d_coef_inst, weights=coef * dvals[self.d_coef_pt], minlength=c0.size
+            )
+            has_d = self.term_dpt >= 0
+            w = np.where(has_d, dvals[np.maximum(self.term_dpt, 0)], w)
+        return c0, w
+
+    def build(self, quotes: FloatArray, discount: Curve | None) -> Curve:
+        """Solve the curve for quote values (in ``spec.instruments`` order)."""
+        k = np.asarray(quotes, dtype=np.float64)[self.order]
+        dvals = discount.discount(self.d_t) if discount is not None and self.d_t.size else np.zeros(0)
+        c0, w = self._coefficients(k, dvals)
+        if not self.logdf[1:].any():  # cold start: flat at each quote
+            self.logdf[1:] = -k * self.node_t[1:]
+        try:
+            _ext.bootstrap(
+                self.method, self.node_t, self.query_t, c0, self.term_ptr, w, self.term_a,
+                self.term_b, self.logdf, _TOL, 50,
+            )
+        except ValueError as exc:
+            raise MarketError(f"curve {self.spec.id}: {exc}") from None
+        self._k, self._dvals = k, dvals
+        return Curve(
+            self.spec.id, self.spec.currency, self.as_of, self.method, self.node_t,
+            self.logdf.copy(),
+        )
+
+    def sensitivities(self, discount: Curve | None) -> tuple[FloatArray, FloatArray | None]:
+        """∂y/∂q for own quotes (n × k, spec order) and ∂y/∂y_D (n × n_D) if discounted."""
+        n = self.node_t.size
+        logp = np.empty(self.query_t.size)
+        jac = np.empty((self.query_t.size, n))
+        _ext.interp_log_df_jacobian(self.method, self.node_t, self.logdf, self.query_t, logp, jac)
+        c0, w = self._coefficients(self._k, self._dvals)
+        e = np.exp(logp[self.term_a] - logp[self.term_b])
+        rows = (w * e)[:, None] * (jac[self.term_a] - jac[self.term_b])
+        dr_dy = np.zeros((n - 1, n))
+        np.add.at(dr_dy, self.term_inst, rows)
+        a = dr_dy[:, 1:]
+        # own quotes: R_i depends on K_i only
+        dr_dk = self.c0b + np.bincount(
+            self.term_inst, weights=self.term_wk * e, minlength=n - 1
+        )
+        if self._dvals.size:
+            dr_dk = dr_dk + np.bincount(
+                self.d_coef_inst,
+                weights=self.d_coef_b * self._dvals[self.d_coef_pt],
+                minlength=n - 1,
+            )
+        dy = np.zeros((n, n - 1))
+        dy[1:] = -np.linalg.solve(a, np.diag(dr_dk))
+        own = np.zeros((n, n - 1))
+        own[:, self.order] = dy  # back to spec order of quotes
+        if discount is None or not self._dvals.size:
+            return own, None
+        # dependence on the discount curve's node log-DFs
+        coef = self.d_coef_a + self._k[self.d_coef_inst] * self.d_coef_b
+        dr_dd = np.zeros((n - 1, self._dvals.size))
+        np.add.at(dr_dd, (self.d_coef_inst, self.d_coef_pt), coef)
+        has_d = self.term_dpt >= 0
+        np.add.at(dr_dd, (self.term_inst[has_d], self.term_dpt[has_d]), e[has_d])
+        dl = np.empty(self.d_t.size)
+        djac = np.empty((self.d_t.size, discount.node_t.size))
+        _ext.interp_log_df_jacobian(discount.method, discount.node_t, discount.node_logdf, self.d_t, dl, djac)
+        dr_dyd = dr_dd @ (self._dvals[:, None] * djac)
+        via = np.zeros((n, discount.node_t.size))
+        via[1:] = -np.linalg.solve(a, dr_dyd)
+        return own, via
+
+
+class CurveSet:
+    """Every curve of a market, built in dependency order (OIS first, then term curves)."""
+
+    def __init__(self, market: MarketSnapshot, *, interpolation: Interpolation | None = None) -> None:
+        self.interpolation = interpolation
+        self._builders: dict[str, CurveBuilder] = {}
+        specs = sorted(market.curves, key=lambda s: 0 if s.kind == "ois" else 1)
+        for spec in specs:
+            if spec.kind == "term" and spec.discount_curve not in {s.id for s in market.curves}:
+                raise MarketError(f"curve {spec.id}: discount curve {spec.discount_curve!r} is unknown")
+            method = _METHOD[interpolation or spec.interpolation]
+            self._builders[spec.id] = CurveBuilder(spec, market, method)
+        self._curves: dict[str, Curve] = {}
+        self._jac: dict[str, tuple[tuple[str, ...], FloatArray]] = {}
+        self.as_of = market.as_of
+        self.rebuild(market)
+
+    def rebuild(self, market: MarketSnapshot) -> None:
+        """Re-solve every curve from the market's quotes (warm start)."""
+        if market.as_of != self.as_of:
+            fresh = CurveSet(market, interpolation=self.interpolation)
+            self.__dict__.update(fresh.__dict__)
+            return
+        self._jac.clear()
+        for cid, builder in self._builders.items():
+            disc = self._curves[builder.spec.discount_curve] if builder.spec.kind == "term" else None  # type: ignore[index]
+            self._curves[cid] = builder.build(market.quote_values(builder.quote_ids), disc)
+
+    def __getitem__(self, curve_id: str) -> Curve:
+        try:
+            return self._curves[curve_id]
+        except KeyError:
+            raise MarketError(f"unknown curve {curve_id!r}") from None
+
+    def __contains__(self, curve_id: object) -> bool:
+        return curve_id in self._curves
+
+    def ids(self) -> tuple[str, ...]:
+        """Curve ids in build order."""
+        return tuple(self._curves)
+
+    def quote_jacobian(self, curve_id: str) -> tuple[tuple[str, ...], FloatArray]:
+        """Quote ids and ∂(node log-DF)/∂quote per +1bp (n × k), incl. the discount curve's."""
+        hit = self._jac.get(curve_id)
+        if hit is not None:
+            return hit
+        builder = self._builders[curve_id]
+        disc_id = builder.spec.discount_curve if builder.spec.kind == "term" else None
+        disc = self._curves[disc_id] if disc_id else None
+        own, via = builder.sensitivities(disc)
+        qids: tuple[str, ...] = builder.quote_ids
+        jac = own * BP
+        if via is not None and disc_id is not None:
+            dq, djac = self.quote_jacobian(disc_id)
+            qids = qids + dq
+            jac = np.hstack([jac, via @ djac])
+        self._jac[curve_id] = (qids, jac)
+        return qids, jac
+
+    def log_df_sensitivity(self, curve_id: str, t: FloatArray) -> tuple[tuple[str, ...], FloatArray]:
+        """Quote ids and ∂ log P(t) / ∂ quote per +1bp (m × k) at arbitrary times."""
+        curve = self[curve_id]
+        qids, jac = self.quote_jacobian(curve_id)
+        q = np.ascontiguousarray(t, dtype=np.float64)
+        out = np.empty(q.size)
+        ij = np.empty((q.size, curve.node_t.size))
+        _ext.interp_log_df_jacobian(curve.method, curve.node_t, curve.node_logdf, q, out, ij)
+        return qids, ij @ jac
+
+
+def rate_quote_ids(market: MarketSnapshot, currency: str | None = None) -> list[str]:
+    """Every curve quote id (optionally of one currency)."""
+    return [
+        i.quote
+        for spec in market.curves
+        if currency is None or spec.currency == currency
+        for i in spec.instruments
+    ]
+
+
+def shifted(market: MarketSnapshot, bp: float, currency: str | None = None) -> MarketSnapshot:
+    """The market with every curve quote (of one currency, or all) moved by ``bp`` basis points."""
+    ids = rate_quote_ids(market, currency)
+    return market.with_quotes(dict(zip(ids, market.quote_values(ids) + bp * BP, strict=True)))
+
+
+__all__ = ["Curve", "CurveBuilder", "CurveSet", "IntArray", "rate_quote_ids", "shifted"]
