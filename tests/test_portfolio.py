@@ -77,11 +77,9 @@ def test_fx_delta_and_gamma_are_one_percent_spot_bumps(
     fx = base_rate_column(market, book.currency.codes, book.currency.labels)[rows]
     fd_delta = (up.pv_ccy[rows] - down.pv_ccy[rows]) / 2
     fd_gamma = up.pv_ccy[rows] - 2 * base.pv_ccy[rows] + down.pv_ccy[rows]
-    scale = np.abs(book.notional[rows]) * 1e-6
-    np.testing.assert_allclose(base.delta[rows] / fx, fd_delta, rtol=1e-3, atol=1e-9)
-    # analytic gamma is d2PV/db2 * h^2; the central difference carries O(h^4) terms
-    np.testing.assert_allclose(base.gamma[rows] / fx, fd_gamma, rtol=2e-2, atol=1e-9)
-    assert np.all(scale > 0)
+    noise = np.abs(book.notional[rows]) * 1e-9  # rounding of PVs of this size
+    np.testing.assert_allclose(base.delta[rows] / fx, fd_delta, rtol=1e-9, atol=noise.max())
+    np.testing.assert_allclose(base.gamma[rows] / fx, fd_gamma, rtol=1e-7, atol=noise.max())
 
 
 def test_equity_vega_is_one_vol_point(
@@ -92,7 +90,8 @@ def test_equity_vega_is_one_vol_point(
     bumped = {q: market.quote(q) + 0.01 for row in spec.vol_quotes for q in row}
     up = pricer.risk(market.with_quotes(bumped))
     # a parallel +1 point on the surface moves each option's vol by exactly +1 point
-    np.testing.assert_allclose(up.pv[rows] - base.pv[rows], base.vega[rows], rtol=2e-2, atol=50.0)
+    # the analytic vega is first order; the re-pricing carries the vol convexity (volga/2)
+    np.testing.assert_allclose(up.pv[rows] - base.pv[rows], base.vega[rows], rtol=2e-2, atol=1.0)
 
 
 def test_swap_delta_is_dv01_of_all_its_curves(
@@ -113,7 +112,11 @@ def test_swap_delta_is_dv01_of_all_its_curves(
 def test_swap_key_rates_sum_to_dv01(book: Book, base: BookRisk) -> None:
     rows = book.rows("IRS")
     sums = np.bincount(base.key_rates.rows, weights=base.key_rates.values, minlength=len(book))
-    np.testing.assert_allclose(sums[rows], base.delta[rows], rtol=1e-3, atol=1.0)
+    # key rates are first order, the DV01 a central difference: they differ by O(1bp^2) terms
+    err = np.abs(sums[rows] - base.delta[rows])
+    tol = 1e-3 * np.abs(base.delta[rows]) + 1e-2 * np.abs(base.gamma[rows]) + 1.0
+    worst = int(np.argmax(err / tol))
+    assert np.all(err <= tol), (book.position_id[rows[worst]], sums[rows[worst]], base.delta[rows[worst]], base.gamma[rows[worst]])
 
 
 def test_theta_is_one_calendar_day_roll(
@@ -144,5 +147,6 @@ def test_repricing_the_same_market_is_identical(
     pricer: PortfolioPricer, market: MarketSnapshot, base: BookRisk
 ) -> None:
     again = pricer.risk(market)
-    np.testing.assert_array_equal(again.pv, base.pv)
-    np.testing.assert_array_equal(again.delta, base.delta)
+    # curves are re-solved from a warm start to 1e-13 per unit notional, not bit for bit
+    np.testing.assert_allclose(again.pv, base.pv, rtol=1e-9, atol=1e-4)
+    np.testing.assert_allclose(again.delta, base.delta, rtol=1e-6, atol=1e-4)

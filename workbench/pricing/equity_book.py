@@ -90,14 +90,24 @@ class EquityPricer:
             r = -log_df / t
             q = np.full(t.size, g.spec.dividend_yield)
             s = np.full(t.size, spot)
-            vol = self._surface(market, g.spec).vol_for_strike(s, g.strike, t)
+            surface = self._surface(market, g.spec)
+
+            def value(mult: float, g: _Underlying = g, surface: EquityVolSurfaceModel = surface,
+                      t: FloatArray = t, r: FloatArray = r, q: FloatArray = q) -> FloatArray:
+                s_b = np.full(t.size, spot * mult)
+                vol_b = surface.vol_for_strike(s_b, g.strike, t)
+                return g.notional * black_price(g.sign, s_b, g.strike, t, r, q, vol_b)
+
             if not greeks:
-                pv[sl] = g.notional * black_price(g.sign, s, g.strike, t, r, q, vol)
+                pv[sl] = value(1.0)
                 continue
+            vol = surface.vol_for_strike(s, g.strike, t)
             res = black_greeks(g.sign, s, g.strike, t, r, q, vol)
-            pv[sl] = g.notional * res.pv
-            delta[sl] = g.notional * res.delta * spot * SPOT_BUMP
-            gamma[sl] = g.notional * res.gamma * (spot * SPOT_BUMP) ** 2
+            base = g.notional * res.pv
+            up, down = value(1.0 + SPOT_BUMP), value(1.0 - SPOT_BUMP)
+            pv[sl] = base
+            delta[sl] = (up - down) / 2.0
+            gamma[sl] = up - 2.0 * base + down
             vega[sl] = g.notional * res.vega * VOL_POINT
             # r = -log P(T)/T  =>  dPV/dlog P(T) = -rho / T
             d_log_df = -g.notional * res.rho_d / t

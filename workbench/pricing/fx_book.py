@@ -146,25 +146,32 @@ class FxPricer:
             d_lq_s = np.where(fw, fwd_leg, 0.0)
             if op.any():
                 smile = self._smile(market, g.pair.pair)
-                s_op = np.full(int(op.sum()), spot)
-                vol = smile.vol_for_strike(s_op, g.strike[op], t[op], r_d[op], r_f[op])
+                k_op, t_op, rd_op, rf_op = g.strike[op], t[op], r_d[op], r_f[op]
+
+                def value(mult: float) -> FloatArray:
+                    s_b = np.full(k_op.size, spot * mult)
+                    vol_b = smile.vol_for_strike(s_b, k_op, t_op, rd_op, rf_op)
+                    return g.notional[op] * black_price(g.sign[op], s_b, k_op, t_op, rd_op, rf_op, vol_b)
+
                 if greeks:
-                    res = black_greeks(g.sign[op], s_op, g.strike[op], t[op], r_d[op], r_f[op], vol)
-                    pv[sl][op] = g.notional[op] * res.pv
-                    delta[sl][op] = g.notional[op] * res.delta * spot * SPOT_BUMP
-                    gamma[sl][op] = g.notional[op] * res.gamma * (spot * SPOT_BUMP) ** 2
+                    s_op = np.full(k_op.size, spot)
+                    vol = smile.vol_for_strike(s_op, k_op, t_op, rd_op, rf_op)
+                    res = black_greeks(g.sign[op], s_op, k_op, t_op, rd_op, rf_op, vol)
+                    base = g.notional[op] * res.pv
+                    up, down = value(1.0 + SPOT_BUMP), value(1.0 - SPOT_BUMP)
+                    pv[sl][op] = base
+                    delta[sl][op] = (up - down) / 2.0
+                    gamma[sl][op] = up - 2.0 * base + down
                     vega[sl][op] = g.notional[op] * res.vega * VOL_POINT
                     # r_d = -lq_t/t; r_f = (-lb_t + lb_s - lq_s)/t, spot held fixed
                     rho_d = g.notional[op] * res.rho_d
                     rho_f = g.notional[op] * res.rho_f
-                    d_lq_t[op] = -rho_d / t[op]
-                    d_lb_t[op] = -rho_f / t[op]
-                    d_lb_s[op] = rho_f / t[op]
-                    d_lq_s[op] = -rho_f / t[op]
+                    d_lq_t[op] = -rho_d / t_op
+                    d_lb_t[op] = -rho_f / t_op
+                    d_lb_s[op] = rho_f / t_op
+                    d_lq_s[op] = -rho_f / t_op
                 else:
-                    pv[sl][op] = g.notional[op] * black_price(
-                        g.sign[op], s_op, g.strike[op], t[op], r_d[op], r_f[op], vol
-                    )
+                    pv[sl][op] = value(1.0)
             if greeks:
                 delta[sl][fw] = (fwd_leg * SPOT_BUMP)[fw]
                 key_parts.append(

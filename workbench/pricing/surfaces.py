@@ -6,9 +6,10 @@ interpolation object that had not changed since the last tick. Here a fitted spl
 nothing. The cache counts hits, misses and the time spent building and looking up, and can be
 switched off for experiments.
 
-Both surfaces interpolate **total variance** ``σ²T`` with a bicubic (or lower order, for small
-grids) ``RectBivariateSpline``; inputs outside the grid are clamped to its edges (flat
-extrapolation of vol in the smile direction, flat total-variance slope in time).
+Both surfaces interpolate the **vol** itself with a bicubic (or lower order, for small grids)
+``RectBivariateSpline`` in (expiry time, smile coordinate); inputs outside the grid are clamped to
+its edges (flat extrapolation). A spline reproduces constants, so a parallel shift of every grid
+vol shifts every interpolated vol by exactly the same amount.
 """
 
 from __future__ import annotations
@@ -114,23 +115,17 @@ class FxVolSurfaceModel:
         self._cache = cache
         self._key = (surface_id, version)
 
-    def _total_variance(self, t: FloatArray, delta: FloatArray) -> FloatArray:
+    def vol_at_delta(self, t: FloatArray, call_delta: FloatArray) -> FloatArray:
+        """Vol at a call delta and expiry (years)."""
         spline = self._cache.spline(
-            self._key[0], self._key[1], self.expiries, self.deltas,
-            self.vols**2 * self.expiries[:, None],
+            self._key[0], self._key[1], self.expiries, self.deltas, self.vols
         )
         t0 = time.perf_counter_ns()
         tc = np.clip(t, self.expiries[0], self.expiries[-1])
-        dc = np.clip(delta, self.deltas[0], self.deltas[-1])
-        w = spline.ev(tc, dc)
-        # beyond the grid in time: keep the edge vol
-        w = w / tc * t
+        dc = np.clip(call_delta, self.deltas[0], self.deltas[-1])
+        vol = spline.ev(tc, dc)
         self._cache.lookup_ns += time.perf_counter_ns() - t0
-        return np.maximum(w, 1e-12)  # type: ignore[no-any-return]
-
-    def vol_at_delta(self, t: FloatArray, call_delta: FloatArray) -> FloatArray:
-        """Vol at a call delta and expiry."""
-        return np.sqrt(self._total_variance(t, call_delta) / t)  # type: ignore[no-any-return]
+        return np.maximum(vol, 1e-6)  # type: ignore[no-any-return]
 
     def vol_for_strike(
         self, S: FloatArray, K: FloatArray, T: FloatArray, r_d: FloatArray, r_f: FloatArray
@@ -171,12 +166,11 @@ class EquityVolSurfaceModel:
     def vol_for_strike(self, S: FloatArray, K: FloatArray, T: FloatArray) -> FloatArray:
         """Vol at strike ``K`` and expiry ``T`` for spot ``S``."""
         spline = self._cache.spline(
-            self._key[0], self._key[1], self.expiries, self.moneyness,
-            self.vols**2 * self.expiries[:, None],
+            self._key[0], self._key[1], self.expiries, self.moneyness, self.vols
         )
         t0 = time.perf_counter_ns()
         tc = np.clip(T, self.expiries[0], self.expiries[-1])
         mc = np.clip(K / S, self.moneyness[0], self.moneyness[-1])
-        w = np.maximum(spline.ev(tc, mc), 1e-12)
+        vol = spline.ev(tc, mc)
         self._cache.lookup_ns += time.perf_counter_ns() - t0
-        return np.sqrt(w / tc)  # type: ignore[no-any-return]
+        return np.maximum(vol, 1e-6)  # type: ignore[no-any-return]
