@@ -134,8 +134,14 @@ def _print_summary(
         )
         .sort("asset_class")
     )
-    print(f"{n:,} positions priced; totals in USD (delta per its bump, see docs/greeks.md)", file=stream)
-    header = f"{'asset class':<12}{'positions':>10}{'pv':>18}{'delta':>16}{'gamma':>14}{'vega':>14}{'theta':>14}"
+    print(
+        f"{n:,} positions priced; totals in USD (delta per its bump, see docs/greeks.md)",
+        file=stream,
+    )
+    header = (
+        f"{'asset class':<12}{'positions':>10}{'pv':>18}{'delta':>16}"
+        f"{'gamma':>14}{'vega':>14}{'theta':>14}"
+    )
     print(header, file=stream)
     for row in summary.iter_rows(named=True):
         print(
@@ -145,7 +151,9 @@ def _print_summary(
             file=stream,
         )
     print(f"load  {t_load:8.3f} s", file=stream)
-    print(f"setup {t_setup:8.3f} s  (schedules, matrices, random numbers, compilation)", file=stream)
+    print(
+        f"setup {t_setup:8.3f} s  (schedules, matrices, random numbers, compilation)", file=stream
+    )
     print(f"price {t_price:8.3f} s", file=stream)
     for stage, seconds in risk.timings.items():
         print(f"  {stage:<14}{seconds:8.3f} s", file=stream)

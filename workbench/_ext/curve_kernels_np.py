@@ -26,7 +26,9 @@ MONOTONE_CONVEX = 1
 _JAC_STEP = 1e-6
 
 
-def _interp_batch(method: int, node_t: FloatArray, y: FloatArray, query_t: FloatArray) -> FloatArray:
+def _interp_batch(
+    method: int, node_t: FloatArray, y: FloatArray, query_t: FloatArray
+) -> FloatArray:
     """log P at ``query_t`` for a batch of node vectors ``y`` (B × n) → (B × m)."""
     n = node_t.size
     dt = np.diff(node_t)  # (n-1,)
@@ -54,7 +56,7 @@ def _interp_batch(method: int, node_t: FloatArray, y: FloatArray, query_t: Float
 
 
 def _node_forwards(node_t: FloatArray, fd: FloatArray) -> FloatArray:
-    """Instantaneous forwards at the nodes (Hagan–West), with the positivity collar if all fd > 0."""
+    """Instantaneous forwards at the nodes (Hagan–West); positivity collar if all fd > 0."""
     b, m = fd.shape
     f = np.empty((b, m + 1))
     if m == 1:
@@ -87,16 +89,18 @@ def _g_integral(g0: FloatArray, g1: FloatArray, x: FloatArray) -> FloatArray:
         (g0 > 0) & (-0.5 * g0 >= g1) & (g1 >= -2.0 * g0)
     )
     r2 = ~r1 & (((g0 < 0) & (g1 > -2.0 * g0)) | ((g0 > 0) & (g1 < -2.0 * g0)))
-    r3 = ~r1 & ~r2 & (((g0 > 0) & (g1 < 0) & (g1 > -0.5 * g0)) | ((g0 < 0) & (g1 > 0) & (g1 < -0.5 * g0)))
+    r3 = (
+        ~r1
+        & ~r2
+        & (((g0 > 0) & (g1 < 0) & (g1 > -0.5 * g0)) | ((g0 < 0) & (g1 > 0) & (g1 < -0.5 * g0)))
+    )
     r4 = ~zero & ~r1 & ~r2 & ~r3
     with np.errstate(divide="ignore", invalid="ignore"):
         # (i) quadratic
         v1 = g0 * (x - 2 * x**2 + x**3) + g1 * (x**3 - x**2)
         # (ii) flat at g0, then a quadratic rise to g1
         eta2 = (g1 + 2 * g0) / (g1 - g0)
-        v2 = g0 * x + np.where(
-            x > eta2, (g1 - g0) * (x - eta2) ** 3 / (3 * (1 - eta2) ** 2), 0.0
-        )
+        v2 = g0 * x + np.where(x > eta2, (g1 - g0) * (x - eta2) ** 3 / (3 * (1 - eta2) ** 2), 0.0)
         # (iii) quadratic from g0 to g1, then flat at g1
         eta3 = 3 * g1 / (g1 - g0)
         v3 = g1 * x + (g0 - g1) * (eta3 / 3) * (
@@ -219,7 +223,9 @@ def bootstrap(
         try:
             step = np.linalg.solve(jac, res)
         except np.linalg.LinAlgError:
-            raise ValueError("bootstrap Jacobian is singular: two instruments pin the same node") from None
+            raise ValueError(
+                "bootstrap Jacobian is singular: two instruments pin the same node"
+            ) from None
         y[1:] -= step
     i = int(np.argmax(np.abs(res)))
     raise ValueError(

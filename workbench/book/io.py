@@ -27,8 +27,16 @@ from workbench.book.validation import MAX_EXACT_INTEGER, BookError, BookIssue, c
 from workbench.market.model import MarketSnapshot
 
 _INT_TEXT = re.compile(r"^\s*[+-]?\d+\s*$")
-_REQUIRED_COLUMNS = ("position_id", "product", "desk", "book", "currency", "underlying",
-                     "notional", "maturity")
+_REQUIRED_COLUMNS = (
+    "position_id",
+    "product",
+    "desk",
+    "book",
+    "currency",
+    "underlying",
+    "notional",
+    "maturity",
+)
 
 
 def _read(path: Path) -> tuple[pl.DataFrame, bool]:
@@ -51,8 +59,11 @@ def _typed(frame: pl.DataFrame, file: str, csv: bool) -> tuple[pl.DataFrame, lis
 
     unknown = [c for c in frame.columns if c not in ALL_COLUMNS]
     for c in unknown:
-        issues.append(BookIssue(file, 0, c, "", "unknown column (see docs/book-format.md)",
-                                1 if csv else None))
+        issues.append(
+            BookIssue(
+                file, 0, c, "", "unknown column (see docs/book-format.md)", 1 if csv else None
+            )
+        )
     missing = [c for c in _REQUIRED_COLUMNS if c not in frame.columns]
     for c in missing:
         issues.append(BookIssue(file, 0, c, "", "required column is missing", 1 if csv else None))
@@ -81,7 +92,12 @@ def _typed(frame: pl.DataFrame, file: str, csv: bool) -> tuple[pl.DataFrame, lis
         if s.dtype.is_integer():
             big = (s.abs() > MAX_EXACT_INTEGER).fill_null(False).to_numpy()
             for i in np.flatnonzero(big):
-                issue(int(i), c, s[int(i)], "integer too large to hold exactly in float64 (above 2^53)")
+                issue(
+                    int(i),
+                    c,
+                    s[int(i)],
+                    "integer too large to hold exactly in float64 (above 2^53)",
+                )
             cols[c] = s.cast(pl.Float64)
             continue
         if s.dtype.is_float():
@@ -125,7 +141,9 @@ def load_book(
     raw, csv = _read(p)
     frame, issues = _typed(raw, str(p), csv)
     for i, col, message in check_rows(frame, market):
-        issues.append(BookIssue(str(p), i + 1, col, _cell(frame, i, col), message, i + 2 if csv else None))
+        issues.append(
+            BookIssue(str(p), i + 1, col, _cell(frame, i, col), message, i + 2 if csv else None)
+        )
     issues.sort(key=lambda x: (x.row, x.column))
     if issues and on_error == "raise":
         raise BookError(issues)

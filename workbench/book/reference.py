@@ -22,22 +22,33 @@ SHARES: dict[str, float] = {
     "CDX_TRANCHE": 800 / 40_000,
     "EQ_OPTION": 6_000 / 40_000,
 }
-_RATES_WEIGHTS = {"USD": 0.30, "EUR": 0.25, "GBP": 0.12, "JPY": 0.10, "CHF": 0.05, "CAD": 0.08,
-                  "AUD": 0.10}
+_RATES_WEIGHTS = {
+    "USD": 0.30,
+    "EUR": 0.25,
+    "GBP": 0.12,
+    "JPY": 0.10,
+    "CHF": 0.05,
+    "CAD": 0.08,
+    "AUD": 0.10,
+}
 _TRANCHES = {
     "CDX.IG": ((0.0, 0.03), (0.03, 0.07), (0.07, 0.15), (0.15, 1.0)),
     "CDX.HY": ((0.0, 0.15), (0.15, 0.25), (0.25, 0.35), (0.35, 1.0)),
     "ITRAXX.MAIN": ((0.0, 0.03), (0.03, 0.06), (0.06, 0.12), (0.12, 1.0)),
     "ITRAXX.XOVER": ((0.0, 0.10), (0.10, 0.20), (0.20, 0.35), (0.35, 1.0)),
 }
-_EQ_DESK = {"USD": "US Equity Derivatives", "EUR": "EU Equity Derivatives",
-            "GBP": "UK Equity Derivatives", "JPY": "Asia Equity Derivatives",
-            "CHF": "EU Equity Derivatives"}
+_EQ_DESK = {
+    "USD": "US Equity Derivatives",
+    "EUR": "EU Equity Derivatives",
+    "GBP": "UK Equity Derivatives",
+    "JPY": "Asia Equity Derivatives",
+    "CHF": "EU Equity Derivatives",
+}
 
 
 def counts(positions: int) -> dict[str, int]:
     """How many positions of each product a book of ``positions`` has."""
-    out = {p: int(round(positions * s)) for p, s in SHARES.items()}
+    out = {p: round(positions * s) for p, s in SHARES.items()}
     if positions >= 50:
         for p in out:
             out[p] = max(out[p], 1)
@@ -54,8 +65,13 @@ def _add_months(d: np.ndarray, months: np.ndarray) -> np.ndarray:
     m = d.astype("datetime64[M]")
     day = (d - m).astype(np.int64)
     target = m + months.astype("timedelta64[M]")
-    length = ((target + np.timedelta64(1, "M")).astype("datetime64[D]") - target.astype("datetime64[D]")).astype(np.int64)
-    return target.astype("datetime64[D]") + np.minimum(day, length - 1).astype("timedelta64[D]")
+    length = (
+        (target + np.timedelta64(1, "M")).astype("datetime64[D]") - target.astype("datetime64[D]")
+    ).astype(np.int64)
+    out: np.ndarray = target.astype("datetime64[D]") + np.minimum(day, length - 1).astype(
+        "timedelta64[D]"
+    )
+    return out
 
 
 def generate_reference_book(
@@ -82,12 +98,17 @@ def _notional(rng: np.random.Generator, k: int, lo: float, hi: float) -> np.ndar
     return np.exp(rng.uniform(np.log(lo), np.log(hi), k))
 
 
-def _swaps(market: MarketSnapshot, rng: np.random.Generator, k: int, usd: dict[str, float]) -> pl.DataFrame:
+def _swaps(
+    market: MarketSnapshot, rng: np.random.Generator, k: int, usd: dict[str, float]
+) -> pl.DataFrame:
     ccys = list(_RATES_WEIGHTS)
     ccy = rng.choice(ccys, size=k, p=list(_RATES_WEIGHTS.values()))
     use_term = rng.random(k) < 0.5
-    years = rng.choice(np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20, 25, 30]), size=k,
-                       p=np.array([8, 9, 9, 7, 12, 5, 7, 4, 3, 12, 4, 7, 6, 3, 4]) / 100.0)
+    years = rng.choice(
+        np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 15, 20, 25, 30]),
+        size=k,
+        p=np.array([8, 9, 9, 7, 12, 5, 7, 4, 3, 12, 4, 7, 6, 3, 4]) / 100.0,
+    )
     fwd_months = np.where(rng.random(k) < 0.7, 0, rng.integers(1, 13, k))
     notional_usd = np.round(_notional(rng, k, 1e6, 5e8), -5)
     sign = np.where(rng.random(k) < 0.5, 1.0, -1.0)
@@ -109,36 +130,44 @@ def _swaps(market: MarketSnapshot, rng: np.random.Generator, k: int, usd: dict[s
         start[rows] = s
         maturity[rows] = adjust_array(_add_months(s, 12 * years[rows]), cal, "MF")
         curve[rows] = np.where(use_term[rows], term.id, ois.id)
-        level = np.interp(years[rows], [1, 5, 10, 30],
-                          [market.quote(f"{ois.id}.OIS.{t}") for t in ("1Y", "5Y", "10Y", "30Y")])
+        level = np.interp(
+            years[rows],
+            [1, 5, 10, 30],
+            [market.quote(f"{ois.id}.OIS.{t}") for t in ("1Y", "5Y", "10Y", "30Y")],
+        )
         fixed[rows] = np.round(level + rng.normal(0.0, 0.004, rows.size), 5)
         scale = 1e8 if c == "JPY" else 1e5
         notional[rows] = np.round(notional_usd[rows] / usd[c] / scale) * scale * sign[rows]
     desk = np.array([f"{c} Rates" for c in ccy], dtype=object)
     desk[(years >= 20) & (rng.random(k) < 0.4)] = "Rates Long End"
-    return pl.DataFrame({
-        "product": ["IRS"] * k,
-        "desk": desk.tolist(),
-        "book": [_books(d)[int(j)] for d, j in zip(desk, rng.integers(0, 3, k), strict=True)],
-        "currency": ccy.tolist(),
-        "underlying": curve.tolist(),
-        "start": start,
-        "maturity": maturity,
-        "notional": notional,
-        "fixed_rate": fixed,
-        "float_spread": np.zeros(k),
-    })
+    return pl.DataFrame(
+        {
+            "product": ["IRS"] * k,
+            "desk": desk.tolist(),
+            "book": [_books(d)[int(j)] for d, j in zip(desk, rng.integers(0, 3, k), strict=True)],
+            "currency": ccy.tolist(),
+            "underlying": curve.tolist(),
+            "start": start,
+            "maturity": maturity,
+            "notional": notional,
+            "fixed_rate": fixed,
+            "float_spread": np.zeros(k),
+        }
+    )
 
 
-def _fx(market: MarketSnapshot, rng: np.random.Generator, k_fwd: int, k_opt: int,
-        usd: dict[str, float]) -> pl.DataFrame:
+def _fx(
+    market: MarketSnapshot, rng: np.random.Generator, k_fwd: int, k_opt: int, usd: dict[str, float]
+) -> pl.DataFrame:
     pairs = market.fx_pairs
     frames = []
     for product, k in (("FX_FWD", k_fwd), ("FX_OPTION", k_opt)):
         if not k:
             continue
         idx = rng.integers(0, len(pairs), k)
-        days = np.exp(rng.uniform(np.log(7), np.log(2 * 365 if product == "FX_FWD" else 5 * 365), k))
+        days = np.exp(
+            rng.uniform(np.log(7), np.log(2 * 365 if product == "FX_FWD" else 5 * 365), k)
+        )
         as_of = np.datetime64(market.as_of, "D")
         mat = np.empty(k, dtype="datetime64[D]")
         strike = np.empty(k)
@@ -160,61 +189,92 @@ def _fx(market: MarketSnapshot, rng: np.random.Generator, k_fwd: int, k_opt: int
             base_usd = usd[pair.base_ccy]
             notional[rows] = np.round(_notional(rng, rows.size, 1e6, 1e8) / base_usd, -4)
         notional *= np.where(rng.random(k) < 0.5, 1.0, -1.0)
-        desk_names = (["G10 FX Forwards"] if product == "FX_FWD"
-                      else ["G10 FX Options", "JPY FX Options", "EUR FX Options"])
+        desk_names = (
+            ["G10 FX Forwards"]
+            if product == "FX_FWD"
+            else ["G10 FX Options", "JPY FX Options", "EUR FX Options"]
+        )
         desks = [desk_names[int(i)] for i in rng.integers(0, len(desk_names), k)]
-        frames.append(pl.DataFrame({
-            "product": [product] * k,
-            "desk": desks,
-            "book": [_books(d)[int(j)] for d, j in zip(desks, rng.integers(0, 3, k), strict=True)],
-            "currency": [pairs[int(i)].quote_ccy for i in idx],
-            "underlying": [pairs[int(i)].pair for i in idx],
-            "maturity": mat,
-            "notional": notional,
-            "strike": strike,
-            "option_type": ([None] * k if product == "FX_FWD"
-                            else [("C" if x < 0.5 else "P") for x in rng.random(k)]),
-        }))
+        frames.append(
+            pl.DataFrame(
+                {
+                    "product": [product] * k,
+                    "desk": desks,
+                    "book": [
+                        _books(d)[int(j)] for d, j in zip(desks, rng.integers(0, 3, k), strict=True)
+                    ],
+                    "currency": [pairs[int(i)].quote_ccy for i in idx],
+                    "underlying": [pairs[int(i)].pair for i in idx],
+                    "maturity": mat,
+                    "notional": notional,
+                    "strike": strike,
+                    "option_type": (
+                        [None] * k
+                        if product == "FX_FWD"
+                        else [("C" if x < 0.5 else "P") for x in rng.random(k)]
+                    ),
+                }
+            )
+        )
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()
 
 
-def _credit(market: MarketSnapshot, rng: np.random.Generator, k_idx: int, k_tr: int) -> pl.DataFrame:
+def _credit(
+    market: MarketSnapshot, rng: np.random.Generator, k_idx: int, k_tr: int
+) -> pl.DataFrame:
     indices = market.credit_indices
     frames = []
     if k_idx:
         idx = rng.integers(0, len(indices), k_idx)
-        frames.append(pl.DataFrame({
-            "product": ["CDX_INDEX"] * k_idx,
-            "desk": ["Credit Index" if rng.random() < 0.7 else "Credit Flow" for _ in range(k_idx)],
-            "currency": [indices[int(i)].currency for i in idx],
-            "underlying": [indices[int(i)].id for i in idx],
-            "maturity": [indices[int(i)].maturity for i in idx],
-            "notional": np.round(_notional(rng, k_idx, 1e7, 2e8), -6)
-            * np.where(rng.random(k_idx) < 0.5, 1.0, -1.0),
-            "coupon": [indices[int(i)].coupon for i in idx],
-        }))
+        frames.append(
+            pl.DataFrame(
+                {
+                    "product": ["CDX_INDEX"] * k_idx,
+                    "desk": [
+                        "Credit Index" if rng.random() < 0.7 else "Credit Flow"
+                        for _ in range(k_idx)
+                    ],
+                    "currency": [indices[int(i)].currency for i in idx],
+                    "underlying": [indices[int(i)].id for i in idx],
+                    "maturity": [indices[int(i)].maturity for i in idx],
+                    "notional": np.round(_notional(rng, k_idx, 1e7, 2e8), -6)
+                    * np.where(rng.random(k_idx) < 0.5, 1.0, -1.0),
+                    "coupon": [indices[int(i)].coupon for i in idx],
+                }
+            )
+        )
     if k_tr:
         idx = rng.integers(0, len(indices), k_tr)
         which = rng.integers(0, 4, k_tr)
-        att = [_TRANCHES.get(indices[int(i)].id, _TRANCHES["CDX.IG"])[int(w)] for i, w in zip(idx, which, strict=True)]
-        frames.append(pl.DataFrame({
-            "product": ["CDX_TRANCHE"] * k_tr,
-            "desk": ["Credit Structured" for _ in range(k_tr)],
-            "currency": [indices[int(i)].currency for i in idx],
-            "underlying": [indices[int(i)].id for i in idx],
-            "maturity": [indices[int(i)].maturity for i in idx],
-            "notional": np.round(_notional(rng, k_tr, 5e6, 5e7), -5)
-            * np.where(rng.random(k_tr) < 0.5, 1.0, -1.0),
-            "coupon": [indices[int(i)].coupon for i in idx],
-            "attach": [a for a, _ in att],
-            "detach": [d for _, d in att],
-        }))
+        att = [
+            _TRANCHES.get(indices[int(i)].id, _TRANCHES["CDX.IG"])[int(w)]
+            for i, w in zip(idx, which, strict=True)
+        ]
+        frames.append(
+            pl.DataFrame(
+                {
+                    "product": ["CDX_TRANCHE"] * k_tr,
+                    "desk": ["Credit Structured" for _ in range(k_tr)],
+                    "currency": [indices[int(i)].currency for i in idx],
+                    "underlying": [indices[int(i)].id for i in idx],
+                    "maturity": [indices[int(i)].maturity for i in idx],
+                    "notional": np.round(_notional(rng, k_tr, 5e6, 5e7), -5)
+                    * np.where(rng.random(k_tr) < 0.5, 1.0, -1.0),
+                    "coupon": [indices[int(i)].coupon for i in idx],
+                    "attach": [a for a, _ in att],
+                    "detach": [d for _, d in att],
+                }
+            )
+        )
     if not frames:
         return pl.DataFrame()
     out = pl.concat(frames, how="diagonal_relaxed")
     desks = out["desk"].to_list()
     return out.with_columns(
-        pl.Series("book", [_books(d)[int(j)] for d, j in zip(desks, rng.integers(0, 3, len(desks)), strict=True)])
+        pl.Series(
+            "book",
+            [_books(d)[int(j)] for d, j in zip(desks, rng.integers(0, 3, len(desks)), strict=True)],
+        )
     )
 
 
@@ -235,17 +295,20 @@ def _equity(market: MarketSnapshot, rng: np.random.Generator, k: int) -> pl.Data
         mat[rows] = adjust_array(as_of + days[rows].astype("timedelta64[D]"), cal, "F")
         strike[rows] = np.round(market.quote(e.spot_quote) * rng.uniform(0.75, 1.25, rows.size), 2)
     desks = [_EQ_DESK[eqs[int(i)].currency] if rng.random() < 0.8 else "Equity Vol" for i in idx]
-    return pl.DataFrame({
-        "product": ["EQ_OPTION"] * k,
-        "desk": desks,
-        "book": [_books(d)[int(j)] for d, j in zip(desks, rng.integers(0, 3, k), strict=True)],
-        "currency": [eqs[int(i)].currency for i in idx],
-        "underlying": [eqs[int(i)].id for i in idx],
-        "maturity": mat,
-        "notional": np.round(_notional(rng, k, 100, 1e5)) * np.where(rng.random(k) < 0.5, 1.0, -1.0),
-        "strike": strike,
-        "option_type": [("C" if x < 0.5 else "P") for x in rng.random(k)],
-    })
+    return pl.DataFrame(
+        {
+            "product": ["EQ_OPTION"] * k,
+            "desk": desks,
+            "book": [_books(d)[int(j)] for d, j in zip(desks, rng.integers(0, 3, k), strict=True)],
+            "currency": [eqs[int(i)].currency for i in idx],
+            "underlying": [eqs[int(i)].id for i in idx],
+            "maturity": mat,
+            "notional": np.round(_notional(rng, k, 100, 1e5))
+            * np.where(rng.random(k) < 0.5, 1.0, -1.0),
+            "strike": strike,
+            "option_type": [("C" if x < 0.5 else "P") for x in rng.random(k)],
+        }
+    )
 
 
 __all__ = ["counts", "generate_reference_book"]

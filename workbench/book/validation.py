@@ -73,10 +73,16 @@ def check_rows(frame: pl.DataFrame, market: MarketSnapshot | None) -> list[tuple
     maturity = frame["maturity"].to_numpy()
     has_start = ~np.isnat(start)
     with np.errstate(invalid="ignore"):
-        flag(has_start & ~np.isnat(maturity) & (start >= maturity), "start", "start is not before maturity")
+        flag(
+            has_start & ~np.isnat(maturity) & (start >= maturity),
+            "start",
+            "start is not before maturity",
+        )
     is_opt = np.array([p in ("FX_OPTION", "EQ_OPTION") for p in product])
     opt_type = frame["option_type"].to_list()
-    flag(is_opt & np.array([t not in ("C", "P") for t in opt_type]), "option_type", "expected C or P")
+    flag(
+        is_opt & np.array([t not in ("C", "P") for t in opt_type]), "option_type", "expected C or P"
+    )
     strike = frame["strike"].to_numpy().astype(np.float64)
     needs_strike = np.array([p in ("FX_FWD", "FX_OPTION", "EQ_OPTION") for p in product])
     flag(needs_strike & (strike <= 0.0), "strike", "strike must be positive")
@@ -100,10 +106,18 @@ def check_rows(frame: pl.DataFrame, market: MarketSnapshot | None) -> list[tuple
 
     if market is not None:
         as_of = np.datetime64(market.as_of, "D")
-        flag(~np.isnat(maturity) & (maturity <= as_of), "maturity", f"maturity not after as-of {market.as_of}")
+        flag(
+            ~np.isnat(maturity) & (maturity <= as_of),
+            "maturity",
+            f"maturity not after as-of {market.as_of}",
+        )
         is_irs = np.array([p == "IRS" for p in product])
-        flag(is_irs & has_start & (start < as_of), "start",
-             f"swap starts before as-of {market.as_of}: seasoned swaps need fixings the market does not carry")
+        flag(
+            is_irs & has_start & (start < as_of),
+            "start",
+            f"swap starts before as-of {market.as_of}: "
+            "seasoned swaps need fixings the market does not carry",
+        )
         ccy_of: dict[str, dict[str, str]] = {
             "rates": {c.id: c.currency for c in market.curves},
             "fx": {p.pair: p.quote_ccy for p in market.fx_pairs},

@@ -29,8 +29,19 @@ from workbench.market.model import (
 from workbench.market.schedules import is_business_day, parse_tenor
 
 SCHEMA = "workbench.market/1"
-_TOP = ("schema", "as_of", "version", "base_currency", "calendars", "quotes", "curves",
-        "fx_pairs", "fx_vol_surfaces", "equities", "credit_indices")
+_TOP = (
+    "schema",
+    "as_of",
+    "version",
+    "base_currency",
+    "calendars",
+    "quotes",
+    "curves",
+    "fx_pairs",
+    "fx_vol_surfaces",
+    "equities",
+    "credit_indices",
+)
 
 
 def market_to_dict(market: MarketSnapshot) -> dict[str, Any]:
@@ -76,7 +87,9 @@ def load_market(path: str | Path) -> MarketSnapshot:
     except FileNotFoundError:
         raise MarketError(f"{p}: no such market file") from None
     except json.JSONDecodeError as exc:
-        raise MarketError(f"{p}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        raise MarketError(
+            f"{p}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
     return market_from_dict(obj, source=str(p))
 
 
@@ -96,7 +109,9 @@ class _Reader:
         names = {f.name for f in fields(cls)}
         unknown = set(value) - names
         if unknown:
-            raise self.fail(f"{where}.{sorted(unknown)[0]}", value[sorted(unknown)[0]], "unknown key")
+            raise self.fail(
+                f"{where}.{sorted(unknown)[0]}", value[sorted(unknown)[0]], "unknown key"
+            )
         return value
 
     def number(self, value: Any, where: str) -> float:
@@ -157,7 +172,9 @@ def market_from_dict(obj: Any, *, source: str = "<market>") -> MarketSnapshot:
         weekend = cal.get("weekend", [5, 6])
         if not isinstance(weekend, list) or any(d not in range(7) for d in weekend):
             raise r.fail(f"{where}.weekend", weekend, "expected a list of weekdays 0 (Mon)…6 (Sun)")
-        hol = tuple(r.day(d, f"{where}.holidays[{i}]") for i, d in enumerate(cal.get("holidays", [])))
+        hol = tuple(
+            r.day(d, f"{where}.holidays[{i}]") for i, d in enumerate(cal.get("holidays", []))
+        )
         calendars[cid] = Calendar(cid, tuple(weekend), tuple(sorted(hol)))
 
     quotes_raw = _mapping(r, obj["quotes"], "quotes")
@@ -185,12 +202,18 @@ def market_from_dict(obj: Any, *, source: str = "<market>") -> MarketSnapshot:
     for i, raw in enumerate(_list(r, obj["curves"], "curves")):
         where = f"curves[{i}]"
         insts = tuple(
-            _build(r, CurveInstrument, x, f"{where}.instruments[{j}]", quote=quote_ref, tenor=r.tenor)
-            for j, x in enumerate(_list(r, r.obj(raw, where, CurveSpec).get("instruments"), f"{where}.instruments"))
+            _build(
+                r, CurveInstrument, x, f"{where}.instruments[{j}]", quote=quote_ref, tenor=r.tenor
+            )
+            for j, x in enumerate(
+                _list(r, r.obj(raw, where, CurveSpec).get("instruments"), f"{where}.instruments")
+            )
         )
         for j, inst in enumerate(insts):
             if inst.kind not in ("deposit", "ois", "irs"):
-                raise r.fail(f"{where}.instruments[{j}].kind", inst.kind, "expected deposit, ois or irs")
+                raise r.fail(
+                    f"{where}.instruments[{j}].kind", inst.kind, "expected deposit, ois or irs"
+                )
         spec = _build(r, CurveSpec, {**raw, "instruments": insts}, where, calendar=cal_ref)
         if spec.kind not in ("ois", "term"):
             raise r.fail(f"{where}.kind", spec.kind, "expected ois or term")
@@ -202,35 +225,77 @@ def market_from_dict(obj: Any, *, source: str = "<market>") -> MarketSnapshot:
         if spec.kind == "term":
             disc = next((c for c in curves if c.id == spec.discount_curve), None)
             if disc is None or disc.kind != "ois" or disc.currency != spec.currency:
-                raise r.fail(f"curves[{i}].discount_curve", spec.discount_curve,
-                             "a term curve needs an OIS discount curve of its currency")
+                raise r.fail(
+                    f"curves[{i}].discount_curve",
+                    spec.discount_curve,
+                    "a term curve needs an OIS discount curve of its currency",
+                )
 
     pairs = tuple(
-        _build(r, FxPair, x, f"fx_pairs[{i}]", calendar=cal_ref,
-               spot_quote=lambda v, w: positive_quote(v, w, "an FX spot"))
+        _build(
+            r,
+            FxPair,
+            x,
+            f"fx_pairs[{i}]",
+            calendar=cal_ref,
+            spot_quote=lambda v, w: positive_quote(v, w, "an FX spot"),
+        )
         for i, x in enumerate(_list(r, obj.get("fx_pairs", []), "fx_pairs"))
     )
     surfaces = []
     for i, x in enumerate(_list(r, obj.get("fx_vol_surfaces", []), "fx_vol_surfaces")):
         s = _build(r, FxVolSurface, x, f"fx_vol_surfaces[{i}]")
-        grid = tuple(tuple(positive_quote(q, f"fx_vol_surfaces[{i}].quotes[{a}][{b}]", "a vol")
-                           for b, q in enumerate(row)) for a, row in enumerate(s.quotes))
+        grid = tuple(
+            tuple(
+                positive_quote(q, f"fx_vol_surfaces[{i}].quotes[{a}][{b}]", "a vol")
+                for b, q in enumerate(row)
+            )
+            for a, row in enumerate(s.quotes)
+        )
         surfaces.append(FxVolSurface(s.pair, tuple(s.expiries), tuple(s.deltas), grid))
     equities = []
     for i, x in enumerate(_list(r, obj.get("equities", []), "equities")):
-        e = _build(r, EquitySpec, x, f"equities[{i}]",
-                   spot_quote=lambda v, w: positive_quote(v, w, "an equity spot"),
-                   dividend_yield=r.number)
-        grid = tuple(tuple(positive_quote(q, f"equities[{i}].vol_quotes[{a}][{b}]", "a vol")
-                           for b, q in enumerate(row)) for a, row in enumerate(e.vol_quotes))
-        equities.append(EquitySpec(e.id, e.currency, e.spot_quote, e.dividend_yield,
-                                   tuple(e.vol_expiries), tuple(float(m) for m in e.vol_moneyness), grid))
+        e = _build(
+            r,
+            EquitySpec,
+            x,
+            f"equities[{i}]",
+            spot_quote=lambda v, w: positive_quote(v, w, "an equity spot"),
+            dividend_yield=r.number,
+        )
+        grid = tuple(
+            tuple(
+                positive_quote(q, f"equities[{i}].vol_quotes[{a}][{b}]", "a vol")
+                for b, q in enumerate(row)
+            )
+            for a, row in enumerate(e.vol_quotes)
+        )
+        equities.append(
+            EquitySpec(
+                e.id,
+                e.currency,
+                e.spot_quote,
+                e.dividend_yield,
+                tuple(e.vol_expiries),
+                tuple(float(m) for m in e.vol_moneyness),
+                grid,
+            )
+        )
     indices = []
     for i, x in enumerate(_list(r, obj.get("credit_indices", []), "credit_indices")):
         where = f"credit_indices[{i}]"
-        c = _build(r, CreditIndex, x, where, maturity=r.day, calendar=cal_ref,
-                   spread_quote=lambda v, w: positive_quote(v, w, "a credit spread"),
-                   correlation_quote=quote_ref, recovery=r.number, coupon=r.number)
+        c = _build(
+            r,
+            CreditIndex,
+            x,
+            where,
+            maturity=r.day,
+            calendar=cal_ref,
+            spread_quote=lambda v, w: positive_quote(v, w, "a credit spread"),
+            correlation_quote=quote_ref,
+            recovery=r.number,
+            coupon=r.number,
+        )
         rho = quotes_raw[c.correlation_quote]
         if not 0.0 < rho < 1.0:
             raise r.fail(f"quotes.{c.correlation_quote}", rho, "a correlation must be in (0, 1)")
@@ -238,18 +303,41 @@ def market_from_dict(obj: Any, *, source: str = "<market>") -> MarketSnapshot:
             raise r.fail(f"{where}.recovery", c.recovery, "recovery must be in [0, 1)")
         w = np.asarray(c.hazard_weights, dtype=np.float64)
         if w.size != len(c.names) or w.size == 0 or abs(w.mean() - 1.0) > 1e-9 or np.any(w <= 0):
-            raise r.fail(f"{where}.hazard_weights", f"{w.size} weights, mean {w.mean() if w.size else 0}",
-                         "need one positive weight per name, averaging 1")
-        indices.append(CreditIndex(c.id, c.currency, c.maturity, c.coupon, c.recovery,
-                                   c.spread_quote, c.correlation_quote, tuple(c.names),
-                                   tuple(float(v) for v in w), c.calendar))
+            raise r.fail(
+                f"{where}.hazard_weights",
+                f"{w.size} weights, mean {w.mean() if w.size else 0}",
+                "need one positive weight per name, averaging 1",
+            )
+        indices.append(
+            CreditIndex(
+                c.id,
+                c.currency,
+                c.maturity,
+                c.coupon,
+                c.recovery,
+                c.spread_quote,
+                c.correlation_quote,
+                tuple(c.names),
+                tuple(float(v) for v in w),
+                c.calendar,
+            )
+        )
     base = obj.get("base_currency", "USD")
     if base in calendars and not is_business_day(as_of, calendars[base]):
         raise r.fail("as_of", obj["as_of"], f"not a business day of the {base} calendar")
-    return MarketSnapshot(as_of=as_of, version=version, calendars=calendars, quote_ids=quote_ids,
-                          quotes=values, curves=tuple(curves), fx_pairs=pairs,
-                          fx_vol_surfaces=tuple(surfaces), equities=tuple(equities),
-                          credit_indices=tuple(indices), base_currency=base)
+    return MarketSnapshot(
+        as_of=as_of,
+        version=version,
+        calendars=calendars,
+        quote_ids=quote_ids,
+        quotes=values,
+        curves=tuple(curves),
+        fx_pairs=pairs,
+        fx_vol_surfaces=tuple(surfaces),
+        equities=tuple(equities),
+        credit_indices=tuple(indices),
+        base_currency=base,
+    )
 
 
 def _mapping(r: _Reader, value: Any, where: str) -> dict[str, Any]:

@@ -34,10 +34,46 @@ _CCY: dict[str, tuple[str, str, int, DayCount, DayCount, int, int, float, float,
     "CAD": ("CORRA", "TERMCORRA3M", 3, "ACT/365F", "ACT/365F", 12, 2, 0.0255, 0.0330, 0.0011),
     "AUD": ("AONIA", "BBSW6M", 6, "ACT/365F", "ACT/365F", 12, 2, 0.0360, 0.0450, 0.0020),
 }
-_OIS_TENORS = ("1M", "2M", "3M", "6M", "9M", "1Y", "18M", "2Y", "3Y", "4Y", "5Y", "6Y", "7Y",
-               "8Y", "9Y", "10Y", "12Y", "15Y", "20Y", "25Y", "30Y")
-_IRS_TENORS = ("1Y", "2Y", "3Y", "4Y", "5Y", "6Y", "7Y", "8Y", "9Y", "10Y", "12Y", "15Y", "20Y",
-               "25Y", "30Y")
+_OIS_TENORS = (
+    "1M",
+    "2M",
+    "3M",
+    "6M",
+    "9M",
+    "1Y",
+    "18M",
+    "2Y",
+    "3Y",
+    "4Y",
+    "5Y",
+    "6Y",
+    "7Y",
+    "8Y",
+    "9Y",
+    "10Y",
+    "12Y",
+    "15Y",
+    "20Y",
+    "25Y",
+    "30Y",
+)
+_IRS_TENORS = (
+    "1Y",
+    "2Y",
+    "3Y",
+    "4Y",
+    "5Y",
+    "6Y",
+    "7Y",
+    "8Y",
+    "9Y",
+    "10Y",
+    "12Y",
+    "15Y",
+    "20Y",
+    "25Y",
+    "30Y",
+)
 _FIXED_HOLIDAYS: dict[str, tuple[tuple[int, int], ...]] = {
     "USD": ((1, 1), (6, 19), (7, 4), (11, 11), (12, 25)),
     "EUR": ((1, 1), (5, 1), (12, 25), (12, 26)),
@@ -47,18 +83,59 @@ _FIXED_HOLIDAYS: dict[str, tuple[tuple[int, int], ...]] = {
     "CAD": ((1, 1), (7, 1), (11, 11), (12, 25), (12, 26)),
     "AUD": ((1, 1), (1, 26), (4, 25), (12, 25), (12, 26)),
 }
-_SPOTS = {"EURUSD": 1.0842, "GBPUSD": 1.2705, "USDJPY": 151.35, "USDCHF": 0.8815,
-          "USDCAD": 1.3960, "AUDUSD": 0.6545}
-_CROSSES = {"EURGBP": ("EURUSD", "GBPUSD"), "EURJPY": ("EURUSD", "USDJPY"),
-            "EURCHF": ("EURUSD", "USDCHF"), "GBPJPY": ("GBPUSD", "USDJPY")}
+_SPOTS = {
+    "EURUSD": 1.0842,
+    "GBPUSD": 1.2705,
+    "USDJPY": 151.35,
+    "USDCHF": 0.8815,
+    "USDCAD": 1.3960,
+    "AUDUSD": 0.6545,
+}
+_CROSSES = {
+    "EURGBP": ("EURUSD", "GBPUSD"),
+    "EURJPY": ("EURUSD", "USDJPY"),
+    "EURCHF": ("EURUSD", "USDCHF"),
+    "GBPJPY": ("GBPUSD", "USDJPY"),
+}
 _FX_EXPIRIES = ("1W", "1M", "2M", "3M", "6M", "9M", "1Y", "2Y", "3Y", "5Y")
 _EQ_EXPIRIES = ("1M", "3M", "6M", "1Y", "2Y", "3Y")
 _EQ_MONEYNESS = (0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
 _EQUITIES = (
-    [(t, "USD") for t in ("AAPL", "MSFT", "NVDA", "AMZN", "GOOGL", "META", "TSLA", "JPM", "V",
-                          "UNH", "XOM", "JNJ", "WMT", "PG", "MA", "HD", "CVX", "KO", "PEP",
-                          "ABBV", "MRK", "COST", "AVGO", "ADBE", "CRM", "NFLX", "AMD", "INTC",
-                          "ORCL", "BAC")]
+    [
+        (t, "USD")
+        for t in (
+            "AAPL",
+            "MSFT",
+            "NVDA",
+            "AMZN",
+            "GOOGL",
+            "META",
+            "TSLA",
+            "JPM",
+            "V",
+            "UNH",
+            "XOM",
+            "JNJ",
+            "WMT",
+            "PG",
+            "MA",
+            "HD",
+            "CVX",
+            "KO",
+            "PEP",
+            "ABBV",
+            "MRK",
+            "COST",
+            "AVGO",
+            "ADBE",
+            "CRM",
+            "NFLX",
+            "AMD",
+            "INTC",
+            "ORCL",
+            "BAC",
+        )
+    ]
     + [(t, "EUR") for t in ("SAP", "ASML", "MC", "SIE", "TTE", "SAN", "ALV", "OR", "AIR", "BNP")]
     + [(t, "GBP") for t in ("SHEL", "AZN", "HSBA", "ULVR", "BP")]
     + [(t, "JPY") for t in ("7203", "6758", "9984")]
@@ -93,7 +170,7 @@ def _tenor_years(tenor: str) -> float:
 
 def _par(short: float, long: float, years: float, hump: float) -> float:
     shape = 1.0 - np.exp(-years / 4.0)
-    return short + (long - short) * shape + hump * years * np.exp(-years / 3.0)
+    return float(short + (long - short) * shape + hump * years * np.exp(-years / 3.0))
 
 
 def generate_reference_market(*, as_of: date = date(2026, 11, 24), seed: int = 7) -> MarketSnapshot:
@@ -112,9 +189,20 @@ def generate_reference_market(*, as_of: date = date(2026, 11, 24), seed: int = 7
             inst.append(CurveInstrument(q, "ois", tenor))
             y = _tenor_years(tenor)
             quotes[q] = round(_par(short, long, y, hump) + float(rng.normal(0, 3e-5)), 6)
-        curves.append(CurveSpec(ois_id, ccy, "ois", ccy, tuple(inst), spot_lag=lag, day_count=dc,
-                                fixed_day_count=dc, fixed_frequency_months=12,
-                                float_frequency_months=12))
+        curves.append(
+            CurveSpec(
+                ois_id,
+                ccy,
+                "ois",
+                ccy,
+                tuple(inst),
+                spot_lag=lag,
+                day_count=dc,
+                fixed_day_count=dc,
+                fixed_frequency_months=12,
+                float_frequency_months=12,
+            )
+        )
         dep = f"{term_id}.DEP.{months}M"
         tinst = [CurveInstrument(dep, "deposit", f"{months}M")]
         quotes[dep] = round(_par(short, long, months / 12, hump) + basis, 6)
@@ -123,21 +211,44 @@ def generate_reference_market(*, as_of: date = date(2026, 11, 24), seed: int = 7
             tinst.append(CurveInstrument(q, "irs", tenor))
             y = _tenor_years(tenor)
             quotes[q] = round(
-                _par(short, long, y, hump) + basis * (0.6 + 0.4 * np.exp(-y / 10))
-                + float(rng.normal(0, 3e-5)), 6
+                _par(short, long, y, hump)
+                + basis * (0.6 + 0.4 * np.exp(-y / 10))
+                + float(rng.normal(0, 3e-5)),
+                6,
             )
-        curves.append(CurveSpec(term_id, ccy, "term", ccy, tuple(tinst), spot_lag=lag,
-                                day_count=dc, fixed_day_count=fdc, fixed_frequency_months=fm,
-                                float_frequency_months=months, discount_curve=ois_id))
+        curves.append(
+            CurveSpec(
+                term_id,
+                ccy,
+                "term",
+                ccy,
+                tuple(tinst),
+                spot_lag=lag,
+                day_count=dc,
+                fixed_day_count=fdc,
+                fixed_frequency_months=fm,
+                float_frequency_months=months,
+                discount_curve=ois_id,
+            )
+        )
 
     spots = dict(_SPOTS)
     for cross, (a, b) in _CROSSES.items():
         spots[cross] = spots[a] * spots[b] if b != "GBPUSD" else spots[a] / spots[b]
     pairs: list[FxPair] = []
     surfaces: list[FxVolSurface] = []
-    atm_base = {"EURUSD": 0.075, "GBPUSD": 0.080, "USDJPY": 0.100, "USDCHF": 0.078,
-                "USDCAD": 0.062, "AUDUSD": 0.095, "EURGBP": 0.055, "EURJPY": 0.105,
-                "EURCHF": 0.058, "GBPJPY": 0.115}
+    atm_base = {
+        "EURUSD": 0.075,
+        "GBPUSD": 0.080,
+        "USDJPY": 0.100,
+        "USDCHF": 0.078,
+        "USDCAD": 0.062,
+        "AUDUSD": 0.095,
+        "EURGBP": 0.055,
+        "EURJPY": 0.105,
+        "EURCHF": 0.058,
+        "GBPJPY": 0.115,
+    }
     for pair, spot in spots.items():
         base, quote = pair[:3], pair[3:]
         sq = f"FX.{pair}"
@@ -172,14 +283,25 @@ def generate_reference_market(*, as_of: date = date(2026, 11, 24), seed: int = 7
             y = _tenor_years(expiry)
             row = []
             for m in _EQ_MONEYNESS:
-                vol = atm * (1.0 + 0.15 * np.exp(-y)) + skew * np.log(m) / np.sqrt(max(y, 0.25)) * 0.5
+                vol = (
+                    atm * (1.0 + 0.15 * np.exp(-y)) + skew * np.log(m) / np.sqrt(max(y, 0.25)) * 0.5
+                )
                 vol += 0.10 * np.log(m) ** 2
                 q = f"EQVOL.{ticker}.{expiry}.{round(m * 100):d}"
                 quotes[q] = round(float(max(vol, 0.05)), 6)
                 row.append(q)
             vq.append(tuple(row))
-        equities.append(EquitySpec(ticker, ccy, sq, round(float(rng.uniform(0.0, 0.035)), 5),
-                                   _EQ_EXPIRIES, _EQ_MONEYNESS, tuple(vq)))
+        equities.append(
+            EquitySpec(
+                ticker,
+                ccy,
+                sq,
+                round(float(rng.uniform(0.0, 0.035)), 5),
+                _EQ_EXPIRIES,
+                _EQ_MONEYNESS,
+                tuple(vq),
+            )
+        )
 
     indices: list[CreditIndex] = []
     for iid, ccy, coupon, recovery, spread, corr in _INDICES:
@@ -190,9 +312,20 @@ def generate_reference_market(*, as_of: date = date(2026, 11, 24), seed: int = 7
         w = w / w.mean()
         w = np.round(w, 12)
         w[-1] = 125.0 - w[:-1].sum()
-        indices.append(CreditIndex(iid, ccy, date(2031, 12, 20), coupon, recovery, sq, cq,
-                                   tuple(f"{iid}.N{i + 1:03d}" for i in range(125)),
-                                   tuple(float(x) for x in w), calendar=ccy))
+        indices.append(
+            CreditIndex(
+                iid,
+                ccy,
+                date(2031, 12, 20),
+                coupon,
+                recovery,
+                sq,
+                cq,
+                tuple(f"{iid}.N{i + 1:03d}" for i in range(125)),
+                tuple(float(x) for x in w),
+                calendar=ccy,
+            )
+        )
 
     return MarketSnapshot(
         as_of=as_of,

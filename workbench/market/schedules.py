@@ -66,19 +66,21 @@ def _holidays(calendar: Calendar) -> np.ndarray:
     return arr
 
 
-def adjust_array(dates: DateArray, calendar: Calendar, convention: BusinessDayConvention) -> DateArray:
+def adjust_array(
+    dates: DateArray, calendar: Calendar, convention: BusinessDayConvention
+) -> DateArray:
     """Business-day adjust many dates: F following, MF modified following, P preceding, U none."""
     d = np.asarray(dates, dtype="datetime64[D]")
     if convention == "U":
         return d
-    kw = {"weekmask": calendar.weekmask(), "holidays": _holidays(calendar)}
+    mask, hols = calendar.weekmask(), _holidays(calendar)
+    back: DateArray = np.busday_offset(d, 0, roll="backward", weekmask=mask, holidays=hols)
     if convention == "P":
-        return np.busday_offset(d, 0, roll="backward", **kw)
-    fwd = np.busday_offset(d, 0, roll="forward", **kw)
+        return back
+    fwd: DateArray = np.busday_offset(d, 0, roll="forward", weekmask=mask, holidays=hols)
     if convention == "F":
         return fwd
     month = d.astype("datetime64[M]")
-    back = np.busday_offset(d, 0, roll="backward", **kw)
     return np.where(fwd.astype("datetime64[M]") != month, back, fwd)
 
 
@@ -123,16 +125,19 @@ def year_fraction(start: DateArray, end: DateArray, day_count: DayCount) -> Floa
     s = np.asarray(start, dtype="datetime64[D]")
     e = np.asarray(end, dtype="datetime64[D]")
     if day_count == "ACT/360":
-        return (e - s).astype(np.int64).astype(np.float64) / 360.0
+        out: FloatArray = (e - s).astype(np.int64).astype(np.float64) / 360.0
+        return out
     if day_count == "ACT/365F":
-        return (e - s).astype(np.int64).astype(np.float64) / 365.0
+        out = (e - s).astype(np.int64).astype(np.float64) / 365.0
+        return out
     if day_count == "30/360":
         y1, m1, d1 = _ymd(s)
         y2, m2, d2 = _ymd(e)
         d1 = np.minimum(d1, 30)
         d2 = np.where((d2 == 31) & (d1 >= 30), 30, d2)
         days = 360 * (y2 - y1) + 30 * (m2 - m1) + (d2 - d1)
-        return days.astype(np.float64) / 360.0
+        out = days.astype(np.float64) / 360.0
+        return out
     raise ValueError(f"unknown day count {day_count!r}: expected ACT/360, ACT/365F or 30/360")
 
 

@@ -55,8 +55,7 @@ def base_rate_column(
     missing = [c for c in labels if c not in rates]
     if missing:
         raise MarketError(
-            f"no FX pair connects {', '.join(missing)} to the base currency "
-            f"{market.base_currency}"
+            f"no FX pair connects {', '.join(missing)} to the base currency {market.base_currency}"
         )
     by_code = np.array([rates[c] for c in labels], dtype=np.float64)
     return by_code[codes]

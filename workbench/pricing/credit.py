@@ -48,7 +48,7 @@ def cds_schedule(as_of: date, maturity: date) -> PremiumSchedule:
     if maturity <= as_of:
         raise ValueError(f"CDS maturity {maturity} is not after as-of {as_of}")
     months = (3, 6, 9, 12)
-    y, m = as_of.year, as_of.month
+    y = as_of.year
     prev = max(date(yy, mm, 20) for yy in (y - 1, y) for mm in months if date(yy, mm, 20) <= as_of)
     dates = [prev]
     while dates[-1] < maturity:
@@ -64,11 +64,18 @@ def cds_schedule(as_of: date, maturity: date) -> PremiumSchedule:
     accrual = (adj[1:] - adj[:-1]).astype(np.int64) / 360.0
     pay_t = (adj[1:] - a).astype(np.int64) / 365.0
     start_t = np.maximum((adj[:-1] - a).astype(np.int64) / 365.0, 0.0)
-    return PremiumSchedule(pay_t.astype(np.float64), accrual.astype(np.float64), start_t.astype(np.float64))
+    return PremiumSchedule(
+        pay_t.astype(np.float64), accrual.astype(np.float64), start_t.astype(np.float64)
+    )
 
 
 def index_pv(
-    sched: PremiumSchedule, df: FloatArray, df_mid: FloatArray, *, spread: float, recovery: float,
+    sched: PremiumSchedule,
+    df: FloatArray,
+    df_mid: FloatArray,
+    *,
+    spread: float,
+    recovery: float,
     coupon: FloatArray,
 ) -> FloatArray:
     """Dirty PV per unit notional for a protection buyer on a flat index hazard ``s/(1−R)``."""
@@ -78,7 +85,7 @@ def index_pv(
     dq = q_prev - q
     protection = (1.0 - recovery) * float(np.sum(df_mid * dq))
     rpv01 = float(np.sum(sched.accrual * df * q) + np.sum(0.5 * sched.accrual * df_mid * dq))
-    return protection - coupon * rpv01  # type: ignore[no-any-return]
+    return protection - coupon * rpv01
 
 
 class IndexSimulation:
@@ -90,7 +97,7 @@ class IndexSimulation:
 
     def __init__(self, *, n_names: int, n_paths: int = 50_000, seed: int = 0) -> None:
         sobol = qmc.Sobol(d=n_names + 1, scramble=True, seed=seed)
-        u = sobol.random_base2(int(math.ceil(math.log2(max(n_paths, 2)))))[:n_paths]
+        u = sobol.random_base2(math.ceil(math.log2(max(n_paths, 2))))[:n_paths]
         z = ndtri(np.clip(u, 1e-12, 1.0 - 1e-12))
         self.factor = np.ascontiguousarray(z[:, 0])
         self.idio = np.ascontiguousarray(z[:, 1:])
@@ -105,10 +112,16 @@ class IndexSimulation:
         """
         self.evaluations += 1
         hist = _count_defaults(
-            self.factor, self.idio, np.ascontiguousarray(thresholds), math.sqrt(rho),
-            math.sqrt(1.0 - rho), _BATCHES,
+            self.factor,
+            self.idio,
+            np.ascontiguousarray(thresholds),
+            math.sqrt(rho),
+            math.sqrt(1.0 - rho),
+            _BATCHES,
         )
-        per_batch = np.bincount(np.arange(self.n_paths) * _BATCHES // self.n_paths, minlength=_BATCHES)
+        per_batch = np.bincount(
+            np.arange(self.n_paths) * _BATCHES // self.n_paths, minlength=_BATCHES
+        )
         return hist / per_batch[:, None, None]
 
 
@@ -179,7 +192,7 @@ def tranche_pv(
     el: FloatArray, sched: PremiumSchedule, df: FloatArray, coupon: FloatArray
 ) -> FloatArray:
     """PV per unit tranche notional for a protection buyer from expected losses (…, J, K)."""
-    prev = np.concatenate([np.zeros(el.shape[:-1] + (1,)), el[..., :-1]], axis=-1)
+    prev = np.concatenate([np.zeros((*el.shape[:-1], 1)), el[..., :-1]], axis=-1)
     protection = np.sum(df * (el - prev), axis=-1)
     premium = np.sum(sched.accrual * df * (1.0 - 0.5 * (prev + el)), axis=-1)
     return protection - coupon * premium  # type: ignore[no-any-return]

@@ -69,7 +69,9 @@ class CreditPricer:
         """PV, CS01, gamma and correlation vega."""
         return self._price(market, curves, greeks=True)
 
-    def _distribution(self, spec: CreditIndex, times: FloatArray, s: float, rho: float) -> FloatArray:
+    def _distribution(
+        self, spec: CreditIndex, times: FloatArray, s: float, rho: float
+    ) -> FloatArray:
         hazards = np.asarray(spec.hazard_weights) * s / (1.0 - spec.recovery)
         if self.method == "recursion":
             return default_distribution_recursion(hazards, times, rho)[None]
@@ -94,8 +96,18 @@ class CreditPricer:
             if idx_rows.size:
                 at = np.array([pos[int(r)] for r in idx_rows])
                 n = b.notional[idx_rows]
-                vals = [n * index_pv(sched, df, df_mid, spread=s + h, recovery=spec.recovery,
-                                     coupon=b.coupon[idx_rows]) for h in bumps]
+                vals = [
+                    n
+                    * index_pv(
+                        sched,
+                        df,
+                        df_mid,
+                        spread=s + h,
+                        recovery=spec.recovery,
+                        coupon=b.coupon[idx_rows],
+                    )
+                    for h in bumps
+                ]
                 pv[at] = vals[0]
                 if greeks:
                     delta[at] = (vals[1] - vals[2]) / 2.0
@@ -107,12 +119,16 @@ class CreditPricer:
                 out = []
                 for s_k, rho_k in scen:
                     dist = self._distribution(spec, sched.pay_t, s_k, rho_k)  # (B, K, N+1)
-                    el = tranche_expected_loss(dist, b.attach[tr_rows], b.detach[tr_rows], spec.recovery)
+                    el = tranche_expected_loss(
+                        dist, b.attach[tr_rows], b.detach[tr_rows], spec.recovery
+                    )
                     per_batch = tranche_pv(el, sched, df, b.coupon[tr_rows])
                     out.append(per_batch)
                 pv[at] = n * out[0].mean(axis=0)
                 if out[0].shape[0] > 1:
-                    self.std_err[at] = np.abs(n) * out[0].std(axis=0, ddof=1) / np.sqrt(out[0].shape[0])
+                    self.std_err[at] = (
+                        np.abs(n) * out[0].std(axis=0, ddof=1) / np.sqrt(out[0].shape[0])
+                    )
                 if greeks:
                     up, down, corr = (o.mean(axis=0) for o in out[1:])
                     base = out[0].mean(axis=0)

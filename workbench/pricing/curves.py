@@ -91,7 +91,9 @@ class CurveBuilder:
         self.order = order
         insts = [spec.instruments[i] for i in order]
         ends = [ends[i] for i in order]
-        self.node_t = np.concatenate([[0.0], year_fractions_from(market.as_of, np.array(ends, "datetime64[D]"))])
+        self.node_t = np.concatenate(
+            [[0.0], year_fractions_from(market.as_of, np.array(ends, "datetime64[D]"))]
+        )
         dates: dict[date, int] = {market.as_of: 0}
 
         def qi(d: date) -> int:
@@ -106,25 +108,36 @@ class CurveBuilder:
         t_dpt: list[date | None] = []  # term weight = D(this date) (IRS float legs)
         c0a: list[float] = []
         c0b: list[float] = []
+
+        def term(w0: float, wk: float, a: int, b: int, dpt: date | None) -> None:
+            t_w0.append(w0)
+            t_wk.append(wk)
+            t_a.append(a)
+            t_b.append(b)
+            t_dpt.append(dpt)
+
         d_coef: list[tuple[int, date, float, float]] = []  # (inst, date, coef, coef per K)
         for k, (inst, end) in enumerate(zip(insts, ends, strict=True)):
             if inst.kind == "deposit":
-                a = float(year_fraction(np.array([spot], "datetime64[D]"), np.array([end], "datetime64[D]"), spec.day_count)[0])
+                a = float(
+                    year_fraction(
+                        np.array([spot], "datetime64[D]"),
+                        np.array([end], "datetime64[D]"),
+                        spec.day_count,
+                    )[0]
+                )
                 c0a.append(-1.0)
                 c0b.append(-a)
-                t_w0.append(1.0), t_wk.append(0.0), t_a.append(qi(spot)), t_b.append(qi(end))
-                t_dpt.append(None)
+                term(1.0, 0.0, qi(spot), qi(end), None)
             elif inst.kind == "ois":
                 fixed = schedule(spot, end, spec.fixed_frequency_months, cal, spec.business_day)
                 acc = year_fraction(fixed[:-1], fixed[1:], spec.fixed_day_count)
                 c0a.append(0.0)
                 c0b.append(0.0)
                 for d, a in zip(fixed[1:].astype(date), acc, strict=True):
-                    t_w0.append(0.0), t_wk.append(float(a)), t_a.append(qi(d)), t_b.append(0)
-                    t_dpt.append(None)
+                    term(0.0, float(a), qi(d), 0, None)
                 for sign, d in ((-1.0, spot), (1.0, end)):
-                    t_w0.append(sign), t_wk.append(0.0), t_a.append(qi(d)), t_b.append(0)
-                    t_dpt.append(None)
+                    term(sign, 0.0, qi(d), 0, None)
             elif inst.kind == "irs":
                 if spec.discount_curve is None:
                     raise MarketError(f"curve {spec.id}: IRS instruments need a discount_curve")
@@ -137,8 +150,7 @@ class CurveBuilder:
                 flt = schedule(spot, end, spec.float_frequency_months, cal, spec.business_day)
                 for s, e in zip(flt[:-1].astype(date), flt[1:].astype(date), strict=True):
                     d_coef.append((k, e, -1.0, 0.0))
-                    t_w0.append(0.0), t_wk.append(0.0), t_a.append(qi(s)), t_b.append(qi(e))
-                    t_dpt.append(e)
+                    term(0.0, 0.0, qi(s), qi(e), e)
             else:  # pragma: no cover - the market loader refuses other kinds
                 raise MarketError(f"curve {spec.id}: unknown instrument kind {inst.kind!r}")
             ptr.append(len(t_w0))
@@ -181,20 +193,35 @@ class CurveBuilder:
     def build(self, quotes: FloatArray, discount: Curve | None) -> Curve:
         """Solve the curve for quote values (in ``spec.instruments`` order)."""
         k = np.asarray(quotes, dtype=np.float64)[self.order]
-        dvals = discount.discount(self.d_t) if discount is not None and self.d_t.size else np.zeros(0)
+        dvals = (
+            discount.discount(self.d_t) if discount is not None and self.d_t.size else np.zeros(0)
+        )
         c0, w = self._coefficients(k, dvals)
         if not self.logdf[1:].any():  # cold start: flat at each quote
             self.logdf[1:] = -k * self.node_t[1:]
         try:
             _ext.bootstrap(
-                self.method, self.node_t, self.query_t, c0, self.term_ptr, w, self.term_a,
-                self.term_b, self.logdf, _TOL, 50,
+                self.method,
+                self.node_t,
+                self.query_t,
+                c0,
+                self.term_ptr,
+                w,
+                self.term_a,
+                self.term_b,
+                self.logdf,
+                _TOL,
+                50,
             )
         except ValueError as exc:
             raise MarketError(f"curve {self.spec.id}: {exc}") from None
         self._k, self._dvals = k, dvals
         return Curve(
-            self.spec.id, self.spec.currency, self.as_of, self.method, self.node_t,
+            self.spec.id,
+            self.spec.currency,
+            self.as_of,
+            self.method,
+            self.node_t,
             self.logdf.copy(),
         )
 
@@ -204,16 +231,14 @@ class CurveBuilder:
         logp = np.empty(self.query_t.size)
         jac = np.empty((self.query_t.size, n))
         _ext.interp_log_df_jacobian(self.method, self.node_t, self.logdf, self.query_t, logp, jac)
-        c0, w = self._coefficients(self._k, self._dvals)
+        _, w = self._coefficients(self._k, self._dvals)
         e = np.exp(logp[self.term_a] - logp[self.term_b])
         rows = (w * e)[:, None] * (jac[self.term_a] - jac[self.term_b])
         dr_dy = np.zeros((n - 1, n))
         np.add.at(dr_dy, self.term_inst, rows)
         a = dr_dy[:, 1:]
         # own quotes: R_i depends on K_i only
-        dr_dk = self.c0b + np.bincount(
-            self.term_inst, weights=self.term_wk * e, minlength=n - 1
-        )
+        dr_dk = self.c0b + np.bincount(self.term_inst, weights=self.term_wk * e, minlength=n - 1)
         if self._dvals.size:
             dr_dk = dr_dk + np.bincount(
                 self.d_coef_inst,
@@ -234,7 +259,9 @@ class CurveBuilder:
         np.add.at(dr_dd, (self.term_inst[has_d], self.term_dpt[has_d]), e[has_d])
         dl = np.empty(self.d_t.size)
         djac = np.empty((self.d_t.size, discount.node_t.size))
-        _ext.interp_log_df_jacobian(discount.method, discount.node_t, discount.node_logdf, self.d_t, dl, djac)
+        _ext.interp_log_df_jacobian(
+            discount.method, discount.node_t, discount.node_logdf, self.d_t, dl, djac
+        )
         dr_dyd = dr_dd @ (self._dvals[:, None] * djac)
         via = np.zeros((n, discount.node_t.size))
         via[1:] = -np.linalg.solve(a, dr_dyd)
@@ -244,13 +271,17 @@ class CurveBuilder:
 class CurveSet:
     """Every curve of a market, built in dependency order (OIS first, then term curves)."""
 
-    def __init__(self, market: MarketSnapshot, *, interpolation: Interpolation | None = None) -> None:
+    def __init__(
+        self, market: MarketSnapshot, *, interpolation: Interpolation | None = None
+    ) -> None:
         self.interpolation = interpolation
         self._builders: dict[str, CurveBuilder] = {}
         specs = sorted(market.curves, key=lambda s: 0 if s.kind == "ois" else 1)
         for spec in specs:
             if spec.kind == "term" and spec.discount_curve not in {s.id for s in market.curves}:
-                raise MarketError(f"curve {spec.id}: discount curve {spec.discount_curve!r} is unknown")
+                raise MarketError(
+                    f"curve {spec.id}: discount curve {spec.discount_curve!r} is unknown"
+                )
             method = _METHOD[interpolation or spec.interpolation]
             self._builders[spec.id] = CurveBuilder(spec, market, method)
         self._curves: dict[str, Curve] = {}
@@ -266,7 +297,8 @@ class CurveSet:
             return
         self._jac.clear()
         for cid, builder in self._builders.items():
-            disc = self._curves[builder.spec.discount_curve] if builder.spec.kind == "term" else None  # type: ignore[index]
+            dc = builder.spec.discount_curve
+            disc = self._curves[dc] if builder.spec.kind == "term" and dc is not None else None
             self._curves[cid] = builder.build(market.quote_values(builder.quote_ids), disc)
 
     def __getitem__(self, curve_id: str) -> Curve:
@@ -300,7 +332,9 @@ class CurveSet:
         self._jac[curve_id] = (qids, jac)
         return qids, jac
 
-    def log_df_sensitivity(self, curve_id: str, t: FloatArray) -> tuple[tuple[str, ...], FloatArray]:
+    def log_df_sensitivity(
+        self, curve_id: str, t: FloatArray
+    ) -> tuple[tuple[str, ...], FloatArray]:
         """Quote ids and ∂ log P(t) / ∂ quote per +1bp (m × k) at arbitrary times."""
         curve = self[curve_id]
         qids, jac = self.quote_jacobian(curve_id)

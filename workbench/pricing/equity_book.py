@@ -92,19 +92,14 @@ class EquityPricer:
             s = np.full(t.size, spot)
             surface = self._surface(market, g.spec)
 
-            def value(mult: float, g: _Underlying = g, surface: EquityVolSurfaceModel = surface,
-                      t: FloatArray = t, r: FloatArray = r, q: FloatArray = q) -> FloatArray:
-                s_b = np.full(t.size, spot * mult)
-                vol_b = surface.vol_for_strike(s_b, g.strike, t)
-                return g.notional * black_price(g.sign, s_b, g.strike, t, r, q, vol_b)
-
             if not greeks:
-                pv[sl] = value(1.0)
+                pv[sl] = _option_value(surface, g, spot, t, r, q)
                 continue
             vol = surface.vol_for_strike(s, g.strike, t)
             res = black_greeks(g.sign, s, g.strike, t, r, q, vol)
             base = g.notional * res.pv
-            up, down = value(1.0 + SPOT_BUMP), value(1.0 - SPOT_BUMP)
+            up = _option_value(surface, g, spot * (1.0 + SPOT_BUMP), t, r, q)
+            down = _option_value(surface, g, spot * (1.0 - SPOT_BUMP), t, r, q)
             pv[sl] = base
             delta[sl] = (up - down) / 2.0
             gamma[sl] = up - 2.0 * base + down
@@ -116,3 +111,17 @@ class EquityPricer:
             key_parts.append(KeyRates.from_dense(g.rows, quotes, d_log_df[:, None] * sens))
         key_rates = KeyRates.concat(key_parts) if greeks else KeyRates.empty()
         return ClassRisk(out_rows, pv, delta, gamma, vega, key_rates)
+
+
+def _option_value(
+    surface: EquityVolSurfaceModel,
+    g: _Underlying,
+    spot: float,
+    t: FloatArray,
+    r: FloatArray,
+    q: FloatArray,
+) -> FloatArray:
+    """PV (underlying currency) of one underlying's options at ``spot``, sticky-moneyness vol."""
+    s_b = np.full(t.size, spot)
+    vol = surface.vol_for_strike(s_b, g.strike, t)
+    return g.notional * black_price(g.sign, s_b, g.strike, t, r, q, vol)

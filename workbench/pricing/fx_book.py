@@ -81,7 +81,11 @@ class FxPricer:
         deltas = np.array([_CALL_DELTA[d] for d in spec.deltas], dtype=np.float64)
         version = surface_version(pair, market.as_of, vols)
         return FxVolSurfaceModel(
-            surface_id=pair, version=version, expiries=times, call_deltas=deltas, vols=vols,
+            surface_id=pair,
+            version=version,
+            expiries=times,
+            call_deltas=deltas,
+            vols=vols,
             cache=self.cache,
         )
 
@@ -148,17 +152,15 @@ class FxPricer:
                 smile = self._smile(market, g.pair.pair)
                 k_op, t_op, rd_op, rf_op = g.strike[op], t[op], r_d[op], r_f[op]
 
-                def value(mult: float) -> FloatArray:
-                    s_b = np.full(k_op.size, spot * mult)
-                    vol_b = smile.vol_for_strike(s_b, k_op, t_op, rd_op, rf_op)
-                    return g.notional[op] * black_price(g.sign[op], s_b, k_op, t_op, rd_op, rf_op, vol_b)
-
+                legs = (k_op, t_op, rd_op, rf_op)
+                n_op, sg_op = g.notional[op], g.sign[op]
                 if greeks:
                     s_op = np.full(k_op.size, spot)
                     vol = smile.vol_for_strike(s_op, k_op, t_op, rd_op, rf_op)
                     res = black_greeks(g.sign[op], s_op, k_op, t_op, rd_op, rf_op, vol)
                     base = g.notional[op] * res.pv
-                    up, down = value(1.0 + SPOT_BUMP), value(1.0 - SPOT_BUMP)
+                    up = _option_value(smile, n_op, sg_op, spot * (1.0 + SPOT_BUMP), *legs)
+                    down = _option_value(smile, n_op, sg_op, spot * (1.0 - SPOT_BUMP), *legs)
                     pv[sl][op] = base
                     delta[sl][op] = (up - down) / 2.0
                     gamma[sl][op] = up - 2.0 * base + down
@@ -171,16 +173,28 @@ class FxPricer:
                     d_lb_s[op] = rho_f / t_op
                     d_lq_s[op] = -rho_f / t_op
                 else:
-                    pv[sl][op] = value(1.0)
+                    pv[sl][op] = _option_value(smile, n_op, sg_op, spot, *legs)
             if greeks:
                 delta[sl][fw] = (fwd_leg * SPOT_BUMP)[fw]
-                key_parts.append(
-                    _key_rates(
-                        market, curves, g, t, d_lb_t, d_lq_t, d_lb_s, d_lq_s
-                    )
-                )
+                key_parts.append(_key_rates(market, curves, g, t, d_lb_t, d_lq_t, d_lb_s, d_lq_s))
         key_rates = KeyRates.concat(key_parts) if greeks else KeyRates.empty()
         return ClassRisk(out_rows, pv, delta, gamma, vega, key_rates)
+
+
+def _option_value(
+    smile: FxVolSurfaceModel,
+    notional: FloatArray,
+    sign: FloatArray,
+    spot: float,
+    strike: FloatArray,
+    t: FloatArray,
+    r_d: FloatArray,
+    r_f: FloatArray,
+) -> FloatArray:
+    """PV (quote currency) of GK options at ``spot`` with the smile re-solved at that spot."""
+    s_b = np.full(strike.size, spot)
+    vol = smile.vol_for_strike(s_b, strike, t, r_d, r_f)
+    return notional * black_price(sign, s_b, strike, t, r_d, r_f, vol)
 
 
 def _key_rates(

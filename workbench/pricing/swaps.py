@@ -35,7 +35,8 @@ def _add_months(d: np.ndarray, months: np.ndarray) -> np.ndarray:
     target = m + months.astype("timedelta64[M]")
     first = target.astype("datetime64[D]")
     length = ((target + np.timedelta64(1, "M")).astype("datetime64[D]") - first).astype(np.int64)
-    return first + np.minimum(day, length - 1).astype("timedelta64[D]")
+    out: np.ndarray = first + np.minimum(day, length - 1).astype("timedelta64[D]")
+    return out
 
 
 def backward_periods(
@@ -46,7 +47,7 @@ def backward_periods(
     Returns (swap index, period start, period end) flattened over all swaps; the first period
     of each swap starts on its ``start`` (a short stub when the term is not whole periods).
     """
-    span = ((end.astype("datetime64[M]") - start.astype("datetime64[M]")).astype(np.int64))
+    span = (end.astype("datetime64[M]") - start.astype("datetime64[M]")).astype(np.int64)
     k_max = int(span.max() // months) + 2 if span.size else 1
     k = np.arange(k_max)
     dates = _add_months(
@@ -92,8 +93,10 @@ class SwapGroup:
         self.spread = spread
         cal = market.calendars[spec.calendar]
         legs_raw = []
-        for months, dc in ((spec.fixed_frequency_months, spec.fixed_day_count),
-                           (spec.float_frequency_months, spec.day_count)):
+        for months, dc in (
+            (spec.fixed_frequency_months, spec.fixed_day_count),
+            (spec.float_frequency_months, spec.day_count),
+        ):
             sw, s, e = backward_periods(start, maturity, months)
             s_adj = adjust_array(s, cal, spec.business_day)
             e_adj = adjust_array(e, cal, spec.business_day)
@@ -102,15 +105,17 @@ class SwapGroup:
         self.dates, inverse = np.unique(all_dates.astype("datetime64[D]"), return_inverse=True)
         legs = []
         at = 0
-        for sw, s_adj, e_adj, acc in legs_raw:
+        for sw, _s_adj, _e_adj, acc in legs_raw:
             m = sw.size
-            s_idx = inverse[at:at + m]
-            e_idx = inverse[at + m:at + 2 * m]
+            s_idx = inverse[at : at + m]
+            e_idx = inverse[at + m : at + 2 * m]
             at += 2 * m
             legs.append(_Leg(sw, e_idx.astype(np.int64), s_idx.astype(np.int64), acc))
         self.fixed, self.float = legs
 
-    def _curves(self, curves: CurveSet, as_of: np.datetime64) -> tuple[FloatArray, FloatArray, FloatArray]:
+    def _curves(
+        self, curves: CurveSet, as_of: np.datetime64
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
         t = (self.dates - as_of).astype(np.int64).astype(np.float64) / 365.0
         d = curves[self.disc_id].discount(np.maximum(t, 0.0))
         p = d if self.proj_id == self.disc_id else curves[self.proj_id].discount(np.maximum(t, 0.0))
@@ -123,16 +128,20 @@ class SwapGroup:
         fx, fl = self.fixed, self.float
         live_f = t[fx.pay] > 0.0
         live_l = t[fl.pay] > 0.0
-        fixed = np.bincount(fx.swap, weights=np.where(live_f, fx.accrual * d[fx.pay], 0.0), minlength=n)
+        fixed = np.bincount(
+            fx.swap, weights=np.where(live_f, fx.accrual * d[fx.pay], 0.0), minlength=n
+        )
         flt = np.where(live_l, d[fl.pay] * (p[fl.start] / p[fl.pay] - 1.0), 0.0)
         annuity_l = np.where(live_l, fl.accrual * d[fl.pay], 0.0)
-        return self.notional * (  # type: ignore[no-any-return]
+        return self.notional * (
             self.fixed_rate * fixed
             - np.bincount(fl.swap, weights=flt, minlength=n)
             - self.spread * np.bincount(fl.swap, weights=annuity_l, minlength=n)
         )
 
-    def log_df_exposure(self, curves: CurveSet, as_of: np.datetime64) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
+    def log_df_exposure(
+        self, curves: CurveSet, as_of: np.datetime64
+    ) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
         """∂PV/∂log D and ∂PV/∂log P on the unique dates (swaps × dates, sparse)."""
         t, d, p = self._curves(curves, as_of)
         n, m = self.notional.size, self.dates.size
@@ -162,7 +171,9 @@ class SwapGroup:
         s_p = sp.csr_matrix((vals_p, (rows_p, cols_p)), shape=(n, m))
         return s_d, s_p
 
-    def key_rates(self, curves: CurveSet, as_of: np.datetime64, market: MarketSnapshot) -> tuple[IntArray, FloatArray]:
+    def key_rates(
+        self, curves: CurveSet, as_of: np.datetime64, market: MarketSnapshot
+    ) -> tuple[IntArray, FloatArray]:
         """Quote indices and PV change per +1bp of each (swaps × quotes), first order."""
         t = (self.dates - as_of).astype(np.int64).astype(np.float64) / 365.0
         t = np.maximum(t, 0.0)
