@@ -23,7 +23,7 @@ from workbench._types import FloatArray, IntArray
 
 LOG_LINEAR = 0
 MONOTONE_CONVEX = 1
-_JAC_STEP = 1e-6
+_STEP = 1e-20  # complex step: exact to rounding, no subtraction error (Squire & Trapp 1998)
 
 
 def _interp_batch(
@@ -58,7 +58,7 @@ def _interp_batch(
 def _node_forwards(node_t: FloatArray, fd: FloatArray) -> FloatArray:
     """Instantaneous forwards at the nodes (Hagan–West); positivity collar if all fd > 0."""
     b, m = fd.shape
-    f = np.empty((b, m + 1))
+    f = np.empty((b, m + 1), dtype=fd.dtype)
     if m == 1:
         f[:, 0] = fd[:, 0]
         f[:, 1] = fd[:, 0]
@@ -68,31 +68,33 @@ def _node_forwards(node_t: FloatArray, fd: FloatArray) -> FloatArray:
     f[:, 1:-1] = w_next * fd[:, 1:] + (1.0 - w_next) * fd[:, :-1]
     f[:, 0] = fd[:, 0] - 0.5 * (f[:, 1] - fd[:, 0])
     f[:, -1] = fd[:, -1] - 0.5 * (f[:, -2] - fd[:, -1])
-    positive = np.all(fd > 0.0, axis=1)
+    positive = np.all(fd.real > 0.0, axis=1)
     if positive.any():
-        lo = np.zeros_like(f)
         hi = np.empty_like(f)
         hi[:, 0] = 2.0 * fd[:, 0]
         hi[:, -1] = 2.0 * fd[:, -1]
-        hi[:, 1:-1] = 2.0 * np.minimum(fd[:, :-1], fd[:, 1:])
-        clipped = np.clip(f, lo, hi)
-        f = np.where(positive[:, None], clipped, f)
+        hi[:, 1:-1] = 2.0 * np.where(fd[:, :-1].real <= fd[:, 1:].real, fd[:, :-1], fd[:, 1:])
+        # decisions on the real part: a complex-step Jacobian follows the active branch
+        low = positive[:, None] & (f.real < 0.0)
+        high = positive[:, None] & ~low & (f.real > hi.real)
+        f = np.where(low, 0.0, np.where(high, hi, f))
     return f
 
 
 def _g_integral(g0: FloatArray, g1: FloatArray, x: FloatArray) -> FloatArray:
     """∫₀ˣ g(u) du for Hagan–West's g with g(0) = g0, g(1) = g1 and ∫₀¹ g = 0."""
-    out = np.zeros(np.broadcast(g0, g1, x).shape)
+    out = np.zeros(np.broadcast(g0, g1, x).shape, dtype=np.result_type(g0, g1, x))
     x = np.broadcast_to(x, out.shape)
-    zero = (g0 == 0.0) & (g1 == 0.0)
-    r1 = ((g0 < 0) & (-0.5 * g0 <= g1) & (g1 <= -2.0 * g0)) | (
-        (g0 > 0) & (-0.5 * g0 >= g1) & (g1 >= -2.0 * g0)
+    a0, a1 = g0.real, g1.real  # regions are chosen on the real part (complex-step safe)
+    zero = (a0 == 0.0) & (a1 == 0.0)
+    r1 = ((a0 < 0) & (-0.5 * a0 <= a1) & (a1 <= -2.0 * a0)) | (
+        (a0 > 0) & (-0.5 * a0 >= a1) & (a1 >= -2.0 * a0)
     )
-    r2 = ~r1 & (((g0 < 0) & (g1 > -2.0 * g0)) | ((g0 > 0) & (g1 < -2.0 * g0)))
+    r2 = ~r1 & (((a0 < 0) & (a1 > -2.0 * a0)) | ((a0 > 0) & (a1 < -2.0 * a0)))
     r3 = (
         ~r1
         & ~r2
-        & (((g0 > 0) & (g1 < 0) & (g1 > -0.5 * g0)) | ((g0 < 0) & (g1 > 0) & (g1 < -0.5 * g0)))
+        & (((a0 > 0) & (a1 < 0) & (a1 > -0.5 * a0)) | ((a0 < 0) & (a1 > 0) & (a1 < -0.5 * a0)))
     )
     r4 = ~zero & ~r1 & ~r2 & ~r3
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -100,11 +102,12 @@ def _g_integral(g0: FloatArray, g1: FloatArray, x: FloatArray) -> FloatArray:
         v1 = g0 * (x - 2 * x**2 + x**3) + g1 * (x**3 - x**2)
         # (ii) flat at g0, then a quadratic rise to g1
         eta2 = (g1 + 2 * g0) / (g1 - g0)
-        v2 = g0 * x + np.where(x > eta2, (g1 - g0) * (x - eta2) ** 3 / (3 * (1 - eta2) ** 2), 0.0)
+        rise = (g1 - g0) * (x - eta2) ** 3 / (3 * (1 - eta2) ** 2)
+        v2 = g0 * x + np.where(x > eta2.real, rise, 0.0)
         # (iii) quadratic from g0 to g1, then flat at g1
         eta3 = 3 * g1 / (g1 - g0)
         v3 = g1 * x + (g0 - g1) * (eta3 / 3) * (
-            1 - np.where(x < eta3, ((eta3 - x) / eta3) ** 3, 0.0)
+            1 - np.where(x < eta3.real, ((eta3 - x) / eta3) ** 3, 0.0)
         )
         # (iv) two quadratics meeting at A
         s = g0 + g1
@@ -112,7 +115,7 @@ def _g_integral(g0: FloatArray, g1: FloatArray, x: FloatArray) -> FloatArray:
         a = -g0 * g1 / s
         left = a * x + (g0 - a) * (eta4 / 3) * (1 - ((eta4 - x) / eta4) ** 3)
         right = a * x + (g0 - a) * eta4 / 3 + (g1 - a) * (x - eta4) ** 3 / (3 * (1 - eta4) ** 2)
-        v4 = np.where(x < eta4, left, right)
+        v4 = np.where(x < eta4.real, left, right)
     out = np.where(r1, v1, out)
     out = np.where(r2, v2, out)
     out = np.where(r3, v3, out)
@@ -154,12 +157,21 @@ def interp_log_df_jacobian(
             jac[out_rows, n - 1] += xe
         jac[:, 0] = 0.0
         return
-    bumps = np.repeat(node_logdf[None, :], 2 * (n - 1), axis=0)
+    vals = _interp_batch(method, node_t, _complex_steps(node_logdf), query_t)
+    jac[:, 1:] = (vals.imag / _STEP).T
+
+
+def _complex_steps(y: FloatArray) -> np.ndarray:
+    """(n−1) × n complex copies of ``y``, row j−1 with ``i·_STEP`` added to node j ≥ 1.
+
+    Branch decisions in the kernels (Hagan–West regions, the positivity collar) read the real
+    part only, so the imaginary part carries the exact derivative of the active branch.
+    """
+    n = y.size
+    steps = np.repeat(y[None, :].astype(np.complex128), n - 1, axis=0)
     j = np.arange(1, n)
-    bumps[2 * (j - 1), j] += _JAC_STEP
-    bumps[2 * (j - 1) + 1, j] -= _JAC_STEP
-    vals = _interp_batch(method, node_t, bumps, query_t)
-    jac[:, 1:] = ((vals[0::2] - vals[1::2]) / (2 * _JAC_STEP)).T
+    steps[j - 1, j] += 1j * _STEP
+    return steps
 
 
 def _residuals(
@@ -176,9 +188,8 @@ def _residuals(
 ) -> FloatArray:
     logp = _interp_batch(method, node_t, y, query_t)  # (B, q)
     vals = term_w * np.exp(logp[:, term_a] - logp[:, term_b])  # (B, T)
-    res = np.zeros((y.shape[0], c0.size)) + c0
-    for b in range(y.shape[0]):
-        res[b] += np.bincount(term_inst, weights=vals[b], minlength=c0.size)
+    # every instrument owns a non-empty, contiguous run of terms (term_ptr)
+    res: np.ndarray = np.add.reduceat(vals, term_ptr[:-1], axis=1) + c0
     return res
 
 
@@ -214,12 +225,8 @@ def bootstrap(
             return it
         if it == max_iter:
             break
-        bumps = np.repeat(y[None, :], 2 * (n - 1), axis=0)
-        j = np.arange(1, n)
-        bumps[2 * (j - 1), j] += _JAC_STEP
-        bumps[2 * (j - 1) + 1, j] -= _JAC_STEP
-        r = _residuals(method, node_t, bumps, *args)
-        jac = ((r[0::2] - r[1::2]) / (2 * _JAC_STEP)).T  # (inst, node)
+        r = _residuals(method, node_t, _complex_steps(y), *args)
+        jac = (r.imag / _STEP).T  # (inst, node)
         try:
             step = np.linalg.solve(jac, res)
         except np.linalg.LinAlgError:
