@@ -110,11 +110,22 @@ class IndexSimulation:
 
         ``thresholds[i, k]`` = Φ⁻¹(P(τ_i ≤ t_k)), increasing in ``k``.
         """
+        return self.default_counts_many(thresholds[None], rho)[0]
+
+    def default_counts_many(self, thresholds: FloatArray, rho: float) -> FloatArray:
+        """:meth:`default_counts` for S threshold sets (S, N, K) at one correlation, in one pass.
+
+        The latent variables of each path are computed once and compared with every set, so
+        the spread bumps of a CS01 cost little more than the base price (common random
+        numbers by construction). Returns (S, batches, dates, N+1).
+        """
         self.evaluations += 1
+        c = np.ascontiguousarray(thresholds, dtype=np.float64)
         hist = _count_defaults(
             self.factor,
             self.idio,
-            np.ascontiguousarray(thresholds),
+            c,
+            np.ascontiguousarray(c[:, :, -1].max(axis=0)),
             math.sqrt(rho),
             math.sqrt(1.0 - rho),
             _BATCHES,
@@ -122,34 +133,65 @@ class IndexSimulation:
         per_batch = np.bincount(
             np.arange(self.n_paths) * _BATCHES // self.n_paths, minlength=_BATCHES
         )
-        return hist / per_batch[:, None, None]
+        out: FloatArray = hist / per_batch[None, :, None, None]
+        return out
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _count_defaults(
-    m: np.ndarray, z: np.ndarray, c: np.ndarray, a: float, b: float, batches: int
+    m: np.ndarray,
+    z: np.ndarray,
+    c: np.ndarray,
+    c_last: np.ndarray,
+    a: float,
+    b: float,
+    batches: int,
 ) -> np.ndarray:  # pragma: no cover - compiled
+    """Histogram of the number of defaults by each date: (sets, batches, dates, names + 1).
+
+    Name ``i`` of path ``p`` has defaulted by date ``k`` of set ``s`` when
+    ``a·m_p + b·z_pi ≤ c[s, i, k]``; ``c_last[i]`` is the loosest last-date threshold. Batches
+    run in parallel (``NUMBA_NUM_THREADS``); each path adds +1 at its count on the first date
+    and moves it at the dates where the count changes, and a running sum over dates at the end
+    turns these changes into the histogram.
+    """
     n_paths, n_names = z.shape
-    n_dates = c.shape[1]
-    hist = np.zeros((batches, n_dates, n_names + 1))
-    first = np.zeros(n_dates + 1, dtype=np.int64)
-    for p in range(n_paths):
-        first[:] = 0
-        am = a * m[p]
-        for i in range(n_names):
-            x = am + b * z[p, i]
-            if x > c[i, n_dates - 1]:
-                continue
-            k = 0
-            while x > c[i, k]:
-                k += 1
-            first[k] += 1
-        bt = p * batches // n_paths
-        cum = 0
-        for k in range(n_dates):
-            cum += first[k]
-            hist[bt, k, cum] += 1.0
-    return hist
+    n_sets, _, n_dates = c.shape
+    change = np.zeros((n_sets, batches, n_dates, n_names + 1))
+    for bt in numba.prange(batches):
+        x = np.empty(n_names)
+        first = np.zeros((n_sets, n_dates + 1), dtype=np.int64)
+        for p in range(bt * n_paths // batches, (bt + 1) * n_paths // batches):
+            am = a * m[p]
+            for i in range(n_names):  # vectorised: the latent variable of every name
+                x[i] = am + b * z[p, i]
+            for s in range(n_sets):
+                for k in range(n_dates + 1):
+                    first[s, k] = 0
+            for i in range(n_names):
+                xi = x[i]
+                if xi > c_last[i]:  # survives to the last date in every set (the usual case)
+                    continue
+                for s in range(n_sets):
+                    k = 0
+                    for kk in range(n_dates):  # branch-free: dates whose threshold is below
+                        k += xi > c[s, i, kk]
+                    first[s, k] += 1  # k == n_dates: survives in this set
+            for s in range(n_sets):
+                d = change[s, bt]
+                cum = first[s, 0]
+                d[0, cum] += 1.0
+                for k in range(1, n_dates):
+                    f = first[s, k]
+                    if f:
+                        d[k, cum] -= 1.0
+                        cum += f
+                        d[k, cum] += 1.0
+    for s in range(n_sets):
+        for bt in range(batches):
+            for k in range(1, n_dates):
+                change[s, bt, k] += change[s, bt, k - 1]
+    return change
 
 
 def thresholds(hazards: FloatArray, times: FloatArray) -> FloatArray:

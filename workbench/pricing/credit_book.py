@@ -69,14 +69,16 @@ class CreditPricer:
         """PV, CS01, gamma and correlation vega."""
         return self._price(market, curves, greeks=True)
 
-    def _distribution(
-        self, spec: CreditIndex, times: FloatArray, s: float, rho: float
-    ) -> FloatArray:
-        hazards = np.asarray(spec.hazard_weights) * s / (1.0 - spec.recovery)
+    def _distributions(
+        self, spec: CreditIndex, times: FloatArray, spreads: list[float], rho: float
+    ) -> list[FloatArray]:
+        """Default-count distributions (batches, dates, N+1) for each spread at one ``rho``."""
+        weights = np.asarray(spec.hazard_weights) / (1.0 - spec.recovery)
         if self.method == "recursion":
-            return default_distribution_recursion(hazards, times, rho)[None]
+            return [default_distribution_recursion(weights * s, times, rho)[None] for s in spreads]
         sim = self.simulations[spec.id]
-        return sim.default_counts(thresholds(hazards, times), rho)
+        c = np.stack([thresholds(weights * s, times) for s in spreads])
+        return list(sim.default_counts_many(c, rho))
 
     def _price(self, market: MarketSnapshot, curves: CurveSet, *, greeks: bool) -> ClassRisk:
         b = self.book
@@ -115,15 +117,15 @@ class CreditPricer:
             if tr_rows.size:
                 at = np.array([pos[int(r)] for r in tr_rows])
                 n = b.notional[tr_rows]
-                scen = [(s + h, rho) for h in bumps] + ([(s, rho + CORR_POINT)] if greeks else [])
+                dists = self._distributions(spec, sched.pay_t, [s + h for h in bumps], rho)
+                if greeks:
+                    dists += self._distributions(spec, sched.pay_t, [s], rho + CORR_POINT)
                 out = []
-                for s_k, rho_k in scen:
-                    dist = self._distribution(spec, sched.pay_t, s_k, rho_k)  # (B, K, N+1)
+                for dist in dists:  # (batches, dates, N+1)
                     el = tranche_expected_loss(
                         dist, b.attach[tr_rows], b.detach[tr_rows], spec.recovery
                     )
-                    per_batch = tranche_pv(el, sched, df, b.coupon[tr_rows])
-                    out.append(per_batch)
+                    out.append(tranche_pv(el, sched, df, b.coupon[tr_rows]))
                 pv[at] = n * out[0].mean(axis=0)
                 if out[0].shape[0] > 1:
                     self.std_err[at] = (
