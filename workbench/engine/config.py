@@ -1,0 +1,141 @@
+"""Service configuration and the descriptor a running service leaves for clients.
+
+The whole configuration is a msgspec struct: it goes to each child process as JSON text (the
+only argument of a process entry point) and is written, with the live endpoints and segment
+names, to ``<run_dir>/service.json`` where :func:`workbench.connect` finds it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import msgspec
+
+ASSET_CLASSES = ("rates", "fx", "credit", "equity")
+
+
+class FeedConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Where ticks come from.
+
+    ``mode``: ``synthetic`` (a feed process of the service publishes ``rate`` ticks/s),
+    ``replay`` (a feed process replays the Parquet ``path`` at ``speed``× recorded time),
+    ``external`` (ingestion connects to ``address``; no feed process) or ``none``.
+    """
+
+    mode: str = "synthetic"
+    rate: float = 5_000.0
+    seed: int = 7
+    path: str | None = None
+    speed: float = 1.0
+    address: str | None = None
+
+
+class ConflationConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Conflation windows in milliseconds per quote class (see :mod:`engine.conflation`)."""
+
+    fx_spot_ms: float = 200.0
+    fx_vol_ms: float = 500.0
+    rates_ms: float = 250.0
+    equity_ms: float = 250.0
+    credit_ms: float = 2_000.0
+
+
+class LimitConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """An absolute limit on a measure (USD) for the firm (``desk`` None) or one desk."""
+
+    measure: str
+    limit: float
+    desk: str | None = None
+
+
+class Endpoints(msgspec.Struct, frozen=True, kw_only=True):
+    """ZeroMQ addresses, bound on loopback by the named process."""
+
+    feed: str  # PUB, the synthetic/replay feed (ingestion connects; or an external address)
+    notices: str  # PUB, ingestion → workers: QuotesDirty
+    risk: str  # PULL, workers → aggregator: RiskUpdated
+    heartbeats: str  # PULL, every child → supervisor: Heartbeat
+    control: str  # ROUTER, clients → aggregator: ControlRequest
+    snapshots: str  # PUB, aggregator → clients: Snapshot
+    supervisor: str  # REP, aggregator → supervisor: restart/stop
+    workers: dict[str, str]  # REP per worker, aggregator → worker: WorkerRequest
+    metrics: str  # HTTP host:port of the Prometheus exporter
+
+
+class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a service and each of its processes needs to start."""
+
+    name: str
+    run_dir: str
+    book: str
+    market: str
+    feed: FeedConfig = FeedConfig()
+    conflation: ConflationConfig = ConflationConfig()
+    workers: dict[str, int] = {c: 1 for c in ASSET_CLASSES}
+    limits: tuple[LimitConfig, ...] = ()
+    n_paths: int = 50_000
+    snapshot_hz: float = 10.0
+    heartbeat_s: float = 0.5
+    heartbeat_timeout_s: float = 5.0
+    restart_backoff_s: float = 0.5
+    rolling_restart_s: float = 0.0  # 0 = off; workers keep the cyclic GC on unless this is on
+    recon_s: float = 60.0
+    numba_threads: int = 1
+    endpoints: Endpoints | None = None
+    segments: dict[str, str] = {}
+
+
+class Descriptor(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``service.json`` holds: how to reach a running service."""
+
+    name: str
+    pid: int
+    started_ns: int
+    config: ServiceConfig
+    n_positions: int
+    n_quotes: int
+
+
+def default_run_root() -> Path:
+    """``$WORKBENCH_RUN_DIR`` or ``~/.workbench/run``: one folder per service name."""
+    env = os.environ.get("WORKBENCH_RUN_DIR")
+    return Path(env) if env else Path.home() / ".workbench" / "run"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def loopback_endpoints(worker_names: list[str]) -> Endpoints:
+    """Fresh loopback TCP endpoints for every socket of a service."""
+
+    def tcp() -> str:
+        return f"tcp://127.0.0.1:{free_port()}"
+
+    return Endpoints(
+        feed=tcp(),
+        notices=tcp(),
+        risk=tcp(),
+        heartbeats=tcp(),
+        control=tcp(),
+        snapshots=tcp(),
+        supervisor=tcp(),
+        workers={w: tcp() for w in worker_names},
+        metrics=f"127.0.0.1:{free_port()}",
+    )
+
+
+def encode_config(config: ServiceConfig) -> str:
+    """JSON text of a configuration (what a child process receives)."""
+    return msgspec.json.encode(config).decode()
+
+
+def decode_config(text: str) -> ServiceConfig:
+    """The inverse of :func:`encode_config`."""
+    return msgspec.json.decode(text, type=ServiceConfig)

@@ -1,0 +1,309 @@
+"""Every message that crosses a socket: frozen msgspec structs, msgpack on the wire, no pickle.
+
+Each family is a tagged union (``op`` field) so a receiver decodes with one typed decoder and a
+bad or foreign payload is a :class:`msgspec.DecodeError`, never code execution. Tables travel as
+Arrow IPC bytes (raw column buffers plus a schema), read with ``polars.read_ipc``.
+
+Ticks are the one hot message: a msgpack array ``[quote_id, value, seq, sent_ns]`` (see
+``docs/formats.md``), decoded at a few hundred nanoseconds each.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Literal
+
+import msgspec
+import polars as pl
+
+SCHEMA_VERSION = 1
+MAX_CONTROL_BYTES = 1 << 20  # a control request larger than this is refused unread
+
+
+class Tick(msgspec.Struct, frozen=True, array_like=True):
+    """One quote update from a feed.
+
+    ``value`` in the quote's unit (docs/formats.md); ``seq`` increases per quote id at the
+    publisher (duplicates and older values are dropped); ``sent_ns`` is the publisher's
+    ``time.monotonic_ns()`` (CLOCK_MONOTONIC, comparable between processes of one machine).
+    """
+
+    quote_id: str
+    value: float
+    seq: int
+    sent_ns: int
+
+
+# --- internal notices -----------------------------------------------------------------------
+
+
+class Notice(msgspec.Struct, frozen=True, tag_field="op", kw_only=True):
+    """Base of the service's internal messages."""
+
+    v: int = SCHEMA_VERSION
+
+
+class QuotesDirty(Notice, frozen=True, tag="dirty"):
+    """Ingestion flushed conflated quotes into the quote table (generation ``gen``)."""
+
+    gen: int
+    flushed_ns: int
+    quotes: tuple[int, ...]
+
+
+class RiskUpdated(Notice, frozen=True, tag="risk"):
+    """A worker wrote fresh Greeks for ``repriced`` positions; timings in nanoseconds."""
+
+    worker: str
+    asset_class: str
+    quote_gen: int
+    flushed_ns: int
+    done_ns: int
+    reprice_ns: int
+    repriced: int
+
+
+class Heartbeat(Notice, frozen=True, tag="hb"):
+    """A child process is alive (``ready`` once it has finished its set-up)."""
+
+    role: str
+    pid: int
+    sent_ns: int
+    ready: bool
+    stats: dict[str, float] = {}
+
+
+NoticeMessage = QuotesDirty | RiskUpdated | Heartbeat
+
+
+# --- what-if shocks ---------------------------------------------------------------------------
+
+
+class Shock(msgspec.Struct, frozen=True, tag_field="kind", kw_only=True):
+    """Base of the what-if market shocks."""
+
+
+class ParallelShock(Shock, frozen=True, tag="parallel"):
+    """Every rate quote of ``currency`` (all currencies if None) moved by ``bp`` basis points."""
+
+    bp: float
+    currency: str | None = None
+
+
+class TwistShock(Shock, frozen=True, tag="twist"):
+    """Rate quotes moved linearly in tenor from ``short_bp`` (≤ pivot_short) to ``long_bp``."""
+
+    short_bp: float
+    long_bp: float
+    currency: str | None = None
+    short_years: float = 2.0
+    long_years: float = 10.0
+
+
+class QuoteShock(Shock, frozen=True, tag="quote"):
+    """One quote moved by ``bp`` basis points (a key-rate node shock) or to ``value``."""
+
+    quote_id: str
+    bp: float | None = None
+    value: float | None = None
+
+
+class SpotShock(Shock, frozen=True, tag="spot"):
+    """FX (``FX.EURUSD``) or equity (``EQ.AAPL``) spots matching ``pattern`` moved by ``pct``%."""
+
+    pct: float
+    pattern: str = "*"
+
+
+class VolShock(Shock, frozen=True, tag="vol"):
+    """Vol quotes (``FXVOL.*``, ``EQVOL.*``) matching ``pattern`` moved by ``points`` vol points."""
+
+    points: float
+    pattern: str = "*"
+
+
+class SpreadShock(Shock, frozen=True, tag="spread"):
+    """Credit index spread quotes matching ``pattern`` moved by ``bp`` basis points."""
+
+    bp: float
+    pattern: str = "*"
+
+
+AnyShock = ParallelShock | TwistShock | QuoteShock | SpotShock | VolShock | SpreadShock
+
+
+# --- control plane --------------------------------------------------------------------------
+
+
+class Request(msgspec.Struct, frozen=True, tag_field="op", kw_only=True):
+    """Base of the control requests a client sends."""
+
+    v: int = SCHEMA_VERSION
+
+
+class StatusRequest(Request, frozen=True, tag="status"):
+    """Processes, their state, counters and timings."""
+
+
+class PositionsRequest(Request, frozen=True, tag="positions"):
+    """The per-position risk snapshot (optionally one asset class)."""
+
+    asset_class: str | None = None
+
+
+class AggregateRequest(Request, frozen=True, tag="aggregate"):
+    """Roll-ups of the live risk grouped by ``by`` (any of desk, book, currency, asset_class,
+    product, underlying)."""
+
+    by: tuple[str, ...] = ("desk",)
+
+
+class WhatIfRequest(Request, frozen=True, tag="whatif"):
+    """Reprice a shocked copy of the live market on the workers; PnL grouped by ``by``."""
+
+    shocks: tuple[AnyShock, ...]
+    by: tuple[str, ...] = ("desk",)
+
+
+class ProfileRequest(Request, frozen=True, tag="profile"):
+    """Profile the named worker for ``seconds`` while it serves live ticks."""
+
+    worker: str
+    seconds: float = 2.0
+
+
+class SetOptionRequest(Request, frozen=True, tag="set_option"):
+    """Set a worker option (``spline_cache``: bool) for experiments."""
+
+    worker: str
+    option: str
+    value: bool | int | float | str
+
+
+class RestartRequest(Request, frozen=True, tag="restart"):
+    """Restart one worker (its positions are marked stale until it is back)."""
+
+    worker: str
+
+
+class LimitsRequest(Request, frozen=True, tag="limits"):
+    """Current limit usage and breaches."""
+
+
+class StopRequest(Request, frozen=True, tag="stop"):
+    """Shut the whole service down cleanly."""
+
+
+ControlRequest = (
+    StatusRequest
+    | PositionsRequest
+    | AggregateRequest
+    | WhatIfRequest
+    | ProfileRequest
+    | SetOptionRequest
+    | RestartRequest
+    | LimitsRequest
+    | StopRequest
+)
+
+
+class Reply(msgspec.Struct, frozen=True, kw_only=True):
+    """Answer to any request: ``ok`` or an ``error`` naming what was wrong."""
+
+    ok: bool
+    error: str | None = None
+    data: dict[str, Any] = {}
+    tables: dict[str, bytes] = {}
+    v: int = SCHEMA_VERSION
+
+
+class Breach(msgspec.Struct, frozen=True, kw_only=True):
+    """A limit breached: ``measure`` of ``scope`` (``firm`` or ``desk:<name>``) over ``limit``."""
+
+    scope: str
+    measure: str
+    value: float
+    limit: float
+    since_ns: int
+
+
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """An aggregated view published by the aggregator (≤ 10 per second)."""
+
+    seq: int
+    made_ns: int
+    tables: dict[str, bytes]
+    breaches: tuple[Breach, ...] = ()
+    stats: dict[str, float] = {}
+    v: int = SCHEMA_VERSION
+
+
+# --- worker-side requests (aggregator → worker) -------------------------------------------
+
+
+class WorkerRequest(msgspec.Struct, frozen=True, tag_field="op", kw_only=True):
+    """Requests a worker answers on its own socket."""
+
+    v: int = SCHEMA_VERSION
+
+
+class WorkerWhatIf(WorkerRequest, frozen=True, tag="whatif"):
+    """Price the worker's positions on the live market with ``shocks`` applied (PV only)."""
+
+    shocks: tuple[AnyShock, ...]
+
+
+class WorkerProfile(WorkerRequest, frozen=True, tag="profile"):
+    """Run the profiler for ``seconds`` of live work."""
+
+    seconds: float
+
+
+class WorkerSetOption(WorkerRequest, frozen=True, tag="set_option"):
+    """Set an option of the worker."""
+
+    option: str
+    value: bool | int | float | str
+
+
+class WorkerStats(WorkerRequest, frozen=True, tag="stats"):
+    """Stage timings and cache counters."""
+
+
+AnyWorkerRequest = WorkerWhatIf | WorkerProfile | WorkerSetOption | WorkerStats
+
+
+# --- codecs ---------------------------------------------------------------------------------
+
+_encoder = msgspec.msgpack.Encoder()
+tick_decoder = msgspec.msgpack.Decoder(Tick)
+notice_decoder = msgspec.msgpack.Decoder(NoticeMessage)
+request_decoder = msgspec.msgpack.Decoder(ControlRequest)
+worker_request_decoder = msgspec.msgpack.Decoder(AnyWorkerRequest)
+reply_decoder = msgspec.msgpack.Decoder(Reply)
+snapshot_decoder = msgspec.msgpack.Decoder(Snapshot)
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    """msgpack bytes of any message above."""
+    return _encoder.encode(message)
+
+
+def frame_to_bytes(frame: pl.DataFrame) -> bytes:
+    """A Polars frame as Arrow IPC bytes (raw buffers, no pickle)."""
+    sink = io.BytesIO()
+    frame.write_ipc(sink, compression="uncompressed")
+    return sink.getvalue()
+
+
+def bytes_to_frame(data: bytes) -> pl.DataFrame:
+    """The inverse of :func:`frame_to_bytes`."""
+    return pl.read_ipc(io.BytesIO(data))
+
+
+def error_reply(message: str) -> Reply:
+    """A failed request's answer."""
+    return Reply(ok=False, error=message)
+
+
+Role = Literal["feed", "ingest", "worker", "aggregator", "supervisor"]

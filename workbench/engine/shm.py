@@ -1,0 +1,267 @@
+"""Shared-memory tables: the live quote table and the risk columns, with generation counters.
+
+Segments are named ``wb_<owner pid>_<service>_<table>``: the supervisor creates and alone
+unlinks them; every other process attaches. Python 3.11's resource tracker would unlink a
+segment when *any* attaching process exits, so every handle here is unregistered from it at
+once, and cleanup is explicit: the owner unlinks on shutdown, and :func:`reap` unlinks the
+segments whose owner pid is dead (a service killed with ``kill -9``).
+
+Each table is one segment holding separate, 64-byte-aligned columns (a float64 column can be
+wrapped by NumPy or Polars without a copy) and a small header of int64 generation counters.
+A writer makes its counter odd, writes, and makes it even again; a reader copies and retries
+if the counter was odd or moved (a seqlock), so it never sees a torn row.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from multiprocessing import resource_tracker, shared_memory
+from pathlib import Path
+
+import numpy as np
+
+from workbench._types import FloatArray
+
+SHM_DIR = Path("/dev/shm")
+_NAME = re.compile(r"^wb_(\d+)_[A-Za-z0-9]+_[a-z]+$")
+_ALIGN = 64
+RISK_COLUMNS = ("pv", "pv_ccy", "delta", "gamma", "vega", "theta")
+ASSET_CLASSES = ("rates", "fx", "credit", "equity")
+
+
+class TornRead(RuntimeError):
+    """A consistent copy could not be taken (the writer kept the counter moving)."""
+
+
+def segment_name(service: str, table: str, owner_pid: int | None = None) -> str:
+    """The segment name of ``table`` for ``service`` owned by ``owner_pid`` (this process)."""
+    if not re.fullmatch(r"[A-Za-z0-9]+", service):
+        raise ValueError(f"service name {service!r}: letters and digits only")
+    return f"wb_{owner_pid or os.getpid()}_{service}_{table}"
+
+
+def _untrack(shm: shared_memory.SharedMemory) -> None:
+    # The tracker keys segments by their "/name"; lifetime is managed here instead.
+    resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
+
+
+def create_segment(name: str, nbytes: int) -> shared_memory.SharedMemory:
+    """Create a zeroed segment owned by this process (not tracked by the resource tracker)."""
+    shm = shared_memory.SharedMemory(name=name, create=True, size=max(nbytes, 1))
+    _untrack(shm)
+    return shm
+
+
+def attach_segment(name: str) -> shared_memory.SharedMemory:
+    """Attach to an existing segment without taking ownership of its lifetime."""
+    shm = shared_memory.SharedMemory(name=name, create=False)
+    _untrack(shm)
+    return shm
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap(*, dry_run: bool = False) -> list[str]:
+    """Unlink every ``wb_*`` segment whose owner process is gone; returns their names."""
+    gone: list[str] = []
+    if not SHM_DIR.is_dir():
+        return gone
+    for path in sorted(SHM_DIR.iterdir()):
+        m = _NAME.match(path.name)
+        if m is None or _pid_alive(int(m.group(1))):
+            continue
+        gone.append(path.name)
+        if not dry_run:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+    return gone
+
+
+@dataclass(frozen=True)
+class _Layout:
+    n_counters: int
+    float_columns: tuple[str, ...]
+    int_columns: tuple[str, ...]
+    rows: int
+
+    def offsets(self) -> tuple[dict[str, int], int]:
+        at = _ALIGN * (1 + (self.n_counters * 8) // _ALIGN)
+        out: dict[str, int] = {}
+        for name in self.float_columns + self.int_columns:
+            out[name] = at
+            at += _ALIGN * (1 + (self.rows * 8) // _ALIGN)
+        return out, at
+
+
+class _Table:
+    """Columns and counters over one segment."""
+
+    def __init__(self, shm: shared_memory.SharedMemory, layout: _Layout, *, owner: bool) -> None:
+        self.shm = shm
+        self.owner = owner
+        self.layout = layout
+        offsets, _ = layout.offsets()
+        buf = shm.buf
+        self.counters = np.ndarray((layout.n_counters,), dtype=np.int64, buffer=buf, offset=0)
+        self.columns: dict[str, np.ndarray] = {}
+        for name in layout.float_columns:
+            self.columns[name] = np.ndarray(
+                (layout.rows,), dtype=np.float64, buffer=buf, offset=offsets[name]
+            )
+        for name in layout.int_columns:
+            self.columns[name] = np.ndarray(
+                (layout.rows,), dtype=np.int64, buffer=buf, offset=offsets[name]
+            )
+
+    @property
+    def name(self) -> str:
+        """The segment name."""
+        return self.shm.name
+
+    def begin(self, counter: int) -> None:
+        """Start a write under ``counter`` (odd = writing)."""
+        self.counters[counter] += 1
+
+    def end(self, counter: int) -> None:
+        """Finish a write under ``counter`` (even = stable)."""
+        self.counters[counter] += 1
+
+    def read(
+        self, names: tuple[str, ...], counters: tuple[int, ...], *, retries: int = 1000
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Consistent copies of ``names`` and the counters they were read under."""
+        idx = np.asarray(counters, dtype=np.int64)
+        for attempt in range(retries):
+            before = self.counters[idx].copy()
+            if not np.any(before & 1):
+                out = {n: self.columns[n].copy() for n in names}
+                after = self.counters[idx]
+                if np.array_equal(before, after):
+                    return out, before
+            if attempt > 10:
+                time.sleep(20e-6)
+        raise TornRead(f"{self.name}: no consistent read after {retries} attempts")
+
+    def close(self) -> None:
+        """Drop the views and the mapping; the owner also unlinks the segment."""
+        self.columns.clear()
+        del self.counters
+        self.shm.close()
+        if self.owner:
+            try:
+                self.shm.unlink()
+            except FileNotFoundError:
+                pass
+
+
+class QuoteTable(_Table):
+    """The live quotes: ``value`` and ``updated_ns`` (monotonic) per quote id, one counter."""
+
+    @staticmethod
+    def layout(n_quotes: int) -> _Layout:
+        """Its layout for ``n_quotes`` quotes."""
+        return _Layout(1, ("value",), ("updated_ns", "seq"), n_quotes)
+
+    @classmethod
+    def create(cls, service: str, initial: FloatArray) -> QuoteTable:
+        """A new table holding ``initial`` values, stamped now."""
+        layout = cls.layout(initial.size)
+        _, size = layout.offsets()
+        table = cls(create_segment(segment_name(service, "quotes"), size), layout, owner=True)
+        table.columns["value"][:] = initial
+        table.columns["updated_ns"][:] = time.monotonic_ns()
+        return table
+
+    @classmethod
+    def attach(cls, name: str, n_quotes: int) -> QuoteTable:
+        """Attach to the table named ``name``."""
+        return cls(attach_segment(name), cls.layout(n_quotes), owner=False)
+
+    @property
+    def generation(self) -> int:
+        """The write counter (even when stable)."""
+        return int(self.counters[0])
+
+    def write(self, index: np.ndarray, values: FloatArray, seqs: np.ndarray, now_ns: int) -> int:
+        """Store new values for quote rows ``index``; returns the new generation."""
+        self.begin(0)
+        self.columns["value"][index] = values
+        self.columns["seq"][index] = seqs
+        self.columns["updated_ns"][index] = now_ns
+        self.end(0)
+        return int(self.counters[0])
+
+    def snapshot(self) -> tuple[FloatArray, np.ndarray, int]:
+        """Consistent copies of values and stamps, and the generation."""
+        cols, gen = self.read(("value", "updated_ns"), (0,))
+        return cols["value"], cols["updated_ns"], int(gen[0])
+
+
+class RiskTable(_Table):
+    """Greeks per position (float64, USD) with ``updated_ns`` and ``stale`` flags.
+
+    One generation counter per asset class: the class's worker is its only writer.
+    """
+
+    @staticmethod
+    def layout(n_positions: int) -> _Layout:
+        """Its layout for ``n_positions`` positions."""
+        return _Layout(
+            len(ASSET_CLASSES), (*RISK_COLUMNS, "stale"), ("updated_ns",), n_positions
+        )
+
+    @classmethod
+    def create(cls, service: str, n_positions: int) -> RiskTable:
+        """A new table; every position starts stale with NaN Greeks."""
+        layout = cls.layout(n_positions)
+        _, size = layout.offsets()
+        table = cls(create_segment(segment_name(service, "risk"), size), layout, owner=True)
+        for name in RISK_COLUMNS:
+            table.columns[name][:] = np.nan
+        table.columns["stale"][:] = 1.0
+        return table
+
+    @classmethod
+    def attach(cls, name: str, n_positions: int) -> RiskTable:
+        """Attach to the table named ``name``."""
+        return cls(attach_segment(name), cls.layout(n_positions), owner=False)
+
+    def write(
+        self, asset_class: str, rows: np.ndarray, values: dict[str, FloatArray], now_ns: int
+    ) -> None:
+        """Write fresh Greeks for ``rows`` of ``asset_class`` and clear their stale flag."""
+        c = ASSET_CLASSES.index(asset_class)
+        self.begin(c)
+        for name, col in values.items():
+            self.columns[name][rows] = col
+        self.columns["updated_ns"][rows] = now_ns
+        self.columns["stale"][rows] = 0.0
+        self.end(c)
+
+    def mark_stale(self, asset_class: str, rows: np.ndarray) -> None:
+        """Flag ``rows`` stale (their worker is down); their last values stay readable."""
+        c = ASSET_CLASSES.index(asset_class)
+        if self.counters[c] & 1:  # its writer died mid-write: those rows are suspect anyway
+            self.counters[c] += 1
+        self.begin(c)
+        self.columns["stale"][rows] = 1.0
+        self.end(c)
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """Consistent copies of every column."""
+        names = (*RISK_COLUMNS, "stale", "updated_ns")
+        cols, _ = self.read(names, tuple(range(len(ASSET_CLASSES))))
+        return cols
