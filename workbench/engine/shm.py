@@ -14,6 +14,7 @@ if the counter was odd or moved (a seqlock), so it never sees a torn row.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -32,7 +33,7 @@ RISK_COLUMNS = ("pv", "pv_ccy", "delta", "gamma", "vega", "theta")
 ASSET_CLASSES = ("rates", "fx", "credit", "equity")
 
 
-class TornRead(RuntimeError):
+class TornReadError(RuntimeError):
     """A consistent copy could not be taken (the writer kept the counter moving)."""
 
 
@@ -83,10 +84,8 @@ def reap(*, dry_run: bool = False) -> list[str]:
             continue
         gone.append(path.name)
         if not dry_run:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            except FileNotFoundError:
-                pass
     return gone
 
 
@@ -112,7 +111,7 @@ class _Table:
     def __init__(self, shm: shared_memory.SharedMemory, layout: _Layout, *, owner: bool) -> None:
         self.shm = shm
         self.owner = owner
-        self.layout = layout
+        self.spec = layout
         offsets, _ = layout.offsets()
         buf = shm.buf
         self.counters = np.ndarray((layout.n_counters,), dtype=np.int64, buffer=buf, offset=0)
@@ -153,7 +152,7 @@ class _Table:
                     return out, before
             if attempt > 10:
                 time.sleep(20e-6)
-        raise TornRead(f"{self.name}: no consistent read after {retries} attempts")
+        raise TornReadError(f"{self.name}: no consistent read after {retries} attempts")
 
     def close(self) -> None:
         """Drop the views and the mapping; the owner also unlinks the segment."""
@@ -161,10 +160,9 @@ class _Table:
         del self.counters
         self.shm.close()
         if self.owner:
-            try:
-                self.shm.unlink()
-            except FileNotFoundError:
-                pass
+            # not SharedMemory.unlink(): it would unregister from the tracker a second time
+            with contextlib.suppress(FileNotFoundError):
+                (SHM_DIR / self.shm.name.lstrip("/")).unlink()
 
 
 class QuoteTable(_Table):
@@ -219,9 +217,7 @@ class RiskTable(_Table):
     @staticmethod
     def layout(n_positions: int) -> _Layout:
         """Its layout for ``n_positions`` positions."""
-        return _Layout(
-            len(ASSET_CLASSES), (*RISK_COLUMNS, "stale"), ("updated_ns",), n_positions
-        )
+        return _Layout(len(ASSET_CLASSES), (*RISK_COLUMNS, "stale"), ("updated_ns",), n_positions)
 
     @classmethod
     def create(cls, service: str, n_positions: int) -> RiskTable:

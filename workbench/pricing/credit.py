@@ -110,7 +110,8 @@ class IndexSimulation:
 
         ``thresholds[i, k]`` = Φ⁻¹(P(τ_i ≤ t_k)), increasing in ``k``.
         """
-        return self.default_counts_many(thresholds[None], rho)[0]
+        out: FloatArray = self.default_counts_many(thresholds[None], rho)[0]
+        return out
 
     def default_counts_many(self, thresholds: FloatArray, rho: float) -> FloatArray:
         """:meth:`default_counts` for S threshold sets (S, N, K) at one correlation, in one pass.
