@@ -7,6 +7,7 @@ rounded. Every problem is reported with file, row, column and value (see ``docs/
 
 from __future__ import annotations
 
+import csv as _csv
 import re
 from pathlib import Path
 from typing import Literal, overload
@@ -40,14 +41,54 @@ _REQUIRED_COLUMNS = (
 
 
 def _read(path: Path) -> tuple[pl.DataFrame, bool]:
+    """The file as read (CSV: every column as text), and whether it is a CSV file."""
     suffix = path.suffix.lower()
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such book file")
-    if suffix == ".csv":
-        return pl.read_csv(path, infer_schema=False, null_values=[""]), True
-    if suffix in (".parquet", ".pq"):
+    if suffix not in (".csv", ".parquet", ".pq"):
+        raise ValueError(f"{path}: unknown book format {suffix!r} (expected .csv or .parquet)")
+    if not path.is_file():
+        raise ValueError(f"{path}: not a file")
+    csv = suffix == ".csv"
+    try:
+        if csv:
+            return pl.read_csv(path, infer_schema=False, null_values=[""]), True
         return pl.read_parquet(path), False
-    raise ValueError(f"{path}: unknown book format {suffix!r} (expected .csv or .parquet)")
+    except pl.exceptions.NoDataError:
+        raise ValueError(f"{path}: the book file is empty") from None
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+        if csv:
+            ragged = _ragged_line(path)
+            if ragged is not None:
+                raise BookError([ragged]) from None
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        kind = "CSV" if csv else "Parquet"
+        raise ValueError(f"{path}: not a readable {kind} book file: {first}") from None
+
+
+def _ragged_line(path: Path) -> BookIssue | None:
+    """The first CSV line whose field count differs from the header's, as an issue."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = _csv.reader(fh)
+            header = next(reader, None)
+            if header is None:
+                return None
+            for k, fields in enumerate(reader, start=1):
+                if fields and len(fields) != len(header):
+                    text = ",".join(fields)
+                    return BookIssue(
+                        str(path),
+                        k,
+                        "",
+                        text if len(text) <= 60 else text[:57] + "...",
+                        f"{len(fields)} fields where the header has {len(header)} "
+                        "(a comma inside a number or an unquoted text?)",
+                        reader.line_num,
+                    )
+    except (OSError, UnicodeDecodeError, _csv.Error):
+        return None
+    return None
 
 
 def _typed(frame: pl.DataFrame, file: str, csv: bool) -> tuple[pl.DataFrame, list[BookIssue]]:
@@ -73,7 +114,7 @@ def _typed(frame: pl.DataFrame, file: str, csv: bool) -> tuple[pl.DataFrame, lis
     cols: dict[str, pl.Series] = {}
     for c in STRING_COLUMNS:
         s = frame[c] if c in frame.columns else pl.Series(c, [None] * n, dtype=pl.String)
-        cols[c] = s.cast(pl.String).str.strip_chars()
+        cols[c] = _blank_to_null(s.cast(pl.String))
     for c in DATE_COLUMNS:
         s = frame[c] if c in frame.columns else pl.Series(c, [None] * n, dtype=pl.Date)
         if s.dtype == pl.Date:
@@ -82,7 +123,7 @@ def _typed(frame: pl.DataFrame, file: str, csv: bool) -> tuple[pl.DataFrame, lis
         if s.dtype == pl.Datetime:
             cols[c] = s.dt.date()
             continue
-        text = s.cast(pl.String).str.strip_chars()
+        text = _blank_to_null(s.cast(pl.String))
         parsed = text.str.to_date("%Y-%m-%d", strict=False)
         for i in np.flatnonzero((parsed.is_null() & text.is_not_null()).to_numpy()):
             issue(int(i), c, text[int(i)], "not a date (expected YYYY-MM-DD)")
@@ -90,7 +131,7 @@ def _typed(frame: pl.DataFrame, file: str, csv: bool) -> tuple[pl.DataFrame, lis
     for c in FLOAT_COLUMNS:
         s = frame[c] if c in frame.columns else pl.Series(c, [None] * n, dtype=pl.Float64)
         if s.dtype.is_integer():
-            big = (s.abs() > MAX_EXACT_INTEGER).fill_null(False).to_numpy()
+            big = ((s > MAX_EXACT_INTEGER) | (s < -MAX_EXACT_INTEGER)).fill_null(False).to_numpy()
             for i in np.flatnonzero(big):
                 issue(
                     int(i),
@@ -103,18 +144,25 @@ def _typed(frame: pl.DataFrame, file: str, csv: bool) -> tuple[pl.DataFrame, lis
         if s.dtype.is_float():
             cols[c] = s.cast(pl.Float64)
             continue
-        text = s.cast(pl.String).str.strip_chars()
+        text = _blank_to_null(s.cast(pl.String))
         parsed = text.cast(pl.Float64, strict=False)
         bad = (parsed.is_null() & text.is_not_null()).to_numpy()
         for i in np.flatnonzero(bad):
             issue(int(i), c, text[int(i)], "not a number")
         values = text.to_list()
-        for i in np.flatnonzero(parsed.abs().to_numpy() > MAX_EXACT_INTEGER):
+        # 2^53 + 1 parses to 2^53: look at the text of everything at or beyond 2^53
+        for i in np.flatnonzero(parsed.abs().to_numpy() >= MAX_EXACT_INTEGER):
             v = values[int(i)]
             if v is not None and _INT_TEXT.match(v) and abs(int(v)) > MAX_EXACT_INTEGER:
                 issue(int(i), c, v, "integer too large to hold exactly in float64 (above 2^53)")
         cols[c] = parsed
     return pl.DataFrame([cols[c] for c in ALL_COLUMNS]), issues
+
+
+def _blank_to_null(text: pl.Series) -> pl.Series:
+    """Text with surrounding spaces removed; empty or blank cells become null."""
+    stripped = text.str.strip_chars()
+    return stripped.set(stripped == "", None)
 
 
 @overload
@@ -140,9 +188,15 @@ def load_book(
     p = Path(path)
     raw, csv = _read(p)
     frame, issues = _typed(raw, str(p), csv)
+    flagged = {(x.row, x.column) for x in issues}
     for i, col, message in check_rows(frame, market):
+        if (i + 1, col) in flagged:
+            continue  # the cell's own problem (not a number, not a date) is already listed
+        flagged.add((i + 1, col))
         issues.append(
-            BookIssue(str(p), i + 1, col, _cell(frame, i, col), message, i + 2 if csv else None)
+            BookIssue(
+                str(p), i + 1, col, _cell(raw, frame, i, col), message, i + 2 if csv else None
+            )
         )
     issues.sort(key=lambda x: (x.row, x.column))
     if issues and on_error == "raise":
@@ -153,8 +207,9 @@ def load_book(
     return (book, issues) if on_error == "collect" else book
 
 
-def _cell(frame: pl.DataFrame, i: int, col: str) -> str:
-    v = frame[col][i]
+def _cell(raw: pl.DataFrame, frame: pl.DataFrame, i: int, col: str) -> str:
+    """The cell as the file has it (the text for CSV), else as typed."""
+    v = raw[col][i] if col in raw.columns else frame[col][i]
     return "" if v is None else str(v)
 
 

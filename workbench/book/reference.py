@@ -57,8 +57,9 @@ def counts(positions: int) -> dict[str, int]:
 
 
 def _books(desk: str) -> list[str]:
-    short = "".join(w[0] for w in desk.split()).upper()
-    return [f"{short}-{k}" for k in ("FLOW", "BOOK2", "HEDGE")]
+    """Three books per desk, named after the whole desk name (initials alone collide)."""
+    short = "".join(w[:3] for w in desk.split()).upper()
+    return [f"{short}-{k}" for k in ("FLOW", "EXOTIC", "HEDGE")]
 
 
 def _add_months(d: np.ndarray, months: np.ndarray) -> np.ndarray:

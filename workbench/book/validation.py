@@ -31,11 +31,18 @@ class BookIssue:
 
 
 class BookError(ValueError):
-    """A book file has problems; ``issues`` lists every one, the message shows them all."""
+    """A book file has problems; ``issues`` lists every one.
+
+    The message is the one problem's line, or a count followed by one line per problem (the
+    first 50).
+    """
 
     def __init__(self, issues: list[BookIssue]) -> None:
         self.issues = issues
-        head = f"{len(issues)} problem{'s' if len(issues) != 1 else ''} in the book"
+        if len(issues) == 1:
+            super().__init__(str(issues[0]))
+            return
+        head = f"{len(issues)} problems in the book"
         shown = [str(i) for i in issues[:50]]
         more = [f"... and {len(issues) - 50} more"] if len(issues) > 50 else []
         super().__init__("\n".join([head, *shown, *more]))
@@ -53,8 +60,10 @@ def check_rows(frame: pl.DataFrame, market: MarketSnapshot | None) -> list[tuple
         for i in np.flatnonzero(mask):
             out.append((int(i), column, message))
 
-    known = np.array([p in REQUIRED for p in product])
-    flag(~known, "product", f"unknown product (expected one of {', '.join(REQUIRED)})")
+    known = np.array([p in REQUIRED for p in product], dtype=bool)
+    missing = np.array([p is None for p in product], dtype=bool)
+    flag(missing, "product", "missing value")
+    flag(~known & ~missing, "product", f"unknown product (expected one of {', '.join(REQUIRED)})")
     for col in ("position_id", "desk", "book", "currency", "underlying"):
         vals = frame[col].to_numpy()
         flag(np.array([v is None or v == "" for v in vals]), col, "missing value")
@@ -125,6 +134,7 @@ def check_rows(frame: pl.DataFrame, market: MarketSnapshot | None) -> list[tuple
             "credit": {c.id: c.currency for c in market.credit_indices},
         }
         surfaces = {s.pair for s in market.fx_vol_surfaces}
+        index_maturity = {c.id: np.datetime64(c.maturity, "D") for c in market.credit_indices}
         what = {"rates": "curve", "fx": "FX pair", "equity": "equity", "credit": "credit index"}
         for i, (prod, und, ccy) in enumerate(
             zip(product, frame["underlying"].to_list(), frame["currency"].to_list(), strict=True)
@@ -139,4 +149,14 @@ def check_rows(frame: pl.DataFrame, market: MarketSnapshot | None) -> list[tuple
                 out.append((i, "currency", f"{und} is in {table[und]}"))
             elif prod == "FX_OPTION" and und not in surfaces:
                 out.append((i, "underlying", "no vol surface for this pair in the market"))
+            elif cls == "credit" and und in index_maturity:
+                end = index_maturity[und]
+                if not np.isnat(maturity[i]) and maturity[i] != end:
+                    out.append(
+                        (
+                            i,
+                            "maturity",
+                            f"{und} matures on {end}; its positions follow the series' schedule",
+                        )
+                    )
     return out

@@ -31,6 +31,14 @@ _NAME = re.compile(r"^wb_(\d+)_[A-Za-z0-9]+_[a-z]+$")
 _ALIGN = 64
 RISK_COLUMNS = ("pv", "pv_ccy", "delta", "gamma", "vega", "theta")
 ASSET_CLASSES = ("rates", "fx", "credit", "equity")
+MAX_SLOTS = 8  # workers per asset class; each worker (class, slot) has its own counter
+
+
+def writer_counter(asset_class: str, slot: int) -> int:
+    """The risk-table counter of worker ``slot`` of ``asset_class``."""
+    if not 0 <= slot < MAX_SLOTS:
+        raise ValueError(f"worker slot {slot} outside 0..{MAX_SLOTS - 1}")
+    return ASSET_CLASSES.index(asset_class) * MAX_SLOTS + slot
 
 
 class TornReadError(RuntimeError):
@@ -211,13 +219,14 @@ class QuoteTable(_Table):
 class RiskTable(_Table):
     """Greeks per position (float64, USD) with ``updated_ns`` and ``stale`` flags.
 
-    One generation counter per asset class: the class's worker is its only writer.
+    One generation counter per worker (asset class × slot): each is its counter's only writer.
     """
 
     @staticmethod
     def layout(n_positions: int) -> _Layout:
         """Its layout for ``n_positions`` positions."""
-        return _Layout(len(ASSET_CLASSES), (*RISK_COLUMNS, "stale"), ("updated_ns",), n_positions)
+        n_counters = len(ASSET_CLASSES) * MAX_SLOTS
+        return _Layout(n_counters, (*RISK_COLUMNS, "stale"), ("updated_ns",), n_positions)
 
     @classmethod
     def create(cls, service: str, n_positions: int) -> RiskTable:
@@ -236,10 +245,15 @@ class RiskTable(_Table):
         return cls(attach_segment(name), cls.layout(n_positions), owner=False)
 
     def write(
-        self, asset_class: str, rows: np.ndarray, values: dict[str, FloatArray], now_ns: int
+        self,
+        asset_class: str,
+        slot: int,
+        rows: np.ndarray,
+        values: dict[str, FloatArray],
+        now_ns: int,
     ) -> None:
-        """Write fresh Greeks for ``rows`` of ``asset_class`` and clear their stale flag."""
-        c = ASSET_CLASSES.index(asset_class)
+        """Write fresh Greeks for ``rows`` of worker (``asset_class``, ``slot``); clear stale."""
+        c = writer_counter(asset_class, slot)
         self.begin(c)
         for name, col in values.items():
             self.columns[name][rows] = col
@@ -247,9 +261,9 @@ class RiskTable(_Table):
         self.columns["stale"][rows] = 0.0
         self.end(c)
 
-    def mark_stale(self, asset_class: str, rows: np.ndarray) -> None:
+    def mark_stale(self, asset_class: str, slot: int, rows: np.ndarray) -> None:
         """Flag ``rows`` stale (their worker is down); their last values stay readable."""
-        c = ASSET_CLASSES.index(asset_class)
+        c = writer_counter(asset_class, slot)
         if self.counters[c] & 1:  # its writer died mid-write: those rows are suspect anyway
             self.counters[c] += 1
         self.begin(c)
@@ -259,5 +273,5 @@ class RiskTable(_Table):
     def snapshot(self) -> dict[str, np.ndarray]:
         """Consistent copies of every column."""
         names = (*RISK_COLUMNS, "stale", "updated_ns")
-        cols, _ = self.read(names, tuple(range(len(ASSET_CLASSES))))
+        cols, _ = self.read(names, tuple(range(self.spec.n_counters)))
         return cols

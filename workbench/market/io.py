@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import MISSING, asdict, fields
 from datetime import date
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from workbench.market.model import (
+    FX_DELTA_PILLARS,
     Calendar,
     CreditIndex,
     CurveInstrument,
@@ -75,17 +77,32 @@ def market_to_dict(market: MarketSnapshot) -> dict[str, Any]:
 
 
 def save_market(market: MarketSnapshot, path: str | Path) -> None:
-    """Write the snapshot as JSON (floats at full precision)."""
-    Path(path).write_text(json.dumps(market_to_dict(market), indent=1, allow_nan=False))
+    """Write the snapshot as JSON (floats at full precision, so a load gives equal quotes)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(market_to_dict(market), indent=1, allow_nan=False))
 
 
 def load_market(path: str | Path) -> MarketSnapshot:
-    """Read and validate a snapshot file."""
+    """Read and validate a snapshot file.
+
+    Raises
+    ------
+    MarketError
+        If the file is missing, unreadable, not JSON, or breaks any rule of ``docs/formats.md``;
+        the message names the file, the JSON path and the value.
+    """
     p = Path(path)
     try:
-        obj = json.loads(p.read_text())
+        text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise MarketError(f"{p}: no such market file") from None
+    except UnicodeDecodeError as exc:
+        raise MarketError(f"{p}: not a UTF-8 text file (byte {exc.start})") from None
+    except OSError as exc:
+        raise MarketError(f"{p}: cannot read the market file: {exc.strerror}") from None
+    try:
+        obj = json.loads(text)
     except json.JSONDecodeError as exc:
         raise MarketError(
             f"{p}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
@@ -93,7 +110,17 @@ def load_market(path: str | Path) -> MarketSnapshot:
     return market_from_dict(obj, source=str(p))
 
 
+_TENOR_DAYS = {"D": 1.0, "W": 7.0, "M": 365.25 / 12.0, "Y": 365.25}
+
+
+def _tenor_days(tenor: str) -> float:
+    n, unit = parse_tenor(tenor)
+    return n * _TENOR_DAYS[unit]
+
+
 class _Reader:
+    """Typed access to plain JSON data; every failure names source, JSON path and value."""
+
     def __init__(self, source: str) -> None:
         self.source = source
 
@@ -103,15 +130,52 @@ class _Reader:
             shown = shown[:77] + "..."
         return MarketError(f"{self.source}: {where} = {shown}: {why}")
 
-    def obj(self, value: Any, where: str, cls: type) -> dict[str, Any]:
+    def obj(
+        self, value: Any, where: str, allowed: Iterable[str], required: Iterable[str] = ()
+    ) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise self.fail(where, value, "expected an object")
-        names = {f.name for f in fields(cls)}
-        unknown = set(value) - names
-        if unknown:
-            raise self.fail(
-                f"{where}.{sorted(unknown)[0]}", value[sorted(unknown)[0]], "unknown key"
-            )
+        names = set(allowed)
+        prefix = "" if where == "(top)" else f"{where}."
+        for key in value:
+            if key not in names:
+                raise self.fail(f"{prefix}{key}", value[key], "unknown key")
+        for key in required:
+            if key not in value:
+                raise self.fail(f"{prefix}{key}", None, "missing key")
+        return value
+
+    def fields_of(self, value: Any, where: str, cls: type) -> dict[str, Any]:
+        """An object with exactly the keys of dataclass ``cls`` (defaults may be left out)."""
+        fs = [f for f in fields(cls) if f.init]
+        required = [f.name for f in fs if f.default is MISSING and f.default_factory is MISSING]
+        return self.obj(value, where, [f.name for f in fs], required)
+
+    def mapping(self, value: Any, where: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(where, value, "expected an object")
+        return value
+
+    def items(self, value: Any, where: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.fail(where, value, "expected a list")
+        return value
+
+    def text(self, value: Any, where: str) -> str:
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(where, value, "expected a non-empty string")
+        return value
+
+    def choice(self, value: Any, where: str, options: tuple[str, ...]) -> str:
+        if value not in options:
+            raise self.fail(where, value, f"expected one of {', '.join(options)}")
+        return str(value)
+
+    def integer(self, value: Any, where: str, minimum: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(where, value, "expected a whole number")
+        if value < minimum:
+            raise self.fail(where, value, f"must be at least {minimum}")
         return value
 
     def number(self, value: Any, where: str) -> float:
@@ -123,9 +187,11 @@ class _Reader:
         return out
 
     def day(self, value: Any, where: str) -> date:
+        if not isinstance(value, str) or len(value) != 10:
+            raise self.fail(where, value, "expected a date YYYY-MM-DD")
         try:
             return date.fromisoformat(value)
-        except (TypeError, ValueError):
+        except ValueError:
             raise self.fail(where, value, "expected a date YYYY-MM-DD") from None
 
     def tenor(self, value: Any, where: str) -> str:
@@ -135,57 +201,69 @@ class _Reader:
             raise self.fail(where, value, "bad tenor (expected ON, nD, nW, nM or nY)") from None
         return str(value)
 
+    def tenors(self, value: Any, where: str) -> tuple[str, ...]:
+        """A non-empty list of tenors, strictly increasing."""
+        out = tuple(self.tenor(t, f"{where}[{i}]") for i, t in enumerate(self.items(value, where)))
+        if not out:
+            raise self.fail(where, value, "expected at least one tenor")
+        for i in range(1, len(out)):
+            if _tenor_days(out[i]) <= _tenor_days(out[i - 1]):
+                raise self.fail(
+                    f"{where}[{i}]", out[i], f"tenors must increase (follows {out[i - 1]!r})"
+                )
+        return out
 
-def _build(r: _Reader, cls: type, raw: Any, where: str, **convert: Any) -> Any:
-    data = dict(r.obj(raw, where, cls))
-    for f in fields(cls):
-        if f.name not in data and f.default is MISSING and f.init:
-            raise r.fail(f"{where}.{f.name}", None, "missing key")
-    for key, fn in convert.items():
-        if key in data:
-            data[key] = fn(data[key], f"{where}.{key}")
-    return cls(**data)
+    def unique(self, ids: list[str], where: str, what: str) -> None:
+        seen: set[str] = set()
+        for i, x in enumerate(ids):
+            if x in seen:
+                raise self.fail(f"{where}[{i}]", x, f"duplicate {what}")
+            seen.add(x)
 
 
 def market_from_dict(obj: Any, *, source: str = "<market>") -> MarketSnapshot:
-    """Validate plain data (as read from JSON) and build the snapshot."""
+    """Validate plain data (as read from JSON) and build the snapshot.
+
+    Every rule of ``docs/formats.md`` is checked here, once; the first broken rule raises a
+    :class:`MarketError` naming ``source``, the JSON path and the value.
+    """
     r = _Reader(source)
     if not isinstance(obj, dict):
         raise r.fail("(top)", obj, "expected an object")
-    for key in obj:
-        if key not in _TOP:
-            raise r.fail(key, obj[key], "unknown key")
-    for key in ("schema", "as_of", "quotes", "curves", "calendars"):
-        if key not in obj:
-            raise r.fail(key, None, "missing key")
+    r.obj(obj, "(top)", _TOP, ("schema", "as_of", "quotes", "curves", "calendars"))
     if obj["schema"] != SCHEMA:
         raise r.fail("schema", obj["schema"], f"expected {SCHEMA!r}")
     as_of = r.day(obj["as_of"], "as_of")
-    version = obj.get("version", 1)
-    if not isinstance(version, int) or version < 0:
-        raise r.fail("version", version, "expected a non-negative integer")
+    version = r.integer(obj.get("version", 1), "version", 0)
+    base = r.text(obj.get("base_currency", "USD"), "base_currency")
 
     calendars: dict[str, Calendar] = {}
-    for cid, raw in _mapping(r, obj["calendars"], "calendars").items():
+    for cid, raw in r.mapping(obj["calendars"], "calendars").items():
         where = f"calendars.{cid}"
-        cal = _mapping(r, raw, where)
-        weekend = cal.get("weekend", [5, 6])
-        if not isinstance(weekend, list) or any(d not in range(7) for d in weekend):
-            raise r.fail(f"{where}.weekend", weekend, "expected a list of weekdays 0 (Mon)…6 (Sun)")
+        cal = r.obj(raw, where, ("weekend", "holidays"))
+        weekend = r.items(cal.get("weekend", [5, 6]), f"{where}.weekend")
+        for i, d in enumerate(weekend):
+            if isinstance(d, bool) or d not in range(7):
+                raise r.fail(f"{where}.weekend[{i}]", d, "expected a weekday 0 (Mon)…6 (Sun)")
+        if len(set(weekend)) == 7:
+            raise r.fail(f"{where}.weekend", weekend, "every day of the week is a weekend day")
         hol = tuple(
-            r.day(d, f"{where}.holidays[{i}]") for i, d in enumerate(cal.get("holidays", []))
+            r.day(d, f"{where}.holidays[{i}]")
+            for i, d in enumerate(r.items(cal.get("holidays", []), f"{where}.holidays"))
         )
-        calendars[cid] = Calendar(cid, tuple(weekend), tuple(sorted(hol)))
+        calendars[cid] = Calendar(cid, tuple(sorted(set(weekend))), tuple(sorted(set(hol))))
 
-    quotes_raw = _mapping(r, obj["quotes"], "quotes")
+    quotes_raw = r.mapping(obj["quotes"], "quotes")
     quote_ids = tuple(quotes_raw)
+    for qid in quote_ids:
+        r.text(qid, f"quotes.{qid}")
     values = np.array([r.number(v, f"quotes.{k}") for k, v in quotes_raw.items()], dtype=np.float64)
     known = set(quote_ids)
 
     def quote_ref(value: Any, where: str) -> str:
-        if value not in known:
+        if not isinstance(value, str) or value not in known:
             raise r.fail(where, value, "quote id not in the quote table")
-        return str(value)
+        return value
 
     def positive_quote(value: Any, where: str, what: str) -> str:
         q = quote_ref(value, where)
@@ -194,136 +272,139 @@ def market_from_dict(obj: Any, *, source: str = "<market>") -> MarketSnapshot:
         return q
 
     def cal_ref(value: Any, where: str) -> str:
-        if value not in calendars:
+        if not isinstance(value, str) or value not in calendars:
             raise r.fail(where, value, "unknown calendar id")
-        return str(value)
+        return value
 
-    curves: list[CurveSpec] = []
-    for i, raw in enumerate(_list(r, obj["curves"], "curves")):
-        where = f"curves[{i}]"
-        insts = tuple(
-            _build(
-                r, CurveInstrument, x, f"{where}.instruments[{j}]", quote=quote_ref, tenor=r.tenor
+    def grid(
+        value: Any, where: str, rows: int, cols: int, what: str
+    ) -> tuple[tuple[str, ...], ...]:
+        raw_rows = r.items(value, where)
+        if len(raw_rows) != rows:
+            raise r.fail(where, f"{len(raw_rows)} rows", f"expected {rows} rows (one per expiry)")
+        out = []
+        for a, row in enumerate(raw_rows):
+            cells = r.items(row, f"{where}[{a}]")
+            if len(cells) != cols:
+                raise r.fail(f"{where}[{a}]", cells, f"expected {cols} quote ids")
+            out.append(
+                tuple(positive_quote(q, f"{where}[{a}][{b}]", what) for b, q in enumerate(cells))
             )
-            for j, x in enumerate(
-                _list(r, r.obj(raw, where, CurveSpec).get("instruments"), f"{where}.instruments")
-            )
-        )
-        for j, inst in enumerate(insts):
-            if inst.kind not in ("deposit", "ois", "irs"):
-                raise r.fail(
-                    f"{where}.instruments[{j}].kind", inst.kind, "expected deposit, ois or irs"
-                )
-        spec = _build(r, CurveSpec, {**raw, "instruments": insts}, where, calendar=cal_ref)
-        if spec.kind not in ("ois", "term"):
-            raise r.fail(f"{where}.kind", spec.kind, "expected ois or term")
-        curves.append(spec)
-    ids = [c.id for c in curves]
+        return tuple(out)
+
+    curves = [
+        _curve(r, raw, f"curves[{i}]", quote_ref, cal_ref)
+        for i, raw in enumerate(r.items(obj["curves"], "curves"))
+    ]
+    r.unique([c.id for c in curves], "curves", "curve id")
     for i, spec in enumerate(curves):
-        if ids.count(spec.id) > 1:
-            raise r.fail(f"curves[{i}].id", spec.id, "duplicate curve id")
+        where = f"curves[{i}]"
+        r.unique([x.quote for x in spec.instruments], f"{where}.instruments", "instrument quote")
+        if spec.kind == "ois" and spec.discount_curve not in (None, spec.id):
+            raise r.fail(
+                f"{where}.discount_curve", spec.discount_curve, "an OIS curve discounts itself"
+            )
         if spec.kind == "term":
             disc = next((c for c in curves if c.id == spec.discount_curve), None)
             if disc is None or disc.kind != "ois" or disc.currency != spec.currency:
                 raise r.fail(
-                    f"curves[{i}].discount_curve",
+                    f"{where}.discount_curve",
                     spec.discount_curve,
                     "a term curve needs an OIS discount curve of its currency",
                 )
 
-    pairs = tuple(
-        _build(
-            r,
-            FxPair,
-            x,
-            f"fx_pairs[{i}]",
-            calendar=cal_ref,
-            spot_quote=lambda v, w: positive_quote(v, w, "an FX spot"),
+    pairs: list[FxPair] = []
+    for i, raw in enumerate(r.items(obj.get("fx_pairs", []), "fx_pairs")):
+        where = f"fx_pairs[{i}]"
+        d = r.fields_of(raw, where, FxPair)
+        pair = FxPair(
+            pair=r.text(d["pair"], f"{where}.pair"),
+            base_ccy=r.text(d["base_ccy"], f"{where}.base_ccy"),
+            quote_ccy=r.text(d["quote_ccy"], f"{where}.quote_ccy"),
+            spot_quote=positive_quote(d["spot_quote"], f"{where}.spot_quote", "an FX spot"),
+            calendar=cal_ref(d["calendar"], f"{where}.calendar"),
+            spot_lag=r.integer(d.get("spot_lag", 2), f"{where}.spot_lag", 0),
         )
-        for i, x in enumerate(_list(r, obj.get("fx_pairs", []), "fx_pairs"))
-    )
-    surfaces = []
-    for i, x in enumerate(_list(r, obj.get("fx_vol_surfaces", []), "fx_vol_surfaces")):
-        s = _build(r, FxVolSurface, x, f"fx_vol_surfaces[{i}]")
-        grid = tuple(
-            tuple(
-                positive_quote(q, f"fx_vol_surfaces[{i}].quotes[{a}][{b}]", "a vol")
-                for b, q in enumerate(row)
+        if pair.pair != pair.base_ccy + pair.quote_ccy or pair.base_ccy == pair.quote_ccy:
+            raise r.fail(
+                f"{where}.pair", pair.pair, "expected base_ccy followed by quote_ccy (EURUSD)"
             )
-            for a, row in enumerate(s.quotes)
+        pairs.append(pair)
+    r.unique([p.pair for p in pairs], "fx_pairs", "FX pair")
+    pair_ids = {p.pair for p in pairs}
+
+    surfaces: list[FxVolSurface] = []
+    for i, raw in enumerate(r.items(obj.get("fx_vol_surfaces", []), "fx_vol_surfaces")):
+        where = f"fx_vol_surfaces[{i}]"
+        d = r.fields_of(raw, where, FxVolSurface)
+        pair_id = r.text(d["pair"], f"{where}.pair")
+        if pair_id not in pair_ids:
+            raise r.fail(f"{where}.pair", pair_id, "no such pair in fx_pairs")
+        expiries = r.tenors(d["expiries"], f"{where}.expiries")
+        deltas = tuple(
+            r.choice(x, f"{where}.deltas[{j}]", FX_DELTA_PILLARS)
+            for j, x in enumerate(r.items(d["deltas"], f"{where}.deltas"))
         )
-        surfaces.append(FxVolSurface(s.pair, tuple(s.expiries), tuple(s.deltas), grid))
-    equities = []
-    for i, x in enumerate(_list(r, obj.get("equities", []), "equities")):
-        e = _build(
-            r,
-            EquitySpec,
-            x,
-            f"equities[{i}]",
-            spot_quote=lambda v, w: positive_quote(v, w, "an equity spot"),
-            dividend_yield=r.number,
+        if len(deltas) < 2:
+            raise r.fail(f"{where}.deltas", list(deltas), "expected at least two delta pillars")
+        r.unique(list(deltas), f"{where}.deltas", "delta pillar")
+        quotes = grid(d["quotes"], f"{where}.quotes", len(expiries), len(deltas), "a vol")
+        surfaces.append(FxVolSurface(pair_id, expiries, deltas, quotes))
+    r.unique([s.pair for s in surfaces], "fx_vol_surfaces", "surface for the pair")
+
+    equities: list[EquitySpec] = []
+    for i, raw in enumerate(r.items(obj.get("equities", []), "equities")):
+        where = f"equities[{i}]"
+        d = r.fields_of(raw, where, EquitySpec)
+        expiries = r.tenors(d["vol_expiries"], f"{where}.vol_expiries")
+        moneyness = tuple(
+            r.number(m, f"{where}.vol_moneyness[{j}]")
+            for j, m in enumerate(r.items(d["vol_moneyness"], f"{where}.vol_moneyness"))
         )
-        grid = tuple(
-            tuple(
-                positive_quote(q, f"equities[{i}].vol_quotes[{a}][{b}]", "a vol")
-                for b, q in enumerate(row)
-            )
-            for a, row in enumerate(e.vol_quotes)
-        )
+        if not moneyness:
+            raise r.fail(f"{where}.vol_moneyness", [], "expected at least one moneyness")
+        for j, m in enumerate(moneyness):
+            if m <= 0.0 or (j and m <= moneyness[j - 1]):
+                raise r.fail(
+                    f"{where}.vol_moneyness[{j}]", m, "moneyness must be positive and increase"
+                )
+        currency = r.text(d["currency"], f"{where}.currency")
+        if currency not in calendars:
+            raise r.fail(f"{where}.currency", currency, "no calendar with this currency's id")
         equities.append(
             EquitySpec(
-                e.id,
-                e.currency,
-                e.spot_quote,
-                e.dividend_yield,
-                tuple(e.vol_expiries),
-                tuple(float(m) for m in e.vol_moneyness),
-                grid,
+                id=r.text(d["id"], f"{where}.id"),
+                currency=currency,
+                spot_quote=positive_quote(d["spot_quote"], f"{where}.spot_quote", "an equity spot"),
+                dividend_yield=r.number(d["dividend_yield"], f"{where}.dividend_yield"),
+                vol_expiries=expiries,
+                vol_moneyness=moneyness,
+                vol_quotes=grid(
+                    d["vol_quotes"], f"{where}.vol_quotes", len(expiries), len(moneyness), "a vol"
+                ),
             )
         )
-    indices = []
-    for i, x in enumerate(_list(r, obj.get("credit_indices", []), "credit_indices")):
-        where = f"credit_indices[{i}]"
-        c = _build(
-            r,
-            CreditIndex,
-            x,
-            where,
-            maturity=r.day,
-            calendar=cal_ref,
-            spread_quote=lambda v, w: positive_quote(v, w, "a credit spread"),
-            correlation_quote=quote_ref,
-            recovery=r.number,
-            coupon=r.number,
-        )
-        rho = quotes_raw[c.correlation_quote]
-        if not 0.0 < rho < 1.0:
-            raise r.fail(f"quotes.{c.correlation_quote}", rho, "a correlation must be in (0, 1)")
-        if not 0.0 <= c.recovery < 1.0:
-            raise r.fail(f"{where}.recovery", c.recovery, "recovery must be in [0, 1)")
-        w = np.asarray(c.hazard_weights, dtype=np.float64)
-        if w.size != len(c.names) or w.size == 0 or abs(w.mean() - 1.0) > 1e-9 or np.any(w <= 0):
-            raise r.fail(
-                f"{where}.hazard_weights",
-                f"{w.size} weights, mean {w.mean() if w.size else 0}",
-                "need one positive weight per name, averaging 1",
-            )
+    r.unique([e.id for e in equities], "equities", "equity id")
+
+    indices: list[CreditIndex] = []
+    for i, raw in enumerate(r.items(obj.get("credit_indices", []), "credit_indices")):
         indices.append(
-            CreditIndex(
-                c.id,
-                c.currency,
-                c.maturity,
-                c.coupon,
-                c.recovery,
-                c.spread_quote,
-                c.correlation_quote,
-                tuple(c.names),
-                tuple(float(v) for v in w),
-                c.calendar,
+            _credit_index(
+                r,
+                raw,
+                f"credit_indices[{i}]",
+                as_of,
+                quotes_raw,
+                quote_ref,
+                positive_quote,
+                cal_ref,
             )
         )
-    base = obj.get("base_currency", "USD")
-    if base in calendars and not is_business_day(as_of, calendars[base]):
+    r.unique([c.id for c in indices], "credit_indices", "credit index id")
+
+    if base not in calendars:
+        raise r.fail("base_currency", base, "no calendar with this currency's id")
+    if not is_business_day(as_of, calendars[base]):
         raise r.fail("as_of", obj["as_of"], f"not a business day of the {base} calendar")
     return MarketSnapshot(
         as_of=as_of,
@@ -332,7 +413,7 @@ def market_from_dict(obj: Any, *, source: str = "<market>") -> MarketSnapshot:
         quote_ids=quote_ids,
         quotes=values,
         curves=tuple(curves),
-        fx_pairs=pairs,
+        fx_pairs=tuple(pairs),
         fx_vol_surfaces=tuple(surfaces),
         equities=tuple(equities),
         credit_indices=tuple(indices),
@@ -340,13 +421,117 @@ def market_from_dict(obj: Any, *, source: str = "<market>") -> MarketSnapshot:
     )
 
 
-def _mapping(r: _Reader, value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise r.fail(where, value, "expected an object")
-    return value
+_Ref = Callable[[Any, str], str]
 
 
-def _list(r: _Reader, value: Any, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise r.fail(where, value, "expected a list")
-    return value
+def _curve(r: _Reader, raw: Any, where: str, quote_ref: _Ref, cal_ref: _Ref) -> CurveSpec:
+    d = r.fields_of(raw, where, CurveSpec)
+    kinds: tuple[str, ...] = ("deposit", "ois", "irs")
+    insts = []
+    for j, x in enumerate(r.items(d["instruments"], f"{where}.instruments")):
+        w = f"{where}.instruments[{j}]"
+        e = r.fields_of(x, w, CurveInstrument)
+        insts.append(
+            CurveInstrument(
+                quote=quote_ref(e["quote"], f"{w}.quote"),
+                kind=r.choice(e["kind"], f"{w}.kind", kinds),  # type: ignore[arg-type]
+                tenor=r.tenor(e["tenor"], f"{w}.tenor"),
+            )
+        )
+    if not insts:
+        raise r.fail(f"{where}.instruments", [], "a curve needs at least one instrument")
+    for j in range(1, len(insts)):
+        if _tenor_days(insts[j].tenor) <= _tenor_days(insts[j - 1].tenor):
+            raise r.fail(
+                f"{where}.instruments[{j}].tenor",
+                insts[j].tenor,
+                f"tenors must increase (follows {insts[j - 1].tenor!r})",
+            )
+    day_counts: tuple[str, ...] = ("ACT/360", "ACT/365F", "30/360")
+    disc = d.get("discount_curve")
+    if disc is not None:
+        r.text(disc, f"{where}.discount_curve")
+    return CurveSpec(
+        id=r.text(d["id"], f"{where}.id"),
+        currency=r.text(d["currency"], f"{where}.currency"),
+        kind=r.choice(d["kind"], f"{where}.kind", ("ois", "term")),  # type: ignore[arg-type]
+        calendar=cal_ref(d["calendar"], f"{where}.calendar"),
+        instruments=tuple(insts),
+        spot_lag=r.integer(d.get("spot_lag", 2), f"{where}.spot_lag", 0),
+        day_count=r.choice(  # type: ignore[arg-type]
+            d.get("day_count", "ACT/360"), f"{where}.day_count", day_counts
+        ),
+        fixed_day_count=r.choice(  # type: ignore[arg-type]
+            d.get("fixed_day_count", "ACT/360"), f"{where}.fixed_day_count", day_counts
+        ),
+        fixed_frequency_months=r.integer(
+            d.get("fixed_frequency_months", 12), f"{where}.fixed_frequency_months", 1
+        ),
+        float_frequency_months=r.integer(
+            d.get("float_frequency_months", 12), f"{where}.float_frequency_months", 1
+        ),
+        business_day=r.choice(  # type: ignore[arg-type]
+            d.get("business_day", "MF"), f"{where}.business_day", ("F", "MF", "P", "U")
+        ),
+        discount_curve=disc,
+        interpolation=r.choice(  # type: ignore[arg-type]
+            d.get("interpolation", "monotone_convex"),
+            f"{where}.interpolation",
+            ("monotone_convex", "log_linear"),
+        ),
+    )
+
+
+def _credit_index(
+    r: _Reader,
+    raw: Any,
+    where: str,
+    as_of: date,
+    quotes_raw: dict[str, Any],
+    quote_ref: _Ref,
+    positive_quote: Callable[[Any, str, str], str],
+    cal_ref: _Ref,
+) -> CreditIndex:
+    d = r.fields_of(raw, where, CreditIndex)
+    maturity = r.day(d["maturity"], f"{where}.maturity")
+    if maturity <= as_of:
+        raise r.fail(f"{where}.maturity", d["maturity"], f"not after as_of {as_of}")
+    coupon = r.number(d["coupon"], f"{where}.coupon")
+    if coupon < 0.0:
+        raise r.fail(f"{where}.coupon", coupon, "a coupon cannot be negative")
+    recovery = r.number(d["recovery"], f"{where}.recovery")
+    if not 0.0 <= recovery < 1.0:
+        raise r.fail(f"{where}.recovery", recovery, "recovery must be in [0, 1)")
+    spread_q = positive_quote(d["spread_quote"], f"{where}.spread_quote", "a credit spread")
+    corr_q = quote_ref(d["correlation_quote"], f"{where}.correlation_quote")
+    rho = quotes_raw[corr_q]
+    if not 0.0 < rho < 1.0:
+        raise r.fail(f"quotes.{corr_q}", rho, "a correlation must be in (0, 1)")
+    names = tuple(
+        r.text(x, f"{where}.names[{j}]")
+        for j, x in enumerate(r.items(d["names"], f"{where}.names"))
+    )
+    r.unique(list(names), f"{where}.names", "name")
+    weights = [
+        r.number(x, f"{where}.hazard_weights[{j}]")
+        for j, x in enumerate(r.items(d["hazard_weights"], f"{where}.hazard_weights"))
+    ]
+    w = np.asarray(weights, dtype=np.float64)
+    if w.size != len(names) or w.size == 0 or abs(w.mean() - 1.0) > 1e-9 or np.any(w <= 0):
+        raise r.fail(
+            f"{where}.hazard_weights",
+            f"{w.size} weights for {len(names)} names, mean {w.mean() if w.size else 0}",
+            "need one positive weight per name, averaging 1",
+        )
+    return CreditIndex(
+        id=r.text(d["id"], f"{where}.id"),
+        currency=r.text(d["currency"], f"{where}.currency"),
+        maturity=maturity,
+        coupon=coupon,
+        recovery=recovery,
+        spread_quote=spread_q,
+        correlation_quote=corr_q,
+        names=names,
+        hazard_weights=tuple(float(v) for v in w),
+        calendar=cal_ref(d.get("calendar", "USD"), f"{where}.calendar"),
+    )

@@ -16,6 +16,7 @@ Units of quotes (see ``docs/formats.md``):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -197,6 +198,31 @@ class MarketSnapshot:
             dup = next(q for q in self.quote_ids if q in seen or seen.add(q))  # type: ignore[func-returns-value]
             raise MarketError(f"quote id {dup!r} appears twice in the quote table")
         object.__setattr__(self, "quote_index", index)
+
+    def __eq__(self, other: object) -> bool:
+        """Equal definitions and bit-identical quotes (the lookup index is derived)."""
+        if not isinstance(other, MarketSnapshot):
+            return NotImplemented
+        return (
+            self.as_of == other.as_of
+            and self.version == other.version
+            and self.quote_ids == other.quote_ids
+            and np.array_equal(self.quotes, other.quotes)
+            and self.calendars == other.calendars
+            and self.curves == other.curves
+            and self.fx_pairs == other.fx_pairs
+            and self.fx_vol_surfaces == other.fx_vol_surfaces
+            and self.equities == other.equities
+            and self.credit_indices == other.credit_indices
+            and self.base_currency == other.base_currency
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.as_of, self.version, self.quote_ids, self.quotes.tobytes()))
+
+    def with_quote_values(self, values: FloatArray) -> MarketSnapshot:
+        """A new snapshot with the whole quote table replaced (the live feed's path)."""
+        return dataclasses.replace(self, quotes=values, version=self.version + 1)
 
     def quote(self, quote_id: str) -> float:
         """The value of one quote (units as in the module docstring)."""

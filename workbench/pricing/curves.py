@@ -84,13 +84,17 @@ class CurveBuilder:
         cal = market.calendars[spec.calendar]
         spot = spot_date(market.as_of, spec.spot_lag, cal)
         self.quote_ids = tuple(i.quote for i in spec.instruments)
-        ends = [adjust(add_tenor(spot, i.tenor), cal, spec.business_day) for i in spec.instruments]
+        # coupon schedules roll back from the unadjusted spot + tenor (ISDA); pillars sit on the
+        # adjusted end date
+        raw_ends = [add_tenor(spot, i.tenor) for i in spec.instruments]
+        ends = [adjust(e, cal, spec.business_day) for e in raw_ends]
         order = np.argsort(np.array(ends, dtype="datetime64[D]"), kind="stable")
         if len({ends[i] for i in order}) != len(ends):
             raise MarketError(f"curve {spec.id}: two instruments end on the same date")
         self.order = order
         insts = [spec.instruments[i] for i in order]
         ends = [ends[i] for i in order]
+        raw_ends = [raw_ends[i] for i in order]
         self.node_t = np.concatenate(
             [[0.0], year_fractions_from(market.as_of, np.array(ends, "datetime64[D]"))]
         )
@@ -117,7 +121,7 @@ class CurveBuilder:
             t_dpt.append(dpt)
 
         d_coef: list[tuple[int, date, float, float]] = []  # (inst, date, coef, coef per K)
-        for k, (inst, end) in enumerate(zip(insts, ends, strict=True)):
+        for k, (inst, end, raw_end) in enumerate(zip(insts, ends, raw_ends, strict=True)):
             if inst.kind == "deposit":
                 a = float(
                     year_fraction(
@@ -130,7 +134,7 @@ class CurveBuilder:
                 c0b.append(-a)
                 term(1.0, 0.0, qi(spot), qi(end), None)
             elif inst.kind == "ois":
-                fixed = schedule(spot, end, spec.fixed_frequency_months, cal, spec.business_day)
+                fixed = schedule(spot, raw_end, spec.fixed_frequency_months, cal, spec.business_day)
                 acc = year_fraction(fixed[:-1], fixed[1:], spec.fixed_day_count)
                 c0a.append(0.0)
                 c0b.append(0.0)
@@ -141,13 +145,13 @@ class CurveBuilder:
             elif inst.kind == "irs":
                 if spec.discount_curve is None:
                     raise MarketError(f"curve {spec.id}: IRS instruments need a discount_curve")
-                fixed = schedule(spot, end, spec.fixed_frequency_months, cal, spec.business_day)
+                fixed = schedule(spot, raw_end, spec.fixed_frequency_months, cal, spec.business_day)
                 acc = year_fraction(fixed[:-1], fixed[1:], spec.fixed_day_count)
                 c0a.append(0.0)
                 c0b.append(0.0)
                 for d, a in zip(fixed[1:].astype(date), acc, strict=True):
                     d_coef.append((k, d, 0.0, -float(a)))
-                flt = schedule(spot, end, spec.float_frequency_months, cal, spec.business_day)
+                flt = schedule(spot, raw_end, spec.float_frequency_months, cal, spec.business_day)
                 for s, e in zip(flt[:-1].astype(date), flt[1:].astype(date), strict=True):
                     d_coef.append((k, e, -1.0, 0.0))
                     term(0.0, 0.0, qi(s), qi(e), e)
