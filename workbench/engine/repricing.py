@@ -1,0 +1,187 @@
+"""A worker's pricing state: its groups, their last results, and dirty-set repricing.
+
+No sockets and no clock here: the process shell in :mod:`engine.worker` feeds it quote tables
+and writes what it returns. Results are kept in each position's currency so that an FX spot
+tick only re-converts to USD (a multiplication) instead of repricing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import numpy as np
+
+from workbench._types import FloatArray, IntArray
+from workbench.book.schema import Book
+from workbench.engine.partition import GroupSpec, conversion_quotes, worker_groups
+from workbench.market.model import MarketSnapshot
+from workbench.pricing.conversion import base_rate_column
+from workbench.pricing.credit_book import CreditPricer
+from workbench.pricing.curves import CurveSet
+from workbench.pricing.equity_book import EquityPricer
+from workbench.pricing.fx_book import FxPricer
+from workbench.pricing.rates_book import RatesPricer
+from workbench.pricing.risk import ClassPricer
+from workbench.pricing.surfaces import SplineCache
+
+LOCAL_COLUMNS = ("pv_ccy", "delta", "gamma", "vega", "theta")
+
+
+@dataclass
+class Update:
+    """Rows to write and their columns in USD (``pv_ccy`` in the position's currency)."""
+
+    rows: IntArray
+    columns: dict[str, FloatArray]
+    groups: list[str]
+    timings_ns: dict[str, int] = field(default_factory=dict)
+
+
+def _make_pricer(
+    book: Book,
+    rows: IntArray,
+    market: MarketSnapshot,
+    asset_class: str,
+    cache: SplineCache,
+    n_paths: int,
+) -> ClassPricer:
+    if asset_class == "rates":
+        return RatesPricer(book, rows, market)
+    if asset_class == "fx":
+        return FxPricer(book, rows, market, cache=cache)
+    if asset_class == "credit":
+        return CreditPricer(book, rows, market, n_paths=n_paths)
+    if asset_class == "equity":
+        return EquityPricer(book, rows, market, cache=cache)
+    raise ValueError(f"unknown asset class {asset_class!r}")
+
+
+class Repricer:
+    """The positions of one worker (asset class × slot) and everything to reprice them."""
+
+    def __init__(
+        self,
+        book: Book,
+        market: MarketSnapshot,
+        asset_class: str,
+        *,
+        slot: int = 0,
+        n_slots: int = 1,
+        n_paths: int = 50_000,
+    ) -> None:
+        self.book = book
+        self.asset_class = asset_class
+        self.market = market
+        self.cache = SplineCache()
+        self.groups: list[GroupSpec] = worker_groups(book, market, asset_class, slot, n_slots)
+        self.pricers: list[ClassPricer] = [
+            _make_pricer(book, g.rows, market, asset_class, self.cache, n_paths)
+            for g in self.groups
+        ]
+        self.rows: IntArray = (
+            np.sort(np.concatenate([g.rows for g in self.groups]))
+            if self.groups
+            else np.empty(0, dtype=np.int64)
+        )
+        n_quotes = len(market.quote_ids)
+        self.quote_groups: list[list[int]] = [[] for _ in range(n_quotes)]
+        for k, g in enumerate(self.groups):
+            for q in g.quotes:
+                self.quote_groups[int(q)].append(k)
+        self.rate_quotes = np.zeros(n_quotes, dtype=bool)
+        for spec in market.curves:
+            for inst in spec.instruments:
+                self.rate_quotes[market.quote_index[inst.quote]] = True
+        self.fx_quotes = np.zeros(n_quotes, dtype=bool)
+        self.fx_quotes[conversion_quotes(market)] = True
+        self.curves = CurveSet(market)
+        self.curves_next = CurveSet(self._next(market))
+        n = len(book)
+        self.local = {c: np.full(n, np.nan) for c in LOCAL_COLUMNS}
+        self.fx = np.ones(n)
+        self.repriced = 0
+        # row order of each pricer's output (``pv`` follows its ``risk`` rows)
+        self.order: list[IntArray] = [g.rows for g in self.groups]
+
+    @staticmethod
+    def _next(market: MarketSnapshot) -> MarketSnapshot:
+        return market.with_as_of(market.as_of + timedelta(days=1))
+
+    def _price_groups(self, market: MarketSnapshot, which: list[int]) -> dict[str, int]:
+        timings: dict[str, int] = {}
+        next_market = self._next(market)
+        for k in which:
+            t0 = time.perf_counter_ns()
+            pricer = self.pricers[k]
+            res = pricer.risk(market, self.curves)
+            pv_next = pricer.pv(next_market, self.curves_next)
+            rows = res.rows
+            self.order[k] = rows
+            self.local["pv_ccy"][rows] = res.pv
+            self.local["delta"][rows] = res.delta
+            self.local["gamma"][rows] = res.gamma
+            self.local["vega"][rows] = res.vega
+            self.local["theta"][rows] = pv_next - res.pv
+            self.repriced += rows.size
+            timings[self.groups[k].key] = time.perf_counter_ns() - t0
+        return timings
+
+    def _convert(self, rows: IntArray) -> dict[str, FloatArray]:
+        fx = self.fx[rows]
+        out = {"pv": self.local["pv_ccy"][rows] * fx, "pv_ccy": self.local["pv_ccy"][rows].copy()}
+        for c in ("delta", "gamma", "vega", "theta"):
+            out[c] = self.local[c][rows] * fx
+        return out
+
+    def _rebuild(self, market: MarketSnapshot, timings: dict[str, int]) -> None:
+        t0 = time.perf_counter_ns()
+        self.curves.rebuild(market)
+        self.curves_next.rebuild(self._next(market))
+        timings["curves"] = time.perf_counter_ns() - t0
+
+    def full(self, market: MarketSnapshot) -> Update:
+        """Reprice every group against ``market`` (start-up, restart, every quote dirty)."""
+        self.market = market
+        timings: dict[str, int] = {}
+        self._rebuild(market, timings)
+        timings.update(self._price_groups(market, list(range(len(self.groups)))))
+        self.fx = base_rate_column(market, self.book.currency.codes, self.book.currency.labels)
+        return Update(self.rows, self._convert(self.rows), [g.key for g in self.groups], timings)
+
+    def update(self, values: FloatArray, changed: IntArray) -> Update | None:
+        """Apply a new quote table of which ``changed`` quote rows moved; reprice what reads them.
+
+        Returns None when nothing of this worker depends on the changed quotes.
+        """
+        dirty = sorted({k for q in changed for k in self.quote_groups[int(q)]})
+        fx_moved = bool(self.fx_quotes[changed].any())
+        if not dirty and not fx_moved:
+            return None
+        market = self.market.with_quote_values(values)
+        self.market = market
+        timings: dict[str, int] = {}
+        if self.rate_quotes[changed].any():
+            self._rebuild(market, timings)
+        timings.update(self._price_groups(market, dirty))
+        if fx_moved:
+            self.fx = base_rate_column(market, self.book.currency.codes, self.book.currency.labels)
+            rows = self.rows
+        else:
+            rows = np.sort(np.concatenate([self.groups[k].rows for k in dirty]))
+        return Update(rows, self._convert(rows), [self.groups[k].key for k in dirty], timings)
+
+    def whatif(self, shocked: MarketSnapshot) -> tuple[IntArray, FloatArray, FloatArray]:
+        """Rows, base PV and shocked PV (USD) of every position, on a shocked copy of the market.
+
+        Uses separate curve sets, so the live state (curves, results) is not disturbed.
+        """
+        curves = CurveSet(shocked)
+        fx_shocked = base_rate_column(shocked, self.book.currency.codes, self.book.currency.labels)
+        pv_new = np.full(len(self.book), np.nan)
+        for k, pricer in enumerate(self.pricers):
+            pv_new[self.order[k]] = pricer.pv(shocked, curves)
+        rows = self.rows
+        base = self.local["pv_ccy"][rows] * self.fx[rows]
+        return rows, base, pv_new[rows] * fx_shocked[rows]
