@@ -73,7 +73,7 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     market: str
     feed: FeedConfig = FeedConfig()
     conflation: ConflationConfig = ConflationConfig()
-    workers: dict[str, int] = {c: 1 for c in ASSET_CLASSES}
+    workers: dict[str, int] = msgspec.field(default_factory=lambda: dict.fromkeys(ASSET_CLASSES, 1))
     limits: tuple[LimitConfig, ...] = ()
     n_paths: int = 50_000
     snapshot_hz: float = 10.0

@@ -1,0 +1,210 @@
+"""Limit monitoring: a state machine fed risk frames, returning usage, breaches and events.
+
+No I/O and no clock: the caller passes ``now_ns`` (``time.monotonic_ns``) with each frame. A
+limit is on the absolute value of a net measure of :mod:`engine.aggregation` (USD), for the
+whole firm or one desk. A breach starts when the value goes over the limit; it keeps its
+``since_ns`` while it lasts and clears when the value is back at or below
+``limit * (1 - hysteresis)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import polars as pl
+
+from workbench.engine.aggregation import MEASURES
+from workbench.engine.messages import Breach
+
+if TYPE_CHECKING:  # only its fields are read: measure, limit, desk
+    from workbench.engine.config import LimitConfig
+
+FIRM = "firm"
+"""The scope of a firm-wide limit; a desk's is ``desk:<name>``."""
+
+USAGE_SCHEMA: dict[str, pl.DataType] = {
+    "scope": pl.String(),
+    "measure": pl.String(),
+    "value": pl.Float64(),
+    "limit": pl.Float64(),
+    "utilisation": pl.Float64(),
+    "breached": pl.Boolean(),
+}
+
+
+def scope_of(limit: LimitConfig) -> str:
+    """``"firm"`` or ``"desk:<name>"``."""
+    return FIRM if limit.desk is None else f"desk:{limit.desk}"
+
+
+@dataclass(frozen=True)
+class LimitReport:
+    """The result of one evaluation.
+
+    Attributes
+    ----------
+    usage
+        One row per configured limit, in configuration order: ``scope``, ``measure``,
+        ``value`` (|net measure|, USD), ``limit`` (USD), ``utilisation`` (value / limit, 1.0 =
+        at the limit) and ``breached``.
+    breaches
+        Every breach in force, in configuration order; ``since_ns`` is when it started.
+    new
+        Breaches that started at this evaluation.
+    cleared
+        Breaches that ended at this evaluation: ``value`` is the value now, ``since_ns`` when
+        the breach had started.
+    """
+
+    usage: pl.DataFrame
+    breaches: tuple[Breach, ...]
+    new: tuple[Breach, ...]
+    cleared: tuple[Breach, ...]
+
+
+class LimitMonitor:
+    """Evaluates configured limits against successive risk frames and tracks breaches.
+
+    Parameters
+    ----------
+    limits
+        The limits; each ``measure`` one of :data:`engine.aggregation.MEASURES`, ``limit`` a
+        positive finite amount in USD, at most one limit per (scope, measure).
+    desks
+        The book's desks. When given, a limit on any other desk is refused here; otherwise it is
+        refused at the first :meth:`evaluate` whose frame does not have that desk.
+    hysteresis
+        Fraction of the limit a breached value must fall below to clear (0 = at the limit).
+
+    Raises
+    ------
+    ValueError
+        An unknown measure or desk, a non-positive or non-finite limit, a repeated limit.
+    """
+
+    def __init__(
+        self,
+        limits: Sequence[LimitConfig],
+        *,
+        desks: Iterable[str] | None = None,
+        hysteresis: float = 0.0,
+    ) -> None:
+        if not 0.0 <= hysteresis < 1.0:
+            raise ValueError(f"hysteresis {hysteresis!r}: expected a fraction in [0, 1)")
+        known = None if desks is None else set(desks)
+        seen: set[tuple[str, str]] = set()
+        for lim in limits:
+            if lim.measure not in MEASURES:
+                raise ValueError(
+                    f"limit on unknown measure {lim.measure!r} (expected one of {MEASURES})"
+                )
+            if known is not None and lim.desk is not None and lim.desk not in known:
+                raise ValueError(f"limit on unknown desk {lim.desk!r}")
+            if not (math.isfinite(lim.limit) and lim.limit > 0.0):
+                raise ValueError(
+                    f"{scope_of(lim)} {lim.measure}: limit {lim.limit!r} must be positive, finite"
+                )
+            key = (scope_of(lim), lim.measure)
+            if key in seen:
+                raise ValueError(f"{key[0]} {key[1]}: more than one limit")
+            seen.add(key)
+        self.limits: tuple[LimitConfig, ...] = tuple(limits)
+        self.hysteresis = hysteresis
+        self._desks_checked = known is not None
+        self._since: dict[tuple[str, str], int] = {}
+
+    @property
+    def active(self) -> dict[tuple[str, str], int]:
+        """``(scope, measure) → since_ns`` of every breach in force."""
+        return dict(self._since)
+
+    def _values(self, frame: pl.DataFrame) -> list[float]:
+        """|net| of each limit's measure over its scope, in USD."""
+        if not self.limits:
+            return []
+        measures = sorted({lim.measure for lim in self.limits})
+        missing = [m for m in (*measures, "desk") if m not in frame.columns]
+        if missing:
+            raise ValueError(f"frame: missing column {missing[0]!r} (use risk_frame)")
+        known = [pl.col(m).fill_nan(None).sum() for m in measures]  # NaN = unpriced: left out
+        firm = frame.select(known).row(0, named=True)
+        desk_names = {lim.desk for lim in self.limits if lim.desk is not None}
+        per_desk: dict[str, dict[str, float]] = {}
+        if desk_names:
+            present = set(frame["desk"].cast(pl.String).unique().to_list())
+            if isinstance(frame.schema["desk"], pl.Enum):
+                present |= set(frame.schema["desk"].categories.to_list())
+            unknown = sorted(desk_names - present)
+            if unknown and not self._desks_checked:
+                raise ValueError(f"limit on unknown desk {unknown[0]!r}")
+            self._desks_checked = True
+            sums = (
+                frame.filter(pl.col("desk").cast(pl.String).is_in(sorted(desk_names)))
+                .group_by(pl.col("desk").cast(pl.String))
+                .agg(known)
+            )
+            per_desk = {row["desk"]: row for row in sums.iter_rows(named=True)}
+        out: list[float] = []
+        for lim in self.limits:
+            if lim.desk is None:
+                out.append(abs(float(firm[lim.measure])))
+            else:
+                out.append(abs(float(per_desk.get(lim.desk, {}).get(lim.measure, 0.0))))
+        return out
+
+    def evaluate(self, frame: pl.DataFrame, now_ns: int) -> LimitReport:
+        """Usage of every limit on ``frame`` (a risk frame) at ``now_ns``, and breach events.
+
+        Parameters
+        ----------
+        frame
+            :func:`engine.aggregation.risk_frame` of the live risk.
+        now_ns
+            ``time.monotonic_ns()`` of this evaluation; a new breach's ``since_ns``.
+        """
+        values = self._values(frame)
+        breaches: list[Breach] = []
+        new: list[Breach] = []
+        cleared: list[Breach] = []
+        flags: list[bool] = []
+        for lim, value in zip(self.limits, values, strict=True):
+            key = (scope_of(lim), lim.measure)
+            since = self._since.get(key)
+            threshold = lim.limit if since is None else lim.limit * (1.0 - self.hysteresis)
+            on = value > threshold
+            flags.append(on)
+            if on:
+                start = now_ns if since is None else since
+                breach = Breach(
+                    scope=key[0], measure=lim.measure, value=value, limit=lim.limit, since_ns=start
+                )
+                breaches.append(breach)
+                if since is None:
+                    self._since[key] = now_ns
+                    new.append(breach)
+            elif since is not None:
+                del self._since[key]
+                cleared.append(
+                    Breach(
+                        scope=key[0],
+                        measure=lim.measure,
+                        value=value,
+                        limit=lim.limit,
+                        since_ns=since,
+                    )
+                )
+        usage = pl.DataFrame(
+            {
+                "scope": [scope_of(lim) for lim in self.limits],
+                "measure": [lim.measure for lim in self.limits],
+                "value": values,
+                "limit": [lim.limit for lim in self.limits],
+                "utilisation": [v / lim.limit for v, lim in zip(values, self.limits, strict=True)],
+                "breached": flags,
+            },
+            schema=USAGE_SCHEMA,
+        )
+        return LimitReport(usage, tuple(breaches), tuple(new), tuple(cleared))

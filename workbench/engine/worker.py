@@ -1,0 +1,340 @@
+"""A pricing worker process: one asset class (and slot), repricing what ticks make dirty.
+
+The loop waits on the ingestion's notices and its own request socket. Notices are only
+wake-ups: the worker compares the quote table's ``updated_ns`` stamps with the ones it last saw,
+so a dropped notice delays a reprice by at most one poll interval and never loses it. Results
+go into the shared risk table under this worker's own generation counter.
+
+Requests (:class:`messages.WorkerRequest`) arrive on a ROUTER socket: what-if (priced on a
+copy of the market), profile (cProfile over N seconds of live work, answered when done),
+set_option (``spline_cache`` on/off) and stats.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import gc
+import io
+import os
+import pstats
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+import polars as pl
+import zmq
+
+from workbench.book.io import load_book
+from workbench.engine import messages as msg
+from workbench.engine.config import ServiceConfig, decode_config
+from workbench.engine.repricing import Repricer, Update
+from workbench.engine.shm import QuoteTable, RiskTable
+from workbench.engine.whatif import apply_shocks
+from workbench.market.io import load_market
+from workbench.market.model import MarketError
+
+_POLL_MS = 50
+
+
+def worker_name(asset_class: str, slot: int) -> str:
+    """The name a worker goes by in status tables, metrics and requests (``fx-0``)."""
+    return f"{asset_class}-{slot}"
+
+
+@dataclass
+class _Profiling:
+    identity: bytes
+    until_ns: int
+    profiler: cProfile.Profile
+    started_ns: int
+
+
+@dataclass
+class _Stats:
+    reprices: int = 0
+    repriced_positions: int = 0
+    last_reprice_ns: int = 0
+    total_reprice_ns: int = 0
+    stage_ns: dict[str, int] = field(default_factory=dict)
+    dropped_notices: int = 0
+
+
+class _Stop:
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: Any) -> None:  # signal handler: only records
+        self.requested = True
+
+
+def _profile_rows(profiler: cProfile.Profile, top: int = 40) -> list[dict[str, Any]]:
+    stats = pstats.Stats(profiler, stream=io.StringIO())
+    rows = []
+    for (file, line, func), (cc, nc, tt, ct, _) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append(
+            {
+                "function": func,
+                "file": os.path.basename(file),
+                "line": line,
+                "calls": nc,
+                "primitive_calls": cc,
+                "tottime_s": tt,
+                "cumtime_s": ct,
+            }
+        )
+    rows.sort(key=lambda r: -r["tottime_s"])
+    return rows[:top]
+
+
+class WorkerProcess:
+    """The process shell around :class:`Repricer`."""
+
+    def __init__(self, config: ServiceConfig, asset_class: str, slot: int) -> None:
+        assert config.endpoints is not None
+        self.config = config
+        self.asset_class = asset_class
+        self.slot = slot
+        self.name = worker_name(asset_class, slot)
+        self.endpoints = config.endpoints
+        market = load_market(config.market)
+        book = load_book(config.book, market=market)
+        self.quotes = QuoteTable.attach(config.segments["quotes"], len(market.quote_ids))
+        self.risk = RiskTable.attach(config.segments["risk"], len(book))
+        values, self.seen_ns, _ = self.quotes.snapshot()
+        self.repricer = Repricer(
+            book,
+            market.with_quote_values(values),
+            asset_class,
+            slot=slot,
+            n_slots=config.workers.get(asset_class, 1),
+            n_paths=config.n_paths,
+        )
+        self.stats = _Stats()
+        self.profiling: _Profiling | None = None
+        self.ctx = zmq.Context()
+        self.sub = self.ctx.socket(zmq.SUB)
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sub.setsockopt(zmq.RCVHWM, 1000)
+        self.sub.connect(self.endpoints.notices)
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.MAXMSGSIZE, msg.MAX_CONTROL_BYTES)
+        self.router.bind(self.endpoints.workers[self.name])
+        self.push_risk = self.ctx.socket(zmq.PUSH)
+        self.push_risk.setsockopt(zmq.SNDHWM, 1000)
+        self.push_risk.setsockopt(zmq.LINGER, 0)
+        self.push_risk.connect(self.endpoints.risk)
+        self.push_hb = self.ctx.socket(zmq.PUSH)
+        self.push_hb.setsockopt(zmq.SNDHWM, 100)
+        self.push_hb.setsockopt(zmq.LINGER, 0)
+        self.push_hb.connect(self.endpoints.heartbeats)
+        self.last_hb = 0
+        self.ready = False
+
+    # --- work --------------------------------------------------------------------------
+
+    def _write(self, update: Update, flushed_ns: int, quote_gen: int) -> None:
+        now = time.monotonic_ns()
+        self.risk.write(self.asset_class, self.slot, update.rows, update.columns, now)
+        spent = sum(update.timings_ns.values())
+        self.stats.reprices += 1
+        self.stats.repriced_positions += int(update.rows.size)
+        self.stats.last_reprice_ns = spent
+        self.stats.total_reprice_ns += spent
+        for k, v in update.timings_ns.items():
+            stage = k.split(":")[0] if ":" in k else k
+            self.stats.stage_ns[stage] = self.stats.stage_ns.get(stage, 0) + v
+        notice = msg.RiskUpdated(
+            worker=self.name,
+            asset_class=self.asset_class,
+            quote_gen=quote_gen,
+            flushed_ns=flushed_ns,
+            done_ns=now,
+            reprice_ns=spent,
+            repriced=int(update.rows.size),
+        )
+        try:
+            self.push_risk.send(msg.encode(notice), zmq.NOBLOCK)
+        except zmq.Again:
+            self.stats.dropped_notices += 1
+
+    def initial(self) -> None:
+        """Price everything once and declare readiness."""
+        update = self.repricer.full(self.repricer.market)
+        self._write(update, time.monotonic_ns(), self.quotes.generation)
+        self.ready = True
+        self._heartbeat(force=True)
+
+    def poll_quotes(self, flushed_ns: int) -> None:
+        """Reprice what the quote table's changes since the last look make dirty."""
+        values, stamps, gen = self.quotes.snapshot()
+        changed = np.flatnonzero(stamps != self.seen_ns)
+        if changed.size == 0:
+            return
+        self.seen_ns = stamps
+        try:
+            update = self.repricer.update(values, changed)
+        except (MarketError, ValueError, FloatingPointError) as exc:
+            # a quote set that cannot be priced (e.g. a curve that does not bootstrap): keep
+            # the last good values, which age and show as stale in the aggregates
+            self.stats.stage_ns["errors"] = self.stats.stage_ns.get("errors", 0) + 1
+            print(f"[{self.name}] reprice failed, keeping last values: {exc}", flush=True)
+            return
+        if update is not None:
+            self._write(update, flushed_ns, gen)
+
+    # --- requests ----------------------------------------------------------------------
+
+    def _reply(self, identity: bytes, reply: msg.Reply) -> None:
+        self.router.send_multipart([identity, b"", msg.encode(reply)])
+
+    def _stats_data(self) -> dict[str, Any]:
+        s = self.stats
+        return {
+            "worker": self.name,
+            "asset_class": self.asset_class,
+            "positions": int(self.repricer.rows.size),
+            "groups": len(self.repricer.groups),
+            "reprices": s.reprices,
+            "repriced_positions": s.repriced_positions,
+            "last_reprice_ms": s.last_reprice_ns / 1e6,
+            "total_reprice_ms": s.total_reprice_ns / 1e6,
+            "stage_ms": {k: v / 1e6 for k, v in s.stage_ns.items()},
+            "spline_cache": self.repricer.cache.stats(),
+            "spline_cache_enabled": self.repricer.cache.enabled,
+            "pid": os.getpid(),
+        }
+
+    def handle_request(self) -> None:
+        """Answer one request from the router socket."""
+        parts = self.router.recv_multipart()
+        identity, payload = parts[0], parts[-1]
+        try:
+            req = msg.worker_request_decoder.decode(payload)
+        except msgspec.DecodeError as exc:
+            self._reply(identity, msg.error_reply(f"bad request: {exc}"))
+            return
+        try:
+            if isinstance(req, msg.WorkerWhatIf):
+                shocked = apply_shocks(self.repricer.market, req.shocks)
+                rows, base, new = self.repricer.whatif(shocked)
+                frame = pl.DataFrame({"row": rows, "pv": base, "pv_shocked": new})
+                self._reply(
+                    identity,
+                    msg.Reply(ok=True, tables={"pnl": msg.frame_to_bytes(frame)}),
+                )
+            elif isinstance(req, msg.WorkerProfile):
+                if self.profiling is not None:
+                    self._reply(identity, msg.error_reply(f"{self.name} is already profiling"))
+                    return
+                seconds = min(max(req.seconds, 0.1), 60.0)
+                prof = cProfile.Profile()
+                now = time.monotonic_ns()
+                self.profiling = _Profiling(identity, now + int(seconds * 1e9), prof, now)
+                prof.enable()
+            elif isinstance(req, msg.WorkerSetOption):
+                if req.option == "spline_cache":
+                    self.repricer.cache.enabled = bool(req.value)
+                    self.repricer.cache.clear()
+                    self._reply(identity, msg.Reply(ok=True, data=self._stats_data()))
+                else:
+                    self._reply(identity, msg.error_reply(f"unknown option {req.option!r}"))
+            else:
+                self._reply(identity, msg.Reply(ok=True, data=self._stats_data()))
+        except MarketError as exc:
+            self._reply(identity, msg.error_reply(str(exc)))
+
+    def finish_profile(self, *, force: bool = False) -> None:
+        """Answer a profile request whose time is up."""
+        p = self.profiling
+        if p is None or (not force and time.monotonic_ns() < p.until_ns):
+            return
+        p.profiler.disable()
+        self.profiling = None
+        data = self._stats_data()
+        data["profiled_s"] = (time.monotonic_ns() - p.started_ns) / 1e9
+        data["functions"] = _profile_rows(p.profiler)
+        self._reply(p.identity, msg.Reply(ok=True, data=data))
+
+    # --- loop --------------------------------------------------------------------------
+
+    def _heartbeat(self, *, force: bool = False) -> None:
+        now = time.monotonic_ns()
+        if not force and now - self.last_hb < self.config.heartbeat_s * 1e9:
+            return
+        self.last_hb = now
+        s = self.stats
+        hb = msg.Heartbeat(
+            role=f"worker:{self.name}",
+            pid=os.getpid(),
+            sent_ns=now,
+            ready=self.ready,
+            stats={
+                "reprices": float(s.reprices),
+                "repriced_positions": float(s.repriced_positions),
+                "last_reprice_ms": s.last_reprice_ns / 1e6,
+                "cache_hits": float(self.repricer.cache.hits),
+                "cache_misses": float(self.repricer.cache.misses),
+                "dropped_notices": float(s.dropped_notices),
+            },
+        )
+        try:
+            self.push_hb.send(msg.encode(hb), zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def run(self, stop: _Stop) -> None:
+        """Serve until asked to stop or orphaned."""
+        parent = os.getppid()
+        poller = zmq.Poller()
+        poller.register(self.sub, zmq.POLLIN)
+        poller.register(self.router, zmq.POLLIN)
+        self.initial()
+        while not stop.requested and os.getppid() == parent:
+            events = dict(poller.poll(_POLL_MS))
+            flushed_ns = time.monotonic_ns()
+            if self.sub in events:
+                while True:  # drain: only the latest state matters
+                    try:
+                        raw = self.sub.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    try:
+                        notice = msg.notice_decoder.decode(raw)
+                    except msgspec.DecodeError:
+                        continue
+                    if isinstance(notice, msg.QuotesDirty):
+                        flushed_ns = notice.flushed_ns
+            self.poll_quotes(flushed_ns)
+            if self.router in events:
+                self.handle_request()
+            self.finish_profile()
+            self._heartbeat()
+        self.finish_profile(force=True)
+
+    def close(self) -> None:
+        """Close sockets and detach from shared memory (never unlink: not the owner)."""
+        for sock in (self.sub, self.router, self.push_risk, self.push_hb):
+            sock.close(linger=0)
+        self.ctx.term()
+        self.quotes.close()
+        self.risk.close()
+
+
+def run(config_json: str, asset_class: str, slot: int) -> None:
+    """Process entry point (``spawn``): serve one worker until SIGTERM/SIGINT."""
+    config = decode_config(config_json)
+    stop = _Stop()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if config.rolling_restart_s > 0:
+        gc.disable()  # only together with rolling restarts, which bound the garbage
+    worker = WorkerProcess(config, asset_class, slot)
+    if config.rolling_restart_s > 0:
+        gc.freeze()
+    try:
+        worker.run(stop)
+    finally:
+        worker.close()
