@@ -5,3 +5,7 @@ the valuation date passed in, no clock and no global state.
 """
 
 __version__ = "0.1.0"
+
+from workbench.engine.client import Client, ServiceError, connect, running, start
+
+__all__ = ["Client", "ServiceError", "__version__", "connect", "running", "start"]

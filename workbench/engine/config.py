@@ -79,6 +79,7 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     snapshot_hz: float = 10.0
     heartbeat_s: float = 0.5
     heartbeat_timeout_s: float = 5.0
+    startup_timeout_s: float = 300.0
     restart_backoff_s: float = 0.5
     rolling_restart_s: float = 0.0  # 0 = off; workers keep the cyclic GC on unless this is on
     recon_s: float = 60.0

@@ -1,7 +1,8 @@
 """The supervisor's restart policy as a state machine: events in, actions out, no I/O.
 
 Events: a child died, a child missed its heartbeats, a child became ready, time passed.
-Actions: restart a child now, kill a hung one, start a rolling restart of one worker. Backoff
+Actions: restart a child now, kill a hung one (silent for ``heartbeat_timeout_s`` once
+ready, or for ``startup_timeout_s`` while it sets up), start a rolling restart of one worker. Backoff
 doubles with each failure in a row (from ``backoff_s`` up to ``max_backoff_s``) and resets once
 a child has stayed ready for ``stable_s``. A rolling restart never takes a second worker of an
 asset class down while one of that class is restarting.
@@ -57,6 +58,7 @@ class RestartPolicy:
     max_backoff_s: float = 10.0
     stable_s: float = 30.0
     heartbeat_timeout_s: float = 5.0
+    startup_timeout_s: float = 300.0  # set-up (loading, compiling, first full price) allowance
     rolling_s: float = 0.0
     children: dict[str, _Child] = field(default_factory=dict)
     next_roll_ns: int | None = None
@@ -107,8 +109,10 @@ class RestartPolicy:
         for name, c in self.children.items():
             if not c.up and c.restart_at_ns is not None and now_ns >= c.restart_at_ns:
                 out.append(Restart(name))
-            elif c.up and now_ns - c.last_beat_ns > self.heartbeat_timeout_s * 1e9:
-                out.append(Kill(name))
+            elif c.up:
+                limit = self.heartbeat_timeout_s if c.ready else self.startup_timeout_s
+                if now_ns - c.last_beat_ns > limit * 1e9:
+                    out.append(Kill(name))
         if self.next_roll_ns is not None and now_ns >= self.next_roll_ns:
             roll = self._next_roll()
             if roll is not None:

@@ -12,6 +12,7 @@ set_option (``spline_cache`` on/off) and stats.
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import gc
 import io
@@ -46,7 +47,7 @@ def worker_name(asset_class: str, slot: int) -> str:
 
 @dataclass
 class _Profiling:
-    identity: bytes
+    envelope: list[bytes]
     until_ns: int
     profiler: cProfile.Profile
     started_ns: int
@@ -187,8 +188,9 @@ class WorkerProcess:
 
     # --- requests ----------------------------------------------------------------------
 
-    def _reply(self, identity: bytes, reply: msg.Reply) -> None:
-        self.router.send_multipart([identity, b"", msg.encode(reply)])
+    def _reply(self, envelope: list[bytes], reply: msg.Reply) -> None:
+        """Answer with the request's envelope (routing id, request id …) echoed back."""
+        self.router.send_multipart([*envelope, msg.encode(reply)])
 
     def _stats_data(self) -> dict[str, Any]:
         s = self.stats
@@ -210,11 +212,11 @@ class WorkerProcess:
     def handle_request(self) -> None:
         """Answer one request from the router socket."""
         parts = self.router.recv_multipart()
-        identity, payload = parts[0], parts[-1]
+        envelope, payload = parts[:-1], parts[-1]
         try:
             req = msg.worker_request_decoder.decode(payload)
         except msgspec.DecodeError as exc:
-            self._reply(identity, msg.error_reply(f"bad request: {exc}"))
+            self._reply(envelope, msg.error_reply(f"bad request: {exc}"))
             return
         try:
             if isinstance(req, msg.WorkerWhatIf):
@@ -222,29 +224,29 @@ class WorkerProcess:
                 rows, base, new = self.repricer.whatif(shocked)
                 frame = pl.DataFrame({"row": rows, "pv": base, "pv_shocked": new})
                 self._reply(
-                    identity,
+                    envelope,
                     msg.Reply(ok=True, tables={"pnl": msg.frame_to_bytes(frame)}),
                 )
             elif isinstance(req, msg.WorkerProfile):
                 if self.profiling is not None:
-                    self._reply(identity, msg.error_reply(f"{self.name} is already profiling"))
+                    self._reply(envelope, msg.error_reply(f"{self.name} is already profiling"))
                     return
                 seconds = min(max(req.seconds, 0.1), 60.0)
                 prof = cProfile.Profile()
                 now = time.monotonic_ns()
-                self.profiling = _Profiling(identity, now + int(seconds * 1e9), prof, now)
+                self.profiling = _Profiling(envelope, now + int(seconds * 1e9), prof, now)
                 prof.enable()
             elif isinstance(req, msg.WorkerSetOption):
                 if req.option == "spline_cache":
                     self.repricer.cache.enabled = bool(req.value)
                     self.repricer.cache.clear()
-                    self._reply(identity, msg.Reply(ok=True, data=self._stats_data()))
+                    self._reply(envelope, msg.Reply(ok=True, data=self._stats_data()))
                 else:
-                    self._reply(identity, msg.error_reply(f"unknown option {req.option!r}"))
+                    self._reply(envelope, msg.error_reply(f"unknown option {req.option!r}"))
             else:
-                self._reply(identity, msg.Reply(ok=True, data=self._stats_data()))
+                self._reply(envelope, msg.Reply(ok=True, data=self._stats_data()))
         except MarketError as exc:
-            self._reply(identity, msg.error_reply(str(exc)))
+            self._reply(envelope, msg.error_reply(str(exc)))
 
     def finish_profile(self, *, force: bool = False) -> None:
         """Answer a profile request whose time is up."""
@@ -256,7 +258,7 @@ class WorkerProcess:
         data = self._stats_data()
         data["profiled_s"] = (time.monotonic_ns() - p.started_ns) / 1e9
         data["functions"] = _profile_rows(p.profiler)
-        self._reply(p.identity, msg.Reply(ok=True, data=data))
+        self._reply(p.envelope, msg.Reply(ok=True, data=data))
 
     # --- loop --------------------------------------------------------------------------
 
@@ -280,10 +282,8 @@ class WorkerProcess:
                 "dropped_notices": float(s.dropped_notices),
             },
         )
-        try:
+        with contextlib.suppress(zmq.Again):
             self.push_hb.send(msg.encode(hb), zmq.NOBLOCK)
-        except zmq.Again:
-            pass
 
     def run(self, stop: _Stop) -> None:
         """Serve until asked to stop or orphaned."""

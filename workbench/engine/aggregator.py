@@ -1,0 +1,382 @@
+"""The aggregator process: roll-ups, limits and staleness over the shared risk columns.
+
+It reads the risk table (a consistent copy under the workers' generation counters), publishes
+aggregated :class:`messages.Snapshot` s on a PUB socket at most ``snapshot_hz`` times a second
+when something changed (and once a second regardless, so ages keep moving), and answers the
+control plane (ROUTER). Requests that need a worker (what-if, profile, options) or the
+supervisor (status, restart, stop) are forwarded on DEALER sockets with a request id and
+answered when the replies arrive, so a 5-second profile never blocks the snapshots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+import polars as pl
+import zmq
+
+from workbench.book.io import load_book
+from workbench.engine import messages as msg
+from workbench.engine.aggregation import GROUP_COLUMNS, risk_frame, rollup, static_frame, totals
+from workbench.engine.config import ServiceConfig, decode_config
+from workbench.engine.limits import LimitMonitor, LimitReport
+from workbench.engine.recon import recon, recon_breach
+from workbench.engine.shm import RiskTable
+from workbench.market.io import load_market
+
+_FORWARD_TIMEOUT_S = 120.0
+
+
+@dataclass
+class _Pending:
+    """A client request waiting for replies from workers or the supervisor."""
+
+    envelope: list[bytes]
+    kind: str
+    waiting: set[str]
+    replies: dict[str, msg.Reply] = field(default_factory=dict)
+    by: tuple[str, ...] = ()
+    deadline_ns: int = 0
+
+
+class _Stop:
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self, signum: int, frame: Any) -> None:  # only records
+        self.requested = True
+
+
+def _check_by(by: tuple[str, ...]) -> str | None:
+    bad = [b for b in by if b not in GROUP_COLUMNS]
+    if bad:
+        return f"cannot group by {', '.join(bad)}: choose from {', '.join(GROUP_COLUMNS)}"
+    return None
+
+
+class Aggregator:
+    """The process shell: sockets, timers and the state of pending requests."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        assert config.endpoints is not None
+        self.config = config
+        ep = config.endpoints
+        market = load_market(config.market)
+        self.book = load_book(config.book, market=market)
+        self.static = static_frame(self.book)
+        self.risk = RiskTable.attach(config.segments["risk"], len(self.book))
+        self.limits = LimitMonitor(config.limits, desks=list(self.book.desk.labels))
+        self.last_report: LimitReport | None = None
+        self.recon_breach: msg.Breach | None = None
+        self.last_recon_ns = time.monotonic_ns()
+        self.ctx = zmq.Context()
+        self.pull = self.ctx.socket(zmq.PULL)
+        self.pull.bind(ep.risk)
+        self.control = self.ctx.socket(zmq.ROUTER)
+        self.control.setsockopt(zmq.MAXMSGSIZE, msg.MAX_CONTROL_BYTES)
+        self.control.bind(ep.control)
+        self.pub = self.ctx.socket(zmq.PUB)
+        self.pub.setsockopt(zmq.SNDHWM, 10)  # a slow client drops snapshots, never blocks us
+        self.pub.setsockopt(zmq.LINGER, 0)
+        self.pub.bind(ep.snapshots)
+        self.hb = self.ctx.socket(zmq.PUSH)
+        self.hb.setsockopt(zmq.SNDHWM, 100)
+        self.hb.setsockopt(zmq.LINGER, 0)
+        self.hb.connect(ep.heartbeats)
+        self.peers: dict[str, zmq.Socket[bytes]] = {}
+        for name, address in {**ep.workers, "supervisor": ep.supervisor}.items():
+            sock = self.ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 100)
+            sock.connect(address)
+            self.peers[name] = sock
+        self.ids = itertools.count(1)
+        self.pending: dict[bytes, _Pending] = {}
+        self.seq = 0
+        self.dirty = True
+        self.flushes: list[int] = []
+        self.latency_ms: deque[float] = deque(maxlen=2048)
+        self.last_publish_ns = 0
+        self.last_hb_ns = 0
+        self.published = 0
+
+    # --- snapshots ---------------------------------------------------------------------
+
+    def frame(self) -> pl.DataFrame:
+        """The live positions with every measure (a consistent copy)."""
+        return risk_frame(self.static, self.risk.snapshot(), time.monotonic_ns())
+
+    def publish(self) -> None:
+        """Aggregate and publish one snapshot."""
+        now = time.monotonic_ns()
+        frame = self.frame()
+        report = self.limits.evaluate(frame, now)
+        self.last_report = report
+        breaches = report.breaches + ((self.recon_breach,) if self.recon_breach else ())
+        firm = totals(frame)
+        tables = {
+            "firm": msg.frame_to_bytes(firm),
+            "desk": msg.frame_to_bytes(rollup(frame, ("desk",))),
+            "asset_class": msg.frame_to_bytes(rollup(frame, ("asset_class",))),
+            "limits": msg.frame_to_bytes(report.usage),
+        }
+        self.seq += 1
+        done = time.monotonic_ns()
+        for f in self.flushes:
+            self.latency_ms.append((done - f) / 1e6)
+        self.flushes.clear()
+        lat = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
+        stats = {
+            "positions": float(frame.height),
+            "stale": float(firm["stale"][0]),
+            "max_age_s": float(firm["max_age_s"][0]),
+            "flush_to_publish_p50_ms": float(np.percentile(lat, 50)),
+            "flush_to_publish_p99_ms": float(np.percentile(lat, 99)),
+            "aggregate_ms": (done - now) / 1e6,
+        }
+        snap = msg.Snapshot(
+            seq=self.seq, made_ns=done, tables=tables, breaches=breaches, stats=stats
+        )
+        with contextlib.suppress(zmq.Again):
+            self.pub.send(msg.encode(snap), zmq.NOBLOCK)
+        self.published += 1
+        self.last_publish_ns = done
+        self.dirty = False
+        self.stats = stats
+
+    def maybe_recon(self) -> None:
+        """Compare the engine's notionals with the booking file on its timer."""
+        now = time.monotonic_ns()
+        if self.config.recon_s <= 0 or now - self.last_recon_ns < self.config.recon_s * 1e9:
+            return
+        self.last_recon_ns = now
+        try:
+            market = load_market(self.config.market)
+            on_file = static_frame(load_book(self.config.book, market=market))
+        except Exception as exc:  # the file is outside our control: report, don't die
+            self.recon_breach = msg.Breach(
+                scope="firm", measure=f"recon: {exc}", value=1.0, limit=0.0, since_ns=now
+            )
+            return
+        self.recon_breach = recon_breach(recon(on_file, self.static), now)
+
+    # --- control plane -----------------------------------------------------------------
+
+    def _reply(self, envelope: list[bytes], reply: msg.Reply) -> None:
+        self.control.send_multipart([*envelope, msg.encode(reply)])
+
+    def _forward(
+        self, envelope: list[bytes], kind: str, targets: dict[str, bytes], by: tuple[str, ...]
+    ) -> None:
+        rid = str(next(self.ids)).encode()
+        self.pending[rid] = _Pending(
+            envelope,
+            kind,
+            set(targets),
+            by=by,
+            deadline_ns=time.monotonic_ns() + int(_FORWARD_TIMEOUT_S * 1e9),
+        )
+        for name, payload in targets.items():
+            self.peers[name].send_multipart([rid, b"", payload])
+
+    def handle_control(self) -> None:
+        """One client request."""
+        parts = self.control.recv_multipart()
+        envelope, payload = parts[:-1], parts[-1]
+        try:
+            req = msg.request_decoder.decode(payload)
+        except msgspec.DecodeError as exc:
+            self._reply(envelope, msg.error_reply(f"bad request: {exc}"))
+            return
+        workers = self.config.endpoints.workers if self.config.endpoints else {}
+        if isinstance(req, msg.StatusRequest | msg.RestartRequest | msg.StopRequest):
+            if isinstance(req, msg.RestartRequest) and req.worker not in workers:
+                known = ", ".join(sorted(workers))
+                self._reply(envelope, msg.error_reply(f"unknown worker {req.worker!r} ({known})"))
+                return
+            self._forward(envelope, "supervisor", {"supervisor": payload}, ())
+        elif isinstance(req, msg.PositionsRequest):
+            frame = self.frame()
+            if req.asset_class is not None:
+                frame = frame.filter(pl.col("asset_class") == req.asset_class)
+            self._reply(
+                envelope, msg.Reply(ok=True, tables={"positions": msg.frame_to_bytes(frame)})
+            )
+        elif isinstance(req, msg.AggregateRequest):
+            error = _check_by(req.by)
+            if error:
+                self._reply(envelope, msg.error_reply(error))
+                return
+            table = rollup(self.frame(), req.by)
+            self._reply(
+                envelope, msg.Reply(ok=True, tables={"aggregate": msg.frame_to_bytes(table)})
+            )
+        elif isinstance(req, msg.LimitsRequest):
+            report = self.last_report or self.limits.evaluate(self.frame(), time.monotonic_ns())
+            data = {"breaches": [msgspec.to_builtins(b) for b in report.breaches]}
+            self._reply(
+                envelope,
+                msg.Reply(ok=True, data=data, tables={"limits": msg.frame_to_bytes(report.usage)}),
+            )
+        elif isinstance(req, msg.WhatIfRequest):
+            error = _check_by(req.by)
+            if error:
+                self._reply(envelope, msg.error_reply(error))
+                return
+            body = msg.encode(msg.WorkerWhatIf(shocks=req.shocks))
+            self._forward(envelope, "whatif", {w: body for w in workers}, req.by)
+        elif isinstance(req, msg.ProfileRequest | msg.SetOptionRequest):
+            if req.worker not in workers:
+                known = ", ".join(sorted(workers))
+                self._reply(envelope, msg.error_reply(f"unknown worker {req.worker!r} ({known})"))
+                return
+            inner: msg.WorkerRequest
+            if isinstance(req, msg.ProfileRequest):
+                inner = msg.WorkerProfile(seconds=req.seconds)
+            else:
+                inner = msg.WorkerSetOption(option=req.option, value=req.value)
+            self._forward(envelope, "worker", {req.worker: msg.encode(inner)}, ())
+
+    def handle_peer(self, name: str) -> None:
+        """A reply from a worker or the supervisor to a forwarded request."""
+        parts = self.peers[name].recv_multipart()
+        rid, payload = parts[0], parts[-1]
+        pending = self.pending.get(rid)
+        if pending is None:
+            return
+        try:
+            reply = msg.reply_decoder.decode(payload)
+        except msgspec.DecodeError as exc:
+            reply = msg.error_reply(f"{name} answered garbage: {exc}")
+        pending.replies[name] = reply
+        pending.waiting.discard(name)
+        if not pending.waiting:
+            del self.pending[rid]
+            self._complete(pending)
+
+    def _complete(self, pending: _Pending) -> None:
+        if pending.kind != "whatif":
+            reply = next(iter(pending.replies.values()))
+            if pending.kind == "supervisor" and reply.ok and "processes" in reply.data:
+                data = dict(reply.data)
+                data["aggregator"] = getattr(self, "stats", {})
+                reply = msg.Reply(ok=True, data=data, tables=reply.tables)
+            self._reply(pending.envelope, reply)
+            return
+        failed = {k: r.error for k, r in pending.replies.items() if not r.ok}
+        if failed:
+            text = "; ".join(f"{k}: {v}" for k, v in sorted(failed.items()))
+            self._reply(pending.envelope, msg.error_reply(f"what-if failed: {text}"))
+            return
+        parts = [msg.bytes_to_frame(r.tables["pnl"]) for r in pending.replies.values()]
+        pnl = pl.concat(parts) if parts else pl.DataFrame({"row": [], "pv": [], "pv_shocked": []})
+        frame = self.static.join(pnl, on="row", how="inner").with_columns(
+            (pl.col("pv_shocked") - pl.col("pv")).alias("pnl")
+        )
+        grouped = (
+            frame.group_by(list(pending.by))
+            .agg(
+                pl.len().alias("positions"),
+                pl.col("pv").sum(),
+                pl.col("pv_shocked").sum(),
+                pl.col("pnl").sum(),
+            )
+            .sort(list(pending.by))
+        )
+        tables = {
+            "pnl": msg.frame_to_bytes(grouped),
+            "positions": msg.frame_to_bytes(frame),
+        }
+        self._reply(pending.envelope, msg.Reply(ok=True, tables=tables))
+
+    def expire(self) -> None:
+        """Answer requests whose peers did not reply in time."""
+        now = time.monotonic_ns()
+        for rid, p in list(self.pending.items()):
+            if now > p.deadline_ns:
+                del self.pending[rid]
+                missing = ", ".join(sorted(p.waiting))
+                self._reply(p.envelope, msg.error_reply(f"no reply from {missing} in time"))
+
+    # --- loop --------------------------------------------------------------------------
+
+    def heartbeat(self) -> None:
+        """Tell the supervisor we are alive, with our counters."""
+        now = time.monotonic_ns()
+        if now - self.last_hb_ns < self.config.heartbeat_s * 1e9:
+            return
+        self.last_hb_ns = now
+        stats = dict(getattr(self, "stats", {}))
+        stats["published"] = float(self.published)
+        stats["pending_requests"] = float(len(self.pending))
+        hb = msg.Heartbeat(role="aggregator", pid=os.getpid(), sent_ns=now, ready=True, stats=stats)
+        with contextlib.suppress(zmq.Again):
+            self.hb.send(msg.encode(hb), zmq.NOBLOCK)
+
+    def run(self, stop: _Stop) -> None:
+        """Serve until stopped or orphaned."""
+        parent = os.getppid()
+        poller = zmq.Poller()
+        poller.register(self.pull, zmq.POLLIN)
+        poller.register(self.control, zmq.POLLIN)
+        for sock in self.peers.values():
+            poller.register(sock, zmq.POLLIN)
+        by_socket = {sock: name for name, sock in self.peers.items()}
+        period_ns = int(1e9 / max(self.config.snapshot_hz, 0.1))
+        self.publish()
+        while not stop.requested and os.getppid() == parent:
+            now = time.monotonic_ns()
+            wait_ms = max(0, (self.last_publish_ns + period_ns - now) // 1_000_000)
+            events = dict(poller.poll(min(wait_ms, 100)))
+            if self.pull in events:
+                while True:
+                    try:
+                        raw = self.pull.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    with contextlib.suppress(msgspec.DecodeError):
+                        notice = msg.notice_decoder.decode(raw)
+                        if isinstance(notice, msg.RiskUpdated):
+                            self.flushes.append(notice.flushed_ns)
+                            self.dirty = True
+            if self.control in events:
+                self.handle_control()
+            for sock, name in by_socket.items():
+                if sock in events:
+                    self.handle_peer(name)
+            now = time.monotonic_ns()
+            due = now - self.last_publish_ns >= period_ns
+            if due and (self.dirty or now - self.last_publish_ns >= 1_000_000_000):
+                self.publish()
+            self.expire()
+            self.maybe_recon()
+            self.heartbeat()
+
+    def close(self) -> None:
+        """Close sockets and detach from the risk table."""
+        for sock in (self.pull, self.control, self.pub, self.hb, *self.peers.values()):
+            sock.close(linger=0)
+        self.ctx.term()
+        self.risk.close()
+
+
+def run(config_json: str) -> None:
+    """Process entry point (``spawn``)."""
+    config = decode_config(config_json)
+    stop = _Stop()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    agg = Aggregator(config)
+    try:
+        agg.run(stop)
+    finally:
+        agg.close()

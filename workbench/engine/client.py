@@ -1,0 +1,365 @@
+"""What notebooks, widgets, the CLI and reports use: start, find and talk to a service.
+
+>>> import workbench                                                    # doctest: +SKIP
+>>> svc = workbench.start(book="out/book.parquet", market="out/market.json")  # doctest: +SKIP
+>>> svc.aggregate(by=("desk",))                                         # doctest: +SKIP
+
+Every method returns Polars frames or plain dicts; errors from the service raise
+:class:`ServiceError` with the service's message.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import polars as pl
+import zmq
+import zmq.asyncio
+
+from workbench.engine import messages as msg
+from workbench.engine.config import (
+    ConflationConfig,
+    Descriptor,
+    FeedConfig,
+    LimitConfig,
+    ServiceConfig,
+    default_run_root,
+    encode_config,
+)
+
+
+class ServiceError(RuntimeError):
+    """The service refused a request or could not be reached."""
+
+
+@dataclass(frozen=True)
+class SnapshotView:
+    """A decoded aggregated snapshot: tables as Polars frames."""
+
+    seq: int
+    made_ns: int
+    tables: dict[str, pl.DataFrame]
+    breaches: tuple[msg.Breach, ...]
+    stats: dict[str, float]
+
+
+def _view(snap: msg.Snapshot) -> SnapshotView:
+    tables = {k: msg.bytes_to_frame(v) for k, v in snap.tables.items()}
+    return SnapshotView(snap.seq, snap.made_ns, tables, snap.breaches, dict(snap.stats))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Client:
+    """A connection to one running service (found through its descriptor)."""
+
+    def __init__(
+        self,
+        descriptor: Descriptor,
+        *,
+        timeout_s: float = 60.0,
+        process: subprocess.Popen[bytes] | None = None,
+    ) -> None:
+        if descriptor.config.endpoints is None:
+            raise ServiceError(f"service {descriptor.name}: descriptor has no endpoints")
+        self.descriptor = descriptor
+        self.name = descriptor.name
+        self.endpoints = descriptor.config.endpoints
+        self.timeout_s = timeout_s
+        self._process = process
+        self._ctx = zmq.Context()
+        self._sock: zmq.Socket[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"<workbench service {self.name!r} pid {self.descriptor.pid}>"
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def _socket(self) -> zmq.Socket[bytes]:
+        if self._sock is None:
+            sock = self._ctx.socket(zmq.REQ)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self.endpoints.control)
+            self._sock = sock
+        return self._sock
+
+    def request(self, req: msg.Request, *, timeout_s: float | None = None) -> msg.Reply:
+        """Send one request and wait for its reply (raises :class:`ServiceError`)."""
+        sock = self._socket()
+        sock.send(msg.encode(req))
+        wait = self.timeout_s if timeout_s is None else timeout_s
+        if not sock.poll(int(wait * 1000)):
+            sock.close(linger=0)
+            self._sock = None  # a REQ socket cannot send again before it receives
+            raise ServiceError(
+                f"service {self.name}: no reply to {type(req).__name__} within {wait:.0f} s"
+            )
+        reply = msg.reply_decoder.decode(sock.recv())
+        if not reply.ok:
+            raise ServiceError(f"service {self.name}: {reply.error}")
+        return reply
+
+    # --- requests ----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Processes (pid, state, restarts, heartbeat age, counters) and service facts."""
+        return dict(self.request(msg.StatusRequest()).data)
+
+    def processes(self) -> pl.DataFrame:
+        """:meth:`status` as a table, one row per process."""
+        rows = self.status()["processes"]
+        return pl.DataFrame([{k: v for k, v in r.items() if k != "stats"} for r in rows]).sort(
+            "name"
+        )
+
+    def wait_ready(self, timeout_s: float = 180.0) -> None:
+        """Block until every process has finished its set-up and priced its positions."""
+        deadline = time.monotonic() + timeout_s
+        last = ""
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise ServiceError(
+                    f"service {self.name} exited with {self._process.returncode}; "
+                    f"see {Path(self.descriptor.config.run_dir) / 'service.log'}"
+                )
+            try:
+                st = self.status()
+            except ServiceError as exc:
+                last = str(exc)
+            else:
+                if st["ready"]:
+                    return
+                last = ", ".join(p["name"] for p in st["processes"] if p["state"] != "ready")
+                last = f"waiting for {last}"
+            time.sleep(0.2)
+        raise ServiceError(f"service {self.name} not ready after {timeout_s:.0f} s ({last})")
+
+    def positions(self, asset_class: str | None = None) -> pl.DataFrame:
+        """Per-position risk (USD measures, ``stale``, ``age_s``)."""
+        reply = self.request(msg.PositionsRequest(asset_class=asset_class))
+        return msg.bytes_to_frame(reply.tables["positions"])
+
+    def aggregate(self, by: Sequence[str] = ("desk",)) -> pl.DataFrame:
+        """Roll-ups of the live risk grouped by ``by``."""
+        reply = self.request(msg.AggregateRequest(by=tuple(by)))
+        return msg.bytes_to_frame(reply.tables["aggregate"])
+
+    def limits(self) -> pl.DataFrame:
+        """Limit usage (value, limit, utilisation, breached) per configured limit."""
+        return msg.bytes_to_frame(self.request(msg.LimitsRequest()).tables["limits"])
+
+    def whatif(self, shocks: Sequence[msg.AnyShock], by: Sequence[str] = ("desk",)) -> pl.DataFrame:
+        """PnL (USD) of a shocked copy of the live market, grouped by ``by``."""
+        reply = self.request(msg.WhatIfRequest(shocks=tuple(shocks), by=tuple(by)))
+        return msg.bytes_to_frame(reply.tables["pnl"])
+
+    def profile(self, worker: str, seconds: float = 2.0) -> dict[str, Any]:
+        """Profile ``worker`` (e.g. ``"fx-0"``) for ``seconds`` of live work.
+
+        Returns its stage timings, cache counters and a ``functions`` table (per-function
+        calls and times, the heaviest first).
+        """
+        reply = self.request(
+            msg.ProfileRequest(worker=worker, seconds=seconds), timeout_s=seconds + self.timeout_s
+        )
+        data = dict(reply.data)
+        data["functions"] = pl.DataFrame(data.get("functions", []))
+        return data
+
+    def set_option(
+        self, worker: str, option: str, value: bool | int | float | str
+    ) -> dict[str, Any]:
+        """Set a worker option, e.g. ``set_option("fx-0", "spline_cache", False)``."""
+        req = msg.SetOptionRequest(worker=worker, option=option, value=value)
+        return dict(self.request(req).data)
+
+    def restart(self, worker: str) -> None:
+        """Restart one worker (its positions are stale until it has repriced them)."""
+        self.request(msg.RestartRequest(worker=worker))
+
+    def stop(self, *, timeout_s: float = 30.0) -> None:
+        """Stop the service and wait until its supervisor has exited."""
+        pid = self.descriptor.pid
+        try:
+            self.request(msg.StopRequest(), timeout_s=10.0)
+        except ServiceError:
+            if _pid_alive(pid):
+                os.kill(pid, 15)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process is not None:
+                if self._process.poll() is not None:
+                    break
+            elif not _pid_alive(pid):
+                break
+            time.sleep(0.05)
+        else:
+            raise ServiceError(f"service {self.name} (pid {pid}) did not stop in {timeout_s} s")
+        self.close()
+
+    def latest(self, timeout_s: float = 5.0) -> SnapshotView:
+        """The next aggregated snapshot published (blocking)."""
+        sock = self._ctx.socket(zmq.SUB)
+        try:
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(self.endpoints.snapshots)
+            if not sock.poll(int(timeout_s * 1000)):
+                raise ServiceError(f"service {self.name}: no snapshot within {timeout_s} s")
+            return _view(msg.snapshot_decoder.decode(sock.recv()))
+        finally:
+            sock.close(linger=0)
+
+    async def snapshots(self) -> AsyncIterator[SnapshotView]:
+        """Aggregated snapshots as they are published (latest wins: a slow reader skips)."""
+        actx = zmq.asyncio.Context.instance()
+        sock = actx.socket(zmq.SUB)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.setsockopt(zmq.RCVHWM, 2)
+        sock.setsockopt(zmq.CONFLATE, 1)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoints.snapshots)
+        try:
+            while True:
+                raw = await sock.recv()
+                yield _view(msg.snapshot_decoder.decode(raw))
+        finally:
+            sock.close(linger=0)
+
+    def close(self) -> None:
+        """Release the sockets (the service keeps running)."""
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+        self._ctx.term()
+
+
+def _descriptors(root: Path) -> list[Descriptor]:
+    out: list[Descriptor] = []
+    if not root.is_dir():
+        return out
+    for path in sorted(root.glob("*/service.json")):
+        try:
+            d = msgspec.json.decode(path.read_bytes(), type=Descriptor)
+        except (msgspec.DecodeError, OSError):
+            continue
+        if _pid_alive(d.pid):
+            out.append(d)
+    return out
+
+
+def running(run_root: str | Path | None = None) -> list[Descriptor]:
+    """Descriptors of the services running on this machine (under ``run_root``)."""
+    return _descriptors(Path(run_root) if run_root else default_run_root())
+
+
+def connect(name: str | None = None, *, run_root: str | Path | None = None) -> Client:
+    """Attach to a running service (the only one, or the one called ``name``)."""
+    found = running(run_root)
+    if name is not None:
+        found = [d for d in found if d.name == name]
+    if not found:
+        where = run_root or default_run_root()
+        raise ServiceError(f"no running workbench service{f' {name!r}' if name else ''} in {where}")
+    if len(found) > 1:
+        names = ", ".join(d.name for d in found)
+        raise ServiceError(f"several services are running ({names}): pass name=")
+    return Client(found[0])
+
+
+def start(
+    book: str | Path,
+    market: str | Path,
+    *,
+    name: str | None = None,
+    feed: str | FeedConfig = "synthetic",
+    rate: float = 5_000.0,
+    workers: dict[str, int] | None = None,
+    limits: Sequence[LimitConfig] = (),
+    conflation: ConflationConfig | None = None,
+    n_paths: int = 50_000,
+    run_root: str | Path | None = None,
+    wait: bool = True,
+    timeout_s: float = 300.0,
+    **options: Any,
+) -> Client:
+    """Launch a service in the background and return a client.
+
+    ``feed``: ``"synthetic"`` (``rate`` ticks/s), ``"none"``, a replay file path (``.parquet``),
+    an external publisher address (``tcp://…``), or a :class:`FeedConfig`. The service outlives
+    the calling process (a notebook can close); stop it with :meth:`Client.stop`.
+    Other keyword options are fields of :class:`ServiceConfig` (e.g. ``rolling_restart_s``).
+    """
+    if isinstance(feed, FeedConfig):
+        feed_config = feed
+    elif feed in ("synthetic", "none"):
+        feed_config = FeedConfig(mode=feed, rate=rate)
+    elif feed.startswith(("tcp://", "ipc://")):
+        feed_config = FeedConfig(mode="external", address=feed)
+    else:
+        feed_config = FeedConfig(mode="replay", path=str(Path(feed).resolve()))
+    name = name or f"wb{os.getpid()}"
+    root = Path(run_root) if run_root else default_run_root()
+    run_dir = root / name
+    if any(d.name == name for d in running(root)):
+        raise ServiceError(f"a service called {name!r} is already running")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = ServiceConfig(
+        name=name,
+        run_dir=str(run_dir),
+        book=str(Path(book).resolve()),
+        market=str(Path(market).resolve()),
+        feed=feed_config,
+        conflation=conflation or ConflationConfig(),
+        workers=workers or {"rates": 1, "fx": 1, "credit": 1, "equity": 1},
+        limits=tuple(limits),
+        n_paths=n_paths,
+        **options,
+    )
+    cfg_path = run_dir / "config.json"
+    cfg_path.write_text(encode_config(config))
+    (run_dir / "service.json").unlink(missing_ok=True)
+    log = (run_dir / "service.log").open("ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench.engine.supervisor", str(cfg_path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # closing the notebook does not stop the service
+    )
+    log.close()
+    descriptor_path = run_dir / "service.json"
+    deadline = time.monotonic() + timeout_s
+    while not descriptor_path.exists():
+        if proc.poll() is not None:
+            tail = (run_dir / "service.log").read_text(errors="replace")[-2000:]
+            raise ServiceError(f"service {name} failed to start:\n{tail}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise ServiceError(f"service {name} wrote no descriptor in {timeout_s:.0f} s")
+        time.sleep(0.05)
+    descriptor = msgspec.json.decode(descriptor_path.read_bytes(), type=Descriptor)
+    client = Client(descriptor, process=proc)
+    if wait:
+        try:
+            client.wait_ready(max(deadline - time.monotonic(), 1.0))
+        except ServiceError:
+            client.stop(timeout_s=10.0)
+            raise
+    return client

@@ -1,0 +1,80 @@
+"""Prometheus metrics of the whole service, served by the supervisor on a loopback port.
+
+Every child reports its counters in its heartbeats (``Heartbeat.stats``); they are exported as
+``workbench_process_stat{process, stat}`` (ticks, rejects by reason, conflation ratio, latency
+percentiles in microseconds, reprice times in milliseconds, cache hits …). The supervisor adds
+restarts and staleness read from the risk table.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from workbench.engine.shm import RiskTable
+
+
+class Metrics:
+    """The registry and its HTTP exporter (``host:port``; port 0 disables the exporter)."""
+
+    def __init__(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self.registry = CollectorRegistry()
+        self.stat = Gauge(
+            "workbench_process_stat",
+            "Counters and gauges reported by each process in its heartbeats",
+            ["process", "stat"],
+            registry=self.registry,
+        )
+        self.restarts = Counter(
+            "workbench_restarts",
+            "Unplanned restarts of a process",
+            ["process"],
+            registry=self.registry,
+        )
+        self.stale = Gauge(
+            "workbench_stale_positions",
+            "Positions whose worker is down (last values kept)",
+            registry=self.registry,
+        )
+        self.worst_age = Gauge(
+            "workbench_worst_age_seconds",
+            "Age of the oldest position's Greeks",
+            registry=self.registry,
+        )
+        self._server: Any = None
+        self._last_gauge = 0.0
+        if int(port):
+            self._server = start_http_server(int(port), addr=host, registry=self.registry)
+
+    def heartbeat(self, process: str, stats: dict[str, float]) -> None:
+        """Export the counters of one heartbeat."""
+        for key, value in stats.items():
+            self.stat.labels(process, key).set(value)
+
+    def restart(self, process: str) -> None:
+        """Count an unplanned restart."""
+        self.restarts.labels(process).inc()
+
+    def gauge_staleness(self, risk: RiskTable) -> None:
+        """Refresh the staleness gauges (at most once a second)."""
+        now = time.monotonic()
+        if now - self._last_gauge < 1.0:
+            return
+        self._last_gauge = now
+        stale = risk.columns["stale"]
+        updated = risk.columns["updated_ns"]
+        self.stale.set(float(np.count_nonzero(stale)))
+        written = updated[updated > 0]
+        if written.size:
+            self.worst_age.set((time.monotonic_ns() - int(written.min())) / 1e9)
+
+    def close(self) -> None:
+        """Stop the HTTP exporter."""
+        if self._server is not None:
+            server = self._server[0] if isinstance(self._server, tuple) else self._server
+            server.shutdown()
+            server.server_close()
