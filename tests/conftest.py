@@ -24,6 +24,7 @@ for _var, _sub in (
 ):
     (_RUN_DIR / _sub).mkdir(parents=True, exist_ok=True)
     os.environ[_var] = str(_RUN_DIR / _sub)
+os.environ["WORKBENCH_RUN_DIR"] = str(_RUN_DIR / "services")
 
 _SHM = Path("/dev/shm")
 
@@ -33,17 +34,41 @@ def _shm_names() -> set[str]:
 
 
 def _children() -> set[int]:
-    """Pids of this process's live children (from /proc, no extra dependency)."""
-    me = str(os.getpid())
-    kids: set[int] = set()
+    """Pids of this process's live descendants (from /proc, no extra dependency)."""
+    parent_of: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if fields[1] == me and fields[0] != "Z":
-            kids.add(int(stat.parent.name))
-    return kids
+        if fields[0] != "Z":
+            parent_of[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, ppid in parent_of.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
+def _is_resource_tracker(pid: int) -> bool:
+    """multiprocessing's resource tracker lives for the whole session by design."""
+    try:
+        return b"resource_tracker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _ours(segment: str, kids: set[int]) -> bool:
+    """A workbench segment made by this run: owner pid (in its name) is us, a descendant, or
+    dead. Segments of other live processes (another run on the machine) are not ours."""
+    if segment.startswith("workbench"):
+        return True
+    parts = segment.split("_")
+    if len(parts) < 2 or parts[0] != "wb" or not parts[1].isdigit():
+        return False
+    pid = int(parts[1])
+    return pid == os.getpid() or pid in kids or not Path(f"/proc/{pid}").exists()
 
 
 @pytest.fixture(autouse=True)
@@ -52,8 +77,11 @@ def _no_leaks() -> Iterator[None]:
     shm_before = _shm_names()
     kids_before = _children()
     yield
-    leaked_shm = {n for n in _shm_names() - shm_before if n.startswith(("wb", "workbench"))}
-    leaked_kids = _children() - kids_before
+    kids_after = _children()
+    helpers = {pid for pid in kids_after if _is_resource_tracker(pid)}
+    kids_after -= helpers
+    leaked_shm = {n for n in _shm_names() - shm_before if _ours(n, kids_after)}
+    leaked_kids = kids_after - kids_before
     assert not leaked_shm, f"shared-memory segments left behind: {sorted(leaked_shm)}"
     assert not leaked_kids, f"child processes left behind: {sorted(leaked_kids)}"
 

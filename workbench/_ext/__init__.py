@@ -18,7 +18,7 @@ def _select() -> tuple[ModuleType, str]:
     if wanted == "numpy":
         return numpy_twin, "numpy"
     try:
-        from workbench._ext import curve_kernels  # type: ignore[attr-defined]
+        from workbench._ext import curve_kernels
     except ImportError:
         if wanted == "cython":
             raise ImportError(

@@ -120,7 +120,9 @@ def _g_integral(g0: FloatArray, g1: FloatArray, x: FloatArray) -> FloatArray:
     out = np.where(r2, v2, out)
     out = np.where(r3, v3, out)
     out = np.where(r4, v4, out)
-    return out
+    # at the interval ends the integral is 0 by construction (g integrates to 0 over [0, 1]);
+    # pin it, so a node's derivative does not follow a region piece that degenerates there
+    return np.where((x == 0.0) | (x == 1.0), 0.0, out)
 
 
 def interp_log_df(
@@ -213,6 +215,11 @@ def bootstrap(
     Returns the iterations used; raises ValueError if the residuals stay above ``tol``.
     """
     n = node_t.size
+    if max_iter < 0:
+        raise ValueError(f"max_iter must be ≥ 0, not {max_iter}")
+    empty = np.flatnonzero(np.diff(term_ptr) <= 0)
+    if empty.size:
+        raise ValueError(f"instrument {int(empty[0])} has no terms")
     term_inst = np.repeat(np.arange(n - 1), np.diff(term_ptr))
     args = (query_t, c0, term_ptr, term_w, term_a, term_b, term_inst)
     y = logdf.copy()
