@@ -2,8 +2,9 @@
 
 Events: a child died, a child missed its heartbeats, a child became ready, time passed.
 Actions: restart a child now, kill a hung one (silent for ``heartbeat_timeout_s`` once
-ready, or for ``startup_timeout_s`` while it sets up), roll one worker. Backoff doubles with each failure in a row (from ``backoff_s`` up to ``max_backoff_s``) and resets once
-a child has stayed ready for ``stable_s``. A rolling restart never takes a second worker of an
+ready, or for ``startup_timeout_s`` while it sets up), roll one worker. Backoff doubles with
+each failure in a row (from ``backoff_s`` up to ``max_backoff_s``) and resets once a child has
+stayed ready for ``stable_s``. A rolling restart never takes a second worker of an
 asset class down while one of that class is restarting.
 """
 
