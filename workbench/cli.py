@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
+from workbench.engine.client import ServiceError
 from workbench.market.model import MarketError
 
 
@@ -76,6 +77,120 @@ def _cmd_price(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workers(text: str) -> dict[str, int]:
+    """``rates=1,fx=2`` → worker counts per asset class."""
+    out: dict[str, int] = {}
+    for part in text.split(","):
+        cls, _, count = part.partition("=")
+        if cls not in ("rates", "fx", "credit", "equity") or not count.isdigit():
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: expected CLASS=COUNT with CLASS in rates, fx, credit, equity"
+            )
+        out[cls] = int(count)
+    return out
+
+
+def _service_options(args: argparse.Namespace) -> dict[str, object]:
+    import msgspec
+
+    from workbench.engine.config import LimitConfig
+
+    limits: tuple[LimitConfig, ...] = ()
+    if args.limits is not None:
+        try:
+            limits = msgspec.json.decode(args.limits.read_bytes(), type=tuple[LimitConfig, ...])
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"{args.limits}: {exc}") from None
+    workers = {"rates": 1, "fx": 1, "credit": 1, "equity": 1}
+    workers.update(args.workers or {})
+    return {
+        "name": args.name,
+        "feed": args.feed,
+        "rate": args.rate,
+        "workers": workers,
+        "limits": limits,
+        "n_paths": args.paths,
+    }
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import time
+
+    import workbench
+
+    svc = workbench.start(args.book, args.market, **_service_options(args))  # type: ignore[arg-type]
+    where = svc.descriptor.config.run_dir
+    print(f"service {svc.name} ready (pid {svc.descriptor.pid}); run dir {where}")
+    if args.detach:
+        svc.close()
+        return 0
+    stop = {"now": False}
+
+    def _stop(signum: int, frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    print("serving; Ctrl-C stops the service")
+    while not stop["now"] and svc._process is not None and svc._process.poll() is None:
+        time.sleep(0.2)
+    if svc._process is not None and svc._process.poll() is None:
+        svc.stop()
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    import workbench
+
+    svc = workbench.connect(args.name)
+    try:
+        st = svc.status()
+    finally:
+        svc.close()
+    if args.json:
+        print(json.dumps(st, indent=2, default=str))
+        return 0
+    print(
+        f"service {st['name']}  pid {st['pid']}  up {st['uptime_s']:.0f} s  "
+        f"{st['positions']:,} positions  ready: {st['ready']}  metrics: {st['metrics']}"
+    )
+    print(f"{'process':<12}{'pid':>8}  {'state':<9}{'restarts':>9}{'beat age s':>12}")
+    for p in sorted(st["processes"], key=lambda p: p["name"]):
+        print(
+            f"{p['name']:<12}{p['pid']:>8}  {p['state']:<9}{p['restarts']:>9}"
+            f"{p['heartbeat_age_s']:>12.2f}"
+        )
+    agg = st.get("aggregator", {})
+    if agg:
+        print(
+            f"stale positions {agg.get('stale', 0):.0f}, "
+            f"worst age {agg.get('max_age_s', 0):.2f} s, "
+            f"flush→publish p99 {agg.get('flush_to_publish_p99_ms', 0):.1f} ms"
+        )
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    import workbench
+
+    svc = workbench.connect(args.name)
+    svc.stop()
+    print(f"service {svc.name} stopped")
+    return 0
+
+
+def _cmd_reap(args: argparse.Namespace) -> int:
+    from workbench.engine.shm import reap
+
+    gone = reap(dry_run=args.dry_run)
+    verb = "would unlink" if args.dry_run else "unlinked"
+    print(f"{verb} {len(gone)} orphaned segment(s)" + "".join(f"\n  {g}" for g in gone))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``workbench`` command."""
     parser = argparse.ArgumentParser(prog="workbench", description=__doc__.splitlines()[0])
@@ -115,6 +230,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--tranche-method", choices=("mc", "recursion"), default="mc", dest="tranche_method"
     )
     price.set_defaults(func=_cmd_price)
+
+    serve = sub.add_parser("serve", help="run the live risk service on a book")
+    serve.add_argument("--book", type=Path, required=True, help="book .parquet or .csv")
+    serve.add_argument("--market", type=Path, required=True, help="market snapshot JSON")
+    serve.add_argument("--name", default=None, help="service name (default wb<pid>)")
+    serve.add_argument(
+        "--feed",
+        default="synthetic",
+        help="synthetic | none | a replay .parquet | an external tcp:// publisher",
+    )
+    serve.add_argument("--rate", type=float, default=5_000.0, help="synthetic ticks per second")
+    serve.add_argument("--workers", type=_workers, default=None, help="e.g. rates=1,fx=2")
+    serve.add_argument("--limits", type=Path, default=None, help="limits JSON (docs/service.md)")
+    serve.add_argument("--paths", type=_positive_int, default=50_000, help="tranche MC paths")
+    serve.add_argument("--detach", action="store_true", help="return once the service is ready")
+    serve.set_defaults(func=_cmd_serve)
+
+    status = sub.add_parser("status", help="processes and health of a running service")
+    status.add_argument("--name", default=None)
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_cmd_status)
+
+    stop = sub.add_parser("stop", help="stop a running service")
+    stop.add_argument("--name", default=None)
+    stop.set_defaults(func=_cmd_stop)
+
+    reap = sub.add_parser("reap", help="unlink shared memory left by dead services")
+    reap.add_argument("--dry-run", action="store_true", dest="dry_run")
+    reap.set_defaults(func=_cmd_reap)
     return parser
 
 
@@ -123,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except (MarketError, ValueError, FileNotFoundError, OSError) as exc:
+    except (MarketError, ValueError, FileNotFoundError, OSError, ServiceError) as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)
         return 2
     return code
