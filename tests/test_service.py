@@ -1,0 +1,213 @@
+"""The whole service with real processes, real ZeroMQ sockets on loopback and real shared memory.
+
+A small book (1,000 positions) keeps each start to seconds; every test leaves no process and no
+``/dev/shm`` segment behind (checked by the autouse fixture in conftest.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+import pytest
+import zmq
+from service_helpers import PATHS, POSITIONS, make_files, start, wait
+
+import workbench
+from workbench.engine import messages as msg
+from workbench.engine.client import Client, ServiceError
+from workbench.engine.config import LimitConfig
+from workbench.engine.messages import ParallelShock, SpotShock
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_files(tmp_path_factory.mktemp("service"))
+
+
+@pytest.fixture(scope="module")
+def service(files: tuple[Path, Path]) -> Iterator[Client]:
+    """One live service shared by the tests that do not restart processes."""
+    svc = start(
+        files,
+        "e2e",
+        rate=2_000.0,
+        limits=(LimitConfig(measure="dv01", limit=1.0),),  # tiny: always breached
+    )
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+def test_ticks_flow_to_aggregates_and_requests_answer(service: Client) -> None:
+    status = service.status()
+    assert status["ready"]
+    assert status["positions"] == POSITIONS
+    names = {p["name"] for p in status["processes"]}
+    assert {"feed", "ingest", "aggregator", "rates-0", "fx-0", "credit-0", "equity-0"} <= names
+
+    by_class = service.aggregate(("asset_class",))
+    assert set(by_class["asset_class"].cast(pl.String)) == {"rates", "fx", "credit", "equity"}
+    assert by_class["positions"].sum() == POSITIONS
+    assert by_class["stale"].sum() == 0
+
+    # the synthetic feed ticks: the published PV moves and repricing counters grow
+    first = service.latest(timeout_s=10)
+    pv0 = first.tables["firm"]["pv"][0]
+    wait(lambda: service.latest(timeout_s=10).tables["firm"]["pv"][0] != pv0, 20, "a new firm PV")
+    later = service.latest(timeout_s=10)
+    assert later.seq > first.seq
+    assert later.stats["positions"] == POSITIONS
+    assert any(b.measure == "dv01" for b in later.breaches)  # the configured tiny limit
+    ingest = next(p for p in service.status()["processes"] if p["name"] == "ingest")
+    assert ingest["stats"]["accepted"] > 0
+
+    positions = service.positions()
+    assert positions.height == POSITIONS
+    assert positions["pv"].is_finite().all()
+
+
+def test_whatif_matches_dv01_and_leaves_live_state_alone(service: Client) -> None:
+    before = service.positions("rates")
+    pnl = service.whatif([ParallelShock(bp=1.0)], by=("asset_class",))
+    rates = pnl.filter(pl.col("asset_class").cast(pl.String) == "rates")
+    dv01 = before["dv01"].sum()
+    # first order: +1bp on every curve ≈ DV01 (the market keeps ticking in between)
+    assert rates["pnl"][0] == pytest.approx(dv01, rel=0.05)
+    fx = service.whatif([SpotShock(pct=1.0, pattern="EURUSD")], by=("underlying",))
+    assert "EURUSD" in set(fx["underlying"].cast(pl.String))
+    after = service.positions("rates")
+    assert after.height == before.height  # live state untouched: same rows, still priced
+    assert after["pv"].is_finite().all()
+    with pytest.raises(ServiceError, match="unknown currency"):
+        service.whatif([ParallelShock(bp=1.0, currency="XXX")])
+    with pytest.raises(ServiceError, match="cannot group by"):
+        service.whatif([ParallelShock(bp=1.0)], by=("colour",))
+
+
+def test_profile_and_options_of_a_worker(service: Client) -> None:
+    report = service.profile("fx-0", seconds=1.0)
+    assert report["profiled_s"] >= 1.0
+    assert report["functions"].height > 0
+    assert {"function", "calls", "tottime_s"} <= set(report["functions"].columns)
+    assert "hits" in report["spline_cache"]
+    off = service.set_option("fx-0", "spline_cache", False)
+    assert off["spline_cache_enabled"] is False
+    on = service.set_option("fx-0", "spline_cache", True)
+    assert on["spline_cache_enabled"] is True
+    with pytest.raises(ServiceError, match="unknown worker"):
+        service.profile("nobody-0", seconds=0.1)
+    with pytest.raises(ServiceError, match="unknown option"):
+        service.set_option("fx-0", "colour", "blue")
+
+
+def test_bad_control_messages_get_errors_not_crashes(service: Client) -> None:
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.REQ)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(service.endpoints.control)
+    try:
+        for junk in (b"", b"\x00\x01garbage", b'{"op": "status"}', msgpack_of({"op": "launch"})):
+            sock.send(junk)
+            assert sock.poll(5000), f"no reply to {junk!r}"
+            reply = msg.reply_decoder.decode(sock.recv())
+            assert not reply.ok
+            assert "bad request" in (reply.error or "")
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+    assert service.status()["ready"]
+
+
+def msgpack_of(obj: object) -> bytes:
+    import msgspec
+
+    return msgspec.msgpack.encode(obj)
+
+
+def test_a_blocked_snapshot_reader_does_not_stall_the_service(service: Client) -> None:
+    ctx = zmq.Context()
+    lazy = ctx.socket(zmq.SUB)
+    lazy.setsockopt(zmq.SUBSCRIBE, b"")
+    lazy.setsockopt(zmq.RCVHWM, 1)
+    lazy.setsockopt(zmq.LINGER, 0)
+    lazy.connect(service.endpoints.snapshots)
+    try:
+        time.sleep(2.0)  # it never reads
+        a = service.latest(timeout_s=5).seq
+        time.sleep(1.0)
+        b = service.latest(timeout_s=5).seq
+        assert b > a
+    finally:
+        lazy.close(linger=0)
+        ctx.term()
+
+
+def test_kill_9_the_whole_service_leaves_orphans_that_are_reaped(
+    files: tuple[Path, Path],
+) -> None:
+    svc = start(files, "doomed", feed="none")
+    pids = [p["pid"] for p in svc.status()["processes"]] + [svc.descriptor.pid]
+    segments = list(svc.descriptor.config.segments.values())
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    assert svc._process is not None
+    svc._process.wait(10)
+    svc.close()
+    for pid in pids:  # spawn children are reparented; wait for them to be gone
+        wait(lambda pid=pid: not Path(f"/proc/{pid}").exists() or _zombie(pid), 10, f"{pid}")
+    assert all(Path("/dev/shm", s).exists() for s in segments)
+    out = subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "reap"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert all(s in out.stdout for s in segments), out.stdout
+    assert not any(Path("/dev/shm", s).exists() for s in segments)
+    with pytest.raises(ServiceError, match="no running workbench service"):
+        workbench.connect("doomed")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def test_cli_serve_status_stop(files: tuple[Path, Path]) -> None:
+    book, market = files
+    env = dict(os.environ)
+    cmd = [sys.executable, "-m", "workbench.cli"]
+    out = subprocess.run(
+        [*cmd, "serve", "--book", str(book), "--market", str(market), "--name", "cli",
+         "--feed", "none", "--paths", str(PATHS), "--detach"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    try:
+        st = subprocess.run(
+            [*cmd, "status", "--name", "cli"], capture_output=True, text=True, timeout=60
+        )
+        assert st.returncode == 0, st.stderr
+        assert "rates-0" in st.stdout
+        assert "ready" in st.stdout
+    finally:
+        stop = subprocess.run(
+            [*cmd, "stop", "--name", "cli"], capture_output=True, text=True, timeout=60
+        )
+    assert stop.returncode == 0, stop.stderr
+    # the supervisor was started detached (not our child): wait for its segments to go
+    wait(lambda: not any(p.name.endswith("_cli_risk") for p in Path("/dev/shm").iterdir()), 20,
+          "segments unlinked")  # fmt: skip
+    missing = subprocess.run([*cmd, "status", "--name", "cli"], capture_output=True, text=True)
+    assert missing.returncode == 2
+    assert "no running workbench service" in missing.stderr
