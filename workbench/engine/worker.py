@@ -61,6 +61,7 @@ class _Stats:
     total_reprice_ns: int = 0
     stage_ns: dict[str, int] = field(default_factory=dict)
     dropped_notices: int = 0
+    full_reprice_ns: int = 0
 
 
 class _Stop:
@@ -163,8 +164,10 @@ class WorkerProcess:
 
     def initial(self) -> None:
         """Price everything once and declare readiness."""
+        t0 = time.monotonic_ns()
         update = self.repricer.full(self.repricer.market)
         self._write(update, time.monotonic_ns(), self.quotes.generation)
+        self.stats.full_reprice_ns = time.monotonic_ns() - t0
         self.ready = True
         self._heartbeat(force=True)
 
@@ -277,6 +280,7 @@ class WorkerProcess:
                 "reprices": float(s.reprices),
                 "repriced_positions": float(s.repriced_positions),
                 "last_reprice_ms": s.last_reprice_ns / 1e6,
+                "full_reprice_ms": s.full_reprice_ns / 1e6,
                 "cache_hits": float(self.repricer.cache.hits),
                 "cache_misses": float(self.repricer.cache.misses),
                 "dropped_notices": float(s.dropped_notices),
