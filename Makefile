@@ -36,8 +36,10 @@ data: $(OUT)/market.json $(OUT)/book.parquet
 price: data
 	$(BIN)/workbench price --book $(OUT)/book.parquet --market $(OUT)/market.json --out $(OUT)/risk.parquet
 
-# Main job. Until the service exists this is the batch re-risk of the reference book.
+# Main job: the live service on the reference book with the synthetic feed (Ctrl-C stops it).
+# The batch re-risk (`make price`) runs first so the risk files exist for reports.
 lab: price
+	$(BIN)/workbench serve --book $(OUT)/book.parquet --market $(OUT)/market.json --name desk
 
 lint: setup
 	$(BIN)/ruff check workbench tests benchmarks
