@@ -1,0 +1,356 @@
+"""The engine's pieces without processes: wire messages, shared memory, restart policy,
+partition, what-if shocks, and the repricing state against the batch pricer."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import polars as pl
+import pytest
+
+from workbench.book.io import load_book, save_book
+from workbench.book.reference import generate_reference_book
+from workbench.book.schema import Book
+from workbench.engine import messages as msg
+from workbench.engine.config import ServiceConfig, decode_config, encode_config
+from workbench.engine.partition import pricing_groups, worker_rows
+from workbench.engine.repricing import Repricer
+from workbench.engine.restarts import Kill, Restart, RestartPolicy, Roll
+from workbench.engine.shm import QuoteTable, RiskTable, reap, segment_name
+from workbench.engine.whatif import apply_shocks
+from workbench.market.model import MarketError, MarketSnapshot
+from workbench.market.reference import generate_reference_market
+from workbench.pricing.portfolio import PortfolioPricer
+
+
+@pytest.fixture(scope="module")
+def market() -> MarketSnapshot:
+    return generate_reference_market()
+
+
+@pytest.fixture(scope="module")
+def book(market: MarketSnapshot, tmp_path_factory: pytest.TempPathFactory) -> Book:
+    path = tmp_path_factory.mktemp("parts") / "book.parquet"
+    save_book(generate_reference_book(market, positions=600, seed=11), path)
+    return load_book(path, market=market)
+
+
+# --- wire messages ----------------------------------------------------------------------
+
+_SHOCKS: list[msg.AnyShock] = [
+    msg.ParallelShock(bp=10.0, currency="USD"),
+    msg.TwistShock(short_bp=-5.0, long_bp=5.0),
+    msg.QuoteShock(quote_id="USD.SOFR.OIS.5Y", bp=1.0),
+    msg.SpotShock(pct=-10.0, pattern="EUR*"),
+    msg.VolShock(points=2.0),
+    msg.SpreadShock(bp=25.0, pattern="CDX.*"),
+]
+
+_MESSAGES: list[tuple[Any, Any]] = [
+    (msg.Tick("FX.EURUSD", 1.08, 7, 123), msg.tick_decoder),
+    (msg.QuotesDirty(gen=2, flushed_ns=5, quotes=(1, 2)), msg.notice_decoder),
+    (
+        msg.RiskUpdated(
+            worker="fx-0",
+            asset_class="fx",
+            quote_gen=2,
+            flushed_ns=1,
+            done_ns=2,
+            reprice_ns=3,
+            repriced=4,
+        ),
+        msg.notice_decoder,
+    ),
+    (
+        msg.Heartbeat(role="ingest", pid=1, sent_ns=2, ready=True, stats={"a": 1.0}),
+        msg.notice_decoder,
+    ),
+    (msg.StatusRequest(), msg.request_decoder),
+    (msg.PositionsRequest(asset_class="fx"), msg.request_decoder),
+    (msg.AggregateRequest(by=("desk", "currency")), msg.request_decoder),
+    (msg.WhatIfRequest(shocks=tuple(_SHOCKS), by=("desk",)), msg.request_decoder),
+    (msg.ProfileRequest(worker="fx-0", seconds=1.5), msg.request_decoder),
+    (msg.SetOptionRequest(worker="fx-0", option="spline_cache", value=False), msg.request_decoder),
+    (msg.RestartRequest(worker="rates-0"), msg.request_decoder),
+    (msg.LimitsRequest(), msg.request_decoder),
+    (msg.StopRequest(), msg.request_decoder),
+    (msg.Reply(ok=False, error="x", data={"k": [1, 2]}, tables={"t": b"\x00"}), msg.reply_decoder),
+    (
+        msg.Snapshot(
+            seq=1,
+            made_ns=2,
+            tables={"a": b"1"},
+            breaches=(msg.Breach(scope="firm", measure="dv01", value=2.0, limit=1.0, since_ns=3),),
+            stats={"x": 1.0},
+        ),
+        msg.snapshot_decoder,
+    ),
+    (msg.WorkerWhatIf(shocks=tuple(_SHOCKS)), msg.worker_request_decoder),
+    (msg.WorkerProfile(seconds=2.0), msg.worker_request_decoder),
+    (msg.WorkerSetOption(option="spline_cache", value=True), msg.worker_request_decoder),
+    (msg.WorkerStats(), msg.worker_request_decoder),
+]
+
+
+@pytest.mark.parametrize(("message", "decoder"), _MESSAGES, ids=lambda m: type(m).__name__)
+def test_every_wire_message_round_trips(message: Any, decoder: Any) -> None:
+    wire = msg.encode(message)
+    assert b"pickle" not in wire
+    assert decoder.decode(wire) == message
+
+
+def test_config_round_trips_as_json(tmp_path: Path) -> None:
+    config = ServiceConfig(name="x", run_dir=str(tmp_path), book="b", market="m")
+    assert decode_config(encode_config(config)) == config
+
+
+def test_foreign_payloads_are_decode_errors_not_objects() -> None:
+    import pickle
+
+    evil = pickle.dumps(object())
+    for decoder in (msg.request_decoder, msg.notice_decoder, msg.tick_decoder):
+        with pytest.raises(msgspec.DecodeError):
+            decoder.decode(evil)
+    with pytest.raises(msgspec.ValidationError):
+        msg.request_decoder.decode(msgspec.msgpack.encode({"op": "rm -rf"}))
+
+
+def test_tables_travel_as_arrow_ipc() -> None:
+    frame = pl.DataFrame({"desk": ["a", "b"], "pv": [1.5, -2.0]})
+    assert msg.bytes_to_frame(msg.frame_to_bytes(frame)).equals(frame)
+
+
+# --- shared memory -----------------------------------------------------------------------
+
+
+def _torn_writer(name: str, n: int, rounds: int) -> None:
+    table = RiskTable.attach(name, n)
+    rows = np.arange(n)
+    for k in range(rounds):
+        value = np.full(n, float(k))
+        table.write("fx", 0, rows, {c: value for c in ("pv", "delta")}, time.monotonic_ns())
+    table.close()
+
+
+def test_readers_never_see_a_torn_row() -> None:
+    n = 200_000  # big enough that a write takes a while
+    table = RiskTable.create("torn", n)
+    proc = mp.get_context("spawn").Process(target=_torn_writer, args=(table.name, n, 200))
+    proc.start()
+    try:
+        seen = 0
+        while proc.is_alive() or seen == 0:
+            cols = table.snapshot()
+            pv, delta = cols["pv"], cols["delta"]
+            if np.isnan(pv[0]):
+                continue
+            assert np.all(pv == pv[0])  # one write's values, never a mix of two
+            assert np.all(delta == pv)
+            seen += 1
+    finally:
+        proc.join(30)
+        table.close()
+    assert proc.exitcode == 0
+    assert seen > 0
+
+
+def test_attaching_never_unlinks_and_the_owner_does(tmp_path: Path) -> None:
+    owner = QuoteTable.create("att", np.arange(3.0))
+    other = QuoteTable.attach(owner.name, 3)
+    other.close()
+    assert Path("/dev/shm", owner.name).exists()
+    values, _, _ = owner.snapshot()
+    assert values.tolist() == [0.0, 1.0, 2.0]
+    owner.close()
+    assert not Path("/dev/shm", owner.name).exists()
+
+
+def test_reap_removes_segments_of_dead_owners_only() -> None:
+    dead = mp.get_context("spawn").Process(target=time.sleep, args=(0,))
+    dead.start()
+    dead.join()
+    assert dead.pid is not None
+    orphan = Path("/dev/shm", segment_name("orphan", "risk", owner_pid=dead.pid))
+    orphan.write_bytes(b"\x00" * 64)
+    mine = QuoteTable.create("alive", np.zeros(2))
+    try:
+        gone = reap()
+        assert orphan.name in gone
+        assert not orphan.exists()
+        assert Path("/dev/shm", mine.name).exists()
+    finally:
+        mine.close()
+        orphan.unlink(missing_ok=True)
+
+
+def test_a_writer_killed_mid_write_does_not_block_readers_forever() -> None:
+    table = RiskTable.create("midwrite", 10)
+    try:
+        table.begin(0)  # a writer that died after making its counter odd
+        table.mark_stale("rates", 0, np.arange(10))  # the supervisor's repair
+        cols = table.snapshot()
+        assert np.all(cols["stale"] == 1.0)
+    finally:
+        table.close()
+
+
+# --- restart policy ----------------------------------------------------------------------
+
+
+def test_backoff_doubles_and_resets_after_a_stable_run() -> None:
+    p = RestartPolicy(backoff_s=1.0, max_backoff_s=4.0, stable_s=10.0)
+    s = 1_000_000_000
+    p.add("fx-0", group="fx", rolls=True, now_ns=0)
+    p.heartbeat("fx-0", ready=True, now_ns=0)
+    delays = []
+    now = 0
+    for _ in range(4):
+        p.died("fx-0", now_ns=now)
+        at = p.children["fx-0"].restart_at_ns
+        assert at is not None
+        assert p.tick(at - 1) == []
+        assert p.tick(at) == [Restart("fx-0")]
+        delays.append((at - now) / s)
+        p.started("fx-0", now_ns=at)
+        p.heartbeat("fx-0", ready=True, now_ns=at)
+        now = at
+    assert delays == [1.0, 2.0, 4.0, 4.0]
+    p.heartbeat("fx-0", ready=True, now_ns=now + 11 * s)  # stable: failures forgotten
+    p.died("fx-0", now_ns=now + 12 * s)
+    assert p.children["fx-0"].restart_at_ns == now + 13 * s
+
+
+def test_silent_children_are_killed_with_a_startup_allowance() -> None:
+    p = RestartPolicy(heartbeat_timeout_s=5.0, startup_timeout_s=60.0)
+    s = 1_000_000_000
+    p.add("rates-0", group="rates", rolls=True, now_ns=0)
+    assert p.tick(30 * s) == []  # still setting up
+    assert p.tick(61 * s) == [Kill("rates-0")]
+    p.heartbeat("rates-0", ready=True, now_ns=61 * s)
+    assert p.tick(65 * s) == []
+    assert p.tick(67 * s) == [Kill("rates-0")]
+
+
+def test_rolling_restarts_take_one_worker_of_a_class_at_a_time() -> None:
+    p = RestartPolicy(rolling_s=10.0)
+    s = 1_000_000_000
+    for name in ("fx-0", "fx-1"):
+        p.add(name, group="fx", rolls=True, now_ns=0)
+        p.heartbeat(name, ready=True, now_ns=0)
+    p.add("ingest", group="ingest", rolls=False, now_ns=0)
+    for name in ("fx-0", "fx-1", "ingest"):
+        p.heartbeat(name, ready=True, now_ns=9 * s)
+    first = p.tick(10 * s)
+    assert first == [Roll("fx-0")]
+    p.died("fx-0", now_ns=10 * s, planned=True)
+    assert Restart("fx-0") in p.tick(10 * s)
+    p.started("fx-0", now_ns=10 * s)
+    for name in ("fx-1", "ingest"):
+        p.heartbeat(name, ready=True, now_ns=20 * s)
+    assert p.tick(20 * s) == []  # fx-0 not ready yet: fx-1 must wait
+    p.heartbeat("fx-0", ready=True, now_ns=21 * s)
+    p.next_roll_ns = 21 * s
+    assert p.tick(21 * s) == [Roll("fx-1")]
+
+
+# --- partition, what-if, repricing -------------------------------------------------------
+
+
+def test_partition_covers_every_position_once(book: Book, market: MarketSnapshot) -> None:
+    seen = []
+    for cls in ("rates", "fx", "credit", "equity"):
+        groups = pricing_groups(book, market, cls)
+        assert all(g.quotes.size > 0 for g in groups)
+        for n in (1, 2, 3):
+            parts = [worker_rows(book, market, cls, s, n) for s in range(n)]
+            merged = np.sort(np.concatenate(parts))
+            assert np.array_equal(merged, np.sort(np.concatenate([g.rows for g in groups])))
+        seen.append(worker_rows(book, market, cls, 0, 1))
+    assert np.array_equal(np.sort(np.concatenate(seen)), np.arange(len(book)))
+
+
+def test_shocks_move_the_quotes_they_name(market: MarketSnapshot) -> None:
+    q = market.quote_index
+    up = apply_shocks(market, [msg.ParallelShock(bp=10, currency="USD")])
+    assert up.quote("USD.SOFR.OIS.5Y") == pytest.approx(market.quote("USD.SOFR.OIS.5Y") + 1e-3)
+    assert up.quote("EUR.ESTR.OIS.5Y") == market.quote("EUR.ESTR.OIS.5Y")
+    spot = apply_shocks(market, [msg.SpotShock(pct=-10, pattern="EUR*")])
+    assert spot.quote("FX.EURUSD") == pytest.approx(0.9 * market.quote("FX.EURUSD"))
+    assert spot.quote("FX.GBPUSD") == market.quote("FX.GBPUSD")
+    twist = apply_shocks(market, [msg.TwistShock(short_bp=-10, long_bp=10, currency="USD")])
+    assert twist.quote("USD.SOFR.OIS.1M") == pytest.approx(market.quote("USD.SOFR.OIS.1M") - 1e-3)
+    assert twist.quote("USD.SOFR.OIS.30Y") == pytest.approx(market.quote("USD.SOFR.OIS.30Y") + 1e-3)
+    assert market.quotes[q["FX.EURUSD"]] == market.quote("FX.EURUSD")  # original untouched
+    with pytest.raises(MarketError, match="unknown currency"):
+        apply_shocks(market, [msg.ParallelShock(bp=1, currency="XXX")])
+    with pytest.raises(MarketError, match="matches no quote"):
+        apply_shocks(market, [msg.SpotShock(pct=1, pattern="NOPE")])
+    with pytest.raises(MarketError, match="exactly one"):
+        apply_shocks(market, [msg.QuoteShock(quote_id="FX.EURUSD")])
+
+
+@pytest.mark.parametrize("asset_class", ["rates", "fx", "credit", "equity"])
+def test_worker_state_matches_the_batch_pricer(
+    book: Book, market: MarketSnapshot, asset_class: str
+) -> None:
+    batch = PortfolioPricer(book, market, n_paths=4096).risk(market)
+    rep = Repricer(book, market, asset_class, n_paths=4096)
+    update = rep.full(market)
+    for col in ("pv", "delta", "gamma", "vega", "theta"):
+        ours = update.columns[col]
+        ref = getattr(batch, col)[update.rows]
+        np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-6 * np.abs(ref).max() + 1e-9)
+
+
+def test_a_tick_reprices_only_the_groups_that_read_it(book: Book, market: MarketSnapshot) -> None:
+    rep = Repricer(book, market, "fx", n_paths=4096)
+    rep.full(market)
+    q = market.quote_index["FXVOL.EURUSD.1Y.ATM"]
+    values = np.array(market.quotes)
+    values[q] += 0.01
+    update = rep.update(values, np.array([q]))
+    assert update is not None
+    assert update.groups == ["fx:EURUSD"]
+    eq_only = market.quote_index["EQ.AAPL"]
+    assert rep.update(values, np.array([eq_only])) is None
+    fx_spot = market.quote_index["FX.EURUSD"]
+    values[fx_spot] *= 1.01
+    moved = rep.update(values, np.array([fx_spot]))
+    assert moved is not None
+    assert moved.rows.size == rep.rows.size  # USD conversion of every position re-done
+
+
+def test_a_wall_clock_jump_changes_no_greek(
+    book: Book, market: MarketSnapshot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rep = Repricer(book, market, "rates", n_paths=4096)
+    before = rep.full(market).columns
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 86_400 * 400)  # a year and more ahead
+    after = rep.full(market).columns
+    for col in before:
+        np.testing.assert_array_equal(before[col], after[col])
+    rolled = market.with_as_of(market.as_of + timedelta(days=0))
+    assert rolled.as_of == market.as_of
+
+
+def test_huge_jpy_notionals_do_not_overflow(market: MarketSnapshot, tmp_path: Path) -> None:
+    frame = generate_reference_book(market, positions=400, seed=2)
+    jpy = (frame["currency"] == "JPY") & (frame["product"] == "IRS")
+    assert jpy.any()
+    frame = frame.with_columns(
+        pl.when(jpy).then(pl.col("notional") * 1e4).otherwise(pl.col("notional")).alias("notional")
+    )  # trillions of yen
+    path = tmp_path / "jpy.parquet"
+    save_book(frame, path)
+    big = load_book(path, market=market)
+    rep = Repricer(big, market, "rates", n_paths=4096)
+    cols = rep.full(market).columns
+    for name, col in cols.items():
+        assert np.all(np.isfinite(col)), name
