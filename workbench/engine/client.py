@@ -115,6 +115,60 @@ class Client:
             raise ServiceError(f"service {self.name}: {reply.error}")
         return reply
 
+    async def arequest(self, req: msg.Request, *, timeout_s: float | None = None) -> msg.Reply:
+        """:meth:`request` for an asyncio loop (a notebook kernel): never blocks the loop.
+
+        Each call uses its own DEALER socket, so concurrent widget requests do not interfere.
+        """
+        actx = zmq.asyncio.Context.instance()
+        sock = actx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoints.control)
+        wait = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            await sock.send_multipart([b"", msg.encode(req)])
+            if not await sock.poll(int(wait * 1000)):
+                raise ServiceError(
+                    f"service {self.name}: no reply to {type(req).__name__} within {wait:.0f} s"
+                )
+            parts = await sock.recv_multipart()
+        finally:
+            sock.close(linger=0)
+        reply = msg.reply_decoder.decode(parts[-1])
+        if not reply.ok:
+            raise ServiceError(f"service {self.name}: {reply.error}")
+        return reply
+
+    async def aaggregate(self, by: Sequence[str] = ("desk",)) -> pl.DataFrame:
+        """:meth:`aggregate` without blocking the event loop."""
+        reply = await self.arequest(msg.AggregateRequest(by=tuple(by)))
+        return msg.bytes_to_frame(reply.tables["aggregate"])
+
+    async def apositions(self, asset_class: str | None = None) -> pl.DataFrame:
+        """:meth:`positions` without blocking the event loop."""
+        reply = await self.arequest(msg.PositionsRequest(asset_class=asset_class))
+        return msg.bytes_to_frame(reply.tables["positions"])
+
+    async def awhatif(
+        self, shocks: Sequence[msg.AnyShock], by: Sequence[str] = ("desk",)
+    ) -> pl.DataFrame:
+        """:meth:`whatif` without blocking the event loop."""
+        reply = await self.arequest(msg.WhatIfRequest(shocks=tuple(shocks), by=tuple(by)))
+        return msg.bytes_to_frame(reply.tables["pnl"])
+
+    async def aprofile(self, worker: str, seconds: float = 2.0) -> dict[str, Any]:
+        """:meth:`profile` without blocking the event loop."""
+        reply = await self.arequest(
+            msg.ProfileRequest(worker=worker, seconds=seconds), timeout_s=seconds + self.timeout_s
+        )
+        data = dict(reply.data)
+        data["functions"] = pl.DataFrame(data.get("functions", []))
+        return data
+
+    async def astatus(self) -> dict[str, Any]:
+        """:meth:`status` without blocking the event loop."""
+        return dict((await self.arequest(msg.StatusRequest())).data)
+
     # --- requests ----------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
