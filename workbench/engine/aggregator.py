@@ -115,6 +115,21 @@ class Aggregator:
         """The live positions with every measure (a consistent copy)."""
         return risk_frame(self.static, self.risk.snapshot(), time.monotonic_ns())
 
+    def frame_with_id(self) -> tuple[pl.DataFrame, dict[str, Any]]:
+        """:meth:`frame` and the identity of that copy: the writers' generation counters."""
+        cols, counters = self.risk.read(
+            ("pv", "pv_ccy", "delta", "gamma", "vega", "theta", "stale", "updated_ns"),
+            tuple(range(self.risk.spec.n_counters)),
+        )
+        frame = risk_frame(self.static, cols, time.monotonic_ns())
+        meta = {
+            "generation": int(counters.sum()),
+            "counters": [int(c) for c in counters],
+            "snapshot_seq": self.seq,
+            "service": self.config.name,
+        }
+        return frame, meta
+
     def publish(self) -> None:
         """Aggregate and publish one snapshot."""
         now = time.monotonic_ns()
@@ -205,11 +220,12 @@ class Aggregator:
                 return
             self._forward(envelope, "supervisor", {"supervisor": payload}, ())
         elif isinstance(req, msg.PositionsRequest):
-            frame = self.frame()
+            frame, meta = self.frame_with_id()
             if req.asset_class is not None:
                 frame = frame.filter(pl.col("asset_class") == req.asset_class)
             self._reply(
-                envelope, msg.Reply(ok=True, tables={"positions": msg.frame_to_bytes(frame)})
+                envelope,
+                msg.Reply(ok=True, data=meta, tables={"positions": msg.frame_to_bytes(frame)}),
             )
         elif isinstance(req, msg.AggregateRequest):
             error = _check_by(req.by)

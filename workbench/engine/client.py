@@ -209,6 +209,16 @@ class Client:
         reply = self.request(msg.PositionsRequest(asset_class=asset_class))
         return msg.bytes_to_frame(reply.tables["positions"])
 
+    def snapshot(self, asset_class: str | None = None) -> tuple[pl.DataFrame, dict[str, Any]]:
+        """Per-position risk from one consistent copy, and that copy's identity.
+
+        The identity holds ``generation`` (sum of the writers' counters: it changes whenever any
+        Greek does), the per-writer ``counters``, ``snapshot_seq`` of the last published
+        aggregate and the ``service`` name: what a report records to be audited.
+        """
+        reply = self.request(msg.PositionsRequest(asset_class=asset_class))
+        return msg.bytes_to_frame(reply.tables["positions"]), dict(reply.data)
+
     def aggregate(self, by: Sequence[str] = ("desk",)) -> pl.DataFrame:
         """Roll-ups of the live risk grouped by ``by``."""
         reply = self.request(msg.AggregateRequest(by=tuple(by)))
