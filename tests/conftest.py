@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from multiprocessing import resource_tracker
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,9 @@ for _var, _sub in (
 os.environ["WORKBENCH_RUN_DIR"] = str(_RUN_DIR / "services")
 
 _SHM = Path("/dev/shm")
+
+# multiprocessing's resource tracker is a session-long helper process: start it before any test
+resource_tracker.ensure_running()
 
 
 def _shm_names() -> set[str]:

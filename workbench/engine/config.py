@@ -27,6 +27,7 @@ class FeedConfig(msgspec.Struct, frozen=True, kw_only=True):
     mode: str = "synthetic"
     rate: float = 5_000.0
     seed: int = 7
+    anomaly_rate: float = 0.001  # share of duplicate / out-of-order ticks (synthetic)
     path: str | None = None
     speed: float = 1.0
     address: str | None = None

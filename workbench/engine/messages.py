@@ -5,7 +5,7 @@ bad or foreign payload is a :class:`msgspec.DecodeError`, never code execution. 
 Arrow IPC bytes (raw column buffers plus a schema), read with ``polars.read_ipc``.
 
 Ticks are the one hot message: a msgpack array ``[quote_id, value, seq, sent_ns]`` (see
-``docs/formats.md``), decoded at a few hundred nanoseconds each.
+``docs/ticks.md``), decoded at a few hundred nanoseconds each.
 """
 
 from __future__ import annotations

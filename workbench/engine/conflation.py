@@ -1,0 +1,300 @@
+"""Tick validation, de-duplication and conflation: a pure state machine (no I/O, no clock).
+
+The ingestion process feeds every decoded tick to :meth:`Conflator.offer` with the time it read
+it, and asks :meth:`Conflator.due` every few milliseconds which quotes to write to the quote
+table. Nothing here knows about sockets, asyncio or shared memory, so tests drive it with
+events and times of their choosing.
+
+Quote classes come from the quote id (``docs/formats.md``):
+
+============== ======================= ============================== ====================
+class          ids                     valid values                   window (config field)
+============== ======================= ============================== ====================
+``fx_spot``    ``FX.EURUSD``           > 0, jump ≤ 50% of the last    ``fx_spot_ms``
+``fx_vol``     ``FXVOL.…``             0 < vol ≤ 5.0 (500 vol points) ``fx_vol_ms``
+``eq_spot``    ``EQ.AAPL``             > 0, jump ≤ 50% of the last    ``equity_ms``
+``eq_vol``     ``EQVOL.…``             0 < vol ≤ 5.0                  ``equity_ms``
+``credit``     ``CDX.…``/``ITRAXX.…``  0 < spread ≤ 1.0 (10,000 bp)   ``credit_ms``
+``corr``       ``*.CORR``              0 < correlation < 1            ``credit_ms``
+``rate``       anything else           -0.20 ≤ rate ≤ 1.00            ``rates_ms``
+============== ======================= ============================== ====================
+
+Checks run in this order and the first failure is the reject reason: ``nan``; the value
+checks, ``non_positive`` (spots, vols, spreads; rates may be negative) or ``out_of_range``
+(infinite, outside the class bounds above, a correlation of 0 or 1 included); then the
+sequence, ``out_of_range`` (not in 0 … 2**63 - 1), ``duplicate`` (equal to the last accepted
+``seq`` of that quote) or ``out_of_order`` (lower); last the jump check, ``out_of_range`` for
+a spot more than ``max_jump`` away from its last accepted value. A spot that really moved that
+much is not stuck forever: after ``jump_confirm`` consecutive jump rejects of one quote that
+agree with each other (each within ``max_jump`` of the one before), the last of them is
+accepted as the new level. Rejected ticks change nothing but the counters (and the jump
+confirmation state). ``bad_payload`` and ``unknown_id`` are decided by the caller before a
+tick has a quote index and are counted through :meth:`Conflator.reject`.
+
+Conflation: the first accepted update of a quote opens its window (``now_ns`` + the class
+window); later accepted updates only replace the pending value (latest wins); once the window
+has expired :meth:`Conflator.due` returns the quote once with its latest value and seq, and the
+next accepted update opens a new window. ``now_ns`` must not decrease between calls.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from typing import Final
+
+import numpy as np
+
+from workbench._types import FloatArray, IntArray
+from workbench.engine.config import ConflationConfig
+
+REJECT_REASONS: Final = (
+    "bad_payload",
+    "unknown_id",
+    "nan",
+    "non_positive",
+    "out_of_range",
+    "duplicate",
+    "out_of_order",
+)
+"""Every reason a tick can be dropped for, in the order of the checks."""
+
+QUOTE_CLASSES: Final = ("fx_spot", "fx_vol", "eq_spot", "eq_vol", "credit", "corr", "rate")
+"""Quote classes; the index in this tuple is the class code of :func:`classify`."""
+
+FX_SPOT, FX_VOL, EQ_SPOT, EQ_VOL, CREDIT, CORR, RATE = range(7)
+
+MAX_VOL: Final = 5.0
+"""Largest accepted volatility (decimal per sqrt(year): 500 vol points)."""
+MAX_SPREAD: Final = 1.0
+"""Largest accepted credit spread (decimal per year: 10,000 bp)."""
+RATE_BOUNDS: Final = (-0.20, 1.00)
+"""Accepted range of a rate quote (decimal per year), both ends included."""
+
+_NO_SEQ: Final = -(2**63)
+_SEQ_MAX: Final = 2**63 - 1
+
+
+def classify(quote_id: str) -> int:
+    """The class code (index into :data:`QUOTE_CLASSES`) of a quote id.
+
+    Examples
+    --------
+    >>> [QUOTE_CLASSES[classify(q)] for q in ("FX.EURUSD", "CDX.IG.5Y.CORR", "USD.SOFR.OIS.5Y")]
+    ['fx_spot', 'corr', 'rate']
+    """
+    if quote_id.endswith(".CORR"):
+        return CORR
+    head = quote_id.split(".", 1)[0]
+    return {
+        "FX": FX_SPOT,
+        "FXVOL": FX_VOL,
+        "EQ": EQ_SPOT,
+        "EQVOL": EQ_VOL,
+        "CDX": CREDIT,
+        "ITRAXX": CREDIT,
+    }.get(head, RATE)
+
+
+def window_ns(quote_class: int, config: ConflationConfig) -> int:
+    """The conflation window of a class in nanoseconds."""
+    ms = (
+        config.fx_spot_ms,
+        config.fx_vol_ms,
+        config.equity_ms,
+        config.equity_ms,
+        config.credit_ms,
+        config.credit_ms,
+        config.rates_ms,
+    )[quote_class]
+    if not ms >= 0.0 or math.isinf(ms):
+        raise ValueError(f"conflation window of {QUOTE_CLASSES[quote_class]}: {ms!r} ms")
+    return round(ms * 1e6)
+
+
+class Conflator:
+    """Validates, de-duplicates and conflates ticks of a fixed set of quotes.
+
+    Parameters
+    ----------
+    quote_ids
+        Every quote id, in quote-table order (a tick is offered by its index in this list).
+    initial
+        The current value of each quote (the reference of the spot jump check); a value that
+        is not finite and positive disables the jump check until a value is accepted.
+    config
+        Conflation windows per class, milliseconds.
+    max_jump
+        Largest accepted relative move of a spot (FX or equity) from its last accepted value
+        (0.5 = 50%).
+    jump_confirm
+        Consecutive consistent jump rejects of one quote after which the level is accepted;
+        0 disables this (a jumped spot then stays rejected).
+    """
+
+    def __init__(
+        self,
+        quote_ids: Sequence[str],
+        initial: Sequence[float] | FloatArray,
+        config: ConflationConfig,
+        *,
+        max_jump: float = 0.5,
+        jump_confirm: int = 3,
+    ) -> None:
+        n = len(quote_ids)
+        values = np.asarray(initial, dtype=np.float64)
+        if values.shape != (n,):
+            raise ValueError(f"initial has shape {values.shape}, expected ({n},)")
+        if not max_jump > 0.0:
+            raise ValueError(f"max_jump must be positive, got {max_jump!r}")
+        self.quote_ids = tuple(quote_ids)
+        self.max_jump = float(max_jump)
+        self.jump_confirm = int(jump_confirm)
+        self._class = [classify(q) for q in self.quote_ids]
+        windows = [window_ns(c, config) for c in range(len(QUOTE_CLASSES))]
+        self._window = [windows[c] for c in self._class]
+        self._last = [float(v) for v in values]  # last accepted value (jump reference)
+        self._seq = [_NO_SEQ] * n  # last accepted seq
+        self._pending = [False] * n
+        self._pend_value = [math.nan] * n
+        self._pend_seq = [0] * n
+        self._jump_value = [math.nan] * n
+        self._jump_count = [0] * n
+        # one FIFO per class: (deadline, index); deadlines of a class rise with time
+        self._queues: list[deque[tuple[int, int]]] = [deque() for _ in QUOTE_CLASSES]
+        self.offered = 0
+        self.accepted = 0
+        self.flushed = 0
+        self.rejected: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
+
+    # --- events ---------------------------------------------------------------------------
+
+    def reject(self, reason: str) -> None:
+        """Count a tick dropped before it had a quote index (``bad_payload``, ``unknown_id``)."""
+        self.offered += 1
+        self.rejected[reason] += 1
+
+    def offer(self, index: int, value: float, seq: int, now_ns: int) -> str | None:
+        """Offer one tick of quote ``index`` read at ``now_ns`` (monotonic, nanoseconds).
+
+        Returns
+        -------
+        str or None
+            None if accepted, else the reject reason (one of :data:`REJECT_REASONS`).
+        """
+        self.offered += 1
+        reason = self._check(index, value, seq)
+        if reason is not None:
+            self.rejected[reason] += 1
+            return reason
+        self.accepted += 1
+        self._last[index] = value
+        self._seq[index] = seq
+        self._jump_count[index] = 0
+        self._pend_value[index] = value
+        self._pend_seq[index] = seq
+        if not self._pending[index]:
+            self._pending[index] = True
+            c = self._class[index]
+            self._queues[c].append((now_ns + self._window[index], index))
+        return None
+
+    def _check(self, index: int, value: float, seq: int) -> str | None:
+        if value != value:
+            return "nan"
+        c = self._class[index]
+        if c == RATE:
+            if not RATE_BOUNDS[0] <= value <= RATE_BOUNDS[1]:
+                return "out_of_range"
+        elif c == CORR:
+            if not 0.0 < value < 1.0:
+                return "out_of_range"
+        elif value <= 0.0:
+            return "non_positive"
+        elif c in (FX_VOL, EQ_VOL):
+            if value > MAX_VOL:
+                return "out_of_range"
+        elif c == CREDIT:
+            if value > MAX_SPREAD:
+                return "out_of_range"
+        elif math.isinf(value):
+            return "out_of_range"
+        last_seq = self._seq[index]
+        if not 0 <= seq <= _SEQ_MAX:
+            return "out_of_range"
+        if seq == last_seq:
+            return "duplicate"
+        if seq < last_seq:
+            return "out_of_order"
+        if c in (FX_SPOT, EQ_SPOT):
+            ref = self._last[index]
+            if 0.0 < ref < math.inf and abs(value / ref - 1.0) > self.max_jump:
+                return self._jump(index, value)
+        return None
+
+    def _jump(self, index: int, value: float) -> str | None:
+        """A spot jumped: reject it unless enough consistent jumps confirm the new level."""
+        before = self._jump_value[index]
+        if self._jump_count[index] > 0 and abs(value / before - 1.0) <= self.max_jump:
+            self._jump_count[index] += 1
+        else:
+            self._jump_count[index] = 1
+        self._jump_value[index] = value
+        if self.jump_confirm > 0 and self._jump_count[index] >= self.jump_confirm:
+            return None
+        return "out_of_range"
+
+    def due(self, now_ns: int) -> tuple[IntArray, FloatArray, IntArray]:
+        """Quotes whose window has expired by ``now_ns``: (indices, latest values, their seqs).
+
+        Each returned quote leaves the pending set; indices are in no particular order.
+        """
+        out: list[int] = []
+        for queue in self._queues:
+            while queue and queue[0][0] <= now_ns:
+                out.append(queue.popleft()[1])
+        pending = self._pending
+        for i in out:
+            pending[i] = False
+        self.flushed += len(out)
+        idx = np.fromiter(out, dtype=np.int64, count=len(out))
+        values = np.fromiter((self._pend_value[i] for i in out), dtype=np.float64, count=len(out))
+        seqs = np.fromiter((self._pend_seq[i] for i in out), dtype=np.int64, count=len(out))
+        return idx, values, seqs
+
+    # --- state ----------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Quotes waiting for their window to expire."""
+        return sum(len(q) for q in self._queues)
+
+    @property
+    def rejected_total(self) -> int:
+        """Ticks dropped for any reason."""
+        return sum(self.rejected.values())
+
+    @property
+    def conflation_ratio(self) -> float:
+        """Accepted ticks per flushed quote value (0.0 before the first flush)."""
+        return self.accepted / self.flushed if self.flushed else 0.0
+
+    def next_deadline(self) -> int | None:
+        """The earliest pending deadline (monotonic ns), or None if nothing is pending."""
+        heads = [q[0][0] for q in self._queues if q]
+        return min(heads) if heads else None
+
+    def stats(self) -> dict[str, float]:
+        """Counters for heartbeats and metrics (``rejected.<reason>`` per reason)."""
+        out: dict[str, float] = {
+            "offered": float(self.offered),
+            "accepted": float(self.accepted),
+            "rejected": float(self.rejected_total),
+            "flushed": float(self.flushed),
+            "pending": float(self.pending),
+            "conflation_ratio": self.conflation_ratio,
+        }
+        for reason, count in self.rejected.items():
+            out[f"rejected.{reason}"] = float(count)
+        return out
