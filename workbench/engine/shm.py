@@ -147,20 +147,33 @@ class _Table:
         self.counters[counter] += 1
 
     def read(
-        self, names: tuple[str, ...], counters: tuple[int, ...], *, retries: int = 1000
+        self, names: tuple[str, ...], counters: tuple[int, ...], *, timeout_s: float = 5.0
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Consistent copies of ``names`` and the counters they were read under."""
+        """Consistent copies of ``names`` and the counters they were read under.
+
+        Retries while a writer is mid-write (odd counter) or finished one during the copy,
+        backing off from 20 µs to 1 ms; gives up after ``timeout_s`` (a writer that never
+        finishes) with :class:`TornReadError`.
+        """
         idx = np.asarray(counters, dtype=np.int64)
-        for attempt in range(retries):
+        deadline = time.monotonic() + timeout_s
+        pause = 20e-6
+        attempts = 0
+        while True:
             before = self.counters[idx].copy()
             if not np.any(before & 1):
                 out = {n: self.columns[n].copy() for n in names}
                 after = self.counters[idx]
                 if np.array_equal(before, after):
                     return out, before
-            if attempt > 10:
-                time.sleep(20e-6)
-        raise TornReadError(f"{self.name}: no consistent read after {retries} attempts")
+            attempts += 1
+            if time.monotonic() > deadline:
+                raise TornReadError(
+                    f"{self.name}: no consistent read in {timeout_s} s ({attempts} attempts)"
+                )
+            if attempts > 3:
+                time.sleep(pause)
+                pause = min(pause * 2, 1e-3)
 
     def close(self) -> None:
         """Drop the views and the mapping; the owner also unlinks the segment."""
