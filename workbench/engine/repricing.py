@@ -80,6 +80,9 @@ class Repricer:
             _make_pricer(book, g.rows, market, asset_class, self.cache, n_paths)
             for g in self.groups
         ]
+        for pricer in self.pricers:  # the service publishes Greeks, not key-rate ladders
+            if hasattr(pricer, "with_key_rates"):
+                pricer.with_key_rates = False
         self.rows: IntArray = (
             np.sort(np.concatenate([g.rows for g in self.groups]))
             if self.groups

@@ -40,6 +40,7 @@ class EquityPricer:
     ) -> None:
         self.rows = rows
         self.cache = cache
+        self.with_key_rates = True  # off in the live worker, which does not publish them
         specs = {e.id: e for e in market.equities}
         underlying = book.underlying.codes[rows]
         self._groups = [
@@ -104,6 +105,8 @@ class EquityPricer:
             delta[sl] = (up - down) / 2.0
             gamma[sl] = up - 2.0 * base + down
             vega[sl] = g.notional * res.vega * VOL_POINT
+            if not self.with_key_rates:
+                continue
             # r = -log P(T)/T  =>  dPV/dlog P(T) = -rho / T
             d_log_df = -g.notional * res.rho_d / t
             qids, sens = curves.log_df_sensitivity(g.curve, t)

@@ -61,6 +61,7 @@ class FxPricer:
     ) -> None:
         self.rows = rows
         self.cache = cache
+        self.with_key_rates = True  # off in the live worker, which does not publish them
         pairs = {p.pair: p for p in market.fx_pairs}
         surfaces = {s.pair: s for s in market.fx_vol_surfaces}
         underlying = book.underlying.codes[rows]
@@ -176,7 +177,10 @@ class FxPricer:
                     pv[sl][op] = _option_value(smile, n_op, sg_op, spot, *legs)
             if greeks:
                 delta[sl][fw] = (fwd_leg * SPOT_BUMP)[fw]
-                key_parts.append(_key_rates(market, curves, g, t, d_lb_t, d_lq_t, d_lb_s, d_lq_s))
+                if self.with_key_rates:
+                    key_parts.append(
+                        _key_rates(market, curves, g, t, d_lb_t, d_lq_t, d_lb_s, d_lq_s)
+                    )
         key_rates = KeyRates.concat(key_parts) if greeks else KeyRates.empty()
         return ClassRisk(out_rows, pv, delta, gamma, vega, key_rates)
 

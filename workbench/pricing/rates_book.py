@@ -41,6 +41,7 @@ class RatesPricer:
                 spread=book.float_spread[g_rows],
             )
             self._groups.append((g_rows, group))
+        self.with_key_rates = True  # off in the live worker, which does not publish them
         self._interpolation: str | None = None
         self._up: CurveSet | None = None
         self._down: CurveSet | None = None
@@ -72,7 +73,7 @@ class RatesPricer:
         up = self.pv(up_m, self._up)
         down = self.pv(down_m, self._down)
         kr_parts = []
-        for g_rows, group in self._groups:
+        for g_rows, group in self._groups if self.with_key_rates else []:
             quotes, matrix = group.key_rates(curves, as_of, market)
             kr_parts.append(KeyRates.from_dense(g_rows, quotes, matrix))
         return ClassRisk(

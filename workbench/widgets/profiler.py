@@ -1,0 +1,161 @@
+"""Profiler: profile one worker for N seconds of live work and show where its time goes.
+
+The service's profile gives a flat table of functions (calls, own and cumulative time) with no
+caller links, so the chart is a bar per function of its cumulative time (the heaviest first),
+not a true icicle. Beside it: the worker's stage timings, its spline-cache counters and a switch
+for the vol-spline cache (``set_option(worker, "spline_cache", …)``).
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from typing import Any, Final
+
+import bqplot as bq  # type: ignore[import-untyped]
+import ipywidgets as w  # type: ignore[import-untyped]
+import polars as pl
+
+from workbench.engine.client import Client
+from workbench.engine.messages import SetOptionRequest
+from workbench.widgets._live import LiveWidget
+
+WORKERS: Final[tuple[str, ...]] = ("rates-0", "fx-0", "credit-0", "equity-0")
+
+
+def functions_html(functions: pl.DataFrame, *, top: int = 15) -> str:
+    """The ``top`` functions by cumulative time as an HTML table (seconds)."""
+    if functions.height == 0:
+        return "<i>no samples</i>"
+    rows = functions.sort("cumtime_s", descending=True).head(top)
+    out = [
+        '<table style="font:12px monospace"><tr><th>function</th><th>where</th>'
+        "<th>calls</th><th>own s</th><th>cum s</th></tr>"
+    ]
+    for r in rows.iter_rows(named=True):
+        where = f"{r.get('file', '')}:{r.get('line', '')}"
+        out.append(
+            f"<tr><td>{html.escape(str(r['function']))[:60]}</td><td>{html.escape(where)}</td>"
+            f"<td>{r['calls']}</td><td>{r['tottime_s']:.3f}</td><td>{r['cumtime_s']:.3f}</td></tr>"
+        )
+    return "".join(out) + "</table>"
+
+
+def cache_html(data: dict[str, Any]) -> str:
+    """Stage timings and spline-cache counters of a profile reply."""
+    parts = ["<b>stage totals (ms)</b><br>"]
+    for stage, ms in (data.get("stage_ms") or {}).items():
+        parts.append(f"{html.escape(str(stage))}: {float(ms):,.1f}<br>")
+    cache = data.get("spline_cache") or {}
+    if cache:
+        hits, misses = float(cache.get("hits", 0)), float(cache.get("misses", 0))
+        rate = hits / (hits + misses) if hits + misses else 0.0
+        parts.append(
+            f"<b>spline cache</b> ({'on' if data.get('spline_cache_enabled') else 'off'}): "
+            f"hit rate {rate:.1%} ({hits:,.0f} hits, {misses:,.0f} misses), "
+            f"build {float(cache.get('build_ms', 0)):,.1f} ms, "
+            f"lookup {float(cache.get('lookup_ms', 0)):,.1f} ms, "
+            f"{float(cache.get('entries', 0)):.0f} entries<br>"
+        )
+    if "last_reprice_ms" in data:
+        parts.append(f"last reprice {float(data['last_reprice_ms']):,.1f} ms<br>")
+    return "".join(parts)
+
+
+class Profiler(LiveWidget):
+    """Pick a worker, profile it for N seconds, see the top functions and its caches.
+
+    ``runs`` keeps every profile taken (worker, seconds, cache on/off, reprices, reprice time)
+    so a notebook can plot cache on vs off.
+    """
+
+    def __init__(
+        self,
+        service: Client | str | None = None,
+        *,
+        worker: str = "fx-0",
+        seconds: float = 2.0,
+        run_root: str | None = None,
+    ) -> None:
+        super().__init__(service, run_root=run_root)
+        self.worker = w.Dropdown(options=list(WORKERS), value=worker, description="worker")
+        self.seconds = w.FloatSlider(
+            value=seconds, min=0.5, max=30.0, step=0.5, description="seconds"
+        )
+        self.run_button = w.Button(description="profile", button_style="primary")
+        self.cache = w.ToggleButton(value=True, description="spline cache on", icon="bolt")
+        self.table = w.HTML()
+        self.caches = w.HTML()
+        self.last: dict[str, Any] | None = None
+        self.runs: list[dict[str, Any]] = []
+        xs, ys = bq.OrdinalScale(), bq.LinearScale()
+        self.bars = bq.Bars(
+            x=[], y=[], scales={"x": xs, "y": ys}, orientation="horizontal", colors=["#bf8700"]
+        )
+        self.fig = bq.Figure(
+            marks=[self.bars],
+            axes=[
+                bq.Axis(scale=xs, orientation="vertical", tick_style={"font-size": "9px"}),
+                bq.Axis(scale=ys, label="cumulative s"),
+            ],
+            title="cumulative time per function",
+            layout=w.Layout(width="620px", height="380px"),
+            fig_margin={"top": 30, "bottom": 40, "left": 220, "right": 10},
+        )
+        self.widget = w.VBox(
+            [
+                w.HBox([self.worker, self.seconds, self.run_button, self.cache, self.status]),
+                w.HBox([self.fig, self.caches]),
+                self.table,
+            ]
+        )
+        self.run_button.on_click(lambda _b: self._spawn(self.profile()))
+        self.cache.observe(self._toggle, names="value")
+
+    def _toggle(self, change: dict[str, Any]) -> None:
+        self.cache.description = f"spline cache {'on' if change['new'] else 'off'}"
+        self._spawn(self.set_cache(bool(change["new"])))
+
+    async def set_cache(self, on: bool) -> dict[str, Any]:
+        """Turn the worker's vol-spline cache on or off."""
+        worker = str(self.worker.value)
+        req = SetOptionRequest(worker=worker, option="spline_cache", value=on)
+        reply = await self.conn.call(lambda c: c.arequest(req))
+        if self.cache.value != on:
+            self.cache.value = on
+        return dict(reply.data)
+
+    async def profile(self, seconds: float | None = None) -> dict[str, Any]:
+        """Profile the chosen worker and show the result (also returned)."""
+        worker = str(self.worker.value)
+        secs = float(seconds if seconds is not None else self.seconds.value)
+        self.run_button.disabled = True
+        self.run_button.description = f"profiling {secs:g} s…"
+        t0 = time.monotonic()
+        try:
+            data = await self.conn.call(lambda c: c.aprofile(worker, secs))
+        finally:
+            self.run_button.disabled = False
+            self.run_button.description = "profile"
+        self.last = data
+        functions: pl.DataFrame = data["functions"]
+        top = (
+            functions.sort("cumtime_s", descending=True).head(15) if functions.height else functions
+        )
+        with self.bars.hold_sync():
+            self.bars.x = [f"{f[:34]}" for f in top["function"].to_list()] if top.height else []
+            self.bars.y = top["cumtime_s"].to_numpy() if top.height else []
+        self.table.value = functions_html(functions)
+        self.caches.value = cache_html(data)
+        self.runs.append(
+            {
+                "worker": worker,
+                "seconds": secs,
+                "spline_cache": bool(data.get("spline_cache_enabled", self.cache.value)),
+                "reprices": float(data.get("reprices", 0)),
+                "last_reprice_ms": float(data.get("last_reprice_ms", float("nan"))),
+                "stage_ms": dict(data.get("stage_ms") or {}),
+                "wall_s": time.monotonic() - t0,
+            }
+        )
+        return data

@@ -1,0 +1,166 @@
+"""Telemetry: the service's own counters every second — latency, queues, rates, restarts.
+
+Rates (ticks and rejects per second) are differences of the ingest counters between two
+status replies on the monotonic clock. Latency percentiles come from each process's heartbeat
+stats (feed→ingest, flush→publish); the Prometheus address is shown for the full histograms.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import math
+import time
+from typing import Any, Final
+
+import bqplot as bq  # type: ignore[import-untyped]
+import ipywidgets as w  # type: ignore[import-untyped]
+import numpy as np
+
+from workbench.engine.client import Client
+from workbench.engine.messages import StatusRequest
+from workbench.widgets._live import LiveWidget
+
+ROW_STATS: Final[tuple[str, ...]] = (
+    "latency_p50_us",
+    "latency_p99_us",
+    "queue_depth",
+    "queue_depth_max",
+    "conflation_ratio",
+    "last_reprice_ms",
+    "flush_to_publish_p99_ms",
+    "cache_hits",
+    "cache_misses",
+    "dropped",
+    "notices_dropped",
+    "dropped_notices",
+)
+
+
+def rates(prev: dict[str, Any] | None, cur: dict[str, Any], dt_s: float) -> dict[str, float]:
+    """Ticks accepted and rejected per second between two status replies."""
+    out = {"ticks_per_s": math.nan, "rejects_per_s": math.nan}
+    if prev is None or dt_s <= 0:
+        return out
+
+    def ingest(st: dict[str, Any]) -> dict[str, float]:
+        for p in st.get("processes", []):
+            if p.get("name") == "ingest":
+                return dict(p.get("stats") or {})
+        return {}
+
+    a, b = ingest(prev), ingest(cur)
+    if "accepted" in a and "accepted" in b:
+        out["ticks_per_s"] = max(b["accepted"] - a["accepted"], 0.0) / dt_s
+        out["rejects_per_s"] = max(b.get("rejected", 0.0) - a.get("rejected", 0.0), 0.0) / dt_s
+    return out
+
+
+def status_table_html(status: dict[str, Any]) -> str:
+    """One row per process: state, restarts, heartbeat age and its key counters."""
+    head = ["process", "state", "restarts", "hb age s", *ROW_STATS]
+    out = ['<table style="font:12px monospace;text-align:right"><tr>']
+    out += [f"<th>{html.escape(h)}</th>" for h in head]
+    out.append("</tr>")
+    for p in sorted(status.get("processes", []), key=lambda r: str(r.get("name"))):
+        stats = p.get("stats") or {}
+        state = str(p.get("state"))
+        colour = "#1a7f37" if state == "ready" else "#cf222e"
+        cells = [
+            html.escape(str(p.get("name"))),
+            f'<span style="color:{colour}">{html.escape(state)}</span>',
+            str(p.get("restarts", 0)),
+            f"{float(p.get('heartbeat_age_s', math.nan)):.2f}",
+        ]
+        for s in ROW_STATS:
+            v = stats.get(s)
+            cells.append("" if v is None else f"{float(v):,.4g}")
+        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "".join(out) + "</table>"
+
+
+class Telemetry(LiveWidget):
+    """Process table and rate charts from the service's status, refreshed every ``period_s``."""
+
+    def __init__(
+        self,
+        service: Client | str | None = None,
+        *,
+        period_s: float = 1.0,
+        window: int = 600,
+        run_root: str | None = None,
+    ) -> None:
+        super().__init__(service, run_root=run_root)
+        self.period_s = period_s
+        self.window = window
+        self.refreshes = 0
+        self.last: dict[str, Any] | None = None
+        self.rates: dict[str, float] = {}
+        self.summary = w.HTML()
+        self.table = w.HTML()
+        self.t = np.empty(0)
+        self.series = {k: np.empty(0) for k in ("ticks_per_s", "rejects_per_s", "latency_p99_ms")}
+        self._t0 = time.monotonic()
+        self.charts: dict[str, bq.Lines] = {}
+        figs = []
+        for key, title in (
+            ("ticks_per_s", "ticks accepted / s"),
+            ("rejects_per_s", "ticks rejected / s"),
+            ("latency_p99_ms", "feed→ingest p99 latency (ms)"),
+        ):
+            x, y = bq.LinearScale(), bq.LinearScale(min=0.0)
+            line = bq.Lines(x=[], y=[], scales={"x": x, "y": y})
+            self.charts[key] = line
+            figs.append(
+                bq.Figure(
+                    marks=[line],
+                    axes=[bq.Axis(scale=x, label="s"), bq.Axis(scale=y, orientation="vertical")],
+                    title=title,
+                    layout=w.Layout(width="330px", height="200px"),
+                    fig_margin={"top": 30, "bottom": 35, "left": 50, "right": 10},
+                )
+            )
+        self.widget = w.VBox([self.status, self.summary, w.HBox(figs), self.table])
+        self._spawn(self._loop())
+
+    async def _loop(self) -> None:
+        prev: dict[str, Any] | None = None
+        prev_t = 0.0
+        while True:
+            reply = await self.conn.call(lambda c: c.arequest(StatusRequest(), timeout_s=3.0))
+            st = dict(reply.data)
+            now = time.monotonic()
+            if prev is not None and prev.get("pid") != st.get("pid"):
+                prev = None  # a new service: counters restarted
+            self.update(st, prev, now - prev_t)
+            prev, prev_t = st, now
+            await asyncio.sleep(self.period_s)
+
+    def update(self, st: dict[str, Any], prev: dict[str, Any] | None, dt_s: float) -> None:
+        """Redraw from a status reply (``prev`` the one before, ``dt_s`` seconds earlier)."""
+        self.last = st
+        self.refreshes += 1
+        r = rates(prev, st, dt_s)
+        procs: list[dict[str, Any]] = list(st.get("processes", []))
+        ingest: dict[str, Any] = next((p for p in procs if p.get("name") == "ingest"), {})
+        stats: dict[str, Any] = ingest.get("stats") or {}
+        r["latency_p99_ms"] = float(stats.get("latency_p99_us", math.nan)) / 1e3
+        r["conflation_ratio"] = float(stats.get("conflation_ratio", math.nan))
+        r["restarts"] = float(sum(int(p.get("restarts", 0)) for p in st.get("processes", [])))
+        self.rates = r
+        self.t = np.append(self.t, time.monotonic() - self._t0)[-self.window :]
+        for k in self.series:
+            self.series[k] = np.append(self.series[k], r[k])[-self.window :]
+        for k, line in self.charts.items():
+            ok = np.isfinite(self.series[k])
+            with line.hold_sync():
+                line.x = self.t[ok]
+                line.y = self.series[k][ok]
+        self.summary.value = (
+            f"<b>{r['ticks_per_s']:,.0f}</b> ticks/s · "
+            f"<b>{r['rejects_per_s']:,.1f}</b> rejects/s · "
+            f"conflation ×{r['conflation_ratio']:.2f} · restarts {r['restarts']:.0f} · "
+            f"positions {st.get('positions', '?')} · up {float(st.get('uptime_s', 0)):,.0f} s · "
+            f"metrics {html.escape(str(st.get('metrics', '')))}"
+        )
+        self.table.value = status_table_html(st)
