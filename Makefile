@@ -9,7 +9,7 @@ OUT ?= out
 POSITIONS ?= 40000
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 
-.PHONY: setup lab test lint typecheck unit bench data price clean
+.PHONY: setup kernel lab test lint typecheck unit bench data price clean
 
 $(BIN)/python:
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq python3-venv)
@@ -36,10 +36,17 @@ data: $(OUT)/market.json $(OUT)/book.parquet
 price: data
 	$(BIN)/workbench price --book $(OUT)/book.parquet --market $(OUT)/market.json --out $(OUT)/risk.parquet
 
-# Main job: the live service on the reference book with the synthetic feed (Ctrl-C stops it).
-# The batch re-risk (`make price`) runs first so the risk files exist for reports.
-lab: price
-	$(BIN)/workbench serve --book $(OUT)/book.parquet --market $(OUT)/market.json --name desk
+# The workbench kernel: this venv's Python, a shared Numba cache, the desk service's name.
+kernel: setup
+	$(BIN)/python -m ipykernel install --user --name workbench --display-name "Workbench" \
+		--env NUMBA_CACHE_DIR $(NUMBA_CACHE_DIR) --env WORKBENCH_SERVICE desk >/dev/null
+
+# Main job: the live service on the reference book with the synthetic feed, and JupyterLab on
+# the desk notebook. Stopping JupyterLab (Ctrl-C) stops the service too.
+lab: price kernel
+	$(BIN)/workbench serve --book $(OUT)/book.parquet --market $(OUT)/market.json --name desk --detach
+	$(BIN)/jupyter lab notebooks/desk.ipynb --ip 127.0.0.1 --no-browser; \
+		status=$$?; $(BIN)/workbench stop --name desk; exit $$status
 
 lint: setup
 	$(BIN)/ruff check workbench tests benchmarks
