@@ -256,6 +256,10 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--name", default=None)
     stop.set_defaults(func=_cmd_stop)
 
+    from workbench.reports.cli import add_eod_parser
+
+    add_eod_parser(sub)
+
     reap = sub.add_parser("reap", help="unlink shared memory left by dead services")
     reap.add_argument("--dry-run", action="store_true", dest="dry_run")
     reap.set_defaults(func=_cmd_reap)

@@ -379,6 +379,8 @@ def start(
     else:
         feed_config = FeedConfig(mode="replay", path=str(Path(feed).resolve()))
     name = name or f"wb{os.getpid()}"
+    if not name.isascii() or not name.isalnum():
+        raise ServiceError(f"service name {name!r}: use letters and digits only")
     root = Path(run_root) if run_root else default_run_root()
     run_dir = root / name
     if any(d.name == name for d in running(root)):
