@@ -257,8 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     stop.set_defaults(func=_cmd_stop)
 
     from workbench.reports.cli import add_eod_parser
+    from workbench.widgets.dashboard import add_dashboard_parser
 
     add_eod_parser(sub)
+    add_dashboard_parser(sub)
 
     reap = sub.add_parser("reap", help="unlink shared memory left by dead services")
     reap.add_argument("--dry-run", action="store_true", dest="dry_run")

@@ -335,7 +335,8 @@ class GreekGrid(LiveWidget):
                     button = w.Button(description=label, layout=_LABEL, tooltip="drill down")
                     button.on_click(lambda _b, k=key: self._drill_box.put(k))
                     cells = w.HTML(value=self.model.rows[key])
-                    self._rows[key] = (button, cells, w.HBox([button, cells]))
+                    row = w.HBox([button, cells], layout=w.Layout(flex="0 0 auto"))
+                    self._rows[key] = (button, cells, row)  # rows keep their height, body scrolls
             with self.body.hold_sync():
                 self.body.children = [self._rows[k][2] for k in order]
         for key, markup in changed.items():

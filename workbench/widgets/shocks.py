@@ -256,9 +256,10 @@ class CurveShock(LiveWidget):
             currencies = sorted({s.currency for s in market.curves})
             options = [f"all {c}" for c in currencies] + [s.id for s in market.curves]
             current = self.curve.value if self.curve.value in options else options[0]
-            with self.curve.hold_trait_notifications():
-                self.curve.options = options
-                self.curve.value = current
+            # not under hold_trait_notifications: a new options list resets the value to the
+            # first option when notifications are released, after ours
+            self.curve.options = options
+            self.curve.value = current
             self._build_key_rates()
         self._base = await asyncio.to_thread(CurveSet, market)
         self._ready.set()

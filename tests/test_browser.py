@@ -1,0 +1,580 @@
+"""The notebooks in a real browser: JupyterLab and Voila in headless Chromium, through Playwright.
+
+One small service (1,000 positions, synthetic feed) and one JupyterLab server (on a temporary
+copy of ``notebooks/``, since autosave edits files) serve every test. Each test opens a notebook
+in a fresh Chromium, runs all its cells from the Run menu, checks what a user would see, saves a
+screenshot in ``ui-tests/`` and shuts its kernels down; the module's end stops the server and
+the service and checks that none of their processes is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from service_helpers import make_files, start, wait
+
+from workbench.engine.client import Client
+from workbench.market.io import load_market
+from workbench.widgets.dashboard import parameterize
+from workbench.widgets.shocks import pillar_shocks, to_shocks
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+NAME = "browser"
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+UI_TESTS = ROOT / "ui-tests"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+KERNEL = "workbench"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium"),
+]
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def descendants(pid: int) -> set[int]:
+    """Live (non-zombie) descendants of ``pid``, from /proc."""
+    parent_of: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            parent_of[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {p for p, pp in parent_of.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return fields[0] != "Z"
+
+
+def number(text: str | None) -> float:
+    """A slider readout (``−12.00``, with a Unicode minus) as a float."""
+    return float((text or "nan").replace("\u2212", "-"))
+
+
+def compact_value(text: str) -> float:
+    """A grid number (``-1.23M``, ``45.6k``, ``7.8``) back to a float."""
+    m = re.fullmatch(r"(-?[\d.]+(?:e[+-]?\d+)?)([kMB]?)", text.strip())
+    assert m is not None, f"not a grid number: {text!r}"
+    return float(m.group(1)) * {"": 1.0, "k": 1e3, "M": 1e6, "B": 1e9}[m.group(2)]
+
+
+def shot(page: Any, name: str) -> Path:
+    """Save a full-page screenshot in ``ui-tests/`` (a test artifact)."""
+    UI_TESTS.mkdir(exist_ok=True)
+    path = UI_TESTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+@dataclass
+class Lab:
+    """A JupyterLab server on a temporary copy of the notebooks."""
+
+    url: str
+    token: str
+    root: Path
+    proc: subprocess.Popen[bytes]
+
+    def api(self, method: str, path: str) -> Any:
+        r = requests.request(
+            method,
+            f"{self.url}/api/{path}",
+            headers={"Authorization": f"token {self.token}"},
+            timeout=30,
+        )
+        r.raise_for_status()
+        return r.json() if r.content else None
+
+    def kernels(self) -> list[dict[str, Any]]:
+        """The running kernels (empty while the server cannot list them: a kernel listed in
+        the middle of its start-up makes jupyter_server answer 500)."""
+        try:
+            kernels: list[dict[str, Any]] = self.api("GET", "kernels")
+        except requests.RequestException:
+            return []
+        return kernels
+
+    def shutdown_kernels(self) -> int:
+        """Delete every session and kernel (each DELETE returns once its kernel is gone).
+
+        Returns how many kernels there were.
+        """
+        seen: set[str] = set()
+        for _ in range(20):
+            try:
+                kernels = [k["id"] for k in self.api("GET", "kernels")]
+            except requests.HTTPError:
+                time.sleep(0.5)  # a kernel still starting: ask again
+                continue
+            if not kernels:
+                return len(seen)
+            seen.update(kernels)
+            for s in self.api("GET", "sessions"):
+                with contextlib.suppress(requests.HTTPError):
+                    self.api("DELETE", f"sessions/{s['id']}")
+            for k in kernels:
+                with contextlib.suppress(requests.HTTPError):  # gone with its session
+                    self.api("DELETE", f"kernels/{k}")
+        raise AssertionError(f"kernels still running: {self.api('GET', 'kernels')}")
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_files(tmp_path_factory.mktemp("browser-files"))
+
+
+@pytest.fixture(scope="module")
+def service(files: tuple[Path, Path]) -> Iterator[Client]:
+    t0 = time.monotonic()
+    client = start(files, NAME, rate=2_000.0)
+    print(f"\nservice ready in {time.monotonic() - t0:.1f} s")
+    try:
+        yield client
+    finally:
+        client.stop()
+
+
+PARAMS: dict[str, dict[str, Any]] = {
+    "desk": {},
+    "what_if": {"ladder_bp": [-25.0, 0.0, 25.0]},
+    "spline_caching": {"profile_s": 0.5, "settle_s": 0.2},
+}
+
+
+@pytest.fixture(scope="module")
+def notebooks(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of ``notebooks/`` whose notebooks attach to this module's service."""
+    folder = tmp_path_factory.mktemp("notebooks")
+    for src in NOTEBOOKS.glob("*.ipynb"):
+        nb = json.loads(src.read_text())
+        values = {"service": NAME, "start_if_missing": False, **PARAMS.get(src.stem, {})}
+        (folder / src.name).write_text(json.dumps(parameterize(nb, values, kernel=KERNEL)))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def kernelspec() -> str:
+    """The ``workbench`` kernelspec for this Python in the private JUPYTER_DATA_DIR."""
+    kdir = Path(os.environ["JUPYTER_DATA_DIR"]) / "kernels" / KERNEL
+    kdir.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Workbench (tests)",
+        "language": "python",
+        "env": {"WORKBENCH_SERVICE": NAME},
+    }
+    (kdir / "kernel.json").write_text(json.dumps(spec))
+    return KERNEL
+
+
+LAB_SETTINGS: dict[str, dict[str, Any]] = {
+    # every cell in the DOM (the default renders only the cells in view, so the widgets of a
+    # scrolled-away cell would not be there to check)
+    "@jupyterlab/notebook-extension/tracker": {"windowingMode": "none"},
+    "@jupyterlab/apputils-extension/notification": {"fetchNews": "false", "checkForUpdates": False},
+}
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int, timeout_s: float) -> None:
+    """Signal ``proc``, wait; kill it (and what it left) if it does not exit in time."""
+    kids = descendants(proc.pid)
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    left = {p for p in kids if alive(p)}
+    for p in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+    assert not left, f"processes left by {proc.args!r}: {sorted(left)}"
+
+
+@pytest.fixture(scope="module")
+def lab(
+    notebooks: Path,
+    kernelspec: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+) -> Iterator[Lab]:
+    """JupyterLab on the notebooks' copy; the service starts while the server boots."""
+    port, token = free_port(), secrets.token_hex(16)
+    folder = tmp_path_factory.mktemp("lab")
+    log = (folder / "lab.log").open("wb")
+    settings = folder / "user-settings"
+    for plugin, values in LAB_SETTINGS.items():
+        path = settings / f"{plugin}.jupyterlab-settings"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(values))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            f"--IdentityProvider.token={token}",
+            "--ServerApp.allow_root=True",
+            "--ServerApp.terminals_enabled=False",
+            f"--ServerApp.root_dir={notebooks}",
+            "--ServerApp.port_retries=0",
+            f"--LabApp.user_settings_dir={settings}",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=notebooks,
+    )
+    server = Lab(f"http://127.0.0.1:{port}", token, notebooks, proc)
+    try:
+        request.getfixturevalue("service")  # both start at once (2 cores: ~20 s saved)
+
+        def up() -> bool:
+            assert proc.poll() is None, f"jupyterlab exited: {log.name}"
+            with contextlib.suppress(requests.RequestException):
+                return requests.get(f"{server.url}/api", timeout=2).ok
+            return False
+
+        print(f"\njupyterlab up in {wait(up, 60, 'jupyterlab /api'):.1f} s")
+        yield server
+    finally:
+        with contextlib.suppress(requests.RequestException):
+            server.shutdown_kernels()
+        stop_process(proc, signal.SIGTERM, 30)
+        log.close()
+
+
+@pytest.fixture
+def chromium(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh headless Chromium (own profile folder), closed after the test; the pages of a
+    failed test are saved as ``ui-tests/failed-<test>-<n>.png``."""
+    failed_before = request.session.testsfailed
+    with playwright_sync.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1600, "height": 1000},
+        )
+        try:
+            yield context
+        finally:
+            if request.session.testsfailed > failed_before:
+                for i, page in enumerate(context.pages):
+                    with contextlib.suppress(playwright_sync.Error):
+                        shot(page, f"failed-{request.node.name}-{i}")
+            context.close()
+
+
+@pytest.fixture
+def lab_page(lab: Lab, chromium: Any) -> Iterator[Callable[[str], Any]]:
+    """Open a notebook of the Lab server; every kernel is shut down after the test."""
+
+    def open_notebook(name: str) -> Any:
+        page = chromium.pages[0] if chromium.pages else chromium.new_page()
+        page.set_default_timeout(60_000)
+        t0 = time.monotonic()
+        page.goto(f"{lab.url}/lab/tree/{name}?reset&token={lab.token}")
+        page.locator(".jp-Notebook").first.wait_for()
+        wait(lambda: bool(lab.kernels()), 60, f"a kernel for {name}")
+        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for()
+        print(f"\n{name}: lab open, kernel idle in {time.monotonic() - t0:.1f} s")
+        return page
+
+    try:
+        yield open_notebook
+    finally:
+        n = lab.shutdown_kernels()
+        assert n >= 1, "the test ran no kernel"
+
+
+def run_all(page: Any) -> None:
+    """Run → Run All Cells, from the menu bar."""
+    page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, page: Any) -> Any:
+    """The first truthy ``predicate()``; a screenshot and a failure after ``timeout_s``."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        value = predicate()
+        if value:
+            return value
+        page.wait_for_timeout(100)
+    shot(page, f"failed-{re.sub(r'[^a-z0-9]+', '-', what.lower())}")
+    raise AssertionError(f"{what} not within {timeout_s} s")
+
+
+# --- JupyterLab -------------------------------------------------------------------------------
+
+
+def grid_numbers(page: Any) -> dict[tuple[int, int], str]:
+    """The Greek cells of the desk grid (row, column) → text; the age column left out."""
+    texts: list[list[str]] = page.eval_on_selector_all(
+        ".wbg-r:not(.wbg-h)", "rows => rows.map(r => Array.from(r.children, c => c.textContent))"
+    )
+    return {(i, j): t for i, row in enumerate(texts) for j, t in enumerate(row) if j > 0 and t}
+
+
+def row_heights(page: Any) -> list[float]:
+    """Rendered heights of the grid's data rows, px."""
+    heights: list[float] = page.eval_on_selector_all(
+        ".wbg-r:not(.wbg-h)", "rows => rows.map(r => r.getBoundingClientRect().height)"
+    )
+    return heights
+
+
+def test_desk_grid_updates_in_jupyterlab(service: Client, lab_page: Callable[[str], Any]) -> None:
+    page = lab_page("desk.ipynb")
+    t0 = time.monotonic()
+    run_all(page)
+    firm = page.locator(".wbg-r.wbg-t")
+    firm.wait_for(timeout=90_000)
+    print(f"desk: grid shown {time.monotonic() - t0:.1f} s after Run All")
+    status = page.locator(".widget-html", has_text="service 'browser' live").first
+    status.wait_for(timeout=30_000)
+    first = grid_numbers(page)
+    assert len(first) >= 5, first
+    pv = firm.locator(":scope > *").nth(1).text_content()
+    assert pv is not None
+    firm_pv = compact_value(pv)
+    expected = float(service.aggregate(by=("desk",))["pv"].sum())
+    assert math.isclose(firm_pv, expected, rel_tol=0.02), (pv, expected)
+    t1 = time.monotonic()
+    changed = wait_for(
+        lambda: {k: v for k, v in grid_numbers(page).items() if first.get(k) != v},
+        30,
+        "a grid number changing",
+        page,
+    )
+    waited = time.monotonic() - t1
+    print(f"desk: {len(changed)} of {len(first)} grid numbers changed in {waited:.1f} s")
+    page.locator(".wbg-r.wbg-h").first.scroll_into_view_if_needed()
+    print(f"desk: grid rows {min(row_heights(page)):.0f} px high at least (22 px in the CSS)")
+    shot(page, "lab-desk")
+
+
+def curve_specs(files: tuple[Path, Path], choice: str) -> list[Any]:
+    """The curves a CurveShock choice (``all USD`` or a curve id) shocks."""
+    market = load_market(files[1])
+    if choice.startswith("all "):
+        return [s for s in market.curves if s.currency == choice[4:]]
+    return [market.curve(choice)]
+
+
+def test_curve_shock_slider_changes_pnl(
+    service: Client, files: tuple[Path, Path], lab_page: Callable[[str], Any]
+) -> None:
+    page = lab_page("what_if.ipynb")
+    run_all(page)
+    total = page.locator(".widget-html", has_text="quotes moved").first
+    total.wait_for(timeout=90_000)
+    wait_for(
+        lambda: any(f["title"].startswith("ladder: all") for f in figures(page)),
+        90,
+        "the ladder chart",
+        page,
+    )
+    assert bars_in(page, "PnL by desk") >= 3
+    curve = page.locator(".widget-dropdown", has_text="curve").first.locator("select")
+    shown_curve = curve.evaluate("s => s.options[s.selectedIndex].text").replace("\xa0", " ")
+    before = total.text_content()
+    slider = page.locator(".widget-slider", has_text="parallel bp").first
+    slider.scroll_into_view_if_needed()
+    readout = slider.locator(".widget-readout")
+    assert number(readout.text_content()) == 25.0  # the notebook's parallel_bp
+    box = slider.locator(".noUi-handle").bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x - 15, y, steps=5)
+    page.mouse.move(x - 30, y, steps=5)
+    page.mouse.up()
+    bp = number(readout.text_content())
+    assert bp < 25.0, bp
+    moves = pillar_shocks(curve_specs(files, shown_curve), parallel=bp)
+    expected = float(service.whatif(to_shocks(moves), by=("desk",))["pnl"].sum())
+
+    def shows_expected() -> str | None:
+        # a what-if may run for a value passed during the drag; the last one must match
+        text = total.text_content() or ""
+        m = re.search(r"PnL (\S+) USD", text)
+        ok = m and math.isclose(compact_value(m.group(1)), expected, rel_tol=0.05, abs_tol=1.0)
+        return text if ok and text != before else None
+
+    after = wait_for(shows_expected, 30, f"the PnL of {bp:g} bp ({expected:,.0f} USD)", page)
+    print(
+        f"\nwhat_if: {shown_curve}, slider 25 → {bp:g} bp: {before} → {after} "
+        f"(service: {expected:,.0f} USD)"
+    )
+    shot(page, "lab-what-if")
+    # the notebook asks for curve="all USD"; the widget must keep it once the market is loaded
+    assert shown_curve == "all USD", (
+        f"CurveShock shows {shown_curve!r}, not the notebook's 'all USD' (CurveShock.refresh "
+        "sets the dropdown's options and value under hold_trait_notifications; the options "
+        "change then resets the value to the first option)"
+    )
+
+
+def figures(page: Any) -> list[dict[str, Any]]:
+    """The bqplot figures on the page: title, bars drawn (non-empty), lines drawn."""
+    found: list[dict[str, Any]] = page.evaluate(
+        """() => Array.from(document.querySelectorAll('.bqplot.figure'), fig => ({
+            title: (fig.querySelector('.mainheading') || {}).textContent || '',
+            bars: Array.from(fig.querySelectorAll('rect.bar')).filter(r =>
+                parseFloat(r.getAttribute('width') || '0') > 0 &&
+                parseFloat(r.getAttribute('height') || '0') > 0).length,
+            lines: fig.querySelectorAll('path.line').length,
+        }))"""
+    )
+    return found
+
+
+def bars_in(page: Any, title: str) -> int:
+    """Bars drawn in the bqplot figure whose title contains ``title`` (-1: no such figure)."""
+    return max((f["bars"] for f in figures(page) if title in f["title"]), default=-1)
+
+
+def test_profiler_draws_its_chart(service: Client, lab_page: Callable[[str], Any]) -> None:
+    page = lab_page("spline_caching.ipynb")
+    run_all(page)
+    wait_for(
+        lambda: bars_in(page, "reprice time with the spline cache") >= 3,
+        120,
+        "the cache on/off chart",
+        page,
+    )
+    n = wait_for(
+        lambda: max(bars_in(page, "cumulative time per function"), 0),
+        30,
+        "the profiler's chart",
+        page,
+    )
+    caches = page.locator(".widget-html", has_text="stage totals (ms)").first
+    before = caches.text_content() or ""
+    assert "spline cache" in before
+    # profile again from the button, as a user would
+    chart = page.locator(".bqplot.figure", has_text="cumulative time per function").first
+    chart.scroll_into_view_if_needed()
+    button = page.locator("button.widget-button", has_text=re.compile(r"^\s*profile\s*$"))
+    button.click()
+    page.locator("button.widget-button", has_text="profiling").wait_for(timeout=10_000)
+    button.wait_for(timeout=30_000)
+    wait_for(lambda: caches.text_content() != before, 10, "new stage totals", page)
+    assert bars_in(page, "cumulative time per function") >= 1
+    print(f"\nprofiler: {n} functions charted")
+    shot(page, "lab-profiler")
+
+
+# --- Voila ------------------------------------------------------------------------------------
+
+
+def test_voila_dashboard_shows_the_grid_without_code(
+    service: Client, kernelspec: str, chromium: Any, tmp_path: Path
+) -> None:
+    port = free_port()
+    log = (tmp_path / "dashboard.log").open("wb")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench.widgets.dashboard", "--name", NAME, "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def up() -> bool:
+            assert proc.poll() is None, (tmp_path / "dashboard.log").read_text()
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                return True  # listening (a page request would start a kernel)
+            return False
+
+        wait(up, 60, "voila")
+        page = chromium.pages[0] if chromium.pages else chromium.new_page()
+        page.set_default_timeout(90_000)
+        page.goto(f"http://127.0.0.1:{port}/")
+        firm = page.locator(".wbg-r.wbg-t")
+        firm.wait_for()
+        print(f"\nvoila: grid shown {time.monotonic() - t0:.1f} s after start")
+        page.locator(".widget-html", has_text="service 'browser' live").first.wait_for()
+        first = grid_numbers(page)
+        assert len(first) >= 5
+        text = page.locator("body").inner_text()
+        assert "GreekGrid(" not in text
+        assert "import workbench" not in text
+        assert page.locator(".jp-InputArea-editor, .CodeMirror, .cm-editor").count() == 0
+        wait_for(
+            lambda: any(first.get(k) != v for k, v in grid_numbers(page).items()),
+            30,
+            "a dashboard number changing",
+            page,
+        )
+        shot(page, "voila-desk")
+        # readable rows: the grid's body scrolls (max 560 px) rather than squeezing its rows
+        heights = row_heights(page)
+        assert min(heights) >= 20, (
+            f"grid rows squeezed to {min(heights):.1f} px (CSS line-height 22 px): "
+            f"{len(heights)} rows in GreekGrid.body (a VBox, max_height 560px) shrink instead "
+            "of scrolling"
+        )
+    finally:
+        stop_process(proc, signal.SIGTERM, 40)
+        log.close()
+    assert proc.returncode == 0, (tmp_path / "dashboard.log").read_text()
