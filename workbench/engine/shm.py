@@ -72,13 +72,18 @@ def attach_segment(name: str) -> shared_memory.SharedMemory:
 
 
 def _pid_alive(pid: int) -> bool:
+    """True if ``pid`` runs; a zombie (exited, not yet reaped by its parent) counts as dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def reap(*, dry_run: bool = False) -> list[str]:
