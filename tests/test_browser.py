@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import playwright.sync_api as playwright_sync  # installed by the test extra; never skipped
 import pytest
 import requests
 from service_helpers import make_files, start, wait
@@ -33,8 +34,6 @@ from workbench.engine.client import Client
 from workbench.market.io import load_market
 from workbench.widgets.dashboard import parameterize
 from workbench.widgets.shocks import pillar_shocks, to_shocks
-
-playwright_sync = pytest.importorskip("playwright.sync_api")
 
 NAME = "browser"
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,9 +52,11 @@ CHROMIUM_ARGS = [
 ]
 KERNEL = "workbench"
 
+# .ci/run installs Debian's chromium: its absence is a failure, not a skip
+assert CHROMIUM.exists(), f"{CHROMIUM} is missing: .ci/run installs it with apt-get"
+
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium"),
 ]
 
 # --- helpers ----------------------------------------------------------------------------------

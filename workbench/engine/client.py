@@ -34,6 +34,7 @@ from workbench.engine.config import (
     default_run_root,
     encode_config,
 )
+from workbench.engine.shm import pid_alive
 
 
 class ServiceError(RuntimeError):
@@ -54,21 +55,6 @@ class SnapshotView:
 def _view(snap: msg.Snapshot) -> SnapshotView:
     tables = {k: msg.bytes_to_frame(v) for k, v in snap.tables.items()}
     return SnapshotView(snap.seq, snap.made_ns, tables, snap.breaches, dict(snap.stats))
-
-
-def _pid_alive(pid: int) -> bool:
-    """True if ``pid`` runs; a zombie (exited, not yet reaped by its parent) counts as dead."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
 
 
 class Client:
@@ -268,14 +254,14 @@ class Client:
         try:
             self.request(msg.StopRequest(), timeout_s=10.0)
         except ServiceError:
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 os.kill(pid, 15)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process is not None:
                 if self._process.poll() is not None:
                     break
-            elif not _pid_alive(pid):
+            elif not pid_alive(pid):
                 break
             time.sleep(0.05)
         else:
@@ -328,7 +314,7 @@ def _descriptors(root: Path) -> list[Descriptor]:
             d = msgspec.json.decode(path.read_bytes(), type=Descriptor)
         except (msgspec.DecodeError, OSError):
             continue
-        if _pid_alive(d.pid):
+        if pid_alive(d.pid):
             out.append(d)
     return out
 

@@ -71,7 +71,7 @@ def attach_segment(name: str) -> shared_memory.SharedMemory:
     return shm
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """True if ``pid`` runs; a zombie (exited, not yet reaped by its parent) counts as dead."""
     try:
         os.kill(pid, 0)
@@ -93,7 +93,7 @@ def reap(*, dry_run: bool = False) -> list[str]:
         return gone
     for path in sorted(SHM_DIR.iterdir()):
         m = _NAME.match(path.name)
-        if m is None or _pid_alive(int(m.group(1))):
+        if m is None or pid_alive(int(m.group(1))):
             continue
         gone.append(path.name)
         if not dry_run:
