@@ -190,10 +190,17 @@ class Client:
             else:
                 if st["ready"]:
                     return
-                last = ", ".join(p["name"] for p in st["processes"] if p["state"] != "ready")
+                last = ", ".join(
+                    f"{p['name']} ({p['state']}, {p['restarts']} restarts)"
+                    for p in st["processes"]
+                    if p["state"] != "ready"
+                )
                 last = f"waiting for {last}"
             time.sleep(0.2)
-        raise ServiceError(f"service {self.name} not ready after {timeout_s:.0f} s ({last})")
+        raise ServiceError(
+            f"service {self.name} not ready after {timeout_s:.0f} s ({last}); the end of its "
+            f"log:\n{log_tail(Path(self.descriptor.config.run_dir))}"
+        )
 
     def positions(self, asset_class: str | None = None) -> pl.DataFrame:
         """Per-position risk (USD measures, ``stale``, ``age_s``)."""
@@ -338,6 +345,15 @@ def connect(name: str | None = None, *, run_root: str | Path | None = None) -> C
     return Client(found[0])
 
 
+def log_tail(run_dir: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a service's log (empty if it has none)."""
+    try:
+        text = (run_dir / "service.log").read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def start(
     book: str | Path,
     market: str | Path,
@@ -405,8 +421,7 @@ def start(
     deadline = time.monotonic() + timeout_s
     while not descriptor_path.exists():
         if proc.poll() is not None:
-            tail = (run_dir / "service.log").read_text(errors="replace")[-2000:]
-            raise ServiceError(f"service {name} failed to start:\n{tail}")
+            raise ServiceError(f"service {name} failed to start:\n{log_tail(run_dir)}")
         if time.monotonic() > deadline:
             proc.kill()
             raise ServiceError(f"service {name} wrote no descriptor in {timeout_s:.0f} s")

@@ -94,9 +94,11 @@ class Repricer:
             for q in g.quotes:
                 self.quote_groups[int(q)].append(k)
         self.rate_quotes = np.zeros(n_quotes, dtype=bool)
+        self.quote_curves: dict[int, str] = {}  # quote row → the curve bootstrapped from it
         for spec in market.curves:
             for inst in spec.instruments:
                 self.rate_quotes[market.quote_index[inst.quote]] = True
+                self.quote_curves[market.quote_index[inst.quote]] = spec.id
         self.fx_quotes = np.zeros(n_quotes, dtype=bool)
         self.fx_quotes[conversion_quotes(market)] = True
         self.curves = CurveSet(market)
@@ -138,10 +140,13 @@ class Repricer:
             out[c] = self.local[c][rows] * fx
         return out
 
-    def _rebuild(self, market: MarketSnapshot, timings: dict[str, int]) -> None:
+    def _rebuild(
+        self, market: MarketSnapshot, timings: dict[str, int], curve_ids: set[str] | None = None
+    ) -> None:
+        """Re-solve the curves (those of ``curve_ids`` and their dependants, or all)."""
         t0 = time.perf_counter_ns()
-        self.curves.rebuild(market)
-        self.curves_next.rebuild(self._next(market))
+        self.curves.rebuild(market, curve_ids)
+        self.curves_next.rebuild(self._next(market), curve_ids)
         timings["curves"] = time.perf_counter_ns() - t0
 
     def full(self, market: MarketSnapshot) -> Update:
@@ -166,7 +171,8 @@ class Repricer:
         self.market = market
         timings: dict[str, int] = {}
         if self.rate_quotes[changed].any():
-            self._rebuild(market, timings)
+            moved = {self.quote_curves[int(q)] for q in changed if int(q) in self.quote_curves}
+            self._rebuild(market, timings, moved)
         timings.update(self._price_groups(market, dirty))
         if fx_moved:
             self.fx = base_rate_column(market, self.book.currency.codes, self.book.currency.labels)

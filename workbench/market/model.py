@@ -16,7 +16,7 @@ Units of quotes (see ``docs/formats.md``):
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -222,7 +222,22 @@ class MarketSnapshot:
 
     def with_quote_values(self, values: FloatArray) -> MarketSnapshot:
         """A new snapshot with the whole quote table replaced (the live feed's path)."""
-        return dataclasses.replace(self, quotes=values, version=self.version + 1)
+        return self._derive(values, self.version + 1, self.as_of)
+
+    def _derive(self, values: FloatArray, version: int, as_of: date) -> MarketSnapshot:
+        """A copy with other quote values, version and date; the definitions and the quote
+        index are shared, not rebuilt (this runs on every tick)."""
+        quotes = np.array(values, dtype=np.float64, copy=True)
+        if quotes.shape != self.quotes.shape:
+            raise MarketError(
+                f"quotes has shape {quotes.shape}, expected {self.quotes.shape} to match quote_ids"
+            )
+        quotes.setflags(write=False)
+        new = copy.copy(self)
+        object.__setattr__(new, "quotes", quotes)
+        object.__setattr__(new, "version", version)
+        object.__setattr__(new, "as_of", as_of)
+        return new
 
     def quote(self, quote_id: str) -> float:
         """The value of one quote (units as in the module docstring)."""
@@ -247,35 +262,11 @@ class MarketSnapshot:
             if i is None:
                 raise MarketError(f"unknown quote id {qid!r}")
             values[i] = float(value)
-        return MarketSnapshot(
-            as_of=self.as_of,
-            version=self.version + 1,
-            calendars=self.calendars,
-            quote_ids=self.quote_ids,
-            quotes=values,
-            curves=self.curves,
-            fx_pairs=self.fx_pairs,
-            fx_vol_surfaces=self.fx_vol_surfaces,
-            equities=self.equities,
-            credit_indices=self.credit_indices,
-            base_currency=self.base_currency,
-        )
+        return self._derive(values, self.version + 1, self.as_of)
 
     def with_as_of(self, as_of: date) -> MarketSnapshot:
         """The same quotes seen from another valuation date (used for theta)."""
-        return MarketSnapshot(
-            as_of=as_of,
-            version=self.version,
-            calendars=self.calendars,
-            quote_ids=self.quote_ids,
-            quotes=self.quotes,
-            curves=self.curves,
-            fx_pairs=self.fx_pairs,
-            fx_vol_surfaces=self.fx_vol_surfaces,
-            equities=self.equities,
-            credit_indices=self.credit_indices,
-            base_currency=self.base_currency,
-        )
+        return self._derive(self.quotes, self.version, as_of)
 
     def curve(self, curve_id: str) -> CurveSpec:
         """The definition of one curve."""

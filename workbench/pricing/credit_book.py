@@ -4,10 +4,15 @@
 second difference, ``vega`` for tranches the PV change for +1% (0.01) correlation. With the
 Monte Carlo method every bump reuses the index's random numbers (common random numbers), and
 one simulation serves every tranche on the index.
+
+The tranches' expected losses depend on the index spread and correlation quotes and the date,
+not on the discount curve: they are kept for the last few quote sets, so a rates tick only
+re-discounts (:attr:`CreditPricer.loss_hits` / ``loss_misses`` count how often).
 """
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Literal
 
 import numpy as np
@@ -26,6 +31,10 @@ from workbench.pricing.credit import (
 )
 from workbench.pricing.curves import CurveSet
 from workbench.pricing.risk import ClassRisk, KeyRates
+
+_LOSS_SETS = 4
+"""Quote sets (× indices) whose tranche losses are kept: today's and tomorrow's (theta), with
+and without bumps."""
 
 
 class CreditPricer:
@@ -60,6 +69,9 @@ class CreditPricer:
                 )
         self.book = book
         self.std_err = np.zeros(rows.size)
+        self._losses: dict[tuple[str, date, float, float, bool], list[FloatArray]] = {}
+        self.loss_hits = 0
+        self.loss_misses = 0
 
     def pv(self, market: MarketSnapshot, curves: CurveSet) -> FloatArray:
         """PV in each position's currency (dirty, protection buyer positive)."""
@@ -80,6 +92,40 @@ class CreditPricer:
         c = np.stack([thresholds(weights * s, times) for s in spreads])
         return list(sim.default_counts_many(c, rho))
 
+    def _tranche_losses(
+        self,
+        market: MarketSnapshot,
+        spec: CreditIndex,
+        tr_rows: IntArray,
+        pay_t: FloatArray,
+        *,
+        greeks: bool,
+    ) -> list[FloatArray]:
+        """Expected tranche losses (batches, dates, tranches): base, then ±1bp spread and +1%
+        correlation with ``greeks``. Reused while the index's spread, correlation and date stay.
+        """
+        s = market.quote(spec.spread_quote)
+        rho = market.quote(spec.correlation_quote)
+        key = (spec.id, market.as_of, s, rho, greeks)
+        hit = self._losses.get(key)
+        if hit is not None:
+            self.loss_hits += 1
+            return hit
+        self.loss_misses += 1
+        bumps = (0.0, BP, -BP) if greeks else (0.0,)
+        dists = self._distributions(spec, pay_t, [s + h for h in bumps], rho)
+        if greeks:
+            dists += self._distributions(spec, pay_t, [s], rho + CORR_POINT)
+        b = self.book
+        losses = [
+            tranche_expected_loss(dist, b.attach[tr_rows], b.detach[tr_rows], spec.recovery)
+            for dist in dists  # (batches, dates, N+1)
+        ]
+        if len(self._losses) >= _LOSS_SETS * len(self._groups):
+            self._losses.pop(next(iter(self._losses)))  # the oldest
+        self._losses[key] = losses
+        return losses
+
     def _price(self, market: MarketSnapshot, curves: CurveSet, *, greeks: bool) -> ClassRisk:
         b = self.book
         pos = {int(r): i for i, r in enumerate(self.rows)}
@@ -93,7 +139,6 @@ class CreditPricer:
             df = curve.discount(sched.pay_t)
             df_mid = curve.discount(0.5 * (sched.start_t + sched.pay_t))
             s = market.quote(spec.spread_quote)
-            rho = market.quote(spec.correlation_quote)
             bumps = (0.0, BP, -BP) if greeks else (0.0,)
             if idx_rows.size:
                 at = np.array([pos[int(r)] for r in idx_rows])
@@ -117,15 +162,8 @@ class CreditPricer:
             if tr_rows.size:
                 at = np.array([pos[int(r)] for r in tr_rows])
                 n = b.notional[tr_rows]
-                dists = self._distributions(spec, sched.pay_t, [s + h for h in bumps], rho)
-                if greeks:
-                    dists += self._distributions(spec, sched.pay_t, [s], rho + CORR_POINT)
-                out = []
-                for dist in dists:  # (batches, dates, N+1)
-                    el = tranche_expected_loss(
-                        dist, b.attach[tr_rows], b.detach[tr_rows], spec.recovery
-                    )
-                    out.append(tranche_pv(el, sched, df, b.coupon[tr_rows]))
+                losses = self._tranche_losses(market, spec, tr_rows, sched.pay_t, greeks=greeks)
+                out = [tranche_pv(el, sched, df, b.coupon[tr_rows]) for el in losses]
                 pv[at] = n * out[0].mean(axis=0)
                 if out[0].shape[0] > 1:
                     self.std_err[at] = (

@@ -18,6 +18,7 @@ Key-rate sensitivities come from implicit differentiation of the solved system,
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
 
@@ -36,7 +37,7 @@ from workbench.market.schedules import (
 )
 
 _METHOD = {"log_linear": _ext.LOG_LINEAR, "monotone_convex": _ext.MONOTONE_CONVEX}
-_TOL = 1e-12  # residual per unit notional; the issue asks for ≤ 1e-8
+_TOL = 1e-12  # residual per unit notional (every instrument reprices within 1e-8 of it)
 
 
 @dataclass(frozen=True)
@@ -293,17 +294,31 @@ class CurveSet:
         self.as_of = market.as_of
         self.rebuild(market)
 
-    def rebuild(self, market: MarketSnapshot) -> None:
-        """Re-solve every curve from the market's quotes (warm start)."""
+    def rebuild(self, market: MarketSnapshot, curve_ids: Collection[str] | None = None) -> None:
+        """Re-solve the curves from the market's quotes (warm start).
+
+        With ``curve_ids``, only those curves and the term curves they discount are re-solved
+        (the others keep their nodes: their quotes must not have moved).
+        """
         if market.as_of != self.as_of:
             fresh = CurveSet(market, interpolation=self.interpolation)
             self.__dict__.update(fresh.__dict__)
             return
-        self._jac.clear()
-        for cid, builder in self._builders.items():
+        todo = set(self._builders) if curve_ids is None else set(curve_ids)
+        for cid, builder in self._builders.items():  # dependency order: OIS first
             dc = builder.spec.discount_curve
-            disc = self._curves[dc] if builder.spec.kind == "term" and dc is not None else None
+            disc_id = dc if builder.spec.kind == "term" else None
+            if cid not in todo and disc_id not in todo:
+                continue
+            todo.add(cid)
+            self._jac.pop(cid, None)
+            disc = self._curves[disc_id] if disc_id is not None else None
             self._curves[cid] = builder.build(market.quote_values(builder.quote_ids), disc)
+
+    def curves_of(self, quote_ids: Collection[str]) -> set[str]:
+        """The ids of the curves bootstrapped from any of ``quote_ids``."""
+        wanted = set(quote_ids)
+        return {cid for cid, b in self._builders.items() if wanted.intersection(b.quote_ids)}
 
     def __getitem__(self, curve_id: str) -> Curve:
         try:
@@ -349,20 +364,28 @@ class CurveSet:
         return qids, ij @ jac
 
 
-def rate_quote_ids(market: MarketSnapshot, currency: str | None = None) -> list[str]:
-    """Every curve quote id (optionally of one currency)."""
+def rate_quote_ids(
+    market: MarketSnapshot, currency: str | Collection[str] | None = None
+) -> list[str]:
+    """Every curve quote id (optionally of one currency or of several)."""
+    wanted = {currency} if isinstance(currency, str) else currency
     return [
         i.quote
         for spec in market.curves
-        if currency is None or spec.currency == currency
+        if wanted is None or spec.currency in wanted
         for i in spec.instruments
     ]
 
 
-def shifted(market: MarketSnapshot, bp: float, currency: str | None = None) -> MarketSnapshot:
-    """The market with every curve quote (of one currency, or all) moved by ``bp`` basis points."""
+def shifted(
+    market: MarketSnapshot, bp: float, currency: str | Collection[str] | None = None
+) -> MarketSnapshot:
+    """The market with every curve quote (of one currency, several, or all) moved by ``bp``
+    basis points."""
     ids = rate_quote_ids(market, currency)
-    return market.with_quotes(dict(zip(ids, market.quote_values(ids) + bp * BP, strict=True)))
+    values = market.quotes.copy()
+    values[[market.quote_index[q] for q in ids]] += bp * BP
+    return market.with_quote_values(values)
 
 
 __all__ = ["Curve", "CurveBuilder", "CurveSet", "IntArray", "rate_quote_ids", "shifted"]

@@ -160,8 +160,12 @@ class FxPricer:
                     vol = smile.vol_for_strike(s_op, k_op, t_op, rd_op, rf_op)
                     res = black_greeks(g.sign[op], s_op, k_op, t_op, rd_op, rf_op, vol)
                     base = g.notional[op] * res.pv
-                    up = _option_value(smile, n_op, sg_op, spot * (1.0 + SPOT_BUMP), *legs)
-                    down = _option_value(smile, n_op, sg_op, spot * (1.0 - SPOT_BUMP), *legs)
+                    up = _option_value(
+                        smile, n_op, sg_op, spot * (1.0 + SPOT_BUMP), *legs, guess=vol
+                    )
+                    down = _option_value(
+                        smile, n_op, sg_op, spot * (1.0 - SPOT_BUMP), *legs, guess=vol
+                    )
                     pv[sl][op] = base
                     delta[sl][op] = (up - down) / 2.0
                     gamma[sl][op] = up - 2.0 * base + down
@@ -194,10 +198,13 @@ def _option_value(
     t: FloatArray,
     r_d: FloatArray,
     r_f: FloatArray,
+    *,
+    guess: FloatArray | None = None,
 ) -> FloatArray:
-    """PV (quote currency) of GK options at ``spot`` with the smile re-solved at that spot."""
+    """PV (quote currency) of GK options at ``spot`` with the smile re-solved at that spot
+    (``guess``: vols to start the solve from)."""
     s_b = np.full(strike.size, spot)
-    vol = smile.vol_for_strike(s_b, strike, t, r_d, r_f)
+    vol = smile.vol_for_strike(s_b, strike, t, r_d, r_f, guess=guess)
     return notional * black_price(sign, s_b, strike, t, r_d, r_f, vol)
 
 

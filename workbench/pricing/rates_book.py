@@ -41,6 +41,11 @@ class RatesPricer:
                 spread=book.float_spread[g_rows],
             )
             self._groups.append((g_rows, group))
+        specs = [market.curve(book.underlying.labels[int(c)]) for c in np.unique(curve_codes)]
+        self._currencies = sorted({spec.currency for spec in specs})
+        self._curve_ids = {spec.id for spec in specs} | {
+            market.discount_curve_id(ccy) for ccy in self._currencies
+        }
         self.with_key_rates = True  # off in the live worker, which does not publish them
         self._interpolation: str | None = None
         self._up: CurveSet | None = None
@@ -61,14 +66,17 @@ class RatesPricer:
     def risk(self, market: MarketSnapshot, curves: CurveSet) -> ClassRisk:
         """PV, DV01, gamma and key rates per swap, swap currency."""
         as_of = np.datetime64(market.as_of, "D")
-        up_m, down_m = shifted(market, 1.0), shifted(market, -1.0)
+        # a swap's curves are all of its currency: shifting that currency's quotes is "every
+        # quote of every curve it uses", and only those curves need re-solving
+        up_m = shifted(market, 1.0, self._currencies)
+        down_m = shifted(market, -1.0, self._currencies)
         if self._up is None or self._down is None or self._interpolation != curves.interpolation:
             self._up = CurveSet(up_m, interpolation=curves.interpolation)
             self._down = CurveSet(down_m, interpolation=curves.interpolation)
             self._interpolation = curves.interpolation
         else:
-            self._up.rebuild(up_m)
-            self._down.rebuild(down_m)
+            self._up.rebuild(up_m, self._curve_ids)
+            self._down.rebuild(down_m, self._curve_ids)
         base = self.pv(market, curves)
         up = self.pv(up_m, self._up)
         down = self.pv(down_m, self._down)

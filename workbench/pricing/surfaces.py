@@ -128,20 +128,41 @@ class FxVolSurfaceModel:
         return np.maximum(vol, 1e-6)  # type: ignore[no-any-return]
 
     def vol_for_strike(
-        self, S: FloatArray, K: FloatArray, T: FloatArray, r_d: FloatArray, r_f: FloatArray
+        self,
+        S: FloatArray,
+        K: FloatArray,
+        T: FloatArray,
+        r_d: FloatArray,
+        r_f: FloatArray,
+        *,
+        guess: FloatArray | None = None,
     ) -> FloatArray:
-        """The vol of strike ``K``: the fixed point σ = smile(T, Φ(d1(K, σ)))."""
-        fwd = S * np.exp((r_d - r_f) * T)
-        log_m = np.log(fwd / K)
-        sqrt_t = np.sqrt(T)
-        vol = self.vol_at_delta(T, np.full(np.shape(T), 0.5))
+        """The vol of strike ``K``: the fixed point σ = smile(T, Φ(d1(K, σ))).
+
+        Iterates each option until its own step is below 1e-13 (converged options drop out);
+        ``guess`` (e.g. the vols at an unbumped spot) starts the iteration nearer the answer.
+        """
+        t = np.atleast_1d(np.asarray(T, dtype=np.float64))
+        shape = np.broadcast_shapes(np.shape(S), np.shape(K), t.shape, np.shape(r_d), np.shape(r_f))
+        t = np.broadcast_to(t, shape).ravel()
+        fwd = np.broadcast_to(S * np.exp((r_d - r_f) * T), shape).ravel()
+        log_m = np.log(fwd / np.broadcast_to(K, shape).ravel())
+        sqrt_t = np.sqrt(t)
+        if guess is None:
+            vol = self.vol_at_delta(t, np.full(t.size, 0.5))
+        else:
+            vol = np.array(np.broadcast_to(guess, shape), dtype=np.float64).ravel()
+        active = np.arange(t.size)
         for _ in range(50):
-            d1 = log_m / (vol * sqrt_t) + 0.5 * vol * sqrt_t
-            new = self.vol_at_delta(T, ndtr(d1))
-            if np.max(np.abs(new - vol)) < 1e-13:
-                return new
-            vol = new
-        return vol
+            if active.size == 0:
+                break
+            v, st = vol[active], sqrt_t[active]
+            d1 = log_m[active] / (v * st) + 0.5 * v * st
+            new = self.vol_at_delta(t[active], ndtr(d1))
+            moving = np.abs(new - v) >= 1e-13
+            vol[active] = new
+            active = active[moving]
+        return vol.reshape(shape)
 
 
 class EquityVolSurfaceModel:
