@@ -224,23 +224,24 @@ def test_bad_payloads_and_unknown_ids_are_counted() -> None:
 # --- windows --------------------------------------------------------------------------------
 
 
-def test_latest_value_wins_within_a_window_opened_by_the_first_update() -> None:
+def test_latest_value_wins_within_a_window_that_closes_on_the_class_grid() -> None:
     c = _conflator()
     fx, rate = _i("FX.EURUSD"), _i("USD.SOFR.OIS.5Y")
-    t0 = 1_000 * MS
+    t0 = 1_000 * MS  # a multiple of both windows (fx 200 ms, rates 250 ms)
     assert c.offer(fx, 1.081, 1, t0) is None
     assert c.offer(rate, 0.0401, 1, t0 + 10 * MS) is None
     assert c.offer(fx, 1.082, 2, t0 + 150 * MS) is None
     assert c.offer(fx, 1.083, 3, t0 + 199 * MS) is None
     assert c.due(t0 + 199 * MS)[0].size == 0
     assert c.next_deadline() == t0 + 200 * MS
-    idx, values, seqs = c.due(t0 + 200 * MS)  # the fx window (200 ms) from the first update
+    idx, values, seqs = c.due(t0 + 200 * MS)  # the fx grid line after the first update
     assert (idx.tolist(), values.tolist(), seqs.tolist()) == ([fx], [1.083], [3])
     assert c.pending == 1
-    assert c.offer(fx, 1.084, 4, t0 + 201 * MS) is None  # opens a new window
-    idx, values, _ = c.due(t0 + 260 * MS)  # the rate window (250 ms) expired at t0 + 260
+    assert c.offer(fx, 1.084, 4, t0 + 201 * MS) is None  # opens a new window, closing at 400
+    idx, values, _ = c.due(t0 + 260 * MS)  # the rates grid line at t0 + 250 has passed
     assert (idx.tolist(), values.tolist()) == ([rate], [0.0401])
-    idx, values, _ = c.due(t0 + 401 * MS)
+    assert c.due(t0 + 399 * MS)[0].size == 0
+    idx, values, _ = c.due(t0 + 400 * MS)
     assert (idx.tolist(), values.tolist()) == ([fx], [1.084])
     assert c.due(t0 + 10_000 * MS)[0].size == 0
     assert c.flushed == 3
@@ -254,6 +255,15 @@ def test_zero_window_flushes_at_the_next_due() -> None:
     fx = _i("FX.EURUSD")
     assert c.offer(fx, 1.09, 1, 5) is None
     assert c.due(5)[0].tolist() == [fx]
+
+
+def test_quotes_with_one_window_flush_at_the_same_instant() -> None:
+    c = _conflator()
+    a, b = _i("EQ.AAPL"), _i("EQVOL.AAPL.1Y.100")  # both 300 ms (equity_ms)
+    assert c.offer(a, 261.0, 1, 1_010 * MS) is None
+    assert c.offer(b, 0.26, 1, 1_190 * MS) is None  # 180 ms later, same window
+    idx, _, _ = c.due(1_200 * MS)
+    assert sorted(idx.tolist()) == sorted([a, b])  # one batch, at most one window late
 
 
 # --- properties -----------------------------------------------------------------------------
@@ -275,8 +285,13 @@ class _Model:
         self.opened.setdefault(i, now)
         self.latest[i] = (value, seq)
 
+    def closes(self, i: int, opened: int) -> int:
+        """The grid line after ``opened`` of quote ``i``'s class window."""
+        w = self.windows[i]
+        return (opened // w + 1) * w if w else opened
+
     def due(self, now: int) -> dict[int, tuple[float, int]]:
-        out = {i: self.latest[i] for i, t in self.opened.items() if t + self.windows[i] <= now}
+        out = {i: self.latest[i] for i, t in self.opened.items() if self.closes(i, t) <= now}
         for i in out:
             del self.opened[i]
         return out

@@ -19,6 +19,7 @@ from workbench.book.reference import generate_reference_book
 from workbench.book.schema import Book
 from workbench.engine import messages as msg
 from workbench.engine.config import ServiceConfig, decode_config, encode_config
+from workbench.engine.histograms import LatencyHistogram, cumulative_buckets, quantile_ms
 from workbench.engine.partition import pricing_groups, worker_rows
 from workbench.engine.repricing import Repricer
 from workbench.engine.restarts import Kill, Restart, RestartPolicy, Roll
@@ -201,6 +202,26 @@ def test_a_writer_killed_mid_write_does_not_block_readers_forever() -> None:
 
 
 # --- restart policy ----------------------------------------------------------------------
+
+
+def test_latency_histogram_buckets_follow_prometheus_le() -> None:
+    h = LatencyHistogram()
+    h.observe_ms([0.05, 0.06, 1.0, 3.0, 20_000.0, -1.0, float("nan")])
+    assert h.count == 5  # the negative and the NaN are not latencies
+    buckets, total = cumulative_buckets(h.wire())
+    le = dict(buckets)
+    assert le["5e-05"] == 1  # 0.05 ms sits in its own bucket (≤)
+    assert le["0.0001"] == 2
+    assert le["0.001"] == 3
+    assert le["0.005"] == 4
+    assert le["10"] == 4
+    assert le["+Inf"] == 5
+    assert total == pytest.approx((0.05 + 0.06 + 1.0 + 3.0 + 20_000.0) / 1e3)
+    assert quantile_ms(h.wire(), 0.5) == 1.0
+    assert quantile_ms(h.wire(), 0.99) == float("inf")
+    assert np.isnan(quantile_ms(LatencyHistogram().wire(), 0.5))
+    with pytest.raises(ValueError, match="buckets"):
+        cumulative_buckets([1.0, 2.0])
 
 
 def test_backoff_doubles_and_resets_after_a_stable_run() -> None:

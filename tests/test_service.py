@@ -7,6 +7,7 @@ A small book (1,000 positions) keeps each start to seconds; every test leaves no
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 import zmq
 from service_helpers import POSITIONS, make_files, start, wait
 
+from workbench.engine import logs
 from workbench.engine import messages as msg
 from workbench.engine.client import Client, ServiceError
 from workbench.engine.config import LimitConfig
@@ -67,6 +69,48 @@ def test_ticks_flow_to_aggregates_and_requests_answer(service: Client) -> None:
     positions = service.positions()
     assert positions.height == POSITIONS
     assert positions["pv"].is_finite().all()
+
+
+def test_every_process_logs_json_lines_with_service_and_role(service: Client) -> None:
+    records = logs.read(Path(service.descriptor.config.run_dir) / "service.log")
+    assert records, "no structured log records"
+    assert all(r["service"] == "e2e" and r["pid"] > 0 and r["ts"].endswith("Z") for r in records)
+    events = {(r["role"], r["event"]) for r in records}
+    assert ("supervisor", "service_started") in events
+    assert ("supervisor", "ready") in events
+    for worker in ("rates-0", "fx-0", "credit-0", "equity-0"):
+        assert (f"worker:{worker}", "ready") in events
+    ready = next(r for r in records if r["role"] == "worker:rates-0" and r["event"] == "ready")
+    assert ready["positions"] > 0
+    assert ready["ms"] > 0
+
+
+def test_prometheus_exports_latency_histograms_per_boundary(service: Client) -> None:
+    boundaries = {"feed_to_ingest", "ingest_to_worker", "reprice", "worker_to_aggregator",
+                  "flush_to_publish"}  # fmt: skip
+
+    def counted() -> set[str]:
+        lat = service.latencies()
+        return set(lat.filter(pl.col("count") > 0)["boundary"])
+
+    wait(lambda: boundaries <= counted(), 20, "every boundary counted")
+    url = service.status()["metrics"]
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        text = reply.read().decode()
+    for boundary in boundaries:
+        assert f'workbench_latency_seconds_bucket{{boundary="{boundary}"' in text, boundary
+    for boundary in ("ingest_to_worker", "reprice"):
+        assert f'boundary="{boundary}",le="+Inf",process="rates-0"' in text
+    end_to_end = 'workbench_latency_seconds_count{boundary="flush_to_publish",process="aggregator"}'
+    assert end_to_end in text
+    assert 'workbench_process_stat{process="ingest",stat="accepted"}' in text
+    assert "workbench_stale_positions 0.0" in text
+    # the client counts its own boundary from the snapshots it reads
+    service.latest(timeout_s=10)
+    lat = service.latencies()
+    mine = lat.filter(pl.col("boundary") == "aggregator_to_client")
+    assert mine["count"][0] >= 1
+    assert (lat["p99_ms"] >= lat["p50_ms"]).all()
 
 
 def test_whatif_matches_dv01_and_leaves_live_state_alone(service: Client) -> None:

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 from service_helpers import make_files, start, wait
 
+from workbench.engine import logs
 from workbench.engine.client import Client, ServiceError
 
 
@@ -56,6 +57,16 @@ def test_kill_9_a_worker_marks_its_positions_stale_then_fresh(own_service: Clien
     procs = {p["name"]: p for p in service.status()["processes"]}
     assert procs["fx-0"]["restarts"] == 1
     assert procs["fx-0"]["pid"] != victim["pid"]
+    # the structured log tells the story: the exit (signal 9, unplanned), the new start
+    records = logs.read(Path(service.descriptor.config.run_dir) / "service.log")
+    exits = [r for r in records if r["event"] == "child_exited" and r["child"] == "fx-0"]
+    assert exits
+    assert exits[0]["exit_code"] == -signal.SIGKILL
+    assert exits[0]["planned"] is False
+    assert exits[0]["level"] == "warning"
+    assert exits[0]["role"] == "supervisor"
+    starts = [r["child_pid"] for r in records if r["event"] == "child_started"]
+    assert procs["fx-0"]["pid"] in starts
     print(f"\nfx-0 kill -9 → positions fresh again in {recovered:.2f} s")
 
 

@@ -334,6 +334,12 @@ def test_history_limits_and_telemetry_follow_the_service(service: Holder) -> Non
             assert "utilisation" not in lim.breaches.value
             assert tel.rates["ticks_per_s"] > 0
             assert "ingest" in tel.table.value
+            # the latency histograms of the process boundaries: table and distribution chart
+            for boundary in ("feed_to_ingest", "ingest_to_worker", "flush_to_publish"):
+                assert boundary in tel.latency_table.value
+            assert sum(tel.histogram.y) == pytest.approx(100.0)  # flush_to_publish, in %
+            tel.boundary.value = "reprice"
+            assert sum(tel.histogram.y) == pytest.approx(100.0)
         finally:
             for x in (hist, lim, tel):
                 x.close()

@@ -6,6 +6,16 @@ the valuation date passed in, no clock and no global state.
 
 __version__ = "0.1.0"
 
-from workbench.engine.client import Client, ServiceError, connect, running, start
+from workbench.engine.client import Client, ServiceError, connect, connect_remote, running, start
+from workbench.engine.config import RemoteConfig
 
-__all__ = ["Client", "ServiceError", "__version__", "connect", "running", "start"]
+__all__ = [
+    "Client",
+    "RemoteConfig",
+    "ServiceError",
+    "__version__",
+    "connect",
+    "connect_remote",
+    "running",
+    "start",
+]

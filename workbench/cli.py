@@ -103,7 +103,7 @@ def _service_options(args: argparse.Namespace) -> dict[str, object]:
             raise ValueError(f"{args.limits}: {exc}") from None
     workers = {"rates": 1, "fx": 1, "credit": 1, "equity": 1}
     workers.update(args.workers or {})
-    return {
+    out: dict[str, object] = {
         "name": args.name,
         "feed": args.feed,
         "rate": args.rate,
@@ -111,6 +111,27 @@ def _service_options(args: argparse.Namespace) -> dict[str, object]:
         "limits": limits,
         "n_paths": args.paths,
     }
+    if getattr(args, "remote_host", None):
+        from workbench.engine.config import RemoteConfig
+
+        if args.remote_key is None or args.authorized_keys is None:
+            raise ValueError("--remote-host needs --remote-key and --authorized-keys (CurveZMQ)")
+        out["remote"] = RemoteConfig(
+            host=args.remote_host,
+            server_key=str(args.remote_key),
+            authorized_keys=str(args.authorized_keys),
+            control_port=args.remote_control_port,
+            snapshots_port=args.remote_snapshots_port,
+        )
+    return out
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    from workbench.engine.gateway import generate_keys
+
+    public, secret = generate_keys(args.folder, args.name)
+    print(f"public key {public} (give it out); secret key {secret} (keep it; mode 600)")
+    return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -245,7 +266,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--limits", type=Path, default=None, help="limits JSON (docs/service.md)")
     serve.add_argument("--paths", type=_positive_int, default=50_000, help="tranche MC paths")
     serve.add_argument("--detach", action="store_true", help="return once the service is ready")
+    remote = serve.add_argument_group(
+        "remote access", "CurveZMQ listeners for clients on other machines (docs/service.md)"
+    )
+    remote.add_argument("--remote-host", dest="remote_host", default=None, help="listen address")
+    remote.add_argument(
+        "--remote-key", dest="remote_key", type=Path, default=None, help="server *.key_secret"
+    )
+    remote.add_argument(
+        "--authorized-keys", dest="authorized_keys", type=Path, default=None,
+        help="folder of admitted clients' *.key files",
+    )  # fmt: skip
+    remote.add_argument("--remote-control-port", dest="remote_control_port", type=int, default=0)
+    remote.add_argument(
+        "--remote-snapshots-port", dest="remote_snapshots_port", type=int, default=0
+    )
     serve.set_defaults(func=_cmd_serve)
+
+    keys = sub.add_parser("keys", help="make a CurveZMQ key pair for remote access")
+    keys.add_argument("folder", type=Path, help="where to write NAME.key and NAME.key_secret")
+    keys.add_argument("name", help="e.g. server, or the client's user name")
+    keys.set_defaults(func=_cmd_keys)
 
     status = sub.add_parser("status", help="processes and health of a running service")
     status.add_argument("--name", default=None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import os
 import signal
 import time
@@ -25,13 +26,17 @@ import polars as pl
 import zmq
 
 from workbench.book.io import load_book
+from workbench.engine import logs
 from workbench.engine import messages as msg
 from workbench.engine.aggregation import GROUP_COLUMNS, risk_frame, rollup, static_frame, totals
 from workbench.engine.config import ServiceConfig, decode_config
+from workbench.engine.histograms import LatencyHistogram
 from workbench.engine.limits import LimitMonitor, LimitReport
 from workbench.engine.recon import recon, recon_breach
 from workbench.engine.shm import RiskTable
 from workbench.market.io import load_market
+
+log = logging.getLogger(__name__)
 
 _FORWARD_TIMEOUT_S = 120.0
 
@@ -105,6 +110,8 @@ class Aggregator:
         self.dirty = True
         self.flushes: list[int] = []
         self.latency_ms: deque[float] = deque(maxlen=2048)
+        self.to_aggregator = LatencyHistogram()  # a worker's write done to its notice read here
+        self.end_to_end = LatencyHistogram()  # a flush to the snapshot that includes it
         self.last_publish_ns = 0
         self.last_hb_ns = 0
         self.published = 0
@@ -148,6 +155,7 @@ class Aggregator:
         done = time.monotonic_ns()
         for f in self.flushes:
             self.latency_ms.append((done - f) / 1e6)
+        self.end_to_end.observe_ms([(done - f) / 1e6 for f in self.flushes])
         self.flushes.clear()
         lat = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
         stats = {
@@ -181,8 +189,22 @@ class Aggregator:
             self.recon_breach = msg.Breach(
                 scope="firm", measure=f"recon: {exc}", value=1.0, limit=0.0, since_ns=now
             )
+            logs.event(
+                log,
+                "recon_failed",
+                f"recon could not read the booking file: {exc}",
+                level=logging.WARNING,
+            )
             return
         self.recon_breach = recon_breach(recon(on_file, self.static), now)
+        if self.recon_breach is not None:
+            logs.event(
+                log,
+                "recon_breach",
+                f"recon: {self.recon_breach.measure}",
+                level=logging.WARNING,
+                value=self.recon_breach.value,
+            )
 
     # --- control plane -----------------------------------------------------------------
 
@@ -334,7 +356,17 @@ class Aggregator:
         stats = dict(getattr(self, "stats", {}))
         stats["published"] = float(self.published)
         stats["pending_requests"] = float(len(self.pending))
-        hb = msg.Heartbeat(role="aggregator", pid=os.getpid(), sent_ns=now, ready=True, stats=stats)
+        hb = msg.Heartbeat(
+            role="aggregator",
+            pid=os.getpid(),
+            sent_ns=now,
+            ready=True,
+            stats=stats,
+            histograms={
+                "worker_to_aggregator": self.to_aggregator.wire(),
+                "flush_to_publish": self.end_to_end.wire(),
+            },
+        )
         with contextlib.suppress(zmq.Again):
             self.hb.send(msg.encode(hb), zmq.NOBLOCK)
 
@@ -363,6 +395,9 @@ class Aggregator:
                         notice = msg.notice_decoder.decode(raw)
                         if isinstance(notice, msg.RiskUpdated):
                             self.flushes.append(notice.flushed_ns)
+                            self.to_aggregator.observe_ms(
+                                (time.monotonic_ns() - notice.done_ns) / 1e6
+                            )
                             self.dirty = True
             if self.control in events:
                 self.handle_control()
@@ -388,6 +423,7 @@ class Aggregator:
 def run(config_json: str) -> None:
     """Process entry point (``spawn``)."""
     config = decode_config(config_json)
+    logs.setup(config.name, "aggregator")
     stop = _Stop()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

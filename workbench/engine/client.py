@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 import polars as pl
@@ -28,13 +28,24 @@ from workbench.engine import messages as msg
 from workbench.engine.config import (
     ConflationConfig,
     Descriptor,
+    Endpoints,
     FeedConfig,
     LimitConfig,
+    RemoteConfig,
     ServiceConfig,
     default_run_root,
     encode_config,
 )
+from workbench.engine.gateway import RemoteConfigError, check_remote
+from workbench.engine.histograms import BUCKETS_MS, LatencyHistogram, quantile_ms
 from workbench.engine.shm import pid_alive
+
+_BUCKET_SCHEMA: Final = {
+    "process": pl.String,
+    "boundary": pl.String,
+    "le_ms": pl.Float64,
+    "count": pl.Int64,
+}
 
 
 class ServiceError(RuntimeError):
@@ -50,11 +61,20 @@ class SnapshotView:
     tables: dict[str, pl.DataFrame]
     breaches: tuple[msg.Breach, ...]
     stats: dict[str, float]
+    received_ns: int = 0
+    """When this client read it (monotonic clock, shared with the service's processes)."""
+
+    @property
+    def transit_ms(self) -> float:
+        """Aggregator → client: from the snapshot made to this client reading it (ms)."""
+        return (self.received_ns - self.made_ns) / 1e6
 
 
-def _view(snap: msg.Snapshot) -> SnapshotView:
+def _view(snap: msg.Snapshot, received_ns: int) -> SnapshotView:
     tables = {k: msg.bytes_to_frame(v) for k, v in snap.tables.items()}
-    return SnapshotView(snap.seq, snap.made_ns, tables, snap.breaches, dict(snap.stats))
+    return SnapshotView(
+        snap.seq, snap.made_ns, tables, snap.breaches, dict(snap.stats), received_ns
+    )
 
 
 class Client:
@@ -66,6 +86,7 @@ class Client:
         *,
         timeout_s: float = 60.0,
         process: subprocess.Popen[bytes] | None = None,
+        curve: CurveKeys | None = None,
     ) -> None:
         if descriptor.config.endpoints is None:
             raise ServiceError(f"service {descriptor.name}: descriptor has no endpoints")
@@ -74,19 +95,30 @@ class Client:
         self.endpoints = descriptor.config.endpoints
         self.timeout_s = timeout_s
         self._process = process
+        self._curve = curve
         self._ctx = zmq.Context()
         self._sock: zmq.Socket[bytes] | None = None
+        self.to_client = LatencyHistogram()
+        """Aggregator → this client, for every snapshot it has read."""
 
     def __repr__(self) -> str:
         return f"<workbench service {self.name!r} pid {self.descriptor.pid}>"
 
     # --- plumbing ----------------------------------------------------------------------
 
+    def _connect(self, sock: zmq.Socket[Any], address: str) -> None:
+        """Connect, as a CurveZMQ client when the service is remote."""
+        if self._curve is not None:
+            sock.curve_publickey = self._curve.public
+            sock.curve_secretkey = self._curve.secret
+            sock.curve_serverkey = self._curve.server
+        sock.connect(address)
+
     def _socket(self) -> zmq.Socket[bytes]:
         if self._sock is None:
             sock = self._ctx.socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(self.endpoints.control)
+            self._connect(sock, self.endpoints.control)
             self._sock = sock
         return self._sock
 
@@ -114,7 +146,7 @@ class Client:
         actx = zmq.asyncio.Context.instance()
         sock = actx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.endpoints.control)
+        self._connect(sock, self.endpoints.control)
         wait = self.timeout_s if timeout_s is None else timeout_s
         try:
             await sock.send_multipart([b"", msg.encode(req)])
@@ -169,7 +201,8 @@ class Client:
     def processes(self) -> pl.DataFrame:
         """:meth:`status` as a table, one row per process."""
         rows = self.status()["processes"]
-        return pl.DataFrame([{k: v for k, v in r.items() if k != "stats"} for r in rows]).sort(
+        skip = ("stats", "histograms")
+        return pl.DataFrame([{k: v for k, v in r.items() if k not in skip} for r in rows]).sort(
             "name"
         )
 
@@ -258,6 +291,10 @@ class Client:
     def stop(self, *, timeout_s: float = 30.0) -> None:
         """Stop the service and wait until its supervisor has exited."""
         pid = self.descriptor.pid
+        if self._curve is not None:  # remote: the supervisor is not on this machine
+            self.request(msg.StopRequest(), timeout_s=10.0)
+            self.close()
+            return
         try:
             self.request(msg.StopRequest(), timeout_s=10.0)
         except ServiceError:
@@ -281,10 +318,10 @@ class Client:
         try:
             sock.setsockopt(zmq.SUBSCRIBE, b"")
             sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(self.endpoints.snapshots)
+            self._connect(sock, self.endpoints.snapshots)
             if not sock.poll(int(timeout_s * 1000)):
                 raise ServiceError(f"service {self.name}: no snapshot within {timeout_s} s")
-            return _view(msg.snapshot_decoder.decode(sock.recv()))
+            return self._received(sock.recv())
         finally:
             sock.close(linger=0)
 
@@ -296,13 +333,62 @@ class Client:
         sock.setsockopt(zmq.RCVHWM, 2)
         sock.setsockopt(zmq.CONFLATE, 1)
         sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(self.endpoints.snapshots)
+        self._connect(sock, self.endpoints.snapshots)
         try:
             while True:
-                raw = await sock.recv()
-                yield _view(msg.snapshot_decoder.decode(raw))
+                yield self._received(await sock.recv())
         finally:
             sock.close(linger=0)
+
+    def _received(self, raw: bytes) -> SnapshotView:
+        now = time.monotonic_ns()
+        view = _view(msg.snapshot_decoder.decode(raw), now)
+        self.to_client.observe_ms(view.transit_ms)
+        return view
+
+    def latency_buckets(self) -> pl.DataFrame:
+        """Latency histograms of every process boundary, long form: ``process``, ``boundary``,
+        ``le_ms`` (bucket upper bound, ms; inf for the last), ``count`` (in that bucket).
+
+        The service's processes count their boundaries since they started (see
+        :mod:`workbench.engine.histograms`); ``aggregator_to_client`` is this client's own count.
+        """
+        rows: list[dict[str, Any]] = []
+        bounds = [*BUCKETS_MS, float("inf")]
+        found = [
+            (p["name"], boundary, wire)
+            for p in self.status()["processes"]
+            for boundary, wire in (p.get("histograms") or {}).items()
+        ]
+        found.append(("client", "aggregator_to_client", self.to_client.wire()))
+        for process, boundary, wire in found:
+            rows.extend(
+                {"process": process, "boundary": boundary, "le_ms": le, "count": int(c)}
+                for le, c in zip(bounds, wire[:-1], strict=True)
+            )
+        return pl.DataFrame(rows, schema=_BUCKET_SCHEMA)
+
+    def latencies(self) -> pl.DataFrame:
+        """Per process boundary: ``count``, ``p50_ms``, ``p99_ms`` (bucket upper bounds, an
+        overestimate by at most one bucket) — from :meth:`latency_buckets`."""
+        b = self.latency_buckets()
+        rows = []
+        for (process, boundary), part in b.group_by(["process", "boundary"], maintain_order=True):
+            wire = [*map(float, part["count"]), 0.0]
+            rows.append(
+                {
+                    "process": process,
+                    "boundary": boundary,
+                    "count": int(part["count"].sum()),
+                    "p50_ms": quantile_ms(wire, 0.5),
+                    "p99_ms": quantile_ms(wire, 0.99),
+                }
+            )
+        return pl.DataFrame(
+            rows,
+            schema={"process": pl.String, "boundary": pl.String, "count": pl.Int64,
+                    "p50_ms": pl.Float64, "p99_ms": pl.Float64},
+        )  # fmt: skip
 
     def close(self) -> None:
         """Release the sockets (the service keeps running)."""
@@ -345,6 +431,63 @@ def connect(name: str | None = None, *, run_root: str | Path | None = None) -> C
     return Client(found[0])
 
 
+@dataclass(frozen=True)
+class CurveKeys:
+    """CurveZMQ keys of a remote client (Z85): its own pair and the server's public key."""
+
+    public: bytes
+    secret: bytes
+    server: bytes
+
+
+def connect_remote(
+    control: str,
+    snapshots: str,
+    *,
+    server_key: str | Path,
+    client_key: str | Path,
+    name: str = "remote",
+    timeout_s: float = 60.0,
+) -> Client:
+    """Attach to a service on another machine through its CurveZMQ listeners.
+
+    Parameters
+    ----------
+    control, snapshots
+        The service's ``remote_control`` and ``remote_snapshots`` addresses (its descriptor
+        and ``workbench status --json`` show them), e.g. ``tcp://risk-host:7001``.
+    server_key
+        The service's public key: the Z85 text, or the server's ``*.key`` file.
+    client_key
+        This client's ``*.key_secret`` file; its public half must be in the service's
+        authorized keys folder.
+    """
+    import zmq.auth
+
+    path = Path(client_key)
+    if not path.is_file():
+        raise ServiceError(f"client key file {path} does not exist")
+    public, secret = zmq.auth.load_certificate(path)
+    if secret is None:
+        raise ServiceError(f"{path} holds no secret key (pass the *.key_secret file)")
+    server = Path(server_key) if not str(server_key).startswith("tcp") else None
+    if server is not None and server.is_file():
+        server_public, _ = zmq.auth.load_certificate(server)
+    else:
+        server_public = str(server_key).encode()
+    if len(server_public) != 40:
+        raise ServiceError(f"server key {server_key!s}: not a Z85 public key or a *.key file")
+    endpoints = Endpoints(
+        feed="", notices="", risk="", heartbeats="", supervisor="", workers={}, metrics="",
+        control=control, snapshots=snapshots,
+    )  # fmt: skip
+    config = ServiceConfig(name=name, run_dir="", book="", market="", endpoints=endpoints)
+    descriptor = Descriptor(
+        name=name, pid=0, started_ns=0, config=config, n_positions=0, n_quotes=0
+    )
+    return Client(descriptor, timeout_s=timeout_s, curve=CurveKeys(public, secret, server_public))
+
+
 def log_tail(run_dir: Path, lines: int = 30) -> str:
     """The last ``lines`` lines of a service's log (empty if it has none)."""
     try:
@@ -375,8 +518,17 @@ def start(
     ``feed``: ``"synthetic"`` (``rate`` ticks/s), ``"none"``, a replay file path (``.parquet``),
     an external publisher address (``tcp://…``), or a :class:`FeedConfig`. The service outlives
     the calling process (a notebook can close); stop it with :meth:`Client.stop`.
-    Other keyword options are fields of :class:`ServiceConfig` (e.g. ``rolling_restart_s``).
+    Other keyword options are fields of :class:`ServiceConfig` (e.g. ``rolling_restart_s``, or
+    ``remote=RemoteConfig(...)`` for CurveZMQ listeners for other machines, docs/service.md).
     """
+    remote = options.get("remote")
+    if remote is not None:
+        if not isinstance(remote, RemoteConfig):
+            raise ServiceError(f"remote must be a RemoteConfig, not {type(remote).__name__}")
+        try:
+            check_remote(remote)  # refuse before anything starts
+        except RemoteConfigError as exc:
+            raise ServiceError(str(exc)) from None
     if isinstance(feed, FeedConfig):
         feed_config = feed
     elif feed in ("synthetic", "none"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from pathlib import Path
 
 import msgspec
@@ -63,6 +64,19 @@ class Endpoints(msgspec.Struct, frozen=True, kw_only=True):
     supervisor: str  # REP, aggregator → supervisor: restart/stop
     workers: dict[str, str]  # REP per worker, aggregator → worker: WorkerRequest
     metrics: str  # HTTP host:port of the Prometheus exporter
+    remote_control: str = ""  # ROUTER (CurveZMQ), remote clients → control, if remote access
+    remote_snapshots: str = ""  # XPUB (CurveZMQ), snapshots → remote clients
+    server_public_key: str = ""  # Z85 CurveZMQ public key of the remote listeners
+
+
+class RemoteConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Listeners for clients on other machines (see :mod:`engine.gateway`): CurveZMQ only."""
+
+    host: str  # address to listen on, e.g. a LAN address or "0.0.0.0"
+    server_key: str  # the server's secret certificate file (``workbench keys`` → *.key_secret)
+    authorized_keys: str  # folder of the public certificates (*.key) of admitted clients
+    control_port: int = 0  # 0: any free port (the descriptor records it)
+    snapshots_port: int = 0
 
 
 class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -85,6 +99,8 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     rolling_restart_s: float = 0.0  # 0 = off; workers keep the cyclic GC on unless this is on
     recon_s: float = 60.0
     numba_threads: int = 1
+    worker_nice: int = 5  # pricing workers yield the CPU to ingestion and aggregation (0: off)
+    remote: RemoteConfig | None = None  # None: nothing listens beyond 127.0.0.1
     endpoints: Endpoints | None = None
     segments: dict[str, str] = {}
 
@@ -114,8 +130,49 @@ def free_port() -> int:
         return port
 
 
+_IPC_PATH_MAX = 100
+"""Unix socket paths longer than ~107 bytes cannot be bound; keep a margin."""
+
+
+def socket_folder(run_dir: str | Path) -> Path:
+    """Where a service's ipc sockets live: ``<run dir>/sockets``, or a short folder in the
+    temp directory when that path would be too long for a Unix socket."""
+    folder = Path(run_dir) / "sockets"
+    if len(str(folder)) + len("/worker-equity-99.ipc") > _IPC_PATH_MAX:
+        folder = Path(tempfile.mkdtemp(prefix="wb-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def local_endpoints(worker_names: list[str], folder: str | Path) -> Endpoints:
+    """ipc (Unix socket) endpoints in ``folder`` for every socket of a service.
+
+    Not TCP ports: a port picked as free can be taken before it is bound, and a socket that
+    keeps reconnecting to an unbound port of the ephemeral range can end up connected to itself
+    and hold that port. Unix sockets have neither problem (and are faster); only the metrics
+    exporter, which Prometheus scrapes over HTTP, takes a loopback TCP port.
+    """
+    base = Path(folder)
+
+    def ipc(name: str) -> str:
+        return f"ipc://{base / name}.ipc"
+
+    return Endpoints(
+        feed=ipc("feed"),
+        notices=ipc("notices"),
+        risk=ipc("risk"),
+        heartbeats=ipc("heartbeats"),
+        control=ipc("control"),
+        snapshots=ipc("snapshots"),
+        supervisor=ipc("supervisor"),
+        workers={w: ipc(f"worker-{w}") for w in worker_names},
+        metrics=f"127.0.0.1:{free_port()}",
+    )
+
+
 def loopback_endpoints(worker_names: list[str]) -> Endpoints:
-    """Fresh loopback TCP endpoints for every socket of a service."""
+    """Fresh loopback TCP endpoints (for tests of one process pair; a service uses
+    :func:`local_endpoints`, see there why)."""
 
     def tcp() -> str:
         return f"tcp://127.0.0.1:{free_port()}"

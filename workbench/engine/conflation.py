@@ -31,10 +31,15 @@ accepted as the new level. Rejected ticks change nothing but the counters (and t
 confirmation state). ``bad_payload`` and ``unknown_id`` are decided by the caller before a
 tick has a quote index and are counted through :meth:`Conflator.reject`.
 
-Conflation: the first accepted update of a quote opens its window (``now_ns`` + the class
-window); later accepted updates only replace the pending value (latest wins); once the window
-has expired :meth:`Conflator.due` returns the quote once with its latest value and seq, and the
-next accepted update opens a new window. ``now_ns`` must not decrease between calls.
+Conflation: the first accepted update of a quote opens its window, which closes at the next
+multiple of the class window on the clock (``(now_ns // window + 1) * window``); later accepted
+updates only replace the pending value (latest wins); once the window has closed
+:meth:`Conflator.due` returns the quote once with its latest value and seq, and the next
+accepted update opens a new window. Closing on a grid rather than a window after each quote's
+first update makes every quote of a class flush at the same instants: the workers reprice a
+class's moves in one batch a few times a second instead of a trickle of small batches, and no
+update waits longer than one window. A window of 0 flushes at the next :meth:`Conflator.due`.
+``now_ns`` must not decrease between calls.
 """
 
 from __future__ import annotations
@@ -197,7 +202,8 @@ class Conflator:
         if not self._pending[index]:
             self._pending[index] = True
             c = self._class[index]
-            self._queues[c].append((now_ns + self._window[index], index))
+            w = self._window[index]
+            self._queues[c].append(((now_ns // w + 1) * w if w > 0 else now_ns, index))
         return None
 
     def _check(self, index: int, value: float, seq: int) -> str | None:

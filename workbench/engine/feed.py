@@ -44,7 +44,7 @@ import polars as pl
 import zmq
 
 from workbench._types import FloatArray
-from workbench.engine import messages
+from workbench.engine import logs, messages
 from workbench.engine.config import ServiceConfig, decode_config
 from workbench.engine.conflation import (
     CORR,
@@ -482,4 +482,6 @@ def run(config_json: str) -> None:
     config_json
         The service configuration as JSON (:func:`~.config.encode_config`).
     """
-    asyncio.run(_main(decode_config(config_json)))
+    config = decode_config(config_json)
+    logs.setup(config.name, "feed")
+    asyncio.run(_main(config))

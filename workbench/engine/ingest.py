@@ -40,9 +40,10 @@ import zmq
 import zmq.asyncio
 
 from workbench._types import FloatArray
-from workbench.engine import messages
+from workbench.engine import logs, messages
 from workbench.engine.config import ServiceConfig, decode_config
 from workbench.engine.conflation import Conflator
+from workbench.engine.histograms import LatencyHistogram
 from workbench.engine.shm import QuoteTable
 from workbench.market.io import load_market
 
@@ -93,6 +94,8 @@ class LatencyStats:
         self.samples: list[int] = []
         self.ignored = 0
         self._hist = np.zeros(_HIST_EDGES_US.size + 1, dtype=np.int64)
+        self.histogram = LatencyHistogram()
+        """The same latencies in the exported buckets (``feed_to_ingest``)."""
 
     def add(self, latency_ns: int) -> None:
         """Record one latency in nanoseconds."""
@@ -112,6 +115,7 @@ class LatencyStats:
             out["latency_p50_us"] = float(p50)
             out["latency_p99_us"] = float(p99)
             out["latency_max_us"] = float(us.max())
+            self.histogram.observe_ms(us / 1e3)
             self._hist += np.bincount(
                 np.searchsorted(_HIST_EDGES_US, us), minlength=self._hist.size
             )
@@ -284,6 +288,7 @@ class Ingest:
             sent_ns=time.monotonic_ns(),
             ready=ready,
             stats=self.stats(),
+            histograms={"feed_to_ingest": self.handler.latency.histogram.wire()},
         )
         try:
             self.beats.send(messages.encode(beat), zmq.NOBLOCK)
@@ -347,4 +352,6 @@ def run(config_json: str) -> None:
     config_json
         The service configuration as JSON (:func:`~.config.encode_config`).
     """
-    asyncio.run(_main(decode_config(config_json)))
+    config = decode_config(config_json)
+    logs.setup(config.name, "ingest")
+    asyncio.run(_main(config))

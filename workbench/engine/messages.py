@@ -71,6 +71,8 @@ class Heartbeat(Notice, frozen=True, tag="hb"):
     sent_ns: int
     ready: bool
     stats: dict[str, float] = {}
+    histograms: dict[str, list[float]] = {}
+    """Latency histograms of this process's boundaries (:mod:`engine.histograms` wire form)."""
 
 
 NoticeMessage = QuotesDirty | RiskUpdated | Heartbeat

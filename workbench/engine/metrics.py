@@ -3,18 +3,42 @@
 Every child reports its counters in its heartbeats (``Heartbeat.stats``); they are exported as
 ``workbench_process_stat{process, stat}`` (ticks, rejects by reason, conflation ratio, latency
 percentiles in microseconds, reprice times in milliseconds, cache hits …). The supervisor adds
-restarts and staleness read from the risk table.
+restarts and staleness read from the risk table, and exports the latency histograms the
+processes count at their boundaries (:mod:`engine.histograms`) as
+``workbench_latency_seconds{boundary, process}``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
 
+from workbench.engine.histograms import cumulative_buckets
 from workbench.engine.shm import RiskTable
+
+
+class _Latencies(Collector):
+    """The latest histogram counts of every process, exported at each scrape."""
+
+    def __init__(self) -> None:
+        self.latest: dict[tuple[str, str], list[float]] = {}
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(
+            "workbench_latency_seconds",
+            "Latency at a process boundary (see the boundary label), since the process started",
+            labels=["boundary", "process"],
+        )
+        for (process, boundary), wire in sorted(self.latest.items()):
+            buckets, total = cumulative_buckets(wire)
+            family.add_metric([boundary, process], buckets, total)
+        yield family
 
 
 class Metrics:
@@ -45,15 +69,24 @@ class Metrics:
             "Age of the oldest position's Greeks",
             registry=self.registry,
         )
+        self.latencies = _Latencies()
+        self.registry.register(self.latencies)
         self._server: Any = None
         self._last_gauge = 0.0
         if int(port):
             self._server = start_http_server(int(port), addr=host, registry=self.registry)
 
-    def heartbeat(self, process: str, stats: dict[str, float]) -> None:
-        """Export the counters of one heartbeat."""
+    def heartbeat(
+        self,
+        process: str,
+        stats: dict[str, float],
+        histograms: dict[str, list[float]] | None = None,
+    ) -> None:
+        """Export the counters and latency histograms of one heartbeat."""
         for key, value in stats.items():
             self.stat.labels(process, key).set(value)
+        for boundary, wire in (histograms or {}).items():
+            self.latencies.latest[(process, boundary)] = list(wire)
 
     def restart(self, process: str) -> None:
         """Count an unplanned restart."""

@@ -15,6 +15,7 @@ Run it with ``python -m workbench.engine.supervisor CONFIG.json``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing as mp
 import os
 import signal
@@ -31,6 +32,7 @@ import numpy as np
 import zmq
 
 from workbench.book.io import load_book
+from workbench.engine import logs
 from workbench.engine import messages as msg
 from workbench.engine.config import (
     ASSET_CLASSES,
@@ -38,8 +40,10 @@ from workbench.engine.config import (
     ServiceConfig,
     decode_config,
     encode_config,
-    loopback_endpoints,
+    local_endpoints,
+    socket_folder,
 )
+from workbench.engine.gateway import Gateway, RemoteConfigError
 from workbench.engine.metrics import Metrics
 from workbench.engine.partition import worker_rows
 from workbench.engine.restarts import Kill, RestartPolicy, Roll
@@ -47,7 +51,11 @@ from workbench.engine.shm import QuoteTable, RiskTable, reap
 from workbench.engine.worker import worker_name
 from workbench.market.io import load_market
 
+log = logging.getLogger(__name__)
+
 _GRACE_S = 3.0
+_REPLY_GRACE_NS = 300_000_000
+"""After a stop request, how long the supervisor keeps serving before it stops the children."""
 
 
 @dataclass
@@ -111,9 +119,19 @@ class Supervisor:
         self.market = load_market(config.market)
         self.book = load_book(config.book, market=self.market)
         names = [worker_name(c, s) for c in ASSET_CLASSES for s in range(config.workers.get(c, 0))]
-        endpoints = loopback_endpoints(names)
+        self.socket_dir = socket_folder(run_dir)
+        endpoints = local_endpoints(names, self.socket_dir)
         if config.feed.mode == "external" and config.feed.address:
             endpoints = msgspec.structs.replace(endpoints, feed=config.feed.address)
+        self.gateway: Gateway | None = None
+        if config.remote is not None:
+            self.gateway = Gateway(config.remote, endpoints)
+            endpoints = msgspec.structs.replace(
+                endpoints,
+                remote_control=self.gateway.control,
+                remote_snapshots=self.gateway.snapshots,
+                server_public_key=self.gateway.public_key,
+            )
         self.quotes = QuoteTable.create(config.name, np.asarray(self.market.quotes))
         self.risk = RiskTable.create(config.name, len(self.book))
         self.config = msgspec.structs.replace(
@@ -138,7 +156,8 @@ class Supervisor:
         self.specs = {s.name: s for s in _children(self.config)}
         self.live: dict[str, _Live] = {}
         self.spawn = mp.get_context("spawn")
-        self.stopping = False
+        self.stop_at_ns = 2**63 - 1  # set by a stop request
+        self.was_ready = False
         self.rows_of: dict[str, np.ndarray] = {}
         for s in self.specs.values():
             if s.asset_class is not None:
@@ -150,6 +169,13 @@ class Supervisor:
     def _start(self, spec: _ChildSpec) -> None:
         proc = self.spawn.Process(target=spec.target, args=spec.args, name=f"wb-{spec.name}")
         proc.start()
+        logs.event(
+            log,
+            "child_started",
+            f"{spec.name} started (pid {proc.pid})",
+            child=spec.name,
+            child_pid=proc.pid,
+        )
         now = time.monotonic_ns()
         prev = self.live.get(spec.name)
         live = _Live(spec, proc, now)
@@ -175,6 +201,16 @@ class Supervisor:
         tmp = self.descriptor_path.with_suffix(".tmp")
         tmp.write_bytes(msgspec.json.encode(descriptor))
         tmp.replace(self.descriptor_path)
+        logs.event(
+            log,
+            "service_started",
+            f"service {self.config.name}: {len(self.book):,} positions, "
+            f"{len(self.market.quote_ids):,} quotes, {len(self.specs)} processes",
+            positions=len(self.book),
+            quotes=len(self.market.quote_ids),
+            metrics=self.config.endpoints.metrics if self.config.endpoints else "",
+            reaped=self.reaped,
+        )
 
     def _child_died(self, name: str, live: _Live, now: int) -> None:
         spec = live.spec
@@ -184,11 +220,17 @@ class Supervisor:
         self.policy.died(name, now_ns=now, planned=planned)
         if not planned:
             self.metrics.restart(name)
-            print(
-                f"[supervisor] {name} (pid {live.process.pid}) exited with "
-                f"{live.process.exitcode}; restarting",
-                flush=True,
-            )
+        logs.event(
+            log,
+            "child_exited",
+            f"{name} (pid {live.process.pid}) exited with {live.process.exitcode}"
+            + ("" if planned else "; restarting"),
+            level=logging.INFO if planned else logging.WARNING,
+            child=name,
+            child_pid=live.process.pid,
+            exit_code=live.process.exitcode,
+            planned=planned,
+        )
 
     def _check_children(self) -> None:
         now = time.monotonic_ns()
@@ -235,6 +277,7 @@ class Supervisor:
                     "heartbeat_age_s": (now - c.last_beat_ns) / 1e9,
                     "uptime_s": (now - live.started_ns) / 1e9,
                     "stats": dict(hb.stats) if hb else {},
+                    "histograms": dict(hb.histograms) if hb else {},
                 }
             )
         return {
@@ -246,6 +289,13 @@ class Supervisor:
             "reaped_at_start": self.reaped,
             "ready": all(self.policy.children[n].ready for n in self.live),
             "processes": procs,
+            "remote": {
+                "control": self.config.endpoints.remote_control,
+                "snapshots": self.config.endpoints.remote_snapshots,
+                "server_public_key": self.config.endpoints.server_public_key,
+            }
+            if self.config.endpoints and self.config.endpoints.remote_control
+            else None,
             "metrics": f"http://{self.config.endpoints.metrics}/metrics"
             if self.config.endpoints
             else "",
@@ -269,7 +319,8 @@ class Supervisor:
                     self.restart(req.worker)
                     reply = msg.Reply(ok=True, data={"restarting": req.worker})
             elif isinstance(req, msg.StopRequest):
-                self.stopping = True
+                # keep serving a moment so the aggregator can relay this reply to the client
+                self.stop_at_ns = time.monotonic_ns() + _REPLY_GRACE_NS
                 reply = msg.Reply(ok=True, data={"stopping": self.config.name})
             else:
                 reply = msg.error_reply(f"the supervisor does not answer {type(req).__name__}")
@@ -294,14 +345,14 @@ class Supervisor:
                 continue  # a late beat of a replaced process
             live.last_hb = hb
             self.policy.heartbeat(name, ready=hb.ready, now_ns=now)
-            self.metrics.heartbeat(name, hb.stats)
+            self.metrics.heartbeat(name, hb.stats, hb.histograms)
 
     def serve(self, signals: _Signals) -> None:
         """The supervision loop, until a signal or a stop request."""
         poller = zmq.Poller()
         poller.register(self.pull, zmq.POLLIN)
         poller.register(self.rep, zmq.POLLIN)
-        while not self.stopping and not signals.received:
+        while not signals.received and time.monotonic_ns() < self.stop_at_ns:
             events = dict(poller.poll(100))
             if self.pull in events:
                 self._heartbeats()
@@ -309,6 +360,16 @@ class Supervisor:
                 self._answer()
             self._check_children()
             self.metrics.gauge_staleness(self.risk)
+            if not self.was_ready and all(c.ready for c in self.policy.children.values()):
+                self.was_ready = True
+                seconds = (time.monotonic_ns() - self.started_ns) / 1e9
+                logs.event(
+                    log, "ready", f"every process ready after {seconds:.1f} s", seconds=seconds
+                )
+        if signals.received:
+            logs.event(log, "stopping", f"signal {signals.received[0]}: stopping")
+        else:
+            logs.event(log, "stopping", "stop requested: stopping")
 
     def shutdown(self) -> None:
         """Stop every child, then release sockets, segments and the descriptor."""
@@ -322,6 +383,8 @@ class Supervisor:
                 live.process.kill()
                 live.process.join(1.0)
         self.metrics.close()
+        if self.gateway is not None:
+            self.gateway.close()
         for sock in (self.pull, self.rep):
             sock.close(linger=0)
         self.ctx.term()
@@ -329,6 +392,11 @@ class Supervisor:
         self.risk.close()
         with contextlib.suppress(FileNotFoundError):
             self.descriptor_path.unlink()
+        for leftover in self.socket_dir.glob("*.ipc"):  # of children that were killed
+            leftover.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.socket_dir.rmdir()
+        logs.event(log, "stopped", f"service {self.config.name} stopped")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -338,10 +406,15 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m workbench.engine.supervisor CONFIG.json", file=sys.stderr)
         return 2
     config = decode_config(Path(args[0]).read_text())
+    logs.setup(config.name, "supervisor")
     signals = _Signals()
     signal.signal(signal.SIGTERM, signals)
     signal.signal(signal.SIGINT, signals)
-    sup = Supervisor(config)
+    try:
+        sup = Supervisor(config)
+    except RemoteConfigError as exc:
+        logs.event(log, "refused", str(exc), level=logging.ERROR)
+        return 2
     try:
         sup.start()
         sup.serve(signals)

@@ -16,6 +16,7 @@ import contextlib
 import cProfile
 import gc
 import io
+import logging
 import os
 import pstats
 import signal
@@ -29,13 +30,17 @@ import polars as pl
 import zmq
 
 from workbench.book.io import load_book
+from workbench.engine import logs
 from workbench.engine import messages as msg
 from workbench.engine.config import ServiceConfig, decode_config
+from workbench.engine.histograms import LatencyHistogram
 from workbench.engine.repricing import Repricer, Update
 from workbench.engine.shm import QuoteTable, RiskTable
 from workbench.engine.whatif import apply_shocks
 from workbench.market.io import load_market
 from workbench.market.model import MarketError
+
+log = logging.getLogger(__name__)
 
 _POLL_MS = 50
 
@@ -134,6 +139,8 @@ class WorkerProcess:
         self.push_hb.connect(self.endpoints.heartbeats)
         self.last_hb = 0
         self.ready = False
+        self.to_worker = LatencyHistogram()  # a flush to this worker starting to reprice
+        self.reprice = LatencyHistogram()  # one incremental reprice and its write
 
     # --- work --------------------------------------------------------------------------
 
@@ -169,6 +176,13 @@ class WorkerProcess:
         self._write(update, time.monotonic_ns(), self.quotes.generation)
         self.stats.full_reprice_ns = time.monotonic_ns() - t0
         self.ready = True
+        logs.event(
+            log,
+            "ready",
+            f"{self.name} priced {update.rows.size:,} positions",
+            positions=int(update.rows.size),
+            ms=self.stats.full_reprice_ns / 1e6,
+        )
         self._heartbeat(force=True)
 
     def poll_quotes(self, flushed_ns: int) -> None:
@@ -177,6 +191,8 @@ class WorkerProcess:
         changed = np.flatnonzero(stamps != self.seen_ns)
         if changed.size == 0:
             return
+        started = time.monotonic_ns()
+        self.to_worker.observe_ms((started - flushed_ns) / 1e6)
         self.seen_ns = stamps
         try:
             update = self.repricer.update(values, changed)
@@ -184,10 +200,17 @@ class WorkerProcess:
             # a quote set that cannot be priced (e.g. a curve that does not bootstrap): keep
             # the last good values, which age and show as stale in the aggregates
             self.stats.stage_ns["errors"] = self.stats.stage_ns.get("errors", 0) + 1
-            print(f"[{self.name}] reprice failed, keeping last values: {exc}", flush=True)
+            logs.event(
+                log,
+                "reprice_failed",
+                f"reprice failed, keeping last values: {exc}",
+                level=logging.WARNING,
+                error=str(exc),
+            )
             return
         if update is not None:
             self._write(update, flushed_ns, gen)
+            self.reprice.observe_ms((time.monotonic_ns() - started) / 1e6)
 
     # --- requests ----------------------------------------------------------------------
 
@@ -285,6 +308,10 @@ class WorkerProcess:
                 "cache_misses": float(self.repricer.cache.misses),
                 "dropped_notices": float(s.dropped_notices),
             },
+            histograms={
+                "ingest_to_worker": self.to_worker.wire(),
+                "reprice": self.reprice.wire(),
+            },
         )
         with contextlib.suppress(zmq.Again):
             self.push_hb.send(msg.encode(hb), zmq.NOBLOCK)
@@ -330,9 +357,14 @@ class WorkerProcess:
 def run(config_json: str, asset_class: str, slot: int) -> None:
     """Process entry point (``spawn``): serve one worker until SIGTERM/SIGINT."""
     config = decode_config(config_json)
+    logs.setup(config.name, f"worker:{worker_name(asset_class, slot)}")
     stop = _Stop()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    if config.worker_nice > 0:
+        # on a small machine the workers can keep every core busy; ingestion (tick latency)
+        # and the aggregator (snapshots, requests) must not queue behind them
+        os.nice(config.worker_nice)
     if config.rolling_restart_s > 0:
         gc.disable()  # only together with rolling restarts, which bound the garbage
     worker = WorkerProcess(config, asset_class, slot)

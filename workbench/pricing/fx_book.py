@@ -70,6 +70,7 @@ class FxPricer:
             name = book.underlying.labels[int(code)]
             self._groups.append(_PairRows(book, rows[underlying == code], pairs[name], market))
         self._surfaces = surfaces
+        self._last_vols: dict[tuple[str, bool], FloatArray] = {}
 
     # -- market objects ------------------------------------------------------------------
     def _smile(self, market: MarketSnapshot, pair: str) -> FxVolSurfaceModel:
@@ -155,9 +156,15 @@ class FxPricer:
 
                 legs = (k_op, t_op, rd_op, rf_op)
                 n_op, sg_op = g.notional[op], g.sign[op]
+                # the last solve's vols (a tick moves them little) start this one
+                key = (g.pair.pair, greeks)
+                guess = self._last_vols.get(key)
+                if guess is not None and guess.shape != k_op.shape:
+                    guess = None
                 if greeks:
                     s_op = np.full(k_op.size, spot)
-                    vol = smile.vol_for_strike(s_op, k_op, t_op, rd_op, rf_op)
+                    vol = smile.vol_for_strike(s_op, k_op, t_op, rd_op, rf_op, guess=guess)
+                    self._last_vols[key] = vol
                     res = black_greeks(g.sign[op], s_op, k_op, t_op, rd_op, rf_op, vol)
                     base = g.notional[op] * res.pv
                     up = _option_value(
@@ -178,7 +185,10 @@ class FxPricer:
                     d_lb_s[op] = rho_f / t_op
                     d_lq_s[op] = -rho_f / t_op
                 else:
-                    pv[sl][op] = _option_value(smile, n_op, sg_op, spot, *legs)
+                    s_op = np.full(k_op.size, spot)
+                    vol = smile.vol_for_strike(s_op, k_op, t_op, rd_op, rf_op, guess=guess)
+                    self._last_vols[key] = vol
+                    pv[sl][op] = n_op * black_price(sg_op, s_op, k_op, t_op, rd_op, rf_op, vol)
             if greeks:
                 delta[sl][fw] = (fwd_leg * SPOT_BUMP)[fw]
                 if self.with_key_rates:

@@ -1,8 +1,9 @@
 """Telemetry: the service's own counters every second — latency, queues, rates, restarts.
 
 Rates (ticks and rejects per second) are differences of the ingest counters between two
-status replies on the monotonic clock. Latency percentiles come from each process's heartbeat
-stats (feed→ingest, flush→publish); the Prometheus address is shown for the full histograms.
+status replies on the monotonic clock. Latency histograms per process boundary come from the
+processes' heartbeats (the ones Prometheus exports, see :mod:`workbench.engine.histograms`):
+a table of counts and percentiles, and the distribution of the boundary picked in the menu.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import ipywidgets as w  # type: ignore[import-untyped]
 import numpy as np
 
 from workbench.engine.client import Client
+from workbench.engine.histograms import BUCKETS_MS, quantile_ms
 from workbench.engine.messages import StatusRequest
 from workbench.widgets._live import LiveWidget
 
@@ -54,6 +56,48 @@ def rates(prev: dict[str, Any] | None, cur: dict[str, Any], dt_s: float) -> dict
         out["ticks_per_s"] = max(b["accepted"] - a["accepted"], 0.0) / dt_s
         out["rejects_per_s"] = max(b.get("rejected", 0.0) - a.get("rejected", 0.0), 0.0) / dt_s
     return out
+
+
+BOUNDARIES: Final[tuple[str, ...]] = (
+    "feed_to_ingest",
+    "ingest_to_worker",
+    "reprice",
+    "worker_to_aggregator",
+    "flush_to_publish",
+)
+BUCKET_LABELS: Final[tuple[str, ...]] = (*(f"≤{b:g}" for b in BUCKETS_MS), "more")
+"""Bucket names of the distribution chart (upper bounds in ms)."""
+
+
+def boundary_counts(status: dict[str, Any]) -> dict[str, list[float]]:
+    """Each boundary's histogram (wire form: counts then sum), summed over the processes that
+    count it (e.g. every worker's ``ingest_to_worker``)."""
+    out: dict[str, list[float]] = {}
+    for p in status.get("processes", []):
+        for boundary, wire in (p.get("histograms") or {}).items():
+            have = out.get(boundary)
+            out[boundary] = (
+                list(wire) if have is None else [a + b for a, b in zip(have, wire, strict=True)]
+            )
+    return out
+
+
+def latency_table_html(status: dict[str, Any]) -> str:
+    """One row per boundary: latencies counted, p50 and p99 (ms, bucket upper bounds)."""
+    counts = boundary_counts(status)
+    out = ['<table style="font:12px monospace;text-align:right"><tr>']
+    out += [f"<th>{h}</th>" for h in ("boundary", "count", "p50 ms", "p99 ms", "mean ms")]
+    out.append("</tr>")
+    for boundary in (*BOUNDARIES, *sorted(set(counts) - set(BOUNDARIES))):
+        wire = counts.get(boundary)
+        if wire is None:
+            continue
+        n = sum(wire[:-1])
+        mean = wire[-1] / n if n else math.nan
+        cells = [html.escape(boundary), f"{n:,.0f}", f"{quantile_ms(wire, 0.5):,.4g}",
+                 f"{quantile_ms(wire, 0.99):,.4g}", f"{mean:,.3g}"]  # fmt: skip
+        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "".join(out) + "</table>"
 
 
 def status_table_html(status: dict[str, Any]) -> str:
@@ -120,7 +164,33 @@ class Telemetry(LiveWidget):
                     fig_margin={"top": 30, "bottom": 35, "left": 50, "right": 10},
                 )
             )
-        self.widget = w.VBox([self.status, self.summary, w.HBox(figs), self.table])
+        self.boundary = w.Dropdown(
+            options=list(BOUNDARIES), value="flush_to_publish", description="latency"
+        )
+        self.boundary.observe(lambda _: self._draw_histogram(), names="value")
+        bx, by = bq.OrdinalScale(), bq.LinearScale(min=0.0)
+        self.histogram = bq.Bars(x=list(BUCKET_LABELS), y=[0.0] * len(BUCKET_LABELS),
+                                 scales={"x": bx, "y": by})  # fmt: skip
+        hist_fig = bq.Figure(
+            marks=[self.histogram],
+            axes=[
+                bq.Axis(scale=bx, label="ms (bucket upper bound)", tick_rotate=-45),
+                bq.Axis(scale=by, orientation="vertical", label="% of count", tick_format=".0f"),
+            ],
+            title="latency distribution since start",
+            layout=w.Layout(width="520px", height="240px"),
+            fig_margin={"top": 30, "bottom": 60, "left": 55, "right": 10},
+        )
+        self.latency_table = w.HTML()
+        self.widget = w.VBox(
+            [
+                self.status,
+                self.summary,
+                w.HBox(figs),
+                w.HBox([w.VBox([self.boundary, hist_fig]), self.latency_table]),
+                self.table,
+            ]
+        )
         self._spawn(self._loop())
 
     async def _loop(self) -> None:
@@ -164,3 +234,12 @@ class Telemetry(LiveWidget):
             f"metrics {html.escape(str(st.get('metrics', '')))}"
         )
         self.table.value = status_table_html(st)
+        self.latency_table.value = latency_table_html(st)
+        self._draw_histogram()
+
+    def _draw_histogram(self) -> None:
+        """The picked boundary's distribution, as percentages of its count."""
+        wire = boundary_counts(self.last or {}).get(str(self.boundary.value))
+        counts = np.asarray(wire[:-1] if wire else [0.0] * len(BUCKET_LABELS), dtype=np.float64)
+        total = counts.sum()
+        self.histogram.y = 100.0 * counts / total if total > 0 else counts

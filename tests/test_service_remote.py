@@ -1,0 +1,113 @@
+"""Remote access: CurveZMQ listeners admit clients with an authorized key and no one else; a
+remote listener without keys is refused before anything starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import zmq
+from service_helpers import make_files, start
+
+import workbench
+from workbench.engine import messages as msg
+from workbench.engine.client import ServiceError
+from workbench.engine.config import RemoteConfig
+from workbench.engine.gateway import generate_keys
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_files(tmp_path_factory.mktemp("remote"))
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("keys")
+    _, server_secret = generate_keys(root / "server", "server")
+    alice_public, alice_secret = generate_keys(root / "clients", "alice")
+    _, mallory_secret = generate_keys(root / "strangers", "mallory")
+    allowed = root / "authorized"
+    allowed.mkdir()
+    (allowed / alice_public.name).write_bytes(alice_public.read_bytes())
+    assert oct(server_secret.stat().st_mode & 0o777) == "0o600"
+    return {
+        "server_secret": server_secret,
+        "server_public": root / "server" / "server.key",
+        "allowed": allowed,
+        "alice": alice_secret,
+        "mallory": mallory_secret,
+    }
+
+
+def test_a_remote_listener_without_keys_is_refused(
+    files: tuple[Path, Path], keys: dict[str, Path], tmp_path: Path
+) -> None:
+    missing = RemoteConfig(host="0.0.0.0", server_key=str(tmp_path / "nope.key_secret"),
+                           authorized_keys=str(keys["allowed"]))  # fmt: skip
+    with pytest.raises(ServiceError, match=r"server key file .*nope.key_secret does not exist"):
+        start(files, "refused", feed="none", remote=missing)
+    public_only = RemoteConfig(host="0.0.0.0", server_key=str(keys["server_public"]),
+                               authorized_keys=str(keys["allowed"]))  # fmt: skip
+    with pytest.raises(ServiceError, match="holds no secret key"):
+        start(files, "refused", feed="none", remote=public_only)
+    nobody = RemoteConfig(host="0.0.0.0", server_key=str(keys["server_secret"]),
+                          authorized_keys=str(tmp_path))  # fmt: skip
+    with pytest.raises(ServiceError, match="has no client public key"):
+        start(files, "refused", feed="none", remote=nobody)
+    assert not [d for d in workbench.running() if d.name == "refused"]
+    book, market = files
+    out = subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "serve", "--book", str(book), "--market",
+         str(market), "--feed", "none", "--remote-host", "0.0.0.0"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "--remote-host needs --remote-key and --authorized-keys" in out.stderr
+
+
+def test_only_authorized_clients_get_in(files: tuple[Path, Path], keys: dict[str, Path]) -> None:
+    remote = RemoteConfig(host="127.0.0.1", server_key=str(keys["server_secret"]),
+                          authorized_keys=str(keys["allowed"]))  # fmt: skip
+    svc = start(files, "remote", feed="none", remote=remote)
+    try:
+        ep = svc.descriptor.config.endpoints
+        assert ep is not None
+        assert ep.remote_control.startswith("tcp://127.0.0.1:")
+        assert len(ep.server_public_key) == 40
+        alice = workbench.connect_remote(
+            ep.remote_control, ep.remote_snapshots,
+            server_key=keys["server_public"], client_key=keys["alice"], timeout_s=20,
+        )  # fmt: skip
+        try:
+            st = alice.status()
+            assert st["name"] == "remote"
+            assert st["ready"]
+            assert st["remote"]["control"] == ep.remote_control
+            assert alice.aggregate(("asset_class",))["positions"].sum() == st["positions"]
+            assert alice.latest(timeout_s=15).seq >= 1  # snapshots through the XPUB relay
+        finally:
+            alice.close()
+        mallory = workbench.connect_remote(
+            ep.remote_control, ep.remote_snapshots,
+            server_key=ep.server_public_key, client_key=keys["mallory"], timeout_s=3,
+        )  # fmt: skip
+        try:
+            with pytest.raises(ServiceError, match="no reply"):
+                mallory.status()
+        finally:
+            mallory.close()
+        # a client without CurveZMQ cannot even complete the handshake
+        ctx = zmq.Context()
+        plain = ctx.socket(zmq.REQ)
+        plain.setsockopt(zmq.LINGER, 0)
+        plain.connect(ep.remote_control)
+        plain.send(msg.encode(msg.StatusRequest()))
+        assert plain.poll(2000) == 0
+        plain.close(linger=0)
+        ctx.term()
+        assert svc.status()["ready"]  # the local client is unaffected
+    finally:
+        svc.stop()
