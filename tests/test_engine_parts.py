@@ -20,6 +20,7 @@ from workbench.book.schema import Book
 from workbench.engine import messages as msg
 from workbench.engine.config import ServiceConfig, decode_config, encode_config
 from workbench.engine.histograms import LatencyHistogram, cumulative_buckets, quantile_ms
+from workbench.engine.pacing import PublishPacer
 from workbench.engine.partition import pricing_groups, worker_rows
 from workbench.engine.repricing import Repricer
 from workbench.engine.restarts import Kill, Restart, RestartPolicy, Roll
@@ -222,6 +223,34 @@ def test_latency_histogram_buckets_follow_prometheus_le() -> None:
     assert np.isnan(quantile_ms(LatencyHistogram().wire(), 0.5))
     with pytest.raises(ValueError, match="buckets"):
         cumulative_buckets([1.0, 2.0])
+
+
+def test_publish_pacer_waits_for_a_flush_to_settle_and_caps_the_rate() -> None:
+    ms = 1_000_000
+    p = PublishPacer(10.0)
+    assert p.due(0)  # the first snapshot at once
+    p.published(0)
+    assert not p.due(500 * ms)
+    for t in (100, 102, 104):  # three workers answer one flush
+        p.result(t * ms)
+    assert not p.due(108 * ms)
+    assert p.due(109 * ms)  # 5 ms after the last result: one snapshot for the flush
+    p.published(109 * ms)
+    for t in range(120, 200, 2):  # results that never settle
+        p.result(t * ms)
+    assert p.next_due_ns(150 * ms) == 160 * ms  # 40 ms after the first one at most
+    p.published(160 * ms)
+    assert p.next_due_ns(161 * ms) == 1_160 * ms  # nothing new: the keep-alive
+    p.result(170 * ms)
+    assert p.next_due_ns(171 * ms) == 180 * ms  # 20 ms after the last publish at least
+    fast = PublishPacer(10.0)
+    for k in range(10):
+        fast.result(k * 30 * ms)
+        fast.published(k * 30 * ms)
+    fast.result(300 * ms)
+    assert fast.next_due_ns(300 * ms) == 1_000 * ms  # never 11 in a second
+    with pytest.raises(ValueError, match="positive"):
+        PublishPacer(0.0)
 
 
 def test_backoff_doubles_and_resets_after_a_stable_run() -> None:

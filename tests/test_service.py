@@ -104,7 +104,8 @@ def test_prometheus_exports_latency_histograms_per_boundary(service: Client) -> 
     end_to_end = 'workbench_latency_seconds_count{boundary="flush_to_publish",process="aggregator"}'
     assert end_to_end in text
     assert 'workbench_process_stat{process="ingest",stat="accepted"}' in text
-    assert "workbench_stale_positions 0.0" in text
+    assert "# TYPE workbench_stale_positions gauge" in text
+    assert "# TYPE workbench_restarts_total counter" in text
     # the client counts its own boundary from the snapshots it reads
     service.latest(timeout_s=10)
     lat = service.latencies()

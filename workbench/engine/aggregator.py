@@ -1,8 +1,9 @@
 """The aggregator process: roll-ups, limits and staleness over the shared risk columns.
 
 It reads the risk table (a consistent copy under the workers' generation counters), publishes
-aggregated :class:`messages.Snapshot` s on a PUB socket at most ``snapshot_hz`` times a second
-when something changed (and once a second regardless, so ages keep moving), and answers the
+aggregated :class:`messages.Snapshot` s on a PUB socket once the workers' results of a flush
+have settled, at most ``snapshot_hz`` in any second (:mod:`engine.pacing`; once a second
+regardless, so ages keep moving), and answers the
 control plane (ROUTER). Requests that need a worker (what-if, profile, options) or the
 supervisor (status, restart, stop) are forwarded on DEALER sockets with a request id and
 answered when the replies arrive, so a 5-second profile never blocks the snapshots.
@@ -32,6 +33,7 @@ from workbench.engine.aggregation import GROUP_COLUMNS, risk_frame, rollup, stat
 from workbench.engine.config import ServiceConfig, decode_config
 from workbench.engine.histograms import LatencyHistogram
 from workbench.engine.limits import LimitMonitor, LimitReport
+from workbench.engine.pacing import PublishPacer
 from workbench.engine.recon import recon, recon_breach
 from workbench.engine.shm import RiskTable
 from workbench.market.io import load_market
@@ -379,11 +381,12 @@ class Aggregator:
         for sock in self.peers.values():
             poller.register(sock, zmq.POLLIN)
         by_socket = {sock: name for name, sock in self.peers.items()}
-        period_ns = int(1e9 / max(self.config.snapshot_hz, 0.1))
+        pacer = PublishPacer(self.config.snapshot_hz)
         self.publish()
+        pacer.published(self.last_publish_ns)
         while not stop.requested and os.getppid() == parent:
             now = time.monotonic_ns()
-            wait_ms = max(0, (self.last_publish_ns + period_ns - now) // 1_000_000)
+            wait_ms = max(0, -(-(pacer.next_due_ns(now) - now) // 1_000_000))  # ceil
             events = dict(poller.poll(min(wait_ms, 100)))
             if self.pull in events:
                 while True:
@@ -395,19 +398,18 @@ class Aggregator:
                         notice = msg.notice_decoder.decode(raw)
                         if isinstance(notice, msg.RiskUpdated):
                             self.flushes.append(notice.flushed_ns)
-                            self.to_aggregator.observe_ms(
-                                (time.monotonic_ns() - notice.done_ns) / 1e6
-                            )
+                            now = time.monotonic_ns()
+                            self.to_aggregator.observe_ms((now - notice.done_ns) / 1e6)
                             self.dirty = True
+                            pacer.result(now)
             if self.control in events:
                 self.handle_control()
             for sock, name in by_socket.items():
                 if sock in events:
                     self.handle_peer(name)
-            now = time.monotonic_ns()
-            due = now - self.last_publish_ns >= period_ns
-            if due and (self.dirty or now - self.last_publish_ns >= 1_000_000_000):
+            if pacer.due(time.monotonic_ns()):
                 self.publish()
+                pacer.published(self.last_publish_ns)
             self.expire()
             self.maybe_recon()
             self.heartbeat()
