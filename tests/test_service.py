@@ -132,6 +132,15 @@ def test_whatif_matches_dv01_and_leaves_live_state_alone(service: Client) -> Non
         service.whatif([ParallelShock(bp=1.0)], by=("colour",))
 
 
+def test_reprice_all_re_risks_every_position_on_every_worker(service: Client) -> None:
+    before = service.positions()["updated_ns"].min()
+    done = service.reprice_all()
+    assert set(done["worker"]) == {"rates-0", "fx-0", "credit-0", "equity-0"}
+    assert done["positions"].sum() == POSITIONS
+    assert (done["ms"] > 0).all()
+    assert service.positions()["updated_ns"].min() > before  # every row written again
+
+
 def test_profile_and_options_of_a_worker(service: Client) -> None:
     report = service.profile("fx-0", seconds=1.0)
     assert report["profiled_s"] >= 1.0

@@ -274,6 +274,9 @@ class Aggregator:
                 return
             body = msg.encode(msg.WorkerWhatIf(shocks=req.shocks))
             self._forward(envelope, "whatif", {w: body for w in workers}, req.by)
+        elif isinstance(req, msg.RepriceRequest):
+            body = msg.encode(msg.WorkerReprice())
+            self._forward(envelope, "reprice", {w: body for w in workers}, ())
         elif isinstance(req, msg.ProfileRequest | msg.SetOptionRequest):
             if req.worker not in workers:
                 known = ", ".join(sorted(workers))
@@ -304,6 +307,15 @@ class Aggregator:
             self._complete(pending)
 
     def _complete(self, pending: _Pending) -> None:
+        if pending.kind == "reprice":
+            failed = {k: r.error for k, r in pending.replies.items() if not r.ok}
+            if failed:
+                text = "; ".join(f"{k}: {v}" for k, v in sorted(failed.items()))
+                self._reply(pending.envelope, msg.error_reply(f"re-risk failed: {text}"))
+                return
+            data = {k: dict(r.data) for k, r in sorted(pending.replies.items())}
+            self._reply(pending.envelope, msg.Reply(ok=True, data={"workers": data}))
+            return
         if pending.kind != "whatif":
             reply = next(iter(pending.replies.values()))
             if pending.kind == "supervisor" and reply.ok and "processes" in reply.data:

@@ -284,6 +284,15 @@ class Client:
         req = msg.SetOptionRequest(worker=worker, option=option, value=value)
         return dict(self.request(req).data)
 
+    def reprice_all(self, *, timeout_s: float = 120.0) -> pl.DataFrame:
+        """Re-risk every position now on every worker in parallel (Greeks included): the
+        full re-risk through the service. One row per worker: ``positions``, ``ms``."""
+        reply = self.request(msg.RepriceRequest(), timeout_s=timeout_s)
+        workers = reply.data["workers"]
+        return pl.DataFrame(
+            [{"worker": k, "positions": v["positions"], "ms": v["ms"]} for k, v in workers.items()]
+        )
+
     def restart(self, worker: str) -> None:
         """Restart one worker (its positions are stale until it has repriced them)."""
         self.request(msg.RestartRequest(worker=worker))

@@ -188,6 +188,11 @@ class RestartRequest(Request, frozen=True, tag="restart"):
     worker: str
 
 
+class RepriceRequest(Request, frozen=True, tag="reprice"):
+    """Re-risk every position now (every quote treated as dirty), Greeks included, on every
+    worker in parallel; the reply has each worker's time."""
+
+
 class LimitsRequest(Request, frozen=True, tag="limits"):
     """Current limit usage and breaches."""
 
@@ -204,6 +209,7 @@ ControlRequest = (
     | ProfileRequest
     | SetOptionRequest
     | RestartRequest
+    | RepriceRequest
     | LimitsRequest
     | StopRequest
 )
@@ -272,7 +278,11 @@ class WorkerStats(WorkerRequest, frozen=True, tag="stats"):
     """Stage timings and cache counters."""
 
 
-AnyWorkerRequest = WorkerWhatIf | WorkerProfile | WorkerSetOption | WorkerStats
+class WorkerReprice(WorkerRequest, frozen=True, tag="reprice"):
+    """Reprice every position of the worker on its live market and write the results."""
+
+
+AnyWorkerRequest = WorkerWhatIf | WorkerProfile | WorkerSetOption | WorkerStats | WorkerReprice
 
 
 # --- codecs ---------------------------------------------------------------------------------

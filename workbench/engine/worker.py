@@ -262,6 +262,18 @@ class WorkerProcess:
                 now = time.monotonic_ns()
                 self.profiling = _Profiling(envelope, now + int(seconds * 1e9), prof, now)
                 prof.enable()
+            elif isinstance(req, msg.WorkerReprice):
+                t0 = time.monotonic_ns()
+                update = self.repricer.full(self.repricer.market)
+                self._write(update, t0, self.quotes.generation)
+                spent = time.monotonic_ns() - t0
+                self.stats.full_reprice_ns = spent
+                self._reply(
+                    envelope,
+                    msg.Reply(
+                        ok=True, data={"positions": int(update.rows.size), "ms": spent / 1e6}
+                    ),
+                )
             elif isinstance(req, msg.WorkerSetOption):
                 if req.option == "spline_cache":
                     self.repricer.cache.enabled = bool(req.value)
