@@ -405,6 +405,34 @@ def test_ticks_then_incremental_update_equal_a_fresh_full_reprice(
         )
 
 
+@pytest.mark.parametrize(
+    ("asset_class", "shock"),
+    [
+        ("rates", msg.ParallelShock(bp=10.0, currency="USD")),
+        ("fx", msg.SpotShock(pct=2.0, pattern="EURUSD")),
+        ("credit", msg.ParallelShock(bp=-5.0, currency="EUR")),
+    ],
+)
+def test_whatif_reprices_only_what_the_shock_touches_and_matches_a_full_reprice(
+    book: Book, market: MarketSnapshot, asset_class: str, shock: msg.AnyShock
+) -> None:
+    rep = Repricer(book, market, asset_class, n_paths=4096)
+    live = rep.full(market).columns["pv"]
+    kept = {c: v.copy() for c, v in rep.local.items()}
+    shocked = apply_shocks(market, [shock])
+    rows, base, new = rep.whatif(shocked)
+    fresh = Repricer(book, shocked, asset_class, n_paths=4096).full(shocked)
+    assert np.array_equal(fresh.rows, rows)
+    ref = fresh.columns["pv"]
+    np.testing.assert_allclose(new, ref, rtol=1e-9, atol=1e-6 * np.abs(ref).max())
+    untouched = new == base
+    assert untouched.any()  # e.g. other currencies: PnL exactly 0, not repriced
+    assert not untouched.all()
+    np.testing.assert_array_equal(live, base)
+    for c, v in kept.items():  # the live results are untouched
+        np.testing.assert_array_equal(rep.local[c], v)
+
+
 def test_a_rates_tick_reuses_the_tranche_losses(book: Book, market: MarketSnapshot) -> None:
     rep = Repricer(book, market, "credit", n_paths=4096)
     rep.full(market)

@@ -279,7 +279,8 @@ class WorkerStats(WorkerRequest, frozen=True, tag="stats"):
 
 
 class WorkerReprice(WorkerRequest, frozen=True, tag="reprice"):
-    """Reprice every position of the worker on its live market and write the results."""
+    """Reprice every position of the worker on its live market, caches dropped first, and
+    write the results."""
 
 
 AnyWorkerRequest = WorkerWhatIf | WorkerProfile | WorkerSetOption | WorkerStats | WorkerReprice

@@ -149,6 +149,15 @@ class Repricer:
         self.curves_next.rebuild(self._next(market), curve_ids)
         timings["curves"] = time.perf_counter_ns() - t0
 
+    def forget(self) -> None:
+        """Drop every cache (splines, tranche losses, smile solutions): the next price starts
+        cold, as if every quote had moved."""
+        self.cache.clear()
+        for pricer in self.pricers:
+            forget = getattr(pricer, "forget", None)
+            if forget is not None:
+                forget()
+
     def full(self, market: MarketSnapshot) -> Update:
         """Reprice every group against ``market`` (start-up, restart, every quote dirty)."""
         self.market = market
@@ -184,13 +193,23 @@ class Repricer:
     def whatif(self, shocked: MarketSnapshot) -> tuple[IntArray, FloatArray, FloatArray]:
         """Rows, base PV and shocked PV (USD) of every position, on a shocked copy of the market.
 
-        Uses separate curve sets, so the live state (curves, results) is not disturbed.
+        Only the groups that read a shocked quote are repriced (the others' shocked PV is their
+        live PV, PnL exactly 0); separate curve sets are used, so the live state (curves,
+        results, caches' current entries) is not disturbed.
         """
-        curves = CurveSet(shocked)
-        fx_shocked = base_rate_column(shocked, self.book.currency.codes, self.book.currency.labels)
-        pv_new = np.full(len(self.book), np.nan)
-        for k, pricer in enumerate(self.pricers):
-            pv_new[self.order[k]] = pricer.pv(shocked, curves)
+        moved = np.flatnonzero(shocked.quotes != self.market.quotes)
+        dirty = sorted({k for q in moved for k in self.quote_groups[int(q)]})
         rows = self.rows
         base = self.local["pv_ccy"][rows] * self.fx[rows]
+        pv_new = self.local["pv_ccy"].copy()
+        if dirty:
+            curves = CurveSet(shocked)
+            for k in dirty:
+                pv_new[self.order[k]] = self.pricers[k].pv(shocked, curves)
+        if self.fx_quotes[moved].any():
+            fx_shocked = base_rate_column(
+                shocked, self.book.currency.codes, self.book.currency.labels
+            )
+        else:
+            fx_shocked = self.fx
         return rows, base, pv_new[rows] * fx_shocked[rows]

@@ -263,6 +263,7 @@ class WorkerProcess:
                 self.profiling = _Profiling(envelope, now + int(seconds * 1e9), prof, now)
                 prof.enable()
             elif isinstance(req, msg.WorkerReprice):
+                self.repricer.forget()  # cold: as if every quote had moved
                 t0 = time.monotonic_ns()
                 update = self.repricer.full(self.repricer.market)
                 self._write(update, t0, self.quotes.generation)

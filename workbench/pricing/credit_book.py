@@ -92,6 +92,10 @@ class CreditPricer:
         c = np.stack([thresholds(weights * s, times) for s in spreads])
         return list(sim.default_counts_many(c, rho))
 
+    def forget(self) -> None:
+        """Drop the kept tranche losses."""
+        self._losses.clear()
+
     def _tranche_losses(
         self,
         market: MarketSnapshot,

@@ -72,6 +72,10 @@ class FxPricer:
         self._surfaces = surfaces
         self._last_vols: dict[tuple[str, bool], FloatArray] = {}
 
+    def forget(self) -> None:
+        """Drop the kept smile solutions (the next solves start cold)."""
+        self._last_vols.clear()
+
     # -- market objects ------------------------------------------------------------------
     def _smile(self, market: MarketSnapshot, pair: str) -> FxVolSurfaceModel:
         spec = self._surfaces[pair]
