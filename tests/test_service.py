@@ -123,6 +123,12 @@ def test_whatif_matches_dv01_and_leaves_live_state_alone(service: Client) -> Non
     assert rates["pnl"][0] == pytest.approx(dv01, rel=0.05)
     fx = service.whatif([SpotShock(pct=1.0, pattern="EURUSD")], by=("underlying",))
     assert "EURUSD" in set(fx["underlying"].cast(pl.String))
+    # every position is counted; the ones the shock does not reach have a PnL of exactly 0
+    usd = service.whatif([ParallelShock(bp=1.0, currency="USD")], by=("asset_class", "currency"))
+    assert usd["positions"].sum() == POSITIONS
+    cls, ccy = pl.col("asset_class").cast(pl.String), pl.col("currency").cast(pl.String)
+    assert (usd.filter((cls == "equity") & (ccy != "USD"))["pnl"] == 0.0).all()
+    assert usd.filter((cls == "rates") & (ccy == "USD"))["pnl"][0] != 0.0
     after = service.positions("rates")
     assert after.height == before.height  # live state untouched: same rows, still priced
     assert after["pv"].is_finite().all()

@@ -329,10 +329,21 @@ class Aggregator:
             text = "; ".join(f"{k}: {v}" for k, v in sorted(failed.items()))
             self._reply(pending.envelope, msg.error_reply(f"what-if failed: {text}"))
             return
+        # workers send the positions the shock moved; every other one keeps its live PV
         parts = [msg.bytes_to_frame(r.tables["pnl"]) for r in pending.replies.values()]
-        pnl = pl.concat(parts) if parts else pl.DataFrame({"row": [], "pv": [], "pv_shocked": []})
-        frame = self.static.join(pnl, on="row", how="inner").with_columns(
-            (pl.col("pv_shocked") - pl.col("pv")).alias("pnl")
+        moved = pl.concat(parts) if parts else None
+        cols, _ = self.risk.read(("pv",), tuple(range(self.risk.spec.n_counters)))
+        live = self.static.with_columns(pl.Series("pv", cols["pv"]))
+        if moved is not None and moved.height:
+            shocked = moved.select(
+                pl.col("row").cast(live.schema["row"]),
+                (pl.col("pv_shocked") - pl.col("pv")).alias("pnl"),
+            )
+            frame = live.join(shocked, on="row", how="left")
+        else:
+            frame = live.with_columns(pl.lit(None, dtype=pl.Float64).alias("pnl"))
+        frame = frame.with_columns(pl.col("pnl").fill_null(0.0)).with_columns(
+            (pl.col("pv") + pl.col("pnl")).alias("pv_shocked")
         )
         grouped = (
             frame.group_by(list(pending.by))
@@ -344,10 +355,7 @@ class Aggregator:
             )
             .sort(list(pending.by))
         )
-        tables = {
-            "pnl": msg.frame_to_bytes(grouped),
-            "positions": msg.frame_to_bytes(frame),
-        }
+        tables = {"pnl": msg.frame_to_bytes(grouped)}
         self._reply(pending.envelope, msg.Reply(ok=True, tables=tables))
 
     def expire(self) -> None:

@@ -203,7 +203,8 @@ class Repricer:
         base = self.local["pv_ccy"][rows] * self.fx[rows]
         pv_new = self.local["pv_ccy"].copy()
         if dirty:
-            curves = CurveSet(shocked)
+            moved_curves = {self.quote_curves[q] for q in moved.tolist() if q in self.quote_curves}
+            curves = self.curves.shocked(shocked, moved_curves) if moved_curves else self.curves
             for k in dirty:
                 pv_new[self.order[k]] = self.pricers[k].pv(shocked, curves)
         if self.fx_quotes[moved].any():

@@ -248,7 +248,9 @@ class WorkerProcess:
             if isinstance(req, msg.WorkerWhatIf):
                 shocked = apply_shocks(self.repricer.market, req.shocks)
                 rows, base, new = self.repricer.whatif(shocked)
-                frame = pl.DataFrame({"row": rows, "pv": base, "pv_shocked": new})
+                moved = new != base  # the rest: PnL exactly 0, the aggregator fills them in
+                frame = pl.DataFrame({"row": rows[moved], "pv": base[moved],
+                                      "pv_shocked": new[moved]})  # fmt: skip
                 self._reply(
                     envelope,
                     msg.Reply(ok=True, tables={"pnl": msg.frame_to_bytes(frame)}),

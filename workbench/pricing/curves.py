@@ -18,6 +18,7 @@ Key-rate sensitivities come from implicit differentiation of the solved system,
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
@@ -314,6 +315,29 @@ class CurveSet:
             self._jac.pop(cid, None)
             disc = self._curves[disc_id] if disc_id is not None else None
             self._curves[cid] = builder.build(market.quote_values(builder.quote_ids), disc)
+
+    def _with_dependants(self, curve_ids: Collection[str]) -> set[str]:
+        """``curve_ids`` and every term curve discounted by one of them."""
+        out = set(curve_ids)
+        for cid, builder in self._builders.items():  # dependency order: OIS first
+            if builder.spec.kind == "term" and builder.spec.discount_curve in out:
+                out.add(cid)
+        return out
+
+    def shocked(self, market: MarketSnapshot, curve_ids: Collection[str]) -> CurveSet:
+        """A copy re-solved on ``market`` for ``curve_ids`` (and their dependants); the other
+        curves are shared with this set, which is left as it was (a what-if's curves)."""
+        todo = self._with_dependants(curve_ids)
+        new = copy.copy(self)
+        new._curves = dict(self._curves)
+        new._jac = {k: v for k, v in self._jac.items() if k not in todo}
+        new._builders = dict(self._builders)
+        for cid in todo:
+            builder = copy.copy(self._builders[cid])
+            builder.logdf = builder.logdf.copy()  # the warm start is solved in place
+            new._builders[cid] = builder
+        new.rebuild(market, todo)
+        return new
 
     def curves_of(self, quote_ids: Collection[str]) -> set[str]:
         """The ids of the curves bootstrapped from any of ``quote_ids``."""
