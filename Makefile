@@ -8,6 +8,9 @@ BIN := $(VENV)/bin
 OUT ?= out
 POSITIONS ?= 40000
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
+# the tests give themselves a private HOME; pip's download cache stays the user's (the Binder
+# test installs the pinned set into a fresh venv and should not download it every run)
+export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
 
 .PHONY: setup kernel lab test lint typecheck unit bench data price clean
 
