@@ -420,11 +420,6 @@ def curve_specs(files: tuple[Path, Path], choice: str) -> list[Any]:
     return [market.curve(choice)]
 
 
-@pytest.mark.xfail(
-    reason="known: after a slider drag the PnL label does not reach the service's what-if for "
-    "the new value within 30 s on a loaded 2-core machine (seen 2026-11-25); under study",
-    strict=False,
-)
 def test_curve_shock_slider_changes_pnl(
     service: Client, files: tuple[Path, Path], lab_page: Callable[[str], Any]
 ) -> None:
@@ -457,19 +452,28 @@ def test_curve_shock_slider_changes_pnl(
     bp = number(readout.text_content())
     assert bp < 25.0, bp
     moves = pillar_shocks(curve_specs(files, shown_curve), parallel=bp)
-    expected = float(service.whatif(to_shocks(moves), by=("desk",))["pnl"].sum())
+    by_desk = service.whatif(to_shocks(moves), by=("desk",))["pnl"]
+    expected = float(by_desk.sum())
+    # the firm total nets large desk PnLs of both signs, and the market ticks between this
+    # what-if and the widget's (seen: 7–13k USD on a gross of ~30M): compare within 0.2% of the
+    # gross, not relative to the small net
+    gross = float(by_desk.abs().sum())
 
     def shows_expected() -> str | None:
         # a what-if may run for a value passed during the drag; the last one must match
         text = total.text_content() or ""
-        m = re.search(r"PnL (\S+) USD", text)
-        ok = m and math.isclose(compact_value(m.group(1)), expected, rel_tol=0.05, abs_tol=1.0)
+        m = re.search(r"PnL (\S+) USD · (\d+) quotes moved", text)
+        ok = (
+            m is not None
+            and int(m.group(2)) == len(moves)
+            and math.isclose(compact_value(m.group(1)), expected, abs_tol=0.002 * gross + 1.0)
+        )
         return text if ok and text != before else None
 
     after = wait_for(shows_expected, 30, f"the PnL of {bp:g} bp ({expected:,.0f} USD)", page)
     print(
         f"\nwhat_if: {shown_curve}, slider 25 → {bp:g} bp: {before} → {after} "
-        f"(service: {expected:,.0f} USD)"
+        f"(service: {expected:,.0f} USD, gross {gross:,.0f})"
     )
     shot(page, "lab-what-if")
     # the notebook asks for curve="all USD"; the widget must keep it once the market is loaded
