@@ -100,6 +100,7 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     recon_s: float = 60.0
     numba_threads: int = 1
     worker_nice: int = 5  # pricing workers yield the CPU to ingestion and aggregation (0: off)
+    service_nice: int = 5  # the whole service yields to notebook kernels and JupyterLab (0: off)
     remote: RemoteConfig | None = None  # None: nothing listens beyond 127.0.0.1
     endpoints: Endpoints | None = None
     segments: dict[str, str] = {}

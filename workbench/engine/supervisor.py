@@ -399,6 +399,23 @@ class Supervisor:
         logs.event(log, "stopped", f"service {self.config.name} stopped")
 
 
+def yield_to_interactive(nice: int) -> bool:
+    """Lower the CPU share of this process's session — the whole service — against other
+    sessions (a notebook kernel, JupyterLab) when the cores are busy.
+
+    The service runs in a session of its own; Linux schedules sessions as groups (autogroup),
+    between which per-process nice values do nothing, so the group's own nice is set
+    (``/proc/self/autogroup``). Returns whether it could (no autogroup: nothing to do).
+    """
+    if nice <= 0:
+        return False
+    try:
+        Path("/proc/self/autogroup").write_text(str(min(nice, 19)))
+    except OSError:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a service from a configuration file (JSON of :class:`ServiceConfig`)."""
     args = sys.argv[1:] if argv is None else argv
@@ -407,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = decode_config(Path(args[0]).read_text())
     logs.setup(config.name, "supervisor")
+    if yield_to_interactive(config.service_nice):
+        nice = config.service_nice
+        logs.event(log, "priority", f"service CPU share lowered (autogroup nice {nice})", nice=nice)
     signals = _Signals()
     signal.signal(signal.SIGTERM, signals)
     signal.signal(signal.SIGINT, signals)
