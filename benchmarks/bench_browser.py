@@ -1,0 +1,128 @@
+"""The desk grid in a real browser for minutes: its update rate and whether it falls behind.
+
+Target (docs/benchmarks.md): with the reference book (40,000 positions) and the synthetic feed
+(5,000 ticks/s), the grid updates at ≥ 5 Hz in the browser with no growing backlog over
+10 minutes, on 2 cores.
+
+The service runs; ``workbench dashboard`` (Voila) serves the desk notebook; headless Chromium
+(``/usr/bin/chromium``, Playwright) shows it. In the page a MutationObserver counts the grid's
+footer changes (one per update drawn: it carries the snapshot number); every 10 s the script
+reads the number drawn and the service's latest snapshot number. The backlog is their
+difference; it must not grow.
+
+Run: ``python benchmarks/bench_browser.py [--minutes 10] [--positions 40000] [--rate 5000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from playwright.sync_api import sync_playwright
+
+import workbench
+from workbench.book.reference import generate_reference_book
+from workbench.market.io import save_market
+from workbench.market.reference import generate_reference_market
+
+CHROMIUM = "/usr/bin/chromium"
+_COUNTER = """() => {
+  const foot = Array.from(document.querySelectorAll('.widget-html-content'))
+    .find(e => /snapshot \\d+ · /.test(e.textContent));
+  window.__wb = {changes: 0, last: foot.textContent};
+  new MutationObserver(() => {
+    if (foot.textContent !== window.__wb.last) {
+      window.__wb.changes += 1; window.__wb.last = foot.textContent;
+    }
+  }).observe(foot, {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--positions", type=int, default=40_000)
+    parser.add_argument("--rate", type=float, default=5_000.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        market = generate_reference_market()
+        save_market(market, folder / "market.json")
+        generate_reference_book(market, positions=args.positions, seed=1).write_parquet(
+            folder / "book.parquet"
+        )
+        root = folder / "run"
+        svc = workbench.start(folder / "book.parquet", folder / "market.json", name="browse",
+                              rate=args.rate, run_root=root)  # fmt: skip
+        port = _free_port()
+        env = {**os.environ, "WORKBENCH_RUN_DIR": str(root), "HOME": str(folder)}
+        log = (folder / "voila.log").open("wb")
+        voila = subprocess.Popen(
+            [sys.executable, "-m", "workbench.widgets.dashboard", "--name", "browse",
+             "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                    break
+                time.sleep(0.5)
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=["--no-sandbox", "--disable-gpu"])  # fmt: skip
+                page = browser.new_page(viewport={"width": 1600, "height": 1000})
+                page.set_default_timeout(180_000)
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.locator(".wbg-r.wbg-t").wait_for()
+                page.locator(".widget-html-content", has_text="snapshot ").first.wait_for()
+                page.evaluate(_COUNTER)
+                t0 = time.monotonic()
+                samples: list[tuple[float, int, int, int]] = []  # t, changes, drawn, service
+                end = t0 + args.minutes * 60.0
+                while time.monotonic() < end:
+                    page.wait_for_timeout(10_000)
+                    state = page.evaluate("() => window.__wb")
+                    drawn = int(re.search(r"snapshot (\d+)", state["last"]).group(1))  # type: ignore[union-attr]
+                    latest = svc.latest(timeout_s=10).seq
+                    samples.append((time.monotonic() - t0, state["changes"], drawn, latest))
+                browser.close()
+            rates = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(samples)]
+            backlog = [s[3] - s[2] for s in samples]
+            total_rate = samples[-1][1] / samples[-1][0]
+            print(f"grid in the browser over {samples[-1][0] / 60:.1f} min: {total_rate:.2f} "
+                  f"updates/s overall; per 10 s: median {statistics.median(rates):.2f}, "
+                  f"min {min(rates):.2f}, max {max(rates):.2f}")  # fmt: skip
+            third = max(len(backlog) // 3, 1)
+            print(f"backlog (service snapshot − drawn snapshot): first third median "
+                  f"{statistics.median(backlog[:third]):.0f}, last third median "
+                  f"{statistics.median(backlog[-third:]):.0f}, max {max(backlog)}")  # fmt: skip
+        finally:
+            voila.send_signal(signal.SIGTERM)
+            try:
+                voila.wait(60)
+            except subprocess.TimeoutExpired:
+                voila.kill()
+            log.close()
+            svc.stop()
+
+
+if __name__ == "__main__":
+    main()
