@@ -311,7 +311,13 @@ class CurveShock(LiveWidget):
             self.bars.y = by_desk["pnl"].to_numpy()
             self.bars.colors = ["#0969da"]
         total = float(by_desk["pnl"].sum()) if by_desk.height else 0.0
-        self.total.value = f"<b>PnL {compact(total) or '0'} USD</b> · {len(moves)} quotes moved"
+        # the firm total nets desks of both signs; the gross (sum of |desk PnL|) says how much
+        # moves across the desks, which the net can hide
+        gross = float(by_desk["pnl"].abs().sum()) if by_desk.height else 0.0
+        self.total.value = (
+            f"<b>PnL {compact(total) or '0'} USD</b> · gross {compact(gross) or '0'} · "
+            f"{len(moves)} quotes moved"
+        )
         self.table.value = pnl_html(table, by)
 
     async def run(self) -> pl.DataFrame:
