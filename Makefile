@@ -46,9 +46,11 @@ kernel: setup
 
 # Main job: the live service on the reference book with the synthetic feed, and JupyterLab on
 # the desk notebook. Stopping JupyterLab (Ctrl-C) stops the service too.
+# (JupyterLab refuses to run as root unless told: containers and CI machines often are root.)
+LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
 lab: price kernel
 	$(BIN)/workbench serve --book $(OUT)/book.parquet --market $(OUT)/market.json --name desk --detach
-	$(BIN)/jupyter lab notebooks/desk.ipynb --ip 127.0.0.1 --no-browser; \
+	$(BIN)/jupyter lab notebooks/desk.ipynb --ip 127.0.0.1 --no-browser $(LAB_ROOT); \
 		status=$$?; $(BIN)/workbench stop --name desk; exit $$status
 
 lint: setup
