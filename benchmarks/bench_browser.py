@@ -29,12 +29,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from _reference import reference_service
 from playwright.sync_api import sync_playwright
 
-import workbench
-from workbench.book.reference import generate_reference_book
-from workbench.market.io import save_market
-from workbench.market.reference import generate_reference_market
+from workbench.engine.config import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 _COUNTER = """() => {
@@ -49,12 +47,6 @@ _COUNTER = """() => {
 }"""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -63,15 +55,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        market = generate_reference_market()
-        save_market(market, folder / "market.json")
-        generate_reference_book(market, positions=args.positions, seed=1).write_parquet(
-            folder / "book.parquet"
-        )
-        root = folder / "run"
-        svc = workbench.start(folder / "book.parquet", folder / "market.json", name="browse",
-                              rate=args.rate, run_root=root)  # fmt: skip
-        port = _free_port()
+        svc, root, _ = reference_service(folder, "browse", positions=args.positions, rate=args.rate)
+        port = free_port()
         env = {**os.environ, "WORKBENCH_RUN_DIR": str(root), "HOME": str(folder)}
         log = (folder / "voila.log").open("wb")
         voila = subprocess.Popen(

@@ -25,13 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _reference import reference_service
 from jupyter_client.manager import start_new_kernel
 
-import workbench
-from workbench.book.reference import generate_reference_book
 from workbench.engine.messages import ParallelShock, QuoteShock
-from workbench.market.io import save_market
-from workbench.market.reference import generate_reference_market
 
 _KERNEL_SETUP = """
 import json, sys
@@ -123,14 +120,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        market = generate_reference_market()
-        save_market(market, folder / "market.json")
-        generate_reference_book(market, positions=args.positions, seed=1).write_parquet(
-            folder / "book.parquet"
+        svc, root, market = reference_service(
+            folder, "nb", positions=args.positions, rate=args.rate
         )
-        root = folder / "run"
-        svc = workbench.start(folder / "book.parquet", folder / "market.json", name="nb",
-                              rate=args.rate, run_root=root)  # fmt: skip
         try:
             time.sleep(5.0)
             usd_sofr = [i.quote for i in market.curve("USD.SOFR").instruments]

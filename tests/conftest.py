@@ -13,6 +13,7 @@ from multiprocessing import resource_tracker
 from pathlib import Path
 
 import pytest
+from procs import descendants
 
 _RUN_DIR = Path(tempfile.mkdtemp(prefix="workbench-tests-"))
 for _var, _sub in (
@@ -38,21 +39,8 @@ def _shm_names() -> set[str]:
 
 
 def _children() -> set[int]:
-    """Pids of this process's live descendants (from /proc, no extra dependency)."""
-    parent_of: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            parent_of[int(stat.parent.name)] = int(fields[1])
-    found: set[int] = set()
-    frontier = {os.getpid()}
-    while frontier:
-        frontier = {pid for pid, ppid in parent_of.items() if ppid in frontier} - found
-        found |= frontier
-    return found
+    """Pids of this process's live descendants."""
+    return descendants(os.getpid())
 
 
 def _is_resource_tracker(pid: int) -> bool:

@@ -28,6 +28,7 @@ from typing import Any
 import playwright.sync_api as playwright_sync  # installed by the test extra; never skipped
 import pytest
 import requests
+from procs import descendants
 from service_helpers import make_files, start, wait
 
 from workbench.engine.client import Client
@@ -66,24 +67,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def descendants(pid: int) -> set[int]:
-    """Live (non-zombie) descendants of ``pid``, from /proc."""
-    parent_of: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            parent_of[int(stat.parent.name)] = int(fields[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {p for p, pp in parent_of.items() if pp in frontier} - found
-        found |= frontier
-    return found
 
 
 def alive(pid: int) -> bool:

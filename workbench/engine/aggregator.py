@@ -109,7 +109,6 @@ class Aggregator:
         self.ids = itertools.count(1)
         self.pending: dict[bytes, _Pending] = {}
         self.seq = 0
-        self.dirty = True
         self.flushes: list[int] = []
         self.latency_ms: deque[float] = deque(maxlen=2048)
         self.to_aggregator = LatencyHistogram()  # a worker's write done to its notice read here
@@ -175,7 +174,6 @@ class Aggregator:
             self.pub.send(msg.encode(snap), zmq.NOBLOCK)
         self.published += 1
         self.last_publish_ns = done
-        self.dirty = False
         self.stats = stats
 
     def maybe_recon(self) -> None:
@@ -420,7 +418,6 @@ class Aggregator:
                             self.flushes.append(notice.flushed_ns)
                             now = time.monotonic_ns()
                             self.to_aggregator.observe_ms((now - notice.done_ns) / 1e6)
-                            self.dirty = True
                             pacer.result(now)
             if self.control in events:
                 self.handle_control()
