@@ -23,7 +23,7 @@ from workbench.pricing.curves import CurveSet
 from workbench.pricing.equity_book import EquityPricer
 from workbench.pricing.fx_book import FxPricer
 from workbench.pricing.rates_book import RatesPricer
-from workbench.pricing.risk import ClassPricer
+from workbench.pricing.risk import ClassPricer, forget_kept
 from workbench.pricing.surfaces import SplineCache
 
 LOCAL_COLUMNS = ("pv_ccy", "delta", "gamma", "vega", "theta")
@@ -153,10 +153,7 @@ class Repricer:
         """Drop every cache (splines, tranche losses, smile solutions): the next price starts
         cold, as if every quote had moved."""
         self.cache.clear()
-        for pricer in self.pricers:
-            forget = getattr(pricer, "forget", None)
-            if forget is not None:
-                forget()
+        forget_kept(self.pricers)
 
     def full(self, market: MarketSnapshot) -> Update:
         """Reprice every group against ``market`` (start-up, restart, every quote dirty)."""

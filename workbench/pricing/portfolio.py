@@ -23,7 +23,7 @@ from workbench.pricing.curves import CurveSet
 from workbench.pricing.equity_book import EquityPricer
 from workbench.pricing.fx_book import FxPricer
 from workbench.pricing.rates_book import RatesPricer
-from workbench.pricing.risk import ClassPricer, KeyRates
+from workbench.pricing.risk import ClassPricer, KeyRates, forget_kept
 from workbench.pricing.surfaces import SplineCache
 
 ASSET_CLASSES: tuple[str, ...] = ("rates", "fx", "credit", "equity")
@@ -102,6 +102,11 @@ class PortfolioPricer:
                 book, by_class["equity"], market, cache=self.spline_cache
             )
         self.setup_seconds = time.perf_counter() - started
+
+    def forget_results(self) -> None:
+        """Drop the results the class pricers keep for unchanged quotes (tranche losses, smile
+        solutions); the spline cache stays (it has its own switch)."""
+        forget_kept(self.pricers.values())
 
     def risk(self, market: MarketSnapshot) -> BookRisk:
         """PV, Greeks and key rates of every position against ``market``, in USD."""

@@ -7,6 +7,7 @@ of its positions in each position's own currency; the portfolio converts to the 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -90,3 +91,12 @@ class ClassPricer(Protocol):
     def pv(self, market: MarketSnapshot, curves: CurveSet) -> FloatArray:
         """PV only, in each position's currency (used for theta)."""
         ...
+
+
+def forget_kept(pricers: Iterable[object]) -> None:
+    """Drop what class pricers keep between calls for the same quotes (tranche losses, smile
+    solutions), so the next price costs what it costs after every quote has moved."""
+    for pricer in pricers:
+        forget = getattr(pricer, "forget", None)
+        if forget is not None:
+            forget()
