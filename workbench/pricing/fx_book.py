@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
+from typing import TypeVar
 
 import numpy as np
 
@@ -26,6 +27,8 @@ from workbench.pricing.black import black_greeks, black_price
 from workbench.pricing.curves import CurveSet
 from workbench.pricing.risk import ClassRisk, KeyRates
 from workbench.pricing.surfaces import FxVolSurfaceModel, SplineCache, surface_version
+
+_T = TypeVar("_T")
 
 _CALL_DELTA = {"10P": 0.90, "25P": 0.75, "ATM": 0.50, "25C": 0.25, "10C": 0.10}
 
@@ -71,6 +74,8 @@ class FxPricer:
             self._groups.append(_PairRows(book, rows[underlying == code], pairs[name], market))
         self._surfaces = surfaces
         self._last_vols: dict[tuple[str, bool], FloatArray] = {}
+        self._times: dict[tuple[str, date], tuple[FloatArray, FloatArray]] = {}
+        self._expiries: dict[tuple[str, date], FloatArray] = {}
 
     def forget(self) -> None:
         """Drop the kept smile solutions (the next solves start cold)."""
@@ -80,10 +85,13 @@ class FxPricer:
     def _smile(self, market: MarketSnapshot, pair: str) -> FxVolSurfaceModel:
         spec = self._surfaces[pair]
         vols = np.array([market.quote_values(list(row)) for row in spec.quotes], dtype=np.float64)
-        expiry_dates = np.array(
-            [add_tenor(market.as_of, tenor) for tenor in spec.expiries], dtype="datetime64[D]"
-        )
-        times = year_fractions(expiry_dates, market.as_of)
+        times = self._expiries.get((pair, market.as_of))
+        if times is None:
+            expiry_dates = np.array(
+                [add_tenor(market.as_of, tenor) for tenor in spec.expiries], dtype="datetime64[D]"
+            )
+            times = year_fractions(expiry_dates, market.as_of)
+            _keep(self._expiries, (pair, market.as_of), times)
         deltas = np.array([_CALL_DELTA[d] for d in spec.deltas], dtype=np.float64)
         version = surface_version(pair, market.as_of, vols)
         return FxVolSurfaceModel(
@@ -100,12 +108,7 @@ class FxPricer:
     ) -> tuple[float, FloatArray, float, float, FloatArray, FloatArray]:
         """Spot, expiry times, spot-date log DFs and log DFs at expiry of base and quote curves."""
         spot = market.quote(g.pair.spot_quote)
-        cal = market.calendars[g.pair.calendar]
-        ts = year_fractions(
-            np.array([spot_date(market.as_of, g.pair.spot_lag, cal)], dtype="datetime64[D]"),
-            market.as_of,
-        )
-        t = year_fractions(g.maturity, market.as_of)
+        ts, t = self._spot_and_expiry_times(market, g)
         pb, pq = curves[g.base_curve], curves[g.quote_curve]
         return (
             spot,
@@ -115,6 +118,21 @@ class FxPricer:
             pb.log_discount(t),
             pq.log_discount(t),
         )
+
+    def _spot_and_expiry_times(
+        self, market: MarketSnapshot, g: _PairRows
+    ) -> tuple[FloatArray, FloatArray]:
+        """Spot-date time (shape (1,)) and the positions' expiry times, years from as-of; kept
+        per as-of date (they do not move with quotes)."""
+        key = (g.pair.pair, market.as_of)
+        hit = self._times.get(key)
+        if hit is None:
+            cal = market.calendars[g.pair.calendar]
+            spot_day = spot_date(market.as_of, g.pair.spot_lag, cal)
+            ts = year_fractions(np.array([spot_day], dtype="datetime64[D]"), market.as_of)
+            hit = (ts, year_fractions(g.maturity, market.as_of))
+            _keep(self._times, key, hit)
+        return hit
 
     # -- pricing -------------------------------------------------------------------------
     def pv(self, market: MarketSnapshot, curves: CurveSet) -> FloatArray:
@@ -196,11 +214,19 @@ class FxPricer:
             if greeks:
                 delta[sl][fw] = (fwd_leg * SPOT_BUMP)[fw]
                 if self.with_key_rates:
-                    key_parts.append(
-                        _key_rates(market, curves, g, t, d_lb_t, d_lq_t, d_lb_s, d_lq_s)
-                    )
+                    ts, _ = self._spot_and_expiry_times(market, g)
+                    d_t, d_s = (d_lb_t, d_lq_t), (d_lb_s, d_lq_s)
+                    key_parts.append(_key_rates(curves, g, (ts, t), d_t, d_s, market))
         key_rates = KeyRates.concat(key_parts) if greeks else KeyRates.empty()
         return ClassRisk(out_rows, pv, delta, gamma, vega, key_rates)
+
+
+def _keep(store: dict[tuple[str, date], _T], key: tuple[str, date], value: _T) -> None:
+    """Keep ``value`` under ``key`` (pair, as-of): 64 entries at most, the oldest dropped first
+    (a live worker needs two dates per pair: today's and tomorrow's for theta)."""
+    if len(store) >= 64:
+        store.pop(next(iter(store)))
+    store[key] = value
 
 
 def _option_value(
@@ -223,26 +249,21 @@ def _option_value(
 
 
 def _key_rates(
-    market: MarketSnapshot,
     curves: CurveSet,
     g: _PairRows,
-    t: FloatArray,
-    d_lb_t: FloatArray,
-    d_lq_t: FloatArray,
-    d_lb_s: FloatArray,
-    d_lq_s: FloatArray,
+    times: tuple[FloatArray, FloatArray],
+    d_t: tuple[FloatArray, FloatArray],
+    d_s: tuple[FloatArray, FloatArray],
+    market: MarketSnapshot,
 ) -> KeyRates:
-    """Chain ∂PV/∂log P at expiry and spot date with ∂log P/∂quote (per 1bp) of both curves."""
-    cal = market.calendars[g.pair.calendar]
-    ts = year_fractions(
-        np.array([spot_date(market.as_of, g.pair.spot_lag, cal)], dtype="datetime64[D]"),
-        market.as_of,
-    )
+    """Chain ∂PV/∂log P (base, quote curve) at expiry ``d_t`` and at the spot date ``d_s`` with
+    ∂log P/∂quote (per 1bp) of both curves; ``times`` = (spot-date time, expiry times)."""
+    ts, t = times
     blocks: list[KeyRates] = []
-    for curve_id, d_t, d_s in ((g.base_curve, d_lb_t, d_lb_s), (g.quote_curve, d_lq_t, d_lq_s)):
+    for curve_id, at_t, at_s in zip((g.base_curve, g.quote_curve), d_t, d_s, strict=True):
         qids, sens_t = curves.log_df_sensitivity(curve_id, t)
         _, sens_s = curves.log_df_sensitivity(curve_id, ts)
-        matrix = d_t[:, None] * sens_t + d_s[:, None] * sens_s[0][None, :]
+        matrix = at_t[:, None] * sens_t + at_s[:, None] * sens_s[0][None, :]
         blocks.append(KeyRates.from_dense(g.rows, _quote_index(market, qids), matrix))
     return KeyRates.concat(blocks)
 
