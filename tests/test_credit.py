@@ -19,12 +19,11 @@ from workbench.market.reference import generate_reference_market
 from workbench.pricing.credit import (
     IndexSimulation,
     cds_schedule,
-    default_distribution_recursion,
-    thresholds,
     tranche_expected_loss,
     tranche_pv,
 )
 from workbench.pricing.curves import CurveSet
+from workbench.pricing.default_counts import default_distribution_recursion, thresholds
 
 settings.register_profile(
     "fast", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]

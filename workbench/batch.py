@@ -79,7 +79,7 @@ def run_batch(
     out_path: Path,
     interpolation: Interpolation | None = None,
     n_paths: int = 50_000,
-    tranche_method: Literal["mc", "recursion"] = "mc",
+    tranche_method: Literal["mc", "recursion"] = "recursion",
     stream: TextIO | None = None,
 ) -> BookRisk:
     """Re-risk ``book_path`` against ``market_path`` and write ``out_path`` (+ key rates).

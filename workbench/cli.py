@@ -110,6 +110,7 @@ def _service_options(args: argparse.Namespace) -> dict[str, object]:
         "workers": workers,
         "limits": limits,
         "n_paths": args.paths,
+        "tranche_method": args.tranche_method,
     }
     if getattr(args, "remote_host", None):
         from workbench.engine.config import RemoteConfig
@@ -248,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     price.add_argument("--paths", type=_positive_int, default=50_000, help="tranche MC paths")
     price.add_argument(
-        "--tranche-method", choices=("mc", "recursion"), default="mc", dest="tranche_method"
+        "--tranche-method", choices=("mc", "recursion"), default="recursion", dest="tranche_method"
     )
     price.set_defaults(func=_cmd_price)
 
@@ -265,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=_workers, default=None, help="e.g. rates=1,fx=2")
     serve.add_argument("--limits", type=Path, default=None, help="limits JSON (docs/service.md)")
     serve.add_argument("--paths", type=_positive_int, default=50_000, help="tranche MC paths")
+    serve.add_argument(
+        "--tranche-method", choices=("mc", "recursion"), default="recursion", dest="tranche_method"
+    )
     serve.add_argument("--detach", action="store_true", help="return once the service is ready")
     remote = serve.add_argument_group(
         "remote access", "CurveZMQ listeners for clients on other machines (docs/service.md)"

@@ -11,6 +11,7 @@ import os
 import socket
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -91,6 +92,7 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     workers: dict[str, int] = msgspec.field(default_factory=lambda: dict.fromkeys(ASSET_CLASSES, 1))
     limits: tuple[LimitConfig, ...] = ()
     n_paths: int = 50_000
+    tranche_method: Literal["mc", "recursion"] = "recursion"
     snapshot_hz: float = 10.0
     heartbeat_s: float = 0.5
     heartbeat_timeout_s: float = 5.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Literal
 
 import numpy as np
 
@@ -46,13 +47,14 @@ def _make_pricer(
     asset_class: str,
     cache: SplineCache,
     n_paths: int,
+    tranche_method: Literal["mc", "recursion"],
 ) -> ClassPricer:
     if asset_class == "rates":
         return RatesPricer(book, rows, market)
     if asset_class == "fx":
         return FxPricer(book, rows, market, cache=cache)
     if asset_class == "credit":
-        return CreditPricer(book, rows, market, n_paths=n_paths)
+        return CreditPricer(book, rows, market, n_paths=n_paths, method=tranche_method)
     if asset_class == "equity":
         return EquityPricer(book, rows, market, cache=cache)
     raise ValueError(f"unknown asset class {asset_class!r}")
@@ -70,6 +72,7 @@ class Repricer:
         slot: int = 0,
         n_slots: int = 1,
         n_paths: int = 50_000,
+        tranche_method: Literal["mc", "recursion"] = "recursion",
     ) -> None:
         self.book = book
         self.asset_class = asset_class
@@ -77,7 +80,7 @@ class Repricer:
         self.cache = SplineCache()
         self.groups: list[GroupSpec] = worker_groups(book, market, asset_class, slot, n_slots)
         self.pricers: list[ClassPricer] = [
-            _make_pricer(book, g.rows, market, asset_class, self.cache, n_paths)
+            _make_pricer(book, g.rows, market, asset_class, self.cache, n_paths, tranche_method)
             for g in self.groups
         ]
         for pricer in self.pricers:  # the service publishes Greeks, not key-rate ladders

@@ -15,7 +15,8 @@ number of defaults at each premium date, from either
   do not depend on the market; a tick only moves the thresholds ``Φ⁻¹(1 − e^{−λ_i t})``), so
   bumps use common random numbers; or
 * :func:`default_distribution_recursion` — conditional independence given the factor, the
-  standard recursion over names, Gauss–Hermite quadrature on the factor.
+  standard recursion over names, Gauss–Hermite quadrature on the factor
+  (:mod:`workbench.pricing.default_counts`; the default).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from datetime import date
 
 import numba
 import numpy as np
-from scipy.special import ndtr, ndtri
+from scipy.special import ndtri
 from scipy.stats import qmc
 
 from workbench._types import FloatArray
@@ -193,31 +194,6 @@ def _count_defaults(
             for k in range(1, n_dates):
                 change[s, bt, k] += change[s, bt, k - 1]
     return change
-
-
-def thresholds(hazards: FloatArray, times: FloatArray) -> FloatArray:
-    """Φ⁻¹(1 − e^{−λ_i t_k}) for names × dates."""
-    pd = -np.expm1(-np.outer(hazards, times))
-    return ndtri(np.clip(pd, 1e-300, 1.0 - 1e-16))  # type: ignore[no-any-return]
-
-
-def default_distribution_recursion(
-    hazards: FloatArray, times: FloatArray, rho: float, *, nodes: int = 48
-) -> FloatArray:
-    """P(n defaults by t_k) for dates × (N+1), semi-analytically."""
-    x, w = np.polynomial.hermite_e.hermegauss(nodes)
-    w = w / math.sqrt(2.0 * math.pi)
-    c = thresholds(hazards, times)  # (N, K)
-    p = ndtr((c[:, :, None] - math.sqrt(rho) * x[None, None, :]) / math.sqrt(1.0 - rho))  # N,K,Q
-    n_names = hazards.size
-    dist = np.zeros((times.size, nodes, n_names + 1))
-    dist[:, :, 0] = 1.0
-    for i in range(n_names):
-        pi = p[i][:, :, None]
-        shifted = np.zeros_like(dist)
-        shifted[:, :, 1:] = dist[:, :, :-1]
-        dist = dist * (1.0 - pi) + shifted * pi
-    return np.einsum("kqn,q->kn", dist, w)  # type: ignore[no-any-return]
 
 
 def tranche_expected_loss(

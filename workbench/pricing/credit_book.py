@@ -12,7 +12,7 @@ re-discounts (:attr:`CreditPricer.loss_hits` / ``loss_misses`` count how often).
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from typing import Literal
 
 import numpy as np
@@ -23,13 +23,12 @@ from workbench.market.model import CreditIndex, MarketSnapshot
 from workbench.pricing.credit import (
     IndexSimulation,
     cds_schedule,
-    default_distribution_recursion,
     index_pv,
-    thresholds,
     tranche_expected_loss,
     tranche_pv,
 )
 from workbench.pricing.curves import CurveSet
+from workbench.pricing.default_counts import default_distributions, thresholds
 from workbench.pricing.risk import ClassRisk, KeyRates
 
 _LOSS_SETS = 4
@@ -49,7 +48,7 @@ class CreditPricer:
         market: MarketSnapshot,
         *,
         n_paths: int = 50_000,
-        method: Literal["mc", "recursion"] = "mc",
+        method: Literal["mc", "recursion"] = "recursion",
     ) -> None:
         self.rows = rows
         self.method = method
@@ -82,15 +81,21 @@ class CreditPricer:
         return self._price(market, curves, greeks=True)
 
     def _distributions(
-        self, spec: CreditIndex, times: FloatArray, spreads: list[float], rho: float
+        self, spec: CreditIndex, times: FloatArray, sets: list[tuple[float, float, float]]
     ) -> list[FloatArray]:
-        """Default-count distributions (batches, dates, N+1) for each spread at one ``rho``."""
+        """Default-count distributions (batches, dates, N+1), one per (spread, correlation,
+        time shift in years) set; the first set is the base the others are bumps of."""
         weights = np.asarray(spec.hazard_weights) / (1.0 - spec.recovery)
+        c = np.stack([thresholds(weights * s, np.maximum(times - dt, 0.0)) for s, _, dt in sets])
+        rho = np.array([r for _, r, _ in sets])
         if self.method == "recursion":
-            return [default_distribution_recursion(weights * s, times, rho)[None] for s in spreads]
+            return [dist[None] for dist in default_distributions(c, rho)]
         sim = self.simulations[spec.id]
-        c = np.stack([thresholds(weights * s, times) for s in spreads])
-        return list(sim.default_counts_many(c, rho))
+        out: dict[int, FloatArray] = {}
+        for r in dict.fromkeys(rho.tolist()):  # one pass over the paths per correlation
+            at = np.flatnonzero(rho == r)
+            out.update(zip(at.tolist(), sim.default_counts_many(c[at], r), strict=True))
+        return [out[i] for i in range(len(sets))]
 
     def forget(self) -> None:
         """Drop the kept tranche losses."""
@@ -116,19 +121,43 @@ class CreditPricer:
             self.loss_hits += 1
             return hit
         self.loss_misses += 1
-        bumps = (0.0, BP, -BP) if greeks else (0.0,)
-        dists = self._distributions(spec, pay_t, [s + h for h in bumps], rho)
-        if greeks:
-            dists += self._distributions(spec, pay_t, [s], rho + CORR_POINT)
+        sets = [(s, rho, 0.0)]
+        if greeks:  # ±1bp spread, +1% correlation, and the next day's base (for theta)
+            sets += [(s + BP, rho, 0.0), (s - BP, rho, 0.0), (s, rho + CORR_POINT, 0.0)]
+            sets += [(s, rho, 1.0 / 365.0)]
+        dists = self._distributions(spec, pay_t, sets)
         b = self.book
         losses = [
             tranche_expected_loss(dist, b.attach[tr_rows], b.detach[tr_rows], spec.recovery)
             for dist in dists  # (batches, dates, N+1)
         ]
+        if greeks:
+            self._keep_next_day(market, spec, s, rho, pay_t, losses.pop())
+        self._keep(key, losses)
+        return losses
+
+    def _keep(self, key: tuple[str, date, float, float, bool], losses: list[FloatArray]) -> None:
         if len(self._losses) >= _LOSS_SETS * len(self._groups):
             self._losses.pop(next(iter(self._losses)))  # the oldest
         self._losses[key] = losses
-        return losses
+
+    def _keep_next_day(
+        self,
+        market: MarketSnapshot,
+        spec: CreditIndex,
+        s: float,
+        rho: float,
+        pay_t: FloatArray,
+        losses: FloatArray,
+    ) -> None:
+        """Keep tomorrow's base losses, priced with today's on today's dates one day nearer,
+        for the theta that follows (its premium dates are today's, less any paid tomorrow)."""
+        tomorrow = market.as_of + timedelta(days=1)
+        days = np.rint(pay_t * 365.0).astype(np.int64)
+        next_days = np.rint(cds_schedule(tomorrow, spec.maturity).pay_t * 365.0).astype(np.int64)
+        at = np.searchsorted(days, next_days + 1)
+        if at.size and at[-1] < days.size and np.array_equal(days[at], next_days + 1):
+            self._keep((spec.id, tomorrow, s, rho, False), [losses[..., at]])
 
     def _price(self, market: MarketSnapshot, curves: CurveSet, *, greeks: bool) -> ClassRisk:
         b = self.book

@@ -78,7 +78,7 @@ class PortfolioPricer:
         *,
         interpolation: Interpolation | None = None,
         n_paths: int = 50_000,
-        tranche_method: Literal["mc", "recursion"] = "mc",
+        tranche_method: Literal["mc", "recursion"] = "recursion",
         spline_cache: SplineCache | None = None,
     ) -> None:
         started = time.perf_counter()
@@ -176,7 +176,7 @@ def price_book(
     *,
     interpolation: Interpolation | None = None,
     n_paths: int = 50_000,
-    tranche_method: Literal["mc", "recursion"] = "mc",
+    tranche_method: Literal["mc", "recursion"] = "recursion",
 ) -> BookRisk:
     """Build a :class:`PortfolioPricer` and re-risk once (set-up time in ``timings["setup"]``)."""
     pricer = PortfolioPricer(

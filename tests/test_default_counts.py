@@ -1,0 +1,114 @@
+"""The compiled default-count recursion: against a plain NumPy recursion, its Taylor shortcut
+against fresh erfc, and the next-day losses the credit pricer keeps against a cold price."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pytest
+from scipy.special import ndtr
+
+from workbench._types import CORR_POINT, FloatArray
+from workbench.book.io import load_book, save_book
+from workbench.book.reference import generate_reference_book
+from workbench.market.reference import generate_reference_market
+from workbench.pricing.credit_book import CreditPricer
+from workbench.pricing.curves import CurveSet
+from workbench.pricing.default_counts import (
+    QUADRATURE_NODES,
+    default_distributions,
+    thresholds,
+)
+
+
+def _numpy_recursion(c: FloatArray, rho: float, nodes: int) -> FloatArray:
+    """The textbook recursion, full Gauss–Hermite rule, NumPy only: (K, N+1)."""
+    x, w = np.polynomial.hermite_e.hermegauss(nodes)
+    w = w / math.sqrt(2.0 * math.pi)
+    p = ndtr((c[:, :, None] - math.sqrt(rho) * x[None, None, :]) / math.sqrt(1.0 - rho))
+    n = c.shape[0]
+    dist = np.zeros((c.shape[1], nodes, n + 1))
+    dist[:, :, 0] = 1.0
+    for i in range(n):
+        shifted = np.zeros_like(dist)
+        shifted[:, :, 1:] = dist[:, :, :-1]
+        dist = dist * (1.0 - p[i][:, :, None]) + shifted * p[i][:, :, None]
+    return np.einsum("kqn,q->kn", dist, w)  # type: ignore[no-any-return]
+
+
+def _pool(seed: int, n: int = 60) -> tuple[FloatArray, FloatArray]:
+    rng = np.random.default_rng(seed)
+    weights = rng.lognormal(0.0, 0.6, n)
+    hazards = weights / weights.mean() * rng.uniform(0.003, 0.05) / 0.6
+    times = np.cumsum(rng.uniform(0.1, 0.3, 12))
+    return hazards, times
+
+
+@pytest.mark.parametrize("rho", [0.0, 0.2, 0.5, 0.85])
+def test_compiled_recursion_matches_numpy(rho: float) -> None:
+    hazards, times = _pool(1)
+    c = thresholds(hazards, times)
+    got = default_distributions(c[None], np.array([rho]))[0]
+    want = _numpy_recursion(c, rho, QUADRATURE_NODES)
+    # the dropped nodes weigh < 2e-16 in all
+    np.testing.assert_allclose(got, want, rtol=0.0, atol=1e-14)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=0.0, atol=1e-13)
+
+
+def test_taylor_shortcut_matches_fresh_erfc() -> None:
+    hazards, times = _pool(2, n=125)
+    rho = 0.3
+    spreads = (1.0, 1.0 + 1e-4 / 0.0055, 1.0 - 1e-4 / 0.0055)  # ±1bp on a 55bp index
+    sets = [thresholds(hazards * f, times) for f in spreads]
+    sets.append(thresholds(hazards, np.maximum(times - 1 / 365, 0.0)))  # tomorrow
+    sets.append(thresholds(hazards, times))  # + 1% correlation: always fresh
+    c = np.stack(sets)
+    rhos = np.array([rho, rho, rho, rho, rho + CORR_POINT])
+    shortcut = default_distributions(c, rhos)
+    fresh = default_distributions(c, rhos, taylor_shift=0.0)
+    np.testing.assert_allclose(shortcut, fresh, rtol=0.0, atol=1e-14)
+    # and the bumps are resolved: the ±1bp difference is far above that error
+    assert np.abs(shortcut[1] - shortcut[2]).max() > 1e-5
+
+
+def test_thresholds_far_from_the_base_get_fresh_erfc() -> None:
+    hazards, times = _pool(3)
+    c = np.stack([thresholds(hazards, times), thresholds(hazards * 3.0, times)])
+    got = default_distributions(c, np.array([0.3, 0.3]))
+    alone = default_distributions(c[1:], np.array([0.3]))
+    np.testing.assert_allclose(got[1], alone[0], rtol=0.0, atol=1e-15)
+
+
+def test_bad_correlations_are_refused() -> None:
+    c = thresholds(*_pool(4))[None]
+    with pytest.raises(ValueError, match="correlations"):
+        default_distributions(c, np.array([1.0]))
+    with pytest.raises(ValueError, match="correlations"):
+        default_distributions(c, np.array([0.2, 0.3]))
+
+
+@pytest.mark.parametrize("method", ["recursion", "mc"])
+def test_theta_from_kept_next_day_losses_equals_a_cold_price(
+    method: Literal["recursion", "mc"], tmp_path: Path
+) -> None:
+    market = generate_reference_market()
+    path = tmp_path / "book.parquet"
+    save_book(generate_reference_book(market, positions=2_000, seed=3), path)
+    book = load_book(path, market=market)
+    credit = [book.product.labels.index(p) for p in ("CDX_INDEX", "CDX_TRANCHE")]
+    rows = np.flatnonzero(np.isin(book.product.codes, credit))
+    tomorrow = market.with_as_of(market.as_of + timedelta(days=1))
+    curves, curves_next = CurveSet(market), CurveSet(tomorrow)
+    warm = CreditPricer(book, rows, market, n_paths=4_096, method=method)
+    warm.risk(market, curves)
+    misses = warm.loss_misses
+    kept = warm.pv(tomorrow, curves_next)
+    assert warm.loss_misses == misses  # tomorrow's losses came with today's risk
+    cold = CreditPricer(book, rows, market, n_paths=4_096, method=method)
+    fresh = cold.pv(tomorrow, curves_next)
+    assert cold.loss_misses > 0
+    np.testing.assert_allclose(kept, fresh, rtol=1e-11, atol=1e-6)

@@ -1,0 +1,188 @@
+"""The distribution of the number of defaults in a one-factor Gaussian copula, semi-analytically.
+
+Conditional on the common factor ``x`` the names of a pool default independently by ``t_k``
+with ``p_i(x) = Φ((c_ik − √ρ x)/√(1 − ρ))``, ``c_ik = Φ⁻¹(P(τ_i ≤ t_k))``. The distribution of
+the count is built name by name,
+
+    P_i(n | x) = P_{i−1}(n | x) (1 − p_i) + P_{i−1}(n−1 | x) p_i,
+
+at every node of a Gauss–Hermite rule at once, then integrated over the factor.
+
+Several threshold sets (a base and its bumps: ±1bp spread, +1% correlation, the next day) are
+priced in one call. Most of the cost of a set is the ``Φ`` of every name at every node; a set
+whose thresholds lie within :data:`TAYLOR_SHIFT` of the first set's (a spread bump, one day
+later) takes its ``Φ`` from a Taylor series around the first set's instead of a fresh
+``erfc``, accurate to ~1e-15 (the series is kept to sixth order).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numba
+import numpy as np
+from scipy.special import ndtri
+
+from workbench._types import FloatArray
+
+QUADRATURE_NODES = 128
+"""Gauss–Hermite rule on the factor. Nodes whose weight is below 1e-16 are dropped (58 of 128
+remain; the dropped mass is 1.6e-16), so the cost is that of 58 nodes. On the reference
+indices the tranche expected losses are within 1.5e-7 (of the tranche notional) of an 800-node
+Gauss–Legendre integration; with 64 nodes 2.6e-5, with 48 nodes 9e-5."""
+
+TAYLOR_SHIFT = 0.02
+"""Largest shift of a standardised threshold ``(c_s − c_0)/√(1 − ρ)`` served by the Taylor
+series (sixth order: remainder below ~2e-15 in probability); larger shifts get a fresh erfc."""
+
+
+def thresholds(hazards: FloatArray, times: FloatArray) -> FloatArray:
+    """Φ⁻¹(1 − e^{−λ_i t_k}) for names × dates (hazards per year, times in years)."""
+    pd = -np.expm1(-np.outer(hazards, times))
+    return ndtri(np.clip(pd, 1e-300, 1.0 - 1e-16))  # type: ignore[no-any-return]
+
+
+def default_distribution_recursion(
+    hazards: FloatArray, times: FloatArray, rho: float, *, nodes: int = QUADRATURE_NODES
+) -> FloatArray:
+    """P(n defaults by t_k) for dates × (N+1): flat hazards per name (per year), times (years)."""
+    c = thresholds(hazards, times)
+    out: FloatArray = default_distributions(c[None], np.array([rho]), nodes=nodes)[0]
+    return out
+
+
+def default_distributions(
+    c: FloatArray,
+    rho: FloatArray,
+    *,
+    nodes: int = QUADRATURE_NODES,
+    taylor_shift: float = TAYLOR_SHIFT,
+) -> FloatArray:
+    """P(n defaults by t_k) for S threshold sets ``c`` (S, N, K) at correlations ``rho`` (S,):
+    (S, K, N+1). Sets at the first set's correlation and near its thresholds reuse its ``Φ``
+    (``taylor_shift`` 0: never). Dates run in parallel."""
+    x, w = _rule(nodes)
+    r = np.asarray(rho, dtype=np.float64)
+    if r.shape != (c.shape[0],) or np.any((r < 0.0) | (r >= 1.0)):
+        raise ValueError(f"correlations must be one per set in [0, 1): {rho!r}")
+    cc = np.ascontiguousarray(c, dtype=np.float64)
+    out: FloatArray = _distributions(cc, np.sqrt(r), np.sqrt(1.0 - r), x, w, taylor_shift)
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _rule(nodes: int) -> tuple[FloatArray, FloatArray]:
+    """Gauss–Hermite nodes and weights for the standard normal, nodes weighing < 1e-16 dropped
+    (the far tails weigh nothing at double precision)."""
+    x, w = np.polynomial.hermite_e.hermegauss(nodes)
+    w = w / math.sqrt(2.0 * math.pi)
+    keep = w >= 1e-16
+    x, w = np.ascontiguousarray(x[keep]), np.ascontiguousarray(w[keep])
+    x.flags.writeable = False
+    w.flags.writeable = False
+    return x, w
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _count_recursion(
+    p: np.ndarray, w: np.ndarray, d: np.ndarray, prev: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """Integrated count distribution (N+1) into ``out`` from conditional default probabilities
+    ``p`` (N, Q); ``d`` (N+1, Q) and ``prev`` (Q) are scratch."""
+    n_names, n_nodes = p.shape
+    d[:, :] = 0.0
+    d[0, :] = 1.0
+    for i in range(n_names):
+        pi = p[i]
+        for q in range(n_nodes):
+            prev[q] = d[0, q]
+            d[0, q] = prev[q] * (1.0 - pi[q])
+        for n in range(1, i + 2):  # at most i + 1 defaults among the first i + 1 names
+            row = d[n]
+            for q in range(n_nodes):  # nodes innermost: contiguous, vectorised
+                cur = row[q]
+                row[q] = cur + (prev[q] - cur) * pi[q]
+                prev[q] = cur
+    for n in range(n_names + 1):
+        acc = 0.0
+        for q in range(n_nodes):
+            acc += w[q] * d[n, q]
+        out[n] = acc
+
+
+@numba.njit(cache=True, nogil=True)
+def _exact(
+    c: np.ndarray, a: float, b: float, x: np.ndarray, z: np.ndarray, p: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """``z = (c_i − a x_q)/b`` and ``p = Φ(z)`` for thresholds ``c`` (N) at every node."""
+    for i in range(c.size):
+        for q in range(x.size):
+            zz = (c[i] - a * x[q]) / b
+            z[i, q] = zz
+            p[i, q] = 0.5 * math.erfc(-zz / math.sqrt(2.0))
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _shifted(
+    z0: np.ndarray, p0: np.ndarray, dens: np.ndarray, shift: np.ndarray, p: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """``p = Φ(z0 + shift_i)`` from ``p0 = Φ(z0)`` and ``dens = φ(z0)`` by the Taylor series
+    ``Φ(z+δ) = Φ(z) + φ(z) Σ_{n≥1} (−1)^{n−1} He_{n−1}(z) δⁿ/n!`` to n = 6."""
+    for i in range(z0.shape[0]):
+        dl = shift[i]
+        for q in range(z0.shape[1]):
+            z = z0[i, q]
+            he_prev, he = 0.0, 1.0  # He_{n−2}, He_{n−1}
+            term, acc = 1.0, 0.0
+            for n in range(1, 7):
+                term *= dl / n
+                acc += (he if n % 2 == 1 else -he) * term
+                he_prev, he = he, z * he - (n - 1) * he_prev
+            v = p0[i, q] + dens[i, q] * acc
+            p[i, q] = min(max(v, 0.0), 1.0)
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _distributions(
+    c: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    x: np.ndarray,
+    w: np.ndarray,
+    taylor_shift: float,
+) -> np.ndarray:  # pragma: no cover - compiled
+    n_sets, n_names, n_dates = c.shape
+    n_nodes = x.size
+    out = np.zeros((n_sets, n_dates, n_names + 1))
+    for k in numba.prange(n_dates):
+        z0 = np.empty((n_names, n_nodes))
+        p0 = np.empty((n_names, n_nodes))
+        dens = np.empty((n_names, n_nodes))
+        have_dens = False
+        z = np.empty((n_names, n_nodes))
+        p = np.empty((n_names, n_nodes))
+        d = np.empty((n_names + 1, n_nodes))
+        prev = np.empty(n_nodes)
+        shift = np.empty(n_names)
+        _exact(c[0, :, k], a[0], b[0], x, z0, p0)
+        _count_recursion(p0, w, d, prev, out[0, k])
+        for s in range(1, n_sets):
+            near = a[s] == a[0] and b[s] == b[0]
+            if near:
+                for i in range(n_names):
+                    shift[i] = (c[s, i, k] - c[0, i, k]) / b[0]
+                    if not abs(shift[i]) <= taylor_shift:
+                        near = False
+            if near:
+                if not have_dens:
+                    for i in range(n_names):
+                        for q in range(n_nodes):
+                            zz = z0[i, q]
+                            dens[i, q] = math.exp(-0.5 * zz * zz) / math.sqrt(2.0 * math.pi)
+                    have_dens = True
+                _shifted(z0, p0, dens, shift, p)
+            else:
+                _exact(c[s, :, k], a[s], b[s], x, z, p)
+            _count_recursion(p, w, d, prev, out[s, k])
+    return out
