@@ -6,16 +6,18 @@ The discount rate is the zero rate of the equity currency's OIS curve to expiry,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import date
+
 import numpy as np
 
 from workbench._types import SPOT_BUMP, VOL_POINT, FloatArray, IntArray
 from workbench.book.schema import Book
 from workbench.market.model import EquitySpec, MarketSnapshot
-from workbench.market.schedules import add_tenor
 from workbench.pricing.black import black_greeks, black_price
 from workbench.pricing.curves import CurveSet
-from workbench.pricing.fx_book import year_fractions
-from workbench.pricing.risk import ClassRisk, KeyRates
+from workbench.pricing.fx_book import tenor_times, year_fractions
+from workbench.pricing.risk import ClassRisk, KeptByDate, KeyRates
 from workbench.pricing.surfaces import EquityVolSurfaceModel, SplineCache, surface_version
 
 
@@ -28,6 +30,10 @@ class _Underlying:
         self.sign = book.option_sign[rows]
         self.maturity = book.maturity[rows]
         self.curve = market.discount_curve_id(spec.currency)
+
+    def expiry_times(self, as_of: date) -> Callable[[], FloatArray]:
+        """How to compute the options' times to expiry (years) from ``as_of``."""
+        return lambda: year_fractions(self.maturity, as_of)
 
 
 class EquityPricer:
@@ -49,16 +55,18 @@ class EquityPricer:
             )
             for code in np.unique(underlying)
         ]
+        self._times: KeptByDate[FloatArray] = KeptByDate()
+        self._expiries: KeptByDate[FloatArray] = KeptByDate()
 
     def _surface(self, market: MarketSnapshot, spec: EquitySpec) -> EquityVolSurfaceModel:
         vols = np.array([market.quote_values(list(r)) for r in spec.vol_quotes], dtype=np.float64)
-        expiry_dates = np.array(
-            [add_tenor(market.as_of, tenor) for tenor in spec.vol_expiries], dtype="datetime64[D]"
+        expiries = self._expiries.get(
+            spec.id, market.as_of, lambda: tenor_times(market.as_of, spec.vol_expiries)
         )
         return EquityVolSurfaceModel(
             surface_id=spec.id,
             version=surface_version(spec.id, market.as_of, vols),
-            expiries=year_fractions(expiry_dates, market.as_of),
+            expiries=expiries,
             moneyness=np.asarray(spec.vol_moneyness, dtype=np.float64),
             vols=vols,
             cache=self.cache,
@@ -86,7 +94,7 @@ class EquityPricer:
             at += g.rows.size
             out_rows[sl] = g.rows
             spot = market.quote(g.spec.spot_quote)
-            t = year_fractions(g.maturity, market.as_of)
+            t = self._times.get(g.spec.id, market.as_of, g.expiry_times(market.as_of))
             log_df = curves[g.curve].log_discount(t)
             r = -log_df / t
             q = np.full(t.size, g.spec.dividend_yield)

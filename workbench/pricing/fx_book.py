@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
-from typing import TypeVar
 
 import numpy as np
 
@@ -25,10 +24,8 @@ from workbench.market.model import FX_DELTA_PILLARS, FxPair, MarketSnapshot
 from workbench.market.schedules import add_tenor, spot_date
 from workbench.pricing.black import black_greeks, black_price
 from workbench.pricing.curves import CurveSet
-from workbench.pricing.risk import ClassRisk, KeyRates
+from workbench.pricing.risk import ClassRisk, KeptByDate, KeyRates
 from workbench.pricing.surfaces import FxVolSurfaceModel, SplineCache, surface_version
-
-_T = TypeVar("_T")
 
 _CALL_DELTA = {"10P": 0.90, "25P": 0.75, "ATM": 0.50, "25C": 0.25, "10C": 0.10}
 
@@ -37,6 +34,12 @@ def year_fractions(dates: np.ndarray, as_of: date) -> FloatArray:
     """ACT/365F year fractions of ``datetime64[D]`` dates from ``as_of``."""
     days = (dates - np.datetime64(as_of, "D")).astype(np.int64)
     return days.astype(np.float64) / 365.0
+
+
+def tenor_times(as_of: date, tenors: Sequence[str]) -> FloatArray:
+    """ACT/365F times (years) of the dates ``tenors`` (``1M``, ``2Y`` …) after ``as_of``."""
+    dates = np.array([add_tenor(as_of, tenor) for tenor in tenors], dtype="datetime64[D]")
+    return year_fractions(dates, as_of)
 
 
 class _PairRows:
@@ -74,8 +77,8 @@ class FxPricer:
             self._groups.append(_PairRows(book, rows[underlying == code], pairs[name], market))
         self._surfaces = surfaces
         self._last_vols: dict[tuple[str, bool], FloatArray] = {}
-        self._times: dict[tuple[str, date], tuple[FloatArray, FloatArray]] = {}
-        self._expiries: dict[tuple[str, date], FloatArray] = {}
+        self._times: KeptByDate[tuple[FloatArray, FloatArray]] = KeptByDate()
+        self._expiries: KeptByDate[FloatArray] = KeptByDate()
 
     def forget(self) -> None:
         """Drop the kept smile solutions (the next solves start cold)."""
@@ -85,13 +88,9 @@ class FxPricer:
     def _smile(self, market: MarketSnapshot, pair: str) -> FxVolSurfaceModel:
         spec = self._surfaces[pair]
         vols = np.array([market.quote_values(list(row)) for row in spec.quotes], dtype=np.float64)
-        times = self._expiries.get((pair, market.as_of))
-        if times is None:
-            expiry_dates = np.array(
-                [add_tenor(market.as_of, tenor) for tenor in spec.expiries], dtype="datetime64[D]"
-            )
-            times = year_fractions(expiry_dates, market.as_of)
-            _keep(self._expiries, (pair, market.as_of), times)
+        times = self._expiries.get(
+            pair, market.as_of, lambda: tenor_times(market.as_of, spec.expiries)
+        )
         deltas = np.array([_CALL_DELTA[d] for d in spec.deltas], dtype=np.float64)
         version = surface_version(pair, market.as_of, vols)
         return FxVolSurfaceModel(
@@ -122,17 +121,15 @@ class FxPricer:
     def _spot_and_expiry_times(
         self, market: MarketSnapshot, g: _PairRows
     ) -> tuple[FloatArray, FloatArray]:
-        """Spot-date time (shape (1,)) and the positions' expiry times, years from as-of; kept
-        per as-of date (they do not move with quotes)."""
-        key = (g.pair.pair, market.as_of)
-        hit = self._times.get(key)
-        if hit is None:
+        """Spot-date time (shape (1,)) and the positions' expiry times, years from as-of."""
+
+        def make() -> tuple[FloatArray, FloatArray]:
             cal = market.calendars[g.pair.calendar]
             spot_day = spot_date(market.as_of, g.pair.spot_lag, cal)
             ts = year_fractions(np.array([spot_day], dtype="datetime64[D]"), market.as_of)
-            hit = (ts, year_fractions(g.maturity, market.as_of))
-            _keep(self._times, key, hit)
-        return hit
+            return ts, year_fractions(g.maturity, market.as_of)
+
+        return self._times.get(g.pair.pair, market.as_of, make)
 
     # -- pricing -------------------------------------------------------------------------
     def pv(self, market: MarketSnapshot, curves: CurveSet) -> FloatArray:
@@ -219,14 +216,6 @@ class FxPricer:
                     key_parts.append(_key_rates(curves, g, (ts, t), d_t, d_s, market))
         key_rates = KeyRates.concat(key_parts) if greeks else KeyRates.empty()
         return ClassRisk(out_rows, pv, delta, gamma, vega, key_rates)
-
-
-def _keep(store: dict[tuple[str, date], _T], key: tuple[str, date], value: _T) -> None:
-    """Keep ``value`` under ``key`` (pair, as-of): 64 entries at most, the oldest dropped first
-    (a live worker needs two dates per pair: today's and tomorrow's for theta)."""
-    if len(store) >= 64:
-        store.pop(next(iter(store)))
-    store[key] = value
 
 
 def _option_value(

@@ -7,9 +7,10 @@ of its positions in each position's own currency; the portfolio converts to the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import date
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -100,3 +101,27 @@ def forget_kept(pricers: Iterable[object]) -> None:
         forget = getattr(pricer, "forget", None)
         if forget is not None:
             forget()
+
+
+_T = TypeVar("_T")
+
+
+class KeptByDate(Generic[_T]):
+    """Values that depend on the as-of date alone (times to expiry, spot dates), kept per
+    (name, date): a live pricer sees two dates (today, and tomorrow for theta), so a tick
+    recomputes none of them. At most ``limit`` entries, the oldest dropped first."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self._store: dict[tuple[str, date], _T] = {}
+
+    def get(self, name: str, as_of: date, make: Callable[[], _T]) -> _T:
+        """The value kept for ``(name, as_of)``, made by ``make()`` the first time."""
+        key = (name, as_of)
+        hit = self._store.get(key)
+        if hit is None:
+            hit = make()
+            if len(self._store) >= self.limit:
+                self._store.pop(next(iter(self._store)))
+            self._store[key] = hit
+        return hit
