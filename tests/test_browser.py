@@ -521,7 +521,19 @@ def test_profiler_draws_its_chart(service: Client, lab_page: Callable[[str], Any
     button.wait_for(timeout=30_000)
     wait_for(lambda: caches.text_content() != before, 10, "new stage totals", page)
     assert bars_in(page, "cumulative time per function") >= 1
-    print(f"\nprofiler: {n} functions charted")
+    # the icicle of the same profile: one box per call-tree node, under its titled box
+    icicle = page.locator(".widget-box", has_text="call tree (icicle)").last
+    nodes = icicle.locator(".wb-icicle .wb-icicle-node")
+    boxes = wait_for(lambda: nodes.count() >= 3 and nodes.count(), 30, "the icicle", page)
+    icicle.scroll_into_view_if_needed()
+    drawn = nodes.evaluate_all(
+        "ns => ns.filter(n => n.getBoundingClientRect().width > 0"
+        " && n.getBoundingClientRect().height > 0).length"
+    )
+    assert drawn >= 3, drawn
+    tip = nodes.first.get_attribute("title") or ""
+    assert re.search(r":\d+ — [\d.]+ s \([\d.]+%\), own [\d.]+ s$", tip), tip
+    print(f"\nprofiler: {n} functions charted, {boxes} icicle boxes ({drawn} drawn)")
     shot(page, "lab-profiler")
 
 

@@ -21,6 +21,7 @@ from workbench.engine import messages as msg
 from workbench.engine.client import Client, ServiceError
 from workbench.engine.config import LimitConfig
 from workbench.engine.messages import ParallelShock, SpotShock
+from workbench.engine.profiling import MAX_NODES, TREE_COLUMNS
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +153,22 @@ def test_profile_and_options_of_a_worker(service: Client) -> None:
     assert report["profiled_s"] >= 1.0
     assert report["functions"].height > 0
     assert {"function", "calls", "tottime_s"} <= set(report["functions"].columns)
+    tree = report["tree"]  # the call tree: the worker's loop at depth 0, its callees below
+    assert tree.columns == list(TREE_COLUMNS)
+    assert tree.filter(pl.col("depth") == 0).height >= 1
+    assert tree["depth"].max() >= 2
+    assert tree.height <= MAX_NODES
+    assert set(tree.filter(pl.col("parent") >= 0)["parent"]) <= set(tree["id"])
+    total = tree.filter(pl.col("depth") == 0)["cum_s"].sum()
+    assert 0.0 < total <= report["profiled_s"] * 1.05  # one thread: no more time than wall
+    print("\nfx-0 call tree, heaviest rows:")
+    for r in tree.head(8).iter_rows(named=True):
+        print(
+            f"{'  ' * r['depth']}{r['function']} {r['file']}:{r['line']} "
+            f"cum {r['cum_s']:.3f} s own {r['own_s']:.3f} s (start {r['start_s']:.3f})"
+        )
+    wire = msg.encode(msg.Reply(ok=True, data={"tree": tree.to_dicts()}))
+    assert len(wire) < msg.MAX_CONTROL_BYTES // 8
     assert "hits" in report["spline_cache"]
     off = service.set_option("fx-0", "spline_cache", False)
     assert off["spline_cache_enabled"] is False

@@ -374,6 +374,8 @@ def test_curve_shock_and_profiler(service: Holder) -> None:
             data = await prof.profile(1.0)
             assert data["functions"].height > 0
             assert len(prof.bars.y) > 0
+            assert data["tree"].height > 0
+            assert prof.icicle.value.count('class="wb-icicle-node"') == data["tree"].height
             assert "spline cache" in prof.caches.value
             await prof.set_cache(False)
             assert client.profile("fx-0", 0.2)["spline_cache_enabled"] is False

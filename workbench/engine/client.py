@@ -38,6 +38,7 @@ from workbench.engine.config import (
 )
 from workbench.engine.gateway import RemoteConfigError, check_remote
 from workbench.engine.histograms import BUCKETS_MS, LatencyHistogram, quantile_ms
+from workbench.engine.profiling import TREE_COLUMNS
 from workbench.engine.shm import pid_alive
 
 _BUCKET_SCHEMA: Final = {
@@ -75,6 +76,19 @@ def _view(snap: msg.Snapshot, received_ns: int) -> SnapshotView:
     return SnapshotView(
         snap.seq, snap.made_ns, tables, snap.breaches, dict(snap.stats), received_ns
     )
+
+
+_POLARS_TYPES: Final = {int: pl.Int64, float: pl.Float64, str: pl.String}
+_TREE_SCHEMA: Final = {k: _POLARS_TYPES[t] for k, t in TREE_COLUMNS.items()}
+
+
+def _profile_frames(data: dict[str, Any]) -> dict[str, Any]:
+    """A profile reply's ``functions`` and ``tree`` as Polars frames (the tree keeps its
+    columns when empty; a worker that sends no tree gives an empty one)."""
+    out = dict(data)
+    out["functions"] = pl.DataFrame(data.get("functions", []))
+    out["tree"] = pl.DataFrame(data.get("tree") or [], schema=_TREE_SCHEMA, orient="row")
+    return out
 
 
 class Client:
@@ -184,9 +198,7 @@ class Client:
         reply = await self.arequest(
             msg.ProfileRequest(worker=worker, seconds=seconds), timeout_s=seconds + self.timeout_s
         )
-        data = dict(reply.data)
-        data["functions"] = pl.DataFrame(data.get("functions", []))
-        return data
+        return _profile_frames(reply.data)
 
     async def astatus(self) -> dict[str, Any]:
         """:meth:`status` without blocking the event loop."""
@@ -267,15 +279,14 @@ class Client:
     def profile(self, worker: str, seconds: float = 2.0) -> dict[str, Any]:
         """Profile ``worker`` (e.g. ``"fx-0"``) for ``seconds`` of live work.
 
-        Returns its stage timings, cache counters and a ``functions`` table (per-function
-        calls and times, the heaviest first).
+        Returns its stage timings, cache counters, a ``functions`` table (per-function
+        calls and times, the heaviest first) and a ``tree`` table (the call tree, one row per
+        node, see :func:`workbench.engine.profiling.tree_from_stats`).
         """
         reply = self.request(
             msg.ProfileRequest(worker=worker, seconds=seconds), timeout_s=seconds + self.timeout_s
         )
-        data = dict(reply.data)
-        data["functions"] = pl.DataFrame(data.get("functions", []))
-        return data
+        return _profile_frames(reply.data)
 
     def set_option(
         self, worker: str, option: str, value: bool | int | float | str

@@ -1,15 +1,20 @@
 """Profiler: profile one worker for N seconds of live work and show where its time goes.
 
-The service's profile gives a flat table of functions (calls, own and cumulative time) with no
-caller links, so the chart is a bar per function of its cumulative time (the heaviest first),
-not a true icicle. Beside it: the worker's stage timings, its spline-cache counters and a switch
-for the vol-spline cache (``set_option(worker, "spline_cache", …)``).
+Three views of one profile: an icicle (flame) chart of the call tree — one row per call depth,
+each box as wide as the seconds spent on that call path (callees included) within its parent,
+coloured by source file, details in its tooltip — a bar per function of its cumulative time (the
+heaviest first) and a table of the top functions. cProfile keeps caller → callee totals, not
+whole stacks, so the icicle's first two rows are exact and deeper ones split a function's time
+among its callers in proportion (see :mod:`workbench.engine.profiling`). Beside the bars: the
+worker's stage timings, its spline-cache counters and a switch for the vol-spline cache
+(``set_option(worker, "spline_cache", …)``).
 """
 
 from __future__ import annotations
 
 import html
 import time
+import zlib
 from typing import Any, Final
 
 import bqplot as bq  # type: ignore[import-untyped]
@@ -41,6 +46,76 @@ def functions_html(functions: pl.DataFrame, *, top: int = 15) -> str:
     return "".join(out) + "</table>"
 
 
+ICICLE_PALETTE: Final[tuple[str, ...]] = (
+    "#f6c48a", "#a6d5f7", "#b8e0a8", "#f4a6a6", "#d3bdf0",
+    "#f7e08a", "#9fded3", "#f2b8d8", "#c9c9a3", "#b3c7e6",
+)  # fmt: skip
+"""Box colours of the icicle, picked per source file by a stable hash (built-ins grey)."""
+
+_BUILTIN_COLOUR: Final = "#d9d9d9"
+_CHAR_PX: Final = 6.6  # width of one character of the 11px monospace font, px
+
+
+def file_colour(file: str) -> str:
+    """The icicle colour of a source file (the same in every kernel: CRC-32, not ``hash``)."""
+    if file in ("", "~"):
+        return _BUILTIN_COLOUR
+    return ICICLE_PALETTE[zlib.crc32(file.encode()) % len(ICICLE_PALETTE)]
+
+
+def _fit(text: str, width_px: float) -> str:
+    """``text`` cut (with an ellipsis) to what fits in ``width_px`` of the icicle's font."""
+    room = int((width_px - 4.0) / _CHAR_PX)
+    if room < 2:
+        return ""
+    return text if len(text) <= room else text[: room - 1] + "…"
+
+
+def icicle_html(tree: pl.DataFrame, *, width_px: int = 900, row_px: int = 18) -> str:
+    """The call tree of a profile reply as an icicle: one absolutely placed ``div`` per node.
+
+    ``tree`` has the columns of :func:`workbench.engine.profiling.tree_from_stats` (``depth``,
+    ``start_s``, ``cum_s``, ``own_s``, ``function``, ``file``, ``line``). A node's box starts at
+    ``start_s / total`` of ``width_px`` and is ``cum_s / total`` of it wide, on row ``depth``
+    (``row_px`` high), where total is the roots' summed ``cum_s``; its tooltip reads
+    ``function file:line — cum s (share of total), own s``. Every node ``div`` has the class
+    ``wb-icicle-node``; text is HTML-escaped.
+
+    Examples
+    --------
+    >>> tree = pl.DataFrame({"id": [0, 1], "parent": [-1, 0], "function": ["main", "<lambda>"],
+    ...     "file": ["m.py", "m.py"], "line": [1, 5], "depth": [0, 1], "start_s": [0.0, 0.0],
+    ...     "cum_s": [2.0, 1.5], "own_s": [0.5, 1.5]})
+    >>> out = icicle_html(tree)
+    >>> out.count('class="wb-icicle-node"'), "&lt;lambda&gt;" in out
+    (2, True)
+    """
+    if tree.height == 0 or "depth" not in tree.columns:
+        return "<i>no samples</i>"
+    total = float(tree.filter(pl.col("depth") == 0)["cum_s"].sum())
+    if total <= 0.0:
+        return "<i>no samples</i>"
+    rows = int(tree["depth"].max() or 0) + 1  # type: ignore[arg-type]
+    scale = width_px / total
+    out = [
+        "<style>.wb-icicle-node{position:absolute;overflow:hidden;white-space:nowrap;"
+        "box-sizing:border-box;border-right:1px solid #fff;padding-left:2px;color:#222}</style>"
+        f'<div class="wb-icicle" style="position:relative;width:{width_px}px;'
+        f'height:{rows * row_px}px;font:11px monospace;line-height:{row_px - 1}px">'
+    ]
+    for r in tree.iter_rows(named=True):
+        left, width = float(r["start_s"]) * scale, float(r["cum_s"]) * scale
+        cum, own = float(r["cum_s"]), float(r["own_s"])
+        name, file = str(r["function"]), str(r["file"])
+        tip = f"{name} {file}:{r['line']} — {cum:.3f} s ({cum / total:.1%}), own {own:.3f} s"
+        out.append(
+            f'<div class="wb-icicle-node" title="{html.escape(tip)}" style="left:{left:.1f}px;'
+            f"top:{int(r['depth']) * row_px}px;width:{width:.1f}px;height:{row_px - 1}px;"
+            f'background:{file_colour(file)}">{html.escape(_fit(name, width))}</div>'
+        )
+    return "".join(out) + "</div>"
+
+
 def cache_html(data: dict[str, Any]) -> str:
     """Stage timings and spline-cache counters of a profile reply."""
     parts = ["<b>stage totals (ms)</b><br>"]
@@ -63,7 +138,7 @@ def cache_html(data: dict[str, Any]) -> str:
 
 
 class Profiler(LiveWidget):
-    """Pick a worker, profile it for N seconds, see the top functions and its caches.
+    """Pick a worker, profile it for N seconds, see its call tree, top functions and caches.
 
     ``runs`` keeps every profile taken (worker, seconds, cache on/off, reprices, reprice time)
     so a notebook can plot cache on vs off.
@@ -85,6 +160,7 @@ class Profiler(LiveWidget):
         self.run_button = w.Button(description="profile", button_style="primary")
         self.cache = w.ToggleButton(value=True, description="spline cache on", icon="bolt")
         self.table = w.HTML()
+        self.icicle = w.HTML(value="<i>not profiled yet</i>")
         self.caches = w.HTML()
         self.last: dict[str, Any] | None = None
         self.runs: list[dict[str, Any]] = []
@@ -106,6 +182,10 @@ class Profiler(LiveWidget):
             [
                 w.HBox([self.worker, self.seconds, self.run_button, self.cache, self.status]),
                 w.HBox([self.fig, self.caches]),
+                w.VBox(
+                    [w.HTML("<b>call tree (icicle)</b>"), self.icicle],
+                    layout=w.Layout(border="1px solid #ddd", padding="4px", width="920px"),
+                ),
                 self.table,
             ]
         )
@@ -146,6 +226,8 @@ class Profiler(LiveWidget):
             self.bars.x = [f"{f[:34]}" for f in top["function"].to_list()] if top.height else []
             self.bars.y = top["cumtime_s"].to_numpy() if top.height else []
         self.table.value = functions_html(functions)
+        tree = data.get("tree")
+        self.icicle.value = icicle_html(tree if isinstance(tree, pl.DataFrame) else pl.DataFrame())
         self.caches.value = cache_html(data)
         self.runs.append(
             {
