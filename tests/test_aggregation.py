@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from workbench.book.io import frame_to_book
 from workbench.book.reference import generate_reference_book
@@ -22,6 +23,7 @@ from workbench.engine.aggregation import (
     RISK_INPUTS,
     risk_frame,
     rollup,
+    rollups,
     static_frame,
     totals,
 )
@@ -261,6 +263,21 @@ def test_rollup_totals_equal_column_sums(
     firm = totals(frame)
     for m in MEASURES:
         assert firm[m].item() == pytest.approx(out[m].sum(), abs=1e-9 * (1.0 + abs(firm[m].item())))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=books_with_risk(),
+    groupings=st.lists(
+        st.lists(st.sampled_from(GROUP_COLUMNS), unique=True, max_size=2), min_size=1, max_size=3
+    ),
+)
+def test_rollups_in_one_pass_equal_each_rollup(
+    data: tuple[pl.DataFrame, dict[str, np.ndarray]], groupings: list[list[str]]
+) -> None:
+    frame, _ = data
+    for by, table in zip(groupings, rollups(frame, groupings), strict=True):
+        assert_frame_equal(table, rollup(frame, by), check_exact=False, rel_tol=1e-9, abs_tol=1e-3)
 
 
 # --- the reference book -----------------------------------------------------------------------

@@ -20,7 +20,7 @@ from workbench.book.schema import Book
 from workbench.engine import messages as msg
 from workbench.engine.config import ServiceConfig, decode_config, encode_config
 from workbench.engine.histograms import LatencyHistogram, cumulative_buckets, quantile_ms
-from workbench.engine.pacing import PublishPacer
+from workbench.engine.pacing import FlushTracker, PublishPacer
 from workbench.engine.partition import pricing_groups, worker_rows
 from workbench.engine.repricing import Repricer
 from workbench.engine.restarts import Kill, Restart, RestartPolicy, Roll
@@ -236,13 +236,13 @@ def test_publish_pacer_waits_for_a_flush_to_settle_and_caps_the_rate() -> None:
     assert not p.due(108 * ms)
     assert p.due(109 * ms)  # 5 ms after the last result: one snapshot for the flush
     p.published(109 * ms)
-    for t in range(120, 200, 2):  # results that never settle
+    for t in range(120, 300, 2):  # results that never settle
         p.result(t * ms)
-    assert p.next_due_ns(150 * ms) == 160 * ms  # 40 ms after the first one at most
-    p.published(160 * ms)
-    assert p.next_due_ns(161 * ms) == 1_160 * ms  # nothing new: the keep-alive
-    p.result(170 * ms)
-    assert p.next_due_ns(171 * ms) == 180 * ms  # 20 ms after the last publish at least
+    assert p.next_due_ns(150 * ms) == 220 * ms  # 100 ms after the first one at most
+    p.published(220 * ms)
+    assert p.next_due_ns(221 * ms) == 1_220 * ms  # nothing new: the keep-alive
+    p.result(230 * ms)
+    assert p.next_due_ns(231 * ms) == 240 * ms  # 20 ms after the last publish at least
     fast = PublishPacer(10.0)
     for k in range(10):
         fast.result(k * 30 * ms)
@@ -251,6 +251,45 @@ def test_publish_pacer_waits_for_a_flush_to_settle_and_caps_the_rate() -> None:
     assert fast.next_due_ns(300 * ms) == 1_000 * ms  # never 11 in a second
     with pytest.raises(ValueError, match="positive"):
         PublishPacer(0.0)
+
+
+def test_a_flush_is_published_once_every_worker_has_priced_it() -> None:
+    ms = 1_000_000
+    t = FlushTracker(["rates-0", "fx-0", "credit-0"])
+    t.flushed(gen=0, flushed_ns=0)  # start-up: not every worker has priced yet
+    assert not t.waiting()
+    for worker in ("rates-0", "fx-0", "credit-0"):
+        t.priced(worker, 0)
+    p = PublishPacer(10.0)
+    p.published(0)
+    t.flushed(gen=2, flushed_ns=1_000 * ms)
+    p.result(1_000 * ms, expecting=t.waiting())
+    for worker, at in (("rates-0", 1_002), ("fx-0", 1_004)):  # quick answers
+        t.priced(worker, 2)
+        p.result(at * ms, expecting=t.waiting())
+        assert t.waiting()
+    assert not p.due(1_030 * ms)  # no settling on a partial flush: credit is still pricing
+    assert t.take_complete() == []
+    t.priced("credit-0", 2)
+    p.result(1_045 * ms, expecting=t.waiting())
+    assert not t.waiting()
+    assert p.due(1_045 * ms)
+    assert t.take_complete() == [1_000 * ms]
+    p.published(1_045 * ms)
+    # a worker that never answers: published after the wait, the flush stays open until its
+    # worker answers or the flush is given up
+    t.flushed(gen=4, flushed_ns=2_000 * ms)
+    t.priced("rates-0", 4)
+    t.priced("fx-0", 6)  # a later generation covers this one
+    p.result(2_003 * ms, expecting=t.waiting())
+    assert not p.due(2_099 * ms)
+    assert p.due(2_103 * ms)
+    assert t.take_complete() == []
+    assert t.expire(2_500 * ms, older_than_ns=1_000 * ms) == 0
+    assert t.expire(3_500 * ms, older_than_ns=1_000 * ms) == 1
+    assert t.dropped == 1
+    t.priced("unknown-9", 99)  # not a worker of this service: ignored
+    assert not t.waiting()
 
 
 def test_backoff_doubles_and_resets_after_a_stable_run() -> None:
@@ -436,17 +475,20 @@ def test_whatif_reprices_only_what_the_shock_touches_and_matches_a_full_reprice(
 def test_a_rates_tick_reuses_the_tranche_losses(book: Book, market: MarketSnapshot) -> None:
     rep = Repricer(book, market, "credit", n_paths=4096)
     rep.full(market)
-    sims = [s for p in rep.pricers for s in p.simulations.values()]  # type: ignore[attr-defined]
-    runs = sum(s.evaluations for s in sims)
+
+    def misses() -> int:
+        return sum(p.loss_misses for p in rep.pricers)  # type: ignore[attr-defined]
+
+    priced = misses()
     values = np.array(market.quotes)
     q = market.quote_index["USD.SOFR.OIS.5Y"]
     values[q] += 1e-4
     assert rep.update(values, np.array([q])) is not None
-    assert sum(s.evaluations for s in sims) == runs  # re-discounted, not re-simulated
+    assert misses() == priced  # re-discounted, the tranche losses kept
     s = market.quote_index["CDX.IG.5Y"]
     values[s] += 1e-4
     assert rep.update(values, np.array([s])) is not None
-    assert sum(s.evaluations for s in sims) > runs
+    assert misses() > priced
 
 
 def test_a_wall_clock_jump_changes_no_greek(

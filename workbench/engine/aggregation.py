@@ -279,6 +279,46 @@ def rollup(frame: pl.DataFrame, by: Sequence[str]) -> pl.DataFrame:
     return frame.group_by(group).agg(aggs).sort(group)
 
 
+def rollups(frame: pl.DataFrame, groupings: Sequence[Sequence[str]]) -> list[pl.DataFrame]:
+    """:func:`rollup` for each grouping, in one pass over the positions: the positions are
+    summed by every group column used at once, and each grouping sums those few rows (sums,
+    counts and gross sums add up; the worst age is the worst of the worst). Same output."""
+    fine = list(dict.fromkeys(c for by in groupings for c in by))
+    _check_frame(frame, fine)
+    for by in groupings:
+        _check_frame(frame, by)
+    local_pv = "currency" in fine
+    partial = frame.group_by(fine).agg(_aggregations(local_pv=local_pv)) if fine else None
+    out: list[pl.DataFrame] = []
+    for by in groupings:
+        group = list(by)
+        if partial is None:
+            out.append(frame.select(_aggregations(local_pv=False)))
+            continue
+        sums = [
+            pl.col(c).sum()
+            for c in partial.columns
+            if c not in fine and c != "max_age_s" and (c != "pv_ccy" or "currency" in group)
+        ]
+        again = [pl.col("max_age_s").max(), *sums]
+        order = rollup_columns(local_pv="currency" in group)
+        table = partial.group_by(group).agg(again).sort(group) if group else partial.select(again)
+        out.append(table.select([*group, *order]).cast({c: frame.schema[c] for c in group}))
+    return out
+
+
+def rollup_columns(*, local_pv: bool) -> list[str]:
+    """The measure and count columns of a :func:`rollup`, in order (after the group columns)."""
+    cols = ["positions", "stale", "unpriced", "max_age_s"]
+    for m in MEASURES:
+        cols.append(m)
+        if m in NETTED:
+            cols.append(f"{m}_gross")
+    if local_pv:
+        cols.append("pv_ccy")
+    return cols
+
+
 def totals(frame: pl.DataFrame) -> pl.DataFrame:
     """The firm-wide roll-up: one row with the columns of :func:`rollup` and no group column."""
     return rollup(frame, ())

@@ -29,11 +29,17 @@ import zmq
 from workbench.book.io import load_book
 from workbench.engine import logs
 from workbench.engine import messages as msg
-from workbench.engine.aggregation import GROUP_COLUMNS, risk_frame, rollup, static_frame, totals
+from workbench.engine.aggregation import (
+    GROUP_COLUMNS,
+    risk_frame,
+    rollup,
+    rollups,
+    static_frame,
+)
 from workbench.engine.config import ServiceConfig, decode_config
 from workbench.engine.histograms import LatencyHistogram
 from workbench.engine.limits import LimitMonitor, LimitReport
-from workbench.engine.pacing import PublishPacer
+from workbench.engine.pacing import FlushTracker, PublishPacer
 from workbench.engine.recon import recon, recon_breach
 from workbench.engine.shm import RiskTable
 from workbench.market.io import load_market
@@ -63,6 +69,23 @@ class _Stop:
         self.requested = True
 
 
+_FLUSH_GIVE_UP_NS = 10_000_000_000
+"""A flush a worker has not priced in this long (it is down or restarting) stops being waited
+for; that worker's positions show as stale."""
+
+
+def _drain(sock: zmq.Socket[bytes]) -> list[msg.Notice]:
+    """Every notice already queued on ``sock`` (undecodable ones skipped)."""
+    out: list[msg.Notice] = []
+    while True:
+        try:
+            raw = sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return out
+        with contextlib.suppress(msgspec.DecodeError):
+            out.append(msg.notice_decoder.decode(raw))
+
+
 def _check_by(by: tuple[str, ...]) -> str | None:
     bad = [b for b in by if b not in GROUP_COLUMNS]
     if bad:
@@ -88,6 +111,13 @@ class Aggregator:
         self.ctx = zmq.Context()
         self.pull = self.ctx.socket(zmq.PULL)
         self.pull.bind(ep.risk)
+        self.flush_sub = self.ctx.socket(
+            zmq.SUB
+        )  # ingestion's flushes, to know when all are priced
+        self.flush_sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self.flush_sub.setsockopt(zmq.RCVHWM, 1000)
+        self.flush_sub.connect(ep.notices)
+        self.tracker = FlushTracker(ep.workers)
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.MAXMSGSIZE, msg.MAX_CONTROL_BYTES)
         self.control.bind(ep.control)
@@ -109,7 +139,6 @@ class Aggregator:
         self.ids = itertools.count(1)
         self.pending: dict[bytes, _Pending] = {}
         self.seq = 0
-        self.flushes: list[int] = []
         self.latency_ms: deque[float] = deque(maxlen=2048)
         self.to_aggregator = LatencyHistogram()  # a worker's write done to its notice read here
         self.end_to_end = LatencyHistogram()  # a flush to the snapshot that includes it
@@ -145,19 +174,18 @@ class Aggregator:
         report = self.limits.evaluate(frame, now)
         self.last_report = report
         breaches = report.breaches + ((self.recon_breach,) if self.recon_breach else ())
-        firm = totals(frame)
+        firm, desk, asset_class = rollups(frame, [(), ("desk",), ("asset_class",)])
         tables = {
             "firm": msg.frame_to_bytes(firm),
-            "desk": msg.frame_to_bytes(rollup(frame, ("desk",))),
-            "asset_class": msg.frame_to_bytes(rollup(frame, ("asset_class",))),
+            "desk": msg.frame_to_bytes(desk),
+            "asset_class": msg.frame_to_bytes(asset_class),
             "limits": msg.frame_to_bytes(report.usage),
         }
         self.seq += 1
         done = time.monotonic_ns()
-        for f in self.flushes:
-            self.latency_ms.append((done - f) / 1e6)
-        self.end_to_end.observe_ms([(done - f) / 1e6 for f in self.flushes])
-        self.flushes.clear()
+        priced = [(done - f) / 1e6 for f in self.tracker.take_complete()]
+        self.latency_ms.extend(priced)
+        self.end_to_end.observe_ms(priced)
         lat = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
         stats = {
             "positions": float(frame.height),
@@ -166,6 +194,7 @@ class Aggregator:
             "flush_to_publish_p50_ms": float(np.percentile(lat, 50)),
             "flush_to_publish_p99_ms": float(np.percentile(lat, 99)),
             "aggregate_ms": (done - now) / 1e6,
+            "flushes_unpriced": float(self.tracker.dropped),
         }
         snap = msg.Snapshot(
             seq=self.seq, made_ns=done, tables=tables, breaches=breaches, stats=stats
@@ -394,6 +423,7 @@ class Aggregator:
         """Serve until stopped or orphaned."""
         parent = os.getppid()
         poller = zmq.Poller()
+        poller.register(self.flush_sub, zmq.POLLIN)
         poller.register(self.pull, zmq.POLLIN)
         poller.register(self.control, zmq.POLLIN)
         for sock in self.peers.values():
@@ -406,19 +436,20 @@ class Aggregator:
             now = time.monotonic_ns()
             wait_ms = max(0, -(-(pacer.next_due_ns(now) - now) // 1_000_000))  # ceil
             events = dict(poller.poll(min(wait_ms, 100)))
+            if self.flush_sub in events:  # before the results: a flush is known when they come
+                for notice in _drain(self.flush_sub):
+                    if isinstance(notice, msg.QuotesDirty):
+                        self.tracker.flushed(notice.gen, notice.flushed_ns)
+                        pacer.result(time.monotonic_ns(), expecting=self.tracker.waiting())
             if self.pull in events:
-                while True:
-                    try:
-                        raw = self.pull.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    with contextlib.suppress(msgspec.DecodeError):
-                        notice = msg.notice_decoder.decode(raw)
-                        if isinstance(notice, msg.RiskUpdated):
-                            self.flushes.append(notice.flushed_ns)
-                            now = time.monotonic_ns()
+                for notice in _drain(self.pull):
+                    if isinstance(notice, msg.RiskUpdated):
+                        self.tracker.priced(notice.worker, notice.quote_gen)
+                        now = time.monotonic_ns()
+                        if notice.repriced:
                             self.to_aggregator.observe_ms((now - notice.done_ns) / 1e6)
-                            pacer.result(now)
+                        pacer.result(now, expecting=self.tracker.waiting())
+            self.tracker.expire(time.monotonic_ns(), _FLUSH_GIVE_UP_NS)
             if self.control in events:
                 self.handle_control()
             for sock, name in by_socket.items():
@@ -433,7 +464,8 @@ class Aggregator:
 
     def close(self) -> None:
         """Close sockets and detach from the risk table."""
-        for sock in (self.pull, self.control, self.pub, self.hb, *self.peers.values()):
+        socks = (self.flush_sub, self.pull, self.control, self.pub, self.hb)
+        for sock in (*socks, *self.peers.values()):
             sock.close(linger=0)
         self.ctx.term()
         self.risk.close()

@@ -6,8 +6,9 @@ so a dropped notice delays a reprice by at most one poll interval and never lose
 go into the shared risk table under this worker's own generation counter.
 
 Requests (:class:`messages.WorkerRequest`) arrive on a ROUTER socket: what-if (priced on a
-copy of the market), profile (cProfile over N seconds of live work, answered when done),
-set_option (``spline_cache`` on/off) and stats.
+copy of the market), profile (cProfile over N seconds of live work, answered when done with a
+function table and a call tree, see :mod:`workbench.engine.profiling`), set_option
+(``spline_cache`` on/off) and stats.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from __future__ import annotations
 import contextlib
 import cProfile
 import gc
-import io
 import logging
 import os
-import pstats
 import signal
 import time
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from workbench.engine import logs
 from workbench.engine import messages as msg
 from workbench.engine.config import ServiceConfig, decode_config
 from workbench.engine.histograms import LatencyHistogram
+from workbench.engine.profiling import call_tree, profile_rows
 from workbench.engine.repricing import Repricer, Update
 from workbench.engine.shm import QuoteTable, RiskTable
 from workbench.engine.whatif import apply_shocks
@@ -77,25 +77,6 @@ class _Stop:
         self.requested = True
 
 
-def _profile_rows(profiler: cProfile.Profile, top: int = 40) -> list[dict[str, Any]]:
-    stats = pstats.Stats(profiler, stream=io.StringIO())
-    rows = []
-    for (file, line, func), (cc, nc, tt, ct, _) in stats.stats.items():  # type: ignore[attr-defined]
-        rows.append(
-            {
-                "function": func,
-                "file": os.path.basename(file),
-                "line": line,
-                "calls": nc,
-                "primitive_calls": cc,
-                "tottime_s": tt,
-                "cumtime_s": ct,
-            }
-        )
-    rows.sort(key=lambda r: -r["tottime_s"])
-    return rows[:top]
-
-
 class WorkerProcess:
     """The process shell around :class:`Repricer`."""
 
@@ -110,7 +91,8 @@ class WorkerProcess:
         book = load_book(config.book, market=market)
         self.quotes = QuoteTable.attach(config.segments["quotes"], len(market.quote_ids))
         self.risk = RiskTable.attach(config.segments["risk"], len(book))
-        values, self.seen_ns, _ = self.quotes.snapshot()
+        values, self.seen_ns, self.priced_gen = self.quotes.snapshot()
+        self.reported_gen = -1  # the last quote generation the aggregator was told of
         self.repricer = Repricer(
             book,
             market.with_quote_values(values),
@@ -118,6 +100,7 @@ class WorkerProcess:
             slot=slot,
             n_slots=config.workers.get(asset_class, 1),
             n_paths=config.n_paths,
+            tranche_method=config.tranche_method,
         )
         self.stats = _Stats()
         self.profiling: _Profiling | None = None
@@ -155,25 +138,13 @@ class WorkerProcess:
         for k, v in update.timings_ns.items():
             stage = k.split(":")[0] if ":" in k else k
             self.stats.stage_ns[stage] = self.stats.stage_ns.get(stage, 0) + v
-        notice = msg.RiskUpdated(
-            worker=self.name,
-            asset_class=self.asset_class,
-            quote_gen=quote_gen,
-            flushed_ns=flushed_ns,
-            done_ns=now,
-            reprice_ns=spent,
-            repriced=int(update.rows.size),
-        )
-        try:
-            self.push_risk.send(msg.encode(notice), zmq.NOBLOCK)
-        except zmq.Again:
-            self.stats.dropped_notices += 1
+        self._notify(int(update.rows.size), flushed_ns, quote_gen, now, spent)
 
     def initial(self) -> None:
         """Price everything once and declare readiness."""
         t0 = time.monotonic_ns()
         update = self.repricer.full(self.repricer.market)
-        self._write(update, time.monotonic_ns(), self.quotes.generation)
+        self._write(update, time.monotonic_ns(), self.priced_gen)
         self.stats.full_reprice_ns = time.monotonic_ns() - t0
         self.ready = True
         logs.event(
@@ -186,14 +157,40 @@ class WorkerProcess:
         self._heartbeat(force=True)
 
     def poll_quotes(self, flushed_ns: int) -> None:
-        """Reprice what the quote table's changes since the last look make dirty."""
+        """Reprice what the quote table's changes since the last look make dirty, then tell the
+        aggregator which quote generation this worker has priced (an empty acknowledgement when
+        nothing of it moved), so it can publish a flush once every worker has answered."""
         values, stamps, gen = self.quotes.snapshot()
+        self._reprice(values, stamps, gen, flushed_ns)
+        if gen > self.reported_gen:
+            self._notify(0, flushed_ns, gen, time.monotonic_ns(), 0)
+
+    def _notify(
+        self, repriced: int, flushed_ns: int, quote_gen: int, done_ns: int, spent_ns: int
+    ) -> None:
+        notice = msg.RiskUpdated(
+            worker=self.name,
+            asset_class=self.asset_class,
+            quote_gen=quote_gen,
+            flushed_ns=flushed_ns,
+            done_ns=done_ns,
+            reprice_ns=spent_ns,
+            repriced=repriced,
+        )
+        try:
+            self.push_risk.send(msg.encode(notice), zmq.NOBLOCK)
+            self.reported_gen = max(self.reported_gen, quote_gen)
+        except zmq.Again:
+            self.stats.dropped_notices += 1
+
+    def _reprice(self, values: np.ndarray, stamps: np.ndarray, gen: int, flushed_ns: int) -> None:
         changed = np.flatnonzero(stamps != self.seen_ns)
         if changed.size == 0:
             return
         started = time.monotonic_ns()
         self.to_worker.observe_ms((started - flushed_ns) / 1e6)
         self.seen_ns = stamps
+        self.priced_gen = gen
         try:
             update = self.repricer.update(values, changed)
         except (MarketError, ValueError, FloatingPointError) as exc:
@@ -268,7 +265,7 @@ class WorkerProcess:
                 self.repricer.forget()  # cold: as if every quote had moved
                 t0 = time.monotonic_ns()
                 update = self.repricer.full(self.repricer.market)
-                self._write(update, t0, self.quotes.generation)
+                self._write(update, t0, self.priced_gen)
                 spent = time.monotonic_ns() - t0
                 self.stats.full_reprice_ns = spent
                 self._reply(
@@ -298,7 +295,8 @@ class WorkerProcess:
         self.profiling = None
         data = self._stats_data()
         data["profiled_s"] = (time.monotonic_ns() - p.started_ns) / 1e9
-        data["functions"] = _profile_rows(p.profiler)
+        data["functions"] = profile_rows(p.profiler)
+        data["tree"] = call_tree(p.profiler)
         self._reply(p.envelope, msg.Reply(ok=True, data=data))
 
     # --- loop --------------------------------------------------------------------------
