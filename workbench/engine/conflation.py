@@ -159,6 +159,7 @@ class Conflator:
         self._class = [classify(q) for q in self.quote_ids]
         windows = [window_ns(c, config) for c in range(len(QUOTE_CLASSES))]
         self._window = [windows[c] for c in self._class]
+        self._grids = sorted({windows[c] for c in set(self._class)})  # the windows in use
         self._last = [float(v) for v in values]  # last accepted value (jump reference)
         self._seq = [_NO_SEQ] * n  # last accepted seq
         self._pending = [False] * n
@@ -285,6 +286,21 @@ class Conflator:
     def conflation_ratio(self) -> float:
         """Accepted ticks per flushed quote value (0.0 before the first flush)."""
         return self.accepted / self.flushed if self.flushed else 0.0
+
+    def next_flush_ns(self, now_ns: int) -> int:
+        """The earliest instant after ``now_ns`` at which a window can close — of a quote
+        already pending or of one a tick may open meanwhile (windows close on their class's
+        grid): the flusher can sleep until then. ``now_ns`` when a class has a 0 window.
+
+        Examples
+        --------
+        >>> c = Conflator(["FX.EURUSD", "USD.SOFR.OIS.1Y"], [1.1, 0.04], ConflationConfig())
+        >>> c.next_flush_ns(1_150_000_000), c.next_flush_ns(1_210_000_000)
+        (1200000000, 1250000000)
+        """
+        if not self._grids or self._grids[0] == 0:
+            return now_ns
+        return min((now_ns // w + 1) * w for w in self._grids)
 
     def next_deadline(self) -> int | None:
         """The earliest pending deadline (monotonic ns), or None if nothing is pending."""

@@ -6,9 +6,10 @@ One asyncio loop (``zmq.asyncio``) runs three tasks:
   an external publisher). After each awaited receive, the messages already queued are drained
   with ``NOBLOCK`` on the same socket, without an ``await`` per message, and each one goes
   through :class:`TickHandler` (decode → quote index → :class:`~.conflation.Conflator`).
-* **flush**: every :data:`FLUSH_S`, the quotes whose conflation window expired are written to
-  the shared-memory :class:`~.shm.QuoteTable` and announced with a
-  :class:`~.messages.QuotesDirty` notice on a PUB socket bound at ``endpoints.notices``.
+* **flush**: at each instant a conflation window can close (windows close on their class's
+  clock grid: a few times a second; every :data:`FLUSH_S` with a 0 window), the quotes whose
+  window expired are written to the shared-memory :class:`~.shm.QuoteTable` and announced with
+  a :class:`~.messages.QuotesDirty` notice on a PUB socket bound at ``endpoints.notices``.
 * **heartbeat**: every ``heartbeat_s`` a :class:`~.messages.Heartbeat` with the counters goes
   to the supervisor's PULL socket (``endpoints.heartbeats``).
 
@@ -50,7 +51,7 @@ from workbench.market.io import load_market
 log = logging.getLogger(__name__)
 
 FLUSH_S: Final = 0.002
-"""Interval of the flush task, seconds."""
+"""Interval of the flush task when a class has a 0 window (flush at once), seconds."""
 MAX_BATCH: Final = 4096
 """Messages handled per wake-up before the other tasks get a turn."""
 RCVHWM: Final = 1_000_000
@@ -257,9 +258,12 @@ class Ingest:
         return int(idx.size)
 
     async def flush_loop(self) -> None:
-        """Flush every :data:`FLUSH_S` seconds."""
+        """Flush whenever a window can have closed (sleeping in between, not polling)."""
+        conflator = self.handler.conflator
         while True:
-            await asyncio.sleep(FLUSH_S)
+            now = time.monotonic_ns()
+            wait_ns = conflator.next_flush_ns(now) - now
+            await asyncio.sleep(wait_ns / 1e9 if wait_ns > 0 else FLUSH_S)
             self.flush(time.monotonic_ns())
 
     def stats(self) -> dict[str, float]:
