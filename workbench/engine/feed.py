@@ -69,9 +69,15 @@ SNDHWM: Final = 1_000_000
 """Ticks the feed may queue for a subscriber before it counts drops (or waits, replay at 0)."""
 MAX_BATCH: Final = 2048
 """Ticks sent per turn of the loop before the heartbeat and the stop event get a turn."""
+FINE_PACING_S: Final = 0.002
+"""At high rates, below this wait the pacing sleeps ≤ 0.2 ms at a time outside the event loop
+(which only sleeps in whole milliseconds), so ticks leave in small groups close to their times."""
+FINE_RATE: Final = 20_000.0
+"""Synthetic rates (ticks/s) from which the pacing is fine; below it ticks due within
+:data:`LEAD_NS` leave together."""
 LEAD_NS: Final = 1_000_000
-"""Ticks due within this much of now leave together (each stamped when it is sent): at 5,000
-ticks/s the loop turns ~1,000 times a second instead of once per tick."""
+"""Below :data:`FINE_RATE`, ticks due within this much of now leave together (each stamped when
+it is sent): at 5,000 ticks/s the loop turns ~1,000 times a second instead of once per tick."""
 REPLAY_COLUMNS: Final = {"quote_id": pl.String, "value": pl.Float64, "seq": pl.Int64}
 """Replay file columns (and ``t_ns``, an integer offset in ns from the start)."""
 
@@ -352,6 +358,8 @@ class Feed:
             self._subscriptions()
             await asyncio.sleep(0.005)
         backpressure = scale == 0.0
+        feed = self.config.feed
+        lead = 0 if feed.mode == "synthetic" and feed.rate >= FINE_RATE else LEAD_NS
         encode = messages.encode
         tick_cls = messages.Tick
         clock = time.monotonic_ns
@@ -367,7 +375,7 @@ class Feed:
             for row in itertools.chain((pending,) if pending else (), stream):
                 pending = row
                 due = row[3] * scale
-                if due > elapsed + LEAD_NS:
+                if due > elapsed + lead:
                     break
                 payload = encode(tick_cls(row[0], row[1], row[2], clock()))
                 try:
@@ -392,10 +400,14 @@ class Feed:
             elif backpressure:
                 await asyncio.sleep(0.001)
             else:
-                # the event loop wakes to the millisecond: ticks leave in groups of those due
-                # within LEAD_NS, each stamped when sent
-                wait_s = max(pending[3] * scale - LEAD_NS - (clock() - start), 0.0) / 1e9
-                await asyncio.sleep(wait_s)
+                wait_s = max(pending[3] * scale - lead - (clock() - start), 0.0) / 1e9
+                if lead == 0 and wait_s < FINE_PACING_S:
+                    # the event loop sleeps in whole milliseconds: for a shorter wait, block
+                    # briefly instead
+                    time.sleep(min(wait_s, 0.0002))
+                    await asyncio.sleep(0)
+                else:  # groups of the ticks due within `lead`, to the loop's millisecond
+                    await asyncio.sleep(wait_s)
 
     def stats(self) -> dict[str, float]:
         """Counters of this process (what a heartbeat carries)."""
