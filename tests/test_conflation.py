@@ -266,6 +266,36 @@ def test_quotes_with_one_window_flush_at_the_same_instant() -> None:
     assert sorted(idx.tolist()) == sorted([a, b])  # one batch, at most one window late
 
 
+def test_credit_indices_close_at_spread_phases_of_the_grid() -> None:
+    indices = ("CDX.IG", "CDX.HY", "ITRAXX.MAIN", "ITRAXX.XOVER", "CDX.EM")
+    ids = ["FX.EURUSD"] + [f"{i}.5Y{s}" for i in indices for s in ("", ".CORR")]
+    initial = [1.08] + [0.01, 0.3] * 5
+    c = Conflator(ids, initial, CONFIG)  # credit 2 s, 4 phases: 0, 0.5, 1, 1.5 s
+    at = 2_100 * MS
+    for k in range(1, len(ids)):
+        assert c.offer(k, initial[k] * 1.01, 1, at) is None
+    closes = {}
+    for t in range(2_100, 6_001, 50):
+        idx, _, _ = c.due(t * MS)
+        for i in idx.tolist():
+            closes[ids[i]] = t
+    assert closes["CDX.HY.5Y"] == closes["CDX.HY.5Y.CORR"] == 2_500  # spread and corr together
+    assert closes["ITRAXX.MAIN.5Y"] == 3_000
+    assert closes["ITRAXX.XOVER.5Y"] == 3_500
+    assert closes["CDX.IG.5Y"] == 4_000  # phase 0: the next multiple of 2 s
+    assert closes["CDX.EM.5Y.CORR"] == 4_000  # the fifth index wraps to phase 0
+    assert all(t - 2_100 <= 2_000 for t in closes.values())  # never more than a window late
+    # the flusher's next wake-up knows the phases (FX's grid would say 2.6 s)
+    assert c.next_flush_ns(2_450 * MS) == 2_500 * MS
+    together = Conflator(ids, initial, ConflationConfig(credit_phases=1))
+    for k in range(1, len(ids)):
+        together.offer(k, initial[k] * 1.01, 1, at)
+    assert together.due(3_999 * MS)[0].size == 0
+    assert together.due(4_000 * MS)[0].size == len(ids) - 1
+    with pytest.raises(ValueError, match="credit_phases"):
+        Conflator(ids, initial, ConflationConfig(credit_phases=0))
+
+
 # --- properties -----------------------------------------------------------------------------
 
 VALUES = st.sampled_from([math.nan, -1.0, 0.0, 0.3, 0.5, 0.04, 1.1, 7.0, math.inf])

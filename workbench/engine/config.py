@@ -43,6 +43,10 @@ class ConflationConfig(msgspec.Struct, frozen=True, kw_only=True):
     rates_ms: float = 250.0
     equity_ms: float = 250.0
     credit_ms: float = 2_000.0
+    credit_phases: int = 4
+    """Credit indices close their windows at this many evenly spaced phases of the credit grid
+    (an index's spread and correlation quotes share one), so the tranche repricing of the
+    indices is spread over the window instead of all at once; 1: every index together."""
 
 
 class LimitConfig(msgspec.Struct, frozen=True, kw_only=True):

@@ -38,7 +38,11 @@ updates only replace the pending value (latest wins); once the window has closed
 accepted update opens a new window. Closing on a grid rather than a window after each quote's
 first update makes every quote of a class flush at the same instants: the workers reprice a
 class's moves in one batch a few times a second instead of a trickle of small batches, and no
-update waits longer than one window. A window of 0 flushes at the next :meth:`Conflator.due`.
+update waits longer than one window. Credit indices are spread over ``credit_phases`` phases of
+their grid (an index's spread and correlation quotes share one): index ``k`` closes at
+``((now − φ) // window + 1) · window + φ`` with ``φ = (k mod phases) · window / phases``, so
+the tranche repricing of the indices is spread over the window. A window of 0 flushes at the
+next :meth:`Conflator.due`.
 ``now_ns`` must not decrease between calls.
 """
 
@@ -102,6 +106,25 @@ def classify(quote_id: str) -> int:
     }.get(head, RATE)
 
 
+def _credit_phases(
+    quote_ids: Sequence[str], classes: Sequence[int], config: ConflationConfig
+) -> list[int]:
+    """Grid phase (ns) of each quote: 0, except credit quotes, whose index (the quote id less a
+    ``.CORR`` suffix) takes phase ``k · window / credit_phases`` for the k-th index (mod)."""
+    phases = [0] * len(quote_ids)
+    n = config.credit_phases
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"credit_phases must be a whole number ≥ 1, got {n!r}")
+    w = window_ns(CREDIT, config)
+    slots: dict[str, int] = {}
+    for i, (q, c) in enumerate(zip(quote_ids, classes, strict=True)):
+        if c in (CREDIT, CORR) and w > 0:
+            key = q.removesuffix(".CORR")
+            k = slots.setdefault(key, len(slots))
+            phases[i] = (k % n) * w // n
+    return phases
+
+
 def window_ns(quote_class: int, config: ConflationConfig) -> int:
     """The conflation window of a class in nanoseconds."""
     ms = (
@@ -159,7 +182,12 @@ class Conflator:
         self._class = [classify(q) for q in self.quote_ids]
         windows = [window_ns(c, config) for c in range(len(QUOTE_CLASSES))]
         self._window = [windows[c] for c in self._class]
-        self._grids = sorted({windows[c] for c in set(self._class)})  # the windows in use
+        self._phase = _credit_phases(self.quote_ids, self._class, config)
+        # one FIFO per lane (class, phase): the deadlines of a lane rise with time
+        lanes = sorted({(c, self._phase[i]) for i, c in enumerate(self._class)})
+        lane_of = {lane: k for k, lane in enumerate(lanes)}
+        self._lane = [lane_of[(c, self._phase[i])] for i, c in enumerate(self._class)]
+        self._grids = sorted({(windows[c], ph) for c, ph in lanes})  # (window, phase) in use
         self._last = [float(v) for v in values]  # last accepted value (jump reference)
         self._seq = [_NO_SEQ] * n  # last accepted seq
         self._pending = [False] * n
@@ -167,8 +195,7 @@ class Conflator:
         self._pend_seq = [0] * n
         self._jump_value = [math.nan] * n
         self._jump_count = [0] * n
-        # one FIFO per class: (deadline, index); deadlines of a class rise with time
-        self._queues: list[deque[tuple[int, int]]] = [deque() for _ in QUOTE_CLASSES]
+        self._queues: list[deque[tuple[int, int]]] = [deque() for _ in lanes]
         self.offered = 0
         self.accepted = 0
         self.flushed = 0
@@ -202,9 +229,10 @@ class Conflator:
         self._pend_seq[index] = seq
         if not self._pending[index]:
             self._pending[index] = True
-            c = self._class[index]
             w = self._window[index]
-            self._queues[c].append(((now_ns // w + 1) * w if w > 0 else now_ns, index))
+            ph = self._phase[index]
+            deadline = ((now_ns - ph) // w + 1) * w + ph if w > 0 else now_ns
+            self._queues[self._lane[index]].append((deadline, index))
         return None
 
     def _check(self, index: int, value: float, seq: int) -> str | None:
@@ -298,9 +326,9 @@ class Conflator:
         >>> c.next_flush_ns(1_150_000_000), c.next_flush_ns(1_210_000_000)
         (1200000000, 1250000000)
         """
-        if not self._grids or self._grids[0] == 0:
+        if not self._grids or self._grids[0][0] == 0:
             return now_ns
-        return min((now_ns // w + 1) * w for w in self._grids)
+        return min(((now_ns - ph) // w + 1) * w + ph for w, ph in self._grids)
 
     def next_deadline(self) -> int | None:
         """The earliest pending deadline (monotonic ns), or None if nothing is pending."""
