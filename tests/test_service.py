@@ -170,6 +170,10 @@ def test_profile_and_options_of_a_worker(service: Client) -> None:
     wire = msg.encode(msg.Reply(ok=True, data={"tree": tree.to_dicts()}))
     assert len(wire) < msg.MAX_CONTROL_BYTES // 8
     assert "hits" in report["spline_cache"]
+    # stage totals: curve builds, the pricing per class, the USD conversion, the shared-memory
+    # write (ms since the worker started)
+    assert {"curves", "fx", "convert", "shm_write"} <= set(report["stage_ms"])
+    assert all(ms >= 0.0 for ms in report["stage_ms"].values())
     off = service.set_option("fx-0", "spline_cache", False)
     assert off["spline_cache_enabled"] is False
     on = service.set_option("fx-0", "spline_cache", True)

@@ -164,8 +164,11 @@ class Repricer:
         timings: dict[str, int] = {}
         self._rebuild(market, timings)
         timings.update(self._price_groups(market, list(range(len(self.groups)))))
+        t0 = time.perf_counter_ns()
         self.fx = base_rate_column(market, self.book.currency.codes, self.book.currency.labels)
-        return Update(self.rows, self._convert(self.rows), [g.key for g in self.groups], timings)
+        columns = self._convert(self.rows)
+        timings["convert"] = time.perf_counter_ns() - t0
+        return Update(self.rows, columns, [g.key for g in self.groups], timings)
 
     def update(self, values: FloatArray, changed: IntArray) -> Update | None:
         """Apply a new quote table of which ``changed`` quote rows moved; reprice what reads them.
@@ -183,12 +186,15 @@ class Repricer:
             moved = {self.quote_curves[int(q)] for q in changed if int(q) in self.quote_curves}
             self._rebuild(market, timings, moved)
         timings.update(self._price_groups(market, dirty))
+        t0 = time.perf_counter_ns()
         if fx_moved:
             self.fx = base_rate_column(market, self.book.currency.codes, self.book.currency.labels)
             rows = self.rows
         else:
             rows = np.sort(np.concatenate([self.groups[k].rows for k in dirty]))
-        return Update(rows, self._convert(rows), [self.groups[k].key for k in dirty], timings)
+        columns = self._convert(rows)
+        timings["convert"] = time.perf_counter_ns() - t0
+        return Update(rows, columns, [self.groups[k].key for k in dirty], timings)
 
     def whatif(self, shocked: MarketSnapshot) -> tuple[IntArray, FloatArray, FloatArray]:
         """Rows, base PV and shocked PV (USD) of every position, on a shocked copy of the market.

@@ -128,8 +128,10 @@ class WorkerProcess:
     # --- work --------------------------------------------------------------------------
 
     def _write(self, update: Update, flushed_ns: int, quote_gen: int) -> None:
+        t0 = time.perf_counter_ns()
         now = time.monotonic_ns()
         self.risk.write(self.asset_class, self.slot, update.rows, update.columns, now)
+        update.timings_ns["shm_write"] = time.perf_counter_ns() - t0
         spent = sum(update.timings_ns.values())
         self.stats.reprices += 1
         self.stats.repriced_positions += int(update.rows.size)
