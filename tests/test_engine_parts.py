@@ -309,10 +309,15 @@ def test_backoff_doubles_and_resets_after_a_stable_run() -> None:
         p.started("fx-0", now_ns=at)
         p.heartbeat("fx-0", ready=True, now_ns=at)
         now = at
-    assert delays == [1.0, 2.0, 4.0, 4.0]
+    assert delays == [0.0, 1.0, 2.0, 4.0]  # a one-off crash restarts at once
+    p.died("fx-0", now_ns=now)
+    assert p.children["fx-0"].restart_at_ns == now + 4 * s  # capped at max_backoff_s
+    p.started("fx-0", now_ns=now + 4 * s)
+    now += 4 * s
+    p.heartbeat("fx-0", ready=True, now_ns=now)
     p.heartbeat("fx-0", ready=True, now_ns=now + 11 * s)  # stable: failures forgotten
     p.died("fx-0", now_ns=now + 12 * s)
-    assert p.children["fx-0"].restart_at_ns == now + 13 * s
+    assert p.children["fx-0"].restart_at_ns == now + 12 * s
 
 
 def test_silent_children_are_killed_with_a_startup_allowance() -> None:

@@ -2,10 +2,10 @@
 
 Events: a child died, a child missed its heartbeats, a child became ready, time passed.
 Actions: restart a child now, kill a hung one (silent for ``heartbeat_timeout_s`` once
-ready, or for ``startup_timeout_s`` while it sets up), roll one worker. Backoff doubles with
-each failure in a row (from ``backoff_s`` up to ``max_backoff_s``) and resets once a child has
-stayed ready for ``stable_s``. A rolling restart never takes a second worker of an
-asset class down while one of that class is restarting.
+ready, or for ``startup_timeout_s`` while it sets up), roll one worker. The first failure in a
+row restarts at once; each further one waits ``backoff_s``, doubling up to ``max_backoff_s``;
+the count resets once a child has stayed ready for ``stable_s``. A rolling restart never takes
+a second worker of an asset class down while one of that class is restarting.
 """
 
 from __future__ import annotations
@@ -90,7 +90,10 @@ class RestartPolicy:
         if planned:
             c.restart_at_ns = now_ns
             return
-        delay = min(self.backoff_s * (2**c.failures), self.max_backoff_s)
+        # the first failure in a row restarts at once (a one-off crash costs no waiting); the
+        # next ones wait backoff_s, doubling up to max_backoff_s
+        delay = 0.0 if c.failures == 0 else self.backoff_s * (2 ** (c.failures - 1))
+        delay = min(delay, self.max_backoff_s)
         c.failures += 1
         c.restart_at_ns = now_ns + int(delay * 1e9)
 
