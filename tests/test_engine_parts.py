@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -506,8 +505,6 @@ def test_a_wall_clock_jump_changes_no_greek(
     after = rep.full(market).columns
     for col in before:
         np.testing.assert_array_equal(before[col], after[col])
-    rolled = market.with_as_of(market.as_of + timedelta(days=0))
-    assert rolled.as_of == market.as_of
 
 
 def test_huge_jpy_notionals_do_not_overflow(market: MarketSnapshot, tmp_path: Path) -> None:

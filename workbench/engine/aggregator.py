@@ -111,9 +111,8 @@ class Aggregator:
         self.ctx = zmq.Context()
         self.pull = self.ctx.socket(zmq.PULL)
         self.pull.bind(ep.risk)
-        self.flush_sub = self.ctx.socket(
-            zmq.SUB
-        )  # ingestion's flushes, to know when all are priced
+        # ingestion's flushes, to know when every worker has priced one
+        self.flush_sub = self.ctx.socket(zmq.SUB)
         self.flush_sub.setsockopt(zmq.SUBSCRIBE, b"")
         self.flush_sub.setsockopt(zmq.RCVHWM, 1000)
         self.flush_sub.connect(ep.notices)

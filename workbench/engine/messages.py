@@ -52,7 +52,9 @@ class QuotesDirty(Notice, frozen=True, tag="dirty"):
 
 
 class RiskUpdated(Notice, frozen=True, tag="risk"):
-    """A worker wrote fresh Greeks for ``repriced`` positions; timings in nanoseconds."""
+    """A worker has priced the quote table as of generation ``quote_gen``: fresh Greeks written
+    for ``repriced`` positions, or 0 (an acknowledgement: nothing of it moved); timings in
+    nanoseconds."""
 
     worker: str
     asset_class: str
