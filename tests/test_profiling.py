@@ -23,7 +23,7 @@ from workbench.engine.profiling import (
     profile_rows,
     tree_from_stats,
 )
-from workbench.widgets.profiler import file_colour, icicle_html
+from workbench.widgets.profiler import busy_tree, file_colour, icicle_html
 
 TOL_S = 1e-9  # float sums of the same timer readings
 
@@ -347,3 +347,32 @@ def test_icicle_html_escapes_and_fits_names() -> None:
     assert "(50.0%)" in html.unescape(out)
     assert file_colour("a.py") == file_colour("a.py") != file_colour("~")
     assert len({file_colour(f"m{i}.py") for i in range(40)}) > 3
+
+
+def test_idle_waits_are_cut_from_the_icicle_and_the_rest_laid_out_again() -> None:
+    # roots: work A (0–0.2 s), the worker's poll (0.2–0.9 s, with a child), work B (0.9–1.0 s)
+    tree = pl.DataFrame(
+        {
+            "id": [0, 1, 2, 3, 4, 5],
+            "parent": [-1, 0, -1, 2, -1, 4],
+            "function": ["poll_quotes", "update", "poll", "_poll", "handle_request", "whatif"],
+            "file": ["worker.py", "repricing.py", "poll.py", "poll.py", "worker.py", "r.py"],
+            "line": [1, 2, 3, 4, 5, 6],
+            "depth": [0, 1, 0, 1, 0, 1],
+            "start_s": [0.0, 0.05, 0.2, 0.2, 0.9, 0.9],
+            "cum_s": [0.2, 0.15, 0.7, 0.6, 0.1, 0.08],
+            "own_s": [0.05, 0.15, 0.1, 0.6, 0.02, 0.08],
+        }
+    )
+    busy, idle = busy_tree(tree)
+    assert idle == pytest.approx(0.7)
+    assert busy["id"].to_list() == [0, 1, 4, 5]  # the poll and its child are gone
+    starts = dict(zip(busy["id"].to_list(), busy["start_s"].to_list(), strict=True))
+    assert starts[0] == pytest.approx(0.0)
+    assert starts[1] == pytest.approx(0.05)
+    assert starts[4] == pytest.approx(0.2)
+    assert starts[5] == pytest.approx(0.2)
+    assert icicle_html(busy).count('class="wb-icicle-node"') == 4
+    untouched, none = busy_tree(tree.filter(pl.col("function") != "poll"))
+    assert none == 0.0
+    assert untouched.height == 5

@@ -5,7 +5,9 @@ each box as wide as the seconds spent on that call path (callees included) withi
 coloured by source file, details in its tooltip — a bar per function of its cumulative time (the
 heaviest first) and a table of the top functions. cProfile keeps caller → callee totals, not
 whole stacks, so the icicle's first two rows are exact and deeper ones split a function's time
-among its callers in proportion (see :mod:`workbench.engine.profiling`). Beside the bars: the
+among its callers in proportion (see :mod:`workbench.engine.profiling`). The worker's waits on
+its sockets (idle time, :data:`IDLE_FUNCTIONS`) are left out of both charts, which show where
+the work goes, and reported beside them. Beside the bars: the
 worker's stage timings, its spline-cache counters and a switch for the vol-spline cache
 (``set_option(worker, "spline_cache", …)``).
 """
@@ -69,6 +71,56 @@ def _fit(text: str, width_px: float) -> str:
     if room < 2:
         return ""
     return text if len(text) <= room else text[: room - 1] + "…"
+
+
+IDLE_FUNCTIONS: Final[frozenset[tuple[str, str]]] = frozenset({("poll", "poll.py")})
+"""(function, file) of the waits of a worker's loop on its sockets (ZeroMQ ``Poller.poll``): idle
+time, left out of the charts and reported beside them."""
+
+
+def _idle(function: pl.Expr, file: pl.Expr) -> pl.Expr:
+    return pl.any_horizontal([(function == f) & (file == m) for f, m in IDLE_FUNCTIONS])
+
+
+def busy_tree(tree: pl.DataFrame) -> tuple[pl.DataFrame, float]:
+    """The call tree without the idle roots (:data:`IDLE_FUNCTIONS`) and everything under them,
+    the remaining roots laid side by side again from 0; and the idle seconds removed.
+
+    Examples
+    --------
+    >>> tree = pl.DataFrame({"id": [0, 1, 2, 3], "parent": [-1, 0, -1, 2],
+    ...     "function": ["poll", "x", "poll_quotes", "update"],
+    ...     "file": ["poll.py", "poll.py", "worker.py", "repricing.py"], "line": [1, 2, 3, 4],
+    ...     "depth": [0, 1, 0, 1], "start_s": [0.0, 0.0, 0.8, 0.8],
+    ...     "cum_s": [0.8, 0.1, 0.2, 0.15], "own_s": [0.7, 0.1, 0.05, 0.15]})
+    >>> busy, idle = busy_tree(tree)
+    >>> busy["function"].to_list(), busy["start_s"].to_list(), idle
+    (['poll_quotes', 'update'], [0.0, 0.0], 0.8)
+    """
+    if tree.height == 0 or "depth" not in tree.columns:
+        return tree, 0.0
+    idle_roots = tree.filter((pl.col("depth") == 0) & _idle(pl.col("function"), pl.col("file")))
+    if idle_roots.height == 0:
+        return tree, 0.0
+    parent = dict(zip(tree["id"].to_list(), tree["parent"].to_list(), strict=True))
+    root_of: dict[int, int] = {}
+    for node in tree["id"].to_list():
+        top = node
+        while parent.get(top, -1) >= 0:
+            top = parent[top]
+        root_of[node] = top
+    dropped = set(idle_roots["id"].to_list())
+    roots = tree.filter((pl.col("depth") == 0) & ~pl.col("id").is_in(list(dropped)))
+    shift: dict[int, float] = {}
+    at = 0.0
+    for r in roots.sort("start_s").iter_rows(named=True):
+        shift[int(r["id"])] = at - float(r["start_s"])
+        at += float(r["cum_s"])
+    kept = [root_of[i] not in dropped for i in tree["id"].to_list()]
+    busy = tree.filter(pl.Series(kept))
+    moved = [shift[root_of[i]] for i in busy["id"].to_list()]
+    busy = busy.with_columns((pl.col("start_s") + pl.Series(moved)).alias("start_s"))
+    return busy, float(idle_roots["cum_s"].sum())
 
 
 def icicle_html(tree: pl.DataFrame, *, width_px: int = 900, row_px: int = 18) -> str:
@@ -219,16 +271,22 @@ class Profiler(LiveWidget):
             self.run_button.description = "profile"
         self.last = data
         functions: pl.DataFrame = data["functions"]
-        top = (
-            functions.sort("cumtime_s", descending=True).head(15) if functions.height else functions
-        )
+        if functions.height:  # the charts show where the work goes; the waits are reported
+            working = functions.filter(~_idle(pl.col("function"), pl.col("file")))
+            top = working.sort("cumtime_s", descending=True).head(15)
+        else:
+            top = functions
         with self.bars.hold_sync():
             self.bars.x = [f"{f[:34]}" for f in top["function"].to_list()] if top.height else []
             self.bars.y = top["cumtime_s"].to_numpy() if top.height else []
         self.table.value = functions_html(functions)
         tree = data.get("tree")
-        self.icicle.value = icicle_html(tree if isinstance(tree, pl.DataFrame) else pl.DataFrame())
-        self.caches.value = cache_html(data)
+        busy, idle_s = busy_tree(tree if isinstance(tree, pl.DataFrame) else pl.DataFrame())
+        self.icicle.value = icicle_html(busy)
+        self.caches.value = cache_html(data) + (
+            f"idle, waiting for work: {idle_s:.2f} s of {float(data.get('profiled_s', 0)):.2f} s"
+            " (left out of the charts)<br>"
+        )
         self.runs.append(
             {
                 "worker": worker,
