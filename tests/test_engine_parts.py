@@ -495,6 +495,40 @@ def test_a_rates_tick_reuses_the_tranche_losses(book: Book, market: MarketSnapsh
     assert misses() > priced
 
 
+def test_a_worker_re_solves_only_the_curves_its_positions_read(
+    book: Book, market: MarketSnapshot
+) -> None:
+    fx = Repricer(book, market, "fx", n_paths=4096)
+    fx.full(market)
+    kept = set(fx.curves.ids())
+    ois = {c.id for c in market.curves if c.kind == "ois"}
+    assert kept
+    assert kept <= ois
+    term = next(c.id for c in market.curves if c.kind == "term")
+    with pytest.raises(MarketError, match="unknown curve"):
+        fx.curves[term]
+    # a tick on every rate quote reprices as before, and equals a fresh worker's answer
+    values = np.array(market.quotes)
+    rates = [market.quote_index[i.quote] for c in market.curves for i in c.instruments]
+    values[rates] += 1e-4
+    moved = fx.update(values, np.array(rates))
+    assert moved is not None
+    fresh = Repricer(book, market.with_quote_values(values), "fx", n_paths=4096)
+    again = fresh.full(market.with_quote_values(values))
+    order = np.argsort(moved.rows)
+    for col in ("pv", "delta", "gamma", "vega", "theta"):
+        np.testing.assert_allclose(
+            moved.columns[col][order], again.columns[col][np.argsort(again.rows)], rtol=1e-9,
+            atol=1e-6,
+        )  # fmt: skip
+    # a what-if on a curve the worker dropped changes nothing of it
+    rows, base, shocked = fx.whatif(market.with_quote_values(values))
+    assert rows.size == base.size == shocked.size
+    rates_worker = Repricer(book, market, "rates", n_paths=4096)
+    rates_worker.full(market)
+    assert term in rates_worker.curves.ids()  # swaps read term curves: kept
+
+
 def test_a_wall_clock_jump_changes_no_greek(
     book: Book, market: MarketSnapshot, monkeypatch: pytest.MonkeyPatch
 ) -> None:

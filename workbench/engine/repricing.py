@@ -164,6 +164,9 @@ class Repricer:
         timings: dict[str, int] = {}
         self._rebuild(market, timings)
         timings.update(self._price_groups(market, list(range(len(self.groups)))))
+        # from now on re-solve only the curves this worker's positions read
+        self.curves.retain(self.curves.used)
+        self.curves_next.retain(self.curves_next.used)
         t0 = time.perf_counter_ns()
         self.fx = base_rate_column(market, self.book.currency.codes, self.book.currency.labels)
         columns = self._convert(self.rows)

@@ -293,7 +293,21 @@ class CurveSet:
         self._curves: dict[str, Curve] = {}
         self._jac: dict[str, tuple[tuple[str, ...], FloatArray]] = {}
         self.as_of = market.as_of
+        self.used: set[str] = set()  # curves read through [] since built (see :meth:`retain`)
         self.rebuild(market)
+
+    def retain(self, curve_ids: Collection[str]) -> None:
+        """Keep only ``curve_ids`` and the curves they discount on: the others are dropped and
+        no longer re-solved when quotes move (a worker whose positions read a few curves keeps
+        those it has read, :attr:`used`). A dropped curve is unknown afterwards."""
+        keep = set(curve_ids)
+        for cid in list(keep):
+            builder = self._builders.get(cid)
+            if builder is not None and builder.spec.discount_curve is not None:
+                keep.add(builder.spec.discount_curve)
+        self._builders = {k: v for k, v in self._builders.items() if k in keep}
+        self._curves = {k: v for k, v in self._curves.items() if k in keep}
+        self._jac = {k: v for k, v in self._jac.items() if k in keep}
 
     def rebuild(self, market: MarketSnapshot, curve_ids: Collection[str] | None = None) -> None:
         """Re-solve the curves from the market's quotes (warm start).
@@ -327,7 +341,7 @@ class CurveSet:
     def shocked(self, market: MarketSnapshot, curve_ids: Collection[str]) -> CurveSet:
         """A copy re-solved on ``market`` for ``curve_ids`` (and their dependants); the other
         curves are shared with this set, which is left as it was (a what-if's curves)."""
-        todo = self._with_dependants(curve_ids)
+        todo = self._with_dependants(curve_ids) & set(self._builders)
         new = copy.copy(self)
         new._curves = dict(self._curves)
         new._jac = {k: v for k, v in self._jac.items() if k not in todo}
@@ -346,9 +360,11 @@ class CurveSet:
 
     def __getitem__(self, curve_id: str) -> Curve:
         try:
-            return self._curves[curve_id]
+            curve = self._curves[curve_id]
         except KeyError:
             raise MarketError(f"unknown curve {curve_id!r}") from None
+        self.used.add(curve_id)
+        return curve
 
     def __contains__(self, curve_id: object) -> bool:
         return curve_id in self._curves
