@@ -3,6 +3,7 @@ service started on them with its own run folder."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import workbench
@@ -28,3 +29,12 @@ def reference_service(
         folder / "book.parquet", folder / "market.json", name=name, rate=rate, run_root=root
     )
     return svc, root, market
+
+
+def service_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser for a service benchmark (description: the first line of ``doc``) with the
+    options they all take: ``--positions`` (40,000) and ``--rate`` (5,000 ticks/s)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--positions", type=int, default=40_000)
+    parser.add_argument("--rate", type=float, default=5_000.0)
+    return parser

@@ -15,7 +15,6 @@ Run: ``python benchmarks/bench_browser.py [--minutes 10] [--positions 40000] [--
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import os
@@ -29,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _reference import reference_service
+from _reference import reference_service, service_parser
 from playwright.sync_api import sync_playwright
 
 from workbench.engine.config import free_port
@@ -48,10 +47,8 @@ _COUNTER = """() => {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = service_parser(__doc__)
     parser.add_argument("--minutes", type=float, default=10.0)
-    parser.add_argument("--positions", type=int, default=40_000)
-    parser.add_argument("--rate", type=float, default=5_000.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -16,7 +16,6 @@ Run: ``python benchmarks/bench_notebook.py [--positions 40000] [--rate 5000] [--
 
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import statistics
@@ -25,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _reference import reference_service
+from _reference import reference_service, service_parser
 from jupyter_client.manager import start_new_kernel
 
 from workbench.engine.messages import ParallelShock, QuoteShock
@@ -113,9 +112,7 @@ def _kernel_value(kc: Any, expression: str, timeout: float = 60.0) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--positions", type=int, default=40_000)
-    parser.add_argument("--rate", type=float, default=5_000.0)
+    parser = service_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,12 +10,13 @@ Run: ``python benchmarks/bench_service.py [--positions 40000] [--rate 5000] [--s
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import tempfile
 import time
 from pathlib import Path
+
+from _reference import service_parser
 
 import workbench
 from workbench.book.reference import generate_reference_book
@@ -35,9 +36,7 @@ def _pss_mb(pid: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--positions", type=int, default=40_000)
-    parser.add_argument("--rate", type=float, default=5_000.0)
+    parser = service_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--victim", default="fx-0")
     args = parser.parse_args()

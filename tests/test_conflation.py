@@ -233,7 +233,7 @@ def test_latest_value_wins_within_a_window_that_closes_on_the_class_grid() -> No
     assert c.offer(fx, 1.082, 2, t0 + 150 * MS) is None
     assert c.offer(fx, 1.083, 3, t0 + 199 * MS) is None
     assert c.due(t0 + 199 * MS)[0].size == 0
-    assert c.next_deadline() == t0 + 200 * MS
+    assert c.next_flush_ns(t0 + 199 * MS) == t0 + 200 * MS  # the flusher wakes at the fx line
     idx, values, seqs = c.due(t0 + 200 * MS)  # the fx grid line after the first update
     assert (idx.tolist(), values.tolist(), seqs.tolist()) == ([fx], [1.083], [3])
     assert c.pending == 1
@@ -247,7 +247,7 @@ def test_latest_value_wins_within_a_window_that_closes_on_the_class_grid() -> No
     assert c.flushed == 3
     assert c.accepted == 5
     assert c.conflation_ratio == pytest.approx(5 / 3)
-    assert c.next_deadline() is None
+    assert c.pending == 0
 
 
 def test_zero_window_flushes_at_the_next_due() -> None:

@@ -12,6 +12,7 @@ import msgspec
 import numpy as np
 import polars as pl
 import pytest
+import zmq
 
 from workbench.book.io import load_book, save_book
 from workbench.book.reference import generate_reference_book
@@ -555,3 +556,22 @@ def test_huge_jpy_notionals_do_not_overflow(market: MarketSnapshot, tmp_path: Pa
     cols = rep.full(market).columns
     for name, col in cols.items():
         assert np.all(np.isfinite(col)), name
+
+
+def test_drain_reads_every_queued_notice_and_skips_garbage() -> None:
+    ctx = zmq.Context()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    try:
+        pull.bind("inproc://drain")
+        push.connect("inproc://drain")
+        sent = [msg.QuotesDirty(gen=g, flushed_ns=g, quotes=(1, 2)) for g in (1, 2)]
+        push.send(msg.encode(sent[0]))
+        push.send(b"\x00 not a notice")
+        push.send(msg.encode(sent[1]))
+        time.sleep(0.05)
+        assert msg.drain(pull) == sent
+        assert msg.drain(pull) == []  # nothing queued: returns at once
+    finally:
+        push.close(linger=0)
+        pull.close(linger=0)
+        ctx.term()

@@ -301,22 +301,10 @@ def rollups(frame: pl.DataFrame, groupings: Sequence[Sequence[str]]) -> list[pl.
             if c not in fine and c != "max_age_s" and (c != "pv_ccy" or "currency" in group)
         ]
         again = [pl.col("max_age_s").max(), *sums]
-        order = rollup_columns(local_pv="currency" in group)
+        order = [e.meta.output_name() for e in _aggregations(local_pv="currency" in group)]
         table = partial.group_by(group).agg(again).sort(group) if group else partial.select(again)
         out.append(table.select([*group, *order]).cast({c: frame.schema[c] for c in group}))
     return out
-
-
-def rollup_columns(*, local_pv: bool) -> list[str]:
-    """The measure and count columns of a :func:`rollup`, in order (after the group columns)."""
-    cols = ["positions", "stale", "unpriced", "max_age_s"]
-    for m in MEASURES:
-        cols.append(m)
-        if m in NETTED:
-            cols.append(f"{m}_gross")
-    if local_pv:
-        cols.append("pv_ccy")
-    return cols
 
 
 def totals(frame: pl.DataFrame) -> pl.DataFrame:

@@ -74,18 +74,6 @@ _FLUSH_GIVE_UP_NS = 10_000_000_000
 for; that worker's positions show as stale."""
 
 
-def _drain(sock: zmq.Socket[bytes]) -> list[msg.Notice]:
-    """Every notice already queued on ``sock`` (undecodable ones skipped)."""
-    out: list[msg.Notice] = []
-    while True:
-        try:
-            raw = sock.recv(zmq.NOBLOCK)
-        except zmq.Again:
-            return out
-        with contextlib.suppress(msgspec.DecodeError):
-            out.append(msg.notice_decoder.decode(raw))
-
-
 def _check_by(by: tuple[str, ...]) -> str | None:
     bad = [b for b in by if b not in GROUP_COLUMNS]
     if bad:
@@ -436,12 +424,12 @@ class Aggregator:
             wait_ms = max(0, -(-(pacer.next_due_ns(now) - now) // 1_000_000))  # ceil
             events = dict(poller.poll(min(wait_ms, 100)))
             if self.flush_sub in events:  # before the results: a flush is known when they come
-                for notice in _drain(self.flush_sub):
+                for notice in msg.drain(self.flush_sub):
                     if isinstance(notice, msg.QuotesDirty):
                         self.tracker.flushed(notice.gen, notice.flushed_ns)
                         pacer.result(time.monotonic_ns(), expecting=self.tracker.waiting())
             if self.pull in events:
-                for notice in _drain(self.pull):
+                for notice in msg.drain(self.pull):
                     if isinstance(notice, msg.RiskUpdated):
                         self.tracker.priced(notice.worker, notice.quote_gen)
                         now = time.monotonic_ns()

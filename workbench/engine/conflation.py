@@ -330,11 +330,6 @@ class Conflator:
             return now_ns
         return min(((now_ns - ph) // w + 1) * w + ph for w, ph in self._grids)
 
-    def next_deadline(self) -> int | None:
-        """The earliest pending deadline (monotonic ns), or None if nothing is pending."""
-        heads = [q[0][0] for q in self._queues if q]
-        return min(heads) if heads else None
-
     def stats(self) -> dict[str, float]:
         """Counters for heartbeats and metrics (``rejected.<reason>`` per reason)."""
         out: dict[str, float] = {

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 import polars as pl
+import zmq
 
 SCHEMA_VERSION = 1
 MAX_CONTROL_BYTES = 1 << 20  # a control request larger than this is refused unread
@@ -302,6 +303,21 @@ snapshot_decoder = msgspec.msgpack.Decoder(Snapshot)
 def encode(message: msgspec.Struct) -> bytes:
     """msgpack bytes of any message above."""
     return _encoder.encode(message)
+
+
+def drain(sock: zmq.Socket[bytes]) -> list[NoticeMessage]:
+    """Every notice already queued on ``sock``, decoded, without waiting (a message that is not
+    a notice is skipped)."""
+    out: list[NoticeMessage] = []
+    while True:
+        try:
+            raw = sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return out
+        try:
+            out.append(notice_decoder.decode(raw))
+        except msgspec.DecodeError:
+            continue
 
 
 def frame_to_bytes(frame: pl.DataFrame) -> bytes:

@@ -328,15 +328,7 @@ class Supervisor:
 
     def _heartbeats(self) -> None:
         now = time.monotonic_ns()
-        while True:
-            try:
-                raw = self.pull.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                hb = msg.notice_decoder.decode(raw)
-            except msgspec.DecodeError:
-                continue
+        for hb in msg.drain(self.pull):
             if not isinstance(hb, msg.Heartbeat):
                 continue
             name = hb.role.split(":", 1)[1] if hb.role.startswith("worker:") else hb.role

@@ -342,15 +342,7 @@ class WorkerProcess:
             events = dict(poller.poll(_POLL_MS))
             flushed_ns = time.monotonic_ns()
             if self.sub in events:
-                while True:  # drain: only the latest state matters
-                    try:
-                        raw = self.sub.recv(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    try:
-                        notice = msg.notice_decoder.decode(raw)
-                    except msgspec.DecodeError:
-                        continue
+                for notice in msg.drain(self.sub):  # only the latest state matters
                     if isinstance(notice, msg.QuotesDirty):
                         flushed_ns = notice.flushed_ns
             self.poll_quotes(flushed_ns)

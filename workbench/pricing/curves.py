@@ -353,11 +353,6 @@ class CurveSet:
         new.rebuild(market, todo)
         return new
 
-    def curves_of(self, quote_ids: Collection[str]) -> set[str]:
-        """The ids of the curves bootstrapped from any of ``quote_ids``."""
-        wanted = set(quote_ids)
-        return {cid for cid, b in self._builders.items() if wanted.intersection(b.quote_ids)}
-
     def __getitem__(self, curve_id: str) -> Curve:
         try:
             curve = self._curves[curve_id]

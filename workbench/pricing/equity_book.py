@@ -6,8 +6,7 @@ The discount rate is the zero rate of the equity currency's OIS curve to expiry,
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import date
+from functools import partial
 
 import numpy as np
 
@@ -30,10 +29,6 @@ class _Underlying:
         self.sign = book.option_sign[rows]
         self.maturity = book.maturity[rows]
         self.curve = market.discount_curve_id(spec.currency)
-
-    def expiry_times(self, as_of: date) -> Callable[[], FloatArray]:
-        """How to compute the options' times to expiry (years) from ``as_of``."""
-        return lambda: year_fractions(self.maturity, as_of)
 
 
 class EquityPricer:
@@ -94,7 +89,9 @@ class EquityPricer:
             at += g.rows.size
             out_rows[sl] = g.rows
             spot = market.quote(g.spec.spot_quote)
-            t = self._times.get(g.spec.id, market.as_of, g.expiry_times(market.as_of))
+            t = self._times.get(
+                g.spec.id, market.as_of, partial(year_fractions, g.maturity, market.as_of)
+            )
             log_df = curves[g.curve].log_discount(t)
             r = -log_df / t
             q = np.full(t.size, g.spec.dividend_yield)
