@@ -435,6 +435,11 @@ def test_ticks_then_incremental_update_equal_a_fresh_full_reprice(
         q = market.quote_index[qid]
         values[q] *= 1.0 + 0.002 * (k + 1)
         rep.update(values, np.array([q]))
+    # then several groups of several currencies at once: one vectorised call prices them all
+    together = [market.quote_index[q] for q in ("FX.GBPUSD", "FXVOL.EURJPY.1Y.ATM", "EQ.MSFT",
+                "EQ.SAP", "GBP.SONIA.OIS.10Y", "CDX.HY.5Y", "CAD.CORRA.OIS.1Y")]  # fmt: skip
+    values[together] *= 1.003
+    rep.update(values, np.array(together))
     moved = market.with_quote_values(values)
     fresh = Repricer(book, moved, asset_class, n_paths=4096).full(moved)
     ours = rep._convert(fresh.rows)
@@ -482,7 +487,7 @@ def test_a_rates_tick_reuses_the_tranche_losses(book: Book, market: MarketSnapsh
     rep.full(market)
 
     def misses() -> int:
-        return sum(p.loss_misses for p in rep.pricers)  # type: ignore[attr-defined]
+        return int(rep.pricer.loss_misses)  # type: ignore[attr-defined]
 
     priced = misses()
     values = np.array(market.quotes)

@@ -79,18 +79,17 @@ class Repricer:
         self.market = market
         self.cache = SplineCache()
         self.groups: list[GroupSpec] = worker_groups(book, market, asset_class, slot, n_slots)
-        self.pricers: list[ClassPricer] = [
-            _make_pricer(book, g.rows, market, asset_class, self.cache, n_paths, tranche_method)
-            for g in self.groups
-        ]
-        for pricer in self.pricers:  # the service publishes Greeks, not key-rate ladders
-            if hasattr(pricer, "with_key_rates"):
-                pricer.with_key_rates = False
         self.rows: IntArray = (
             np.sort(np.concatenate([g.rows for g in self.groups]))
             if self.groups
             else np.empty(0, dtype=np.int64)
         )
+        # one pricer for every group: a flush reprices its dirty groups in one vectorised call
+        self.pricer: ClassPricer = _make_pricer(
+            book, self.rows, market, asset_class, self.cache, n_paths, tranche_method
+        )
+        if hasattr(self.pricer, "with_key_rates"):  # the service publishes Greeks, not ladders
+            self.pricer.with_key_rates = False
         n_quotes = len(market.quote_ids)
         self.quote_groups: list[list[int]] = [[] for _ in range(n_quotes)]
         for k, g in enumerate(self.groups):
@@ -110,31 +109,34 @@ class Repricer:
         self.local = {c: np.full(n, np.nan) for c in LOCAL_COLUMNS}
         self.fx = np.ones(n)
         self.repriced = 0
-        # row order of each pricer's output (``pv`` follows its ``risk`` rows)
-        self.order: list[IntArray] = [g.rows for g in self.groups]
 
     @staticmethod
     def _next(market: MarketSnapshot) -> MarketSnapshot:
         return market.with_as_of(market.as_of + timedelta(days=1))
 
+    def _only(self, which: list[int]) -> set[str] | None:
+        """The pricer's selection for groups ``which`` (None: every group)."""
+        if len(which) == len(self.groups):
+            return None
+        return {self.groups[k].underlying for k in which}
+
     def _price_groups(self, market: MarketSnapshot, which: list[int]) -> dict[str, int]:
-        timings: dict[str, int] = {}
-        next_market = self._next(market)
-        for k in which:
-            t0 = time.perf_counter_ns()
-            pricer = self.pricers[k]
-            res = pricer.risk(market, self.curves)
-            pv_next = pricer.pv(next_market, self.curves_next)
-            rows = res.rows
-            self.order[k] = rows
-            self.local["pv_ccy"][rows] = res.pv
-            self.local["delta"][rows] = res.delta
-            self.local["gamma"][rows] = res.gamma
-            self.local["vega"][rows] = res.vega
-            self.local["theta"][rows] = pv_next - res.pv
-            self.repriced += rows.size
-            timings[self.groups[k].key] = time.perf_counter_ns() - t0
-        return timings
+        if not which:
+            return {}
+        only = self._only(which)
+        t0 = time.perf_counter_ns()
+        res = self.pricer.risk(market, self.curves, only)
+        t1 = time.perf_counter_ns()
+        pv_next = self.pricer.pv(self._next(market), self.curves_next, only)
+        t2 = time.perf_counter_ns()
+        rows = res.rows
+        self.local["pv_ccy"][rows] = res.pv
+        self.local["delta"][rows] = res.delta
+        self.local["gamma"][rows] = res.gamma
+        self.local["vega"][rows] = res.vega
+        self.local["theta"][rows] = pv_next - res.pv
+        self.repriced += rows.size
+        return {self.asset_class: t1 - t0, "theta": t2 - t1}
 
     def _convert(self, rows: IntArray) -> dict[str, FloatArray]:
         fx = self.fx[rows]
@@ -156,7 +158,7 @@ class Repricer:
         """Drop every cache (splines, tranche losses, smile solutions): the next price starts
         cold, as if every quote had moved."""
         self.cache.clear()
-        forget_kept(self.pricers)
+        forget_kept([self.pricer])
 
     def full(self, market: MarketSnapshot) -> Update:
         """Reprice every group against ``market`` (start-up, restart, every quote dirty)."""
@@ -214,8 +216,8 @@ class Repricer:
         if dirty:
             moved_curves = {self.quote_curves[q] for q in moved.tolist() if q in self.quote_curves}
             curves = self.curves.shocked(shocked, moved_curves) if moved_curves else self.curves
-            for k in dirty:
-                pv_new[self.order[k]] = self.pricers[k].pv(shocked, curves)
+            only = self._only(dirty)
+            pv_new[self.pricer.rows_for(only)] = self.pricer.pv(shocked, curves, only)
         if self.fx_quotes[moved].any():
             fx_shocked = base_rate_column(
                 shocked, self.book.currency.codes, self.book.currency.labels

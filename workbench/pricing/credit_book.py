@@ -12,6 +12,7 @@ re-discounts (:attr:`CreditPricer.loss_hits` / ``loss_misses`` count how often).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import date, timedelta
 from typing import Literal
 
@@ -29,7 +30,7 @@ from workbench.pricing.credit import (
 )
 from workbench.pricing.curves import CurveSet
 from workbench.pricing.default_counts import default_distributions, thresholds
-from workbench.pricing.risk import ClassRisk, KeyRates
+from workbench.pricing.risk import ClassRisk, KeyRates, selected
 
 _LOSS_SETS = 4
 """Quote sets (× indices) whose tranche losses are kept: today's and tomorrow's (theta), with
@@ -72,13 +73,31 @@ class CreditPricer:
         self.loss_hits = 0
         self.loss_misses = 0
 
-    def pv(self, market: MarketSnapshot, curves: CurveSet) -> FloatArray:
-        """PV in each position's currency (dirty, protection buyer positive)."""
-        return self._price(market, curves, greeks=False).pv
+    def rows_for(self, only: Collection[str] | None = None) -> IntArray:
+        """Rows of the positions on the indices in ``only`` (all with None), ascending."""
+        if only is None:
+            return self.rows
+        picked: IntArray = self.rows[self._mask(only)]
+        return picked
 
-    def risk(self, market: MarketSnapshot, curves: CurveSet) -> ClassRisk:
+    def _mask(self, only: Collection[str]) -> np.ndarray:
+        names = [spec.id for spec, _, _ in self._groups]
+        picked = [self._groups[k] for k in selected(names, only)]
+        rows = np.concatenate([np.concatenate([a, b]) for _, a, b in picked] or [self.rows[:0]])
+        return np.isin(self.rows, rows)
+
+    def pv(
+        self, market: MarketSnapshot, curves: CurveSet, only: Collection[str] | None = None
+    ) -> FloatArray:
+        """PV in each position's currency (dirty, protection buyer positive), ``rows_for``
+        order."""
+        return self._price(market, curves, greeks=False, only=only).pv
+
+    def risk(
+        self, market: MarketSnapshot, curves: CurveSet, only: Collection[str] | None = None
+    ) -> ClassRisk:
         """PV, CS01, gamma and correlation vega."""
-        return self._price(market, curves, greeks=True)
+        return self._price(market, curves, greeks=True, only=only)
 
     def _distributions(
         self, spec: CreditIndex, times: FloatArray, sets: list[tuple[float, float, float]]
@@ -159,7 +178,14 @@ class CreditPricer:
         if at.size and at[-1] < days.size and np.array_equal(days[at], next_days + 1):
             self._keep((spec.id, tomorrow, s, rho, False), [losses[..., at]])
 
-    def _price(self, market: MarketSnapshot, curves: CurveSet, *, greeks: bool) -> ClassRisk:
+    def _price(
+        self,
+        market: MarketSnapshot,
+        curves: CurveSet,
+        *,
+        greeks: bool,
+        only: Collection[str] | None = None,
+    ) -> ClassRisk:
         b = self.book
         pos = {int(r): i for i, r in enumerate(self.rows)}
         pv = np.zeros(self.rows.size)
@@ -167,6 +193,8 @@ class CreditPricer:
         gamma = np.zeros(self.rows.size)
         vega = np.zeros(self.rows.size)
         for spec, idx_rows, tr_rows in self._groups:
+            if only is not None and spec.id not in only:
+                continue
             sched = cds_schedule(market.as_of, spec.maturity)
             curve = curves[market.discount_curve_id(spec.currency)]
             df = curve.discount(sched.pay_t)
@@ -208,4 +236,7 @@ class CreditPricer:
                     delta[at] = n * (up - down) / 2.0
                     gamma[at] = n * (up - 2.0 * base + down)
                     vega[at] = n * (corr - base)
-        return ClassRisk(self.rows, pv, delta, gamma, vega, KeyRates.empty())
+        if only is None:
+            return ClassRisk(self.rows, pv, delta, gamma, vega, KeyRates.empty())
+        m = self._mask(only)
+        return ClassRisk(self.rows[m], pv[m], delta[m], gamma[m], vega[m], KeyRates.empty())

@@ -6,6 +6,7 @@ The discount rate is the zero rate of the equity currency's OIS curve to expiry,
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from functools import partial
 
 import numpy as np
@@ -16,8 +17,13 @@ from workbench.market.model import EquitySpec, MarketSnapshot
 from workbench.pricing.black import black_greeks, black_price
 from workbench.pricing.curves import CurveSet
 from workbench.pricing.fx_book import tenor_times, year_fractions
-from workbench.pricing.risk import ClassRisk, KeptByDate, KeyRates
-from workbench.pricing.surfaces import EquityVolSurfaceModel, SplineCache, surface_version
+from workbench.pricing.risk import ClassRisk, KeptByDate, KeyRates, selected
+from workbench.pricing.surfaces import (
+    EquityVolSurfaceModel,
+    SplineCache,
+    equity_vols,
+    surface_version,
+)
 
 
 class _Underlying:
@@ -50,6 +56,7 @@ class EquityPricer:
             )
             for code in np.unique(underlying)
         ]
+        self._names = [g.spec.id for g in self._groups]
         self._times: KeptByDate[FloatArray] = KeptByDate()
         self._expiries: KeptByDate[FloatArray] = KeptByDate()
 
@@ -67,69 +74,90 @@ class EquityPricer:
             cache=self.cache,
         )
 
-    def pv(self, market: MarketSnapshot, curves: CurveSet) -> FloatArray:
-        """PV in each option's currency."""
-        return self._price(market, curves, greeks=False).pv
+    def rows_for(self, only: Collection[str] | None = None) -> IntArray:
+        """Rows of the options on the underlyings in ``only`` (all with None), by underlying."""
+        picked = [self._groups[k].rows for k in selected(self._names, only)]
+        return np.concatenate(picked) if picked else np.empty(0, np.int64)
 
-    def risk(self, market: MarketSnapshot, curves: CurveSet) -> ClassRisk:
+    def pv(
+        self, market: MarketSnapshot, curves: CurveSet, only: Collection[str] | None = None
+    ) -> FloatArray:
+        """PV in each option's currency, ``rows_for`` order."""
+        return self._price(market, curves, greeks=False, only=only).pv
+
+    def risk(
+        self, market: MarketSnapshot, curves: CurveSet, only: Collection[str] | None = None
+    ) -> ClassRisk:
         """PV, +1% spot delta and gamma, vol-point vega and key-rate DV01s (option currency)."""
-        return self._price(market, curves, greeks=True)
+        return self._price(market, curves, greeks=True, only=only)
 
-    def _price(self, market: MarketSnapshot, curves: CurveSet, *, greeks: bool) -> ClassRisk:
-        n = self.rows.size
-        out_rows = np.empty(n, dtype=np.int64)
-        pv = np.zeros(n)
-        delta = np.zeros(n)
-        gamma = np.zeros(n)
-        vega = np.zeros(n)
+    def _price(
+        self,
+        market: MarketSnapshot,
+        curves: CurveSet,
+        *,
+        greeks: bool,
+        only: Collection[str] | None,
+    ) -> ClassRisk:
+        """Every selected underlying in one vectorised pass (one compiled surface lookup per
+        spot for all of them)."""
+        picked = [self._groups[k] for k in selected(self._names, only)]
+        if not picked:
+            empty = np.empty(0)
+            return ClassRisk(np.empty(0, np.int64), empty, empty, empty, empty, KeyRates.empty())
+        sizes = [g.rows.size for g in picked]
+        rows = np.concatenate([g.rows for g in picked])
+        notional = np.concatenate([g.notional for g in picked])
+        strike = np.concatenate([g.strike for g in picked])
+        sign = np.concatenate([g.sign for g in picked])
+        spot = np.repeat([market.quote(g.spec.spot_quote) for g in picked], sizes)
+        q = np.repeat([g.spec.dividend_yield for g in picked], sizes)
+        t = np.concatenate(
+            [
+                self._times.get(
+                    g.spec.id, market.as_of, partial(year_fractions, g.maturity, market.as_of)
+                )
+                for g in picked
+            ]
+        )
+        # one curve lookup per currency curve for all its underlyings' expiries
+        curve_of = np.repeat([g.curve for g in picked], sizes)
+        log_df = np.empty(rows.size)
+        for curve_id in dict.fromkeys(g.curve for g in picked):
+            at = curve_of == curve_id
+            log_df[at] = curves[curve_id].log_discount(t[at])
+        r = -log_df / t
+        surfaces = [self._surface(market, g.spec) for g in picked]
+        which = np.repeat(np.arange(len(picked), dtype=np.int64), sizes)
+        vol = equity_vols(surfaces, which, spot, strike, t)
+        if not greeks:
+            pv = notional * black_price(sign, spot, strike, t, r, q, vol)
+            zero = np.zeros(rows.size)
+            return ClassRisk(rows, pv, zero, zero, zero, KeyRates.empty())
+        res = black_greeks(sign, spot, strike, t, r, q, vol)
+        base = notional * res.pv
+        # sticky moneyness: the bumped spot moves each option along its surface
+        up, down = (
+            notional
+            * black_price(sign, s_b, strike, t, r, q, equity_vols(surfaces, which, s_b, strike, t))
+            for s_b in (spot * (1.0 + SPOT_BUMP), spot * (1.0 - SPOT_BUMP))
+        )
         key_parts: list[KeyRates] = []
-        at = 0
-        for g in self._groups:
-            sl = slice(at, at + g.rows.size)
-            at += g.rows.size
-            out_rows[sl] = g.rows
-            spot = market.quote(g.spec.spot_quote)
-            t = self._times.get(
-                g.spec.id, market.as_of, partial(year_fractions, g.maturity, market.as_of)
-            )
-            log_df = curves[g.curve].log_discount(t)
-            r = -log_df / t
-            q = np.full(t.size, g.spec.dividend_yield)
-            s = np.full(t.size, spot)
-            surface = self._surface(market, g.spec)
-
-            if not greeks:
-                pv[sl] = _option_value(surface, g, spot, t, r, q)
-                continue
-            vol = surface.vol_for_strike(s, g.strike, t)
-            res = black_greeks(g.sign, s, g.strike, t, r, q, vol)
-            base = g.notional * res.pv
-            up = _option_value(surface, g, spot * (1.0 + SPOT_BUMP), t, r, q)
-            down = _option_value(surface, g, spot * (1.0 - SPOT_BUMP), t, r, q)
-            pv[sl] = base
-            delta[sl] = (up - down) / 2.0
-            gamma[sl] = up - 2.0 * base + down
-            vega[sl] = g.notional * res.vega * VOL_POINT
-            if not self.with_key_rates:
-                continue
+        if self.with_key_rates:
             # r = -log P(T)/T  =>  dPV/dlog P(T) = -rho / T
-            d_log_df = -g.notional * res.rho_d / t
-            qids, sens = curves.log_df_sensitivity(g.curve, t)
-            quotes = np.array([market.quote_index[x] for x in qids], dtype=np.int64)
-            key_parts.append(KeyRates.from_dense(g.rows, quotes, d_log_df[:, None] * sens))
-        key_rates = KeyRates.concat(key_parts) if greeks else KeyRates.empty()
-        return ClassRisk(out_rows, pv, delta, gamma, vega, key_rates)
-
-
-def _option_value(
-    surface: EquityVolSurfaceModel,
-    g: _Underlying,
-    spot: float,
-    t: FloatArray,
-    r: FloatArray,
-    q: FloatArray,
-) -> FloatArray:
-    """PV (underlying currency) of one underlying's options at ``spot``, sticky-moneyness vol."""
-    s_b = np.full(t.size, spot)
-    vol = surface.vol_for_strike(s_b, g.strike, t)
-    return g.notional * black_price(g.sign, s_b, g.strike, t, r, q, vol)
+            d_log_df = -notional * res.rho_d / t
+            at = 0
+            for g, m in zip(picked, sizes, strict=True):
+                sl = slice(at, at + m)
+                at += m
+                qids, sens = curves.log_df_sensitivity(g.curve, t[sl])
+                quotes = np.array([market.quote_index[x] for x in qids], dtype=np.int64)
+                key_parts.append(KeyRates.from_dense(g.rows, quotes, d_log_df[sl, None] * sens))
+        return ClassRisk(
+            rows,
+            base,
+            (up - down) / 2.0,
+            up - 2.0 * base + down,
+            notional * res.vega * VOL_POINT,
+            KeyRates.concat(key_parts),
+        )

@@ -13,7 +13,7 @@ forward contract's, and the vol from the pair's delta×expiry smile (cached spli
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import date
 
 import numpy as np
@@ -24,8 +24,13 @@ from workbench.market.model import FX_DELTA_PILLARS, FxPair, MarketSnapshot
 from workbench.market.schedules import add_tenor, spot_date
 from workbench.pricing.black import black_greeks, black_price
 from workbench.pricing.curves import CurveSet
-from workbench.pricing.risk import ClassRisk, KeptByDate, KeyRates
-from workbench.pricing.surfaces import FxVolSurfaceModel, SplineCache, surface_version
+from workbench.pricing.risk import ClassRisk, KeptByDate, KeyRates, selected
+from workbench.pricing.surfaces import (
+    FxVolSurfaceModel,
+    SplineCache,
+    fx_smile_vols,
+    surface_version,
+)
 
 _CALL_DELTA = {"10P": 0.90, "25P": 0.75, "ATM": 0.50, "25C": 0.25, "10C": 0.10}
 
@@ -75,6 +80,7 @@ class FxPricer:
         for code in np.unique(underlying):
             name = book.underlying.labels[int(code)]
             self._groups.append(_PairRows(book, rows[underlying == code], pairs[name], market))
+        self._names = [g.pair.pair for g in self._groups]
         self._surfaces = surfaces
         self._last_vols: dict[tuple[str, bool], FloatArray] = {}
         self._times: KeptByDate[tuple[FloatArray, FloatArray]] = KeptByDate()
@@ -132,109 +138,129 @@ class FxPricer:
         return self._times.get(g.pair.pair, market.as_of, make)
 
     # -- pricing -------------------------------------------------------------------------
-    def pv(self, market: MarketSnapshot, curves: CurveSet) -> FloatArray:
-        """PV in each position's quote currency."""
-        return self._price(market, curves, greeks=False).pv
+    def rows_for(self, only: Collection[str] | None = None) -> IntArray:
+        """Rows of the positions on the pairs in ``only`` (all with None), pair by pair."""
+        picked = [self._groups[k].rows for k in selected(self._names, only)]
+        return np.concatenate(picked) if picked else np.empty(0, np.int64)
 
-    def risk(self, market: MarketSnapshot, curves: CurveSet) -> ClassRisk:
+    def pv(
+        self, market: MarketSnapshot, curves: CurveSet, only: Collection[str] | None = None
+    ) -> FloatArray:
+        """PV in each position's quote currency, ``rows_for`` order."""
+        return self._price(market, curves, greeks=False, only=only).pv
+
+    def risk(
+        self, market: MarketSnapshot, curves: CurveSet, only: Collection[str] | None = None
+    ) -> ClassRisk:
         """PV, 1% spot delta and gamma, vol-point vega and key-rate DV01s (quote currency)."""
-        return self._price(market, curves, greeks=True)
+        return self._price(market, curves, greeks=True, only=only)
 
-    def _price(self, market: MarketSnapshot, curves: CurveSet, *, greeks: bool) -> ClassRisk:
-        n = self.rows.size
-        out_rows = np.empty(n, dtype=np.int64)
-        pv = np.zeros(n)
-        delta = np.zeros(n)
-        gamma = np.zeros(n)
-        vega = np.zeros(n)
-        key_parts: list[KeyRates] = []
-        at = 0
-        for g in self._groups:
-            m = g.rows.size
-            sl = slice(at, at + m)
-            at += m
-            out_rows[sl] = g.rows
-            spot, t, lb_s, lq_s, lb_t, lq_t = self._forward_inputs(market, curves, g)
-            fwd = spot * np.exp(lb_t - lb_s - lq_t + lq_s)
-            df_q = np.exp(lq_t)
-            # forwards
-            fw = ~g.is_option
-            fwd_leg = g.notional * fwd * df_q  # ∂PV/∂log P_b(T); value of the base leg
-            pv[sl][fw] = (g.notional * (fwd - g.strike) * df_q)[fw]
-            # options
-            op = g.is_option
-            r_d = -lq_t / t
-            r_f = r_d - np.log(fwd / spot) / t
-            d_lb_t = np.where(fw, fwd_leg, 0.0)
-            d_lq_t = np.where(fw, -g.notional * g.strike * df_q, 0.0)
-            d_lb_s = np.where(fw, -fwd_leg, 0.0)
-            d_lq_s = np.where(fw, fwd_leg, 0.0)
-            if op.any():
-                smile = self._smile(market, g.pair.pair)
-                k_op, t_op, rd_op, rf_op = g.strike[op], t[op], r_d[op], r_f[op]
+    def _price(
+        self,
+        market: MarketSnapshot,
+        curves: CurveSet,
+        *,
+        greeks: bool,
+        only: Collection[str] | None,
+    ) -> ClassRisk:
+        """Every selected pair in one vectorised pass: the per-pair inputs (spot, discount
+        factors, smile) are spread over the pair's rows, and the options of every pair share
+        one compiled smile solve per spot."""
+        picked = [self._groups[k] for k in selected(self._names, only)]
+        if not picked:
+            empty = np.empty(0)
+            return ClassRisk(np.empty(0, np.int64), empty, empty, empty, empty, KeyRates.empty())
+        sizes = [g.rows.size for g in picked]
+        inputs = [self._forward_inputs(market, curves, g) for g in picked]
 
-                legs = (k_op, t_op, rd_op, rf_op)
-                n_op, sg_op = g.notional[op], g.sign[op]
-                # the last solve's vols (a tick moves them little) start this one
-                key = (g.pair.pair, greeks)
-                guess = self._last_vols.get(key)
-                if guess is not None and guess.shape != k_op.shape:
-                    guess = None
-                if greeks:
-                    s_op = np.full(k_op.size, spot)
-                    vol = smile.vol_for_strike(s_op, k_op, t_op, rd_op, rf_op, guess=guess)
-                    self._last_vols[key] = vol
-                    res = black_greeks(g.sign[op], s_op, k_op, t_op, rd_op, rf_op, vol)
-                    base = g.notional[op] * res.pv
-                    up = _option_value(
-                        smile, n_op, sg_op, spot * (1.0 + SPOT_BUMP), *legs, guess=vol
-                    )
-                    down = _option_value(
-                        smile, n_op, sg_op, spot * (1.0 - SPOT_BUMP), *legs, guess=vol
-                    )
-                    pv[sl][op] = base
-                    delta[sl][op] = (up - down) / 2.0
-                    gamma[sl][op] = up - 2.0 * base + down
-                    vega[sl][op] = g.notional[op] * res.vega * VOL_POINT
-                    # r_d = -lq_t/t; r_f = (-lb_t + lb_s - lq_s)/t, spot held fixed
-                    rho_d = g.notional[op] * res.rho_d
-                    rho_f = g.notional[op] * res.rho_f
-                    d_lq_t[op] = -rho_d / t_op
-                    d_lb_t[op] = -rho_f / t_op
-                    d_lb_s[op] = rho_f / t_op
-                    d_lq_s[op] = -rho_f / t_op
-                else:
-                    s_op = np.full(k_op.size, spot)
-                    vol = smile.vol_for_strike(s_op, k_op, t_op, rd_op, rf_op, guess=guess)
-                    self._last_vols[key] = vol
-                    pv[sl][op] = n_op * black_price(sg_op, s_op, k_op, t_op, rd_op, rf_op, vol)
+        def per_pair(k: int) -> FloatArray:
+            return np.repeat(np.array([x[k] for x in inputs], dtype=np.float64), sizes)
+
+        rows = np.concatenate([g.rows for g in picked])
+        notional = np.concatenate([g.notional for g in picked])
+        strike = np.concatenate([g.strike for g in picked])
+        sign = np.concatenate([g.sign for g in picked])
+        op = np.concatenate([g.is_option for g in picked])
+        spot, lb_s, lq_s = per_pair(0), per_pair(2), per_pair(3)
+        t = np.concatenate([x[1] for x in inputs])
+        lb_t = np.concatenate([x[4] for x in inputs])
+        lq_t = np.concatenate([x[5] for x in inputs])
+        fwd = spot * np.exp(lb_t - lb_s - lq_t + lq_s)
+        df_q = np.exp(lq_t)
+        fw = ~op
+        fwd_leg = notional * fwd * df_q  # ∂PV/∂log P_b(T); value of the base leg
+        pv = np.where(fw, notional * (fwd - strike) * df_q, 0.0)
+        delta = np.where(fw, fwd_leg * SPOT_BUMP, 0.0) if greeks else np.zeros(rows.size)
+        gamma = np.zeros(rows.size)
+        vega = np.zeros(rows.size)
+        d_lb_t = np.where(fw, fwd_leg, 0.0)
+        d_lq_t = np.where(fw, -notional * strike * df_q, 0.0)
+        d_lb_s = np.where(fw, -fwd_leg, 0.0)
+        d_lq_s = np.where(fw, fwd_leg, 0.0)
+        if op.any():
+            t_op = t[op]
+            r_d = -lq_t[op] / t_op
+            r_f = r_d - np.log(fwd[op] / spot[op]) / t_op
+            with_options = [k for k, g in enumerate(picked) if g.is_option.any()]
+            names = [picked[k].pair.pair for k in with_options]
+            smiles = [self._smile(market, name) for name in names]
+            slot = np.full(len(picked), -1, dtype=np.int64)
+            slot[with_options] = np.arange(len(with_options))
+            which = np.repeat(slot, sizes)[op]
+            n_op, sg_op, s_op, k_op = notional[op], sign[op], spot[op], strike[op]
+            legs = (k_op, t_op, r_d, r_f)
+            # the last solve's vols (a tick moves them little) start this one
+            guess = self._guess(names, greeks, which)
+            vol = fx_smile_vols(smiles, which, s_op, *legs, guess=guess)
+            self._keep_vols(names, greeks, which, vol)
             if greeks:
-                delta[sl][fw] = (fwd_leg * SPOT_BUMP)[fw]
-                if self.with_key_rates:
-                    ts, _ = self._spot_and_expiry_times(market, g)
-                    d_t, d_s = (d_lb_t, d_lq_t), (d_lb_s, d_lq_s)
-                    key_parts.append(_key_rates(curves, g, (ts, t), d_t, d_s, market))
+                res = black_greeks(sg_op, s_op, *legs, vol)
+                base = n_op * res.pv
+                up, down = (
+                    n_op * black_price(sg_op, s_b, *legs, fx_smile_vols(
+                        smiles, which, s_b, *legs, guess=vol
+                    ))
+                    for s_b in (s_op * (1.0 + SPOT_BUMP), s_op * (1.0 - SPOT_BUMP))
+                )  # fmt: skip
+                pv[op] = base
+                delta[op] = (up - down) / 2.0
+                gamma[op] = up - 2.0 * base + down
+                vega[op] = n_op * res.vega * VOL_POINT
+                # r_d = -lq_t/t; r_f = (-lb_t + lb_s - lq_s)/t, spot held fixed
+                rho_d = n_op * res.rho_d
+                rho_f = n_op * res.rho_f
+                d_lq_t[op] = -rho_d / t_op
+                d_lb_t[op] = -rho_f / t_op
+                d_lb_s[op] = rho_f / t_op
+                d_lq_s[op] = -rho_f / t_op
+            else:
+                pv[op] = n_op * black_price(sg_op, s_op, *legs, vol)
+        key_parts: list[KeyRates] = []
+        if greeks and self.with_key_rates:
+            at = 0
+            for g, m in zip(picked, sizes, strict=True):
+                sl = slice(at, at + m)
+                at += m
+                ts, t_g = self._spot_and_expiry_times(market, g)
+                d_t, d_s = (d_lb_t[sl], d_lq_t[sl]), (d_lb_s[sl], d_lq_s[sl])
+                key_parts.append(_key_rates(curves, g, (ts, t_g), d_t, d_s, market))
         key_rates = KeyRates.concat(key_parts) if greeks else KeyRates.empty()
-        return ClassRisk(out_rows, pv, delta, gamma, vega, key_rates)
+        return ClassRisk(rows, pv, delta, gamma, vega, key_rates)
 
+    def _guess(self, pairs: list[str], greeks: bool, which: IntArray) -> FloatArray:
+        """The vols of each pair's last solve as a start (NaN: start cold)."""
+        out = np.full(which.size, np.nan)
+        for k, pair in enumerate(pairs):
+            at = which == k
+            last = self._last_vols.get((pair, greeks))
+            if last is not None and last.size == int(at.sum()):
+                out[at] = last
+        return out
 
-def _option_value(
-    smile: FxVolSurfaceModel,
-    notional: FloatArray,
-    sign: FloatArray,
-    spot: float,
-    strike: FloatArray,
-    t: FloatArray,
-    r_d: FloatArray,
-    r_f: FloatArray,
-    *,
-    guess: FloatArray | None = None,
-) -> FloatArray:
-    """PV (quote currency) of GK options at ``spot`` with the smile re-solved at that spot
-    (``guess``: vols to start the solve from)."""
-    s_b = np.full(strike.size, spot)
-    vol = smile.vol_for_strike(s_b, strike, t, r_d, r_f, guess=guess)
-    return notional * black_price(sign, s_b, strike, t, r_d, r_f, vol)
+    def _keep_vols(self, pairs: list[str], greeks: bool, which: IntArray, vol: FloatArray) -> None:
+        """Keep each pair's solved vols to start its next solve."""
+        for k, pair in enumerate(pairs):
+            self._last_vols[(pair, greeks)] = vol[which == k]
 
 
 def _key_rates(

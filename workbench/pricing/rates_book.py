@@ -8,13 +8,15 @@ curves' quote Jacobians.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 
 from workbench._types import FloatArray, IntArray
 from workbench.book.schema import Book
 from workbench.market.model import MarketSnapshot
 from workbench.pricing.curves import CurveSet, shifted
-from workbench.pricing.risk import ClassRisk, KeyRates
+from workbench.pricing.risk import ClassRisk, KeyRates, selected
 from workbench.pricing.swaps import SwapGroup
 
 
@@ -41,54 +43,65 @@ class RatesPricer:
                 spread=book.float_spread[g_rows],
             )
             self._groups.append((g_rows, group))
-        specs = [market.curve(book.underlying.labels[int(c)]) for c in np.unique(curve_codes)]
-        self._currencies = sorted({spec.currency for spec in specs})
-        self._curve_ids = {spec.id for spec in specs} | {
-            market.discount_curve_id(ccy) for ccy in self._currencies
-        }
+        self._names = [group.proj_id for _, group in self._groups]
         self.with_key_rates = True  # off in the live worker, which does not publish them
         self._interpolation: str | None = None
         self._up: CurveSet | None = None
         self._down: CurveSet | None = None
 
-    def _pv(self, curves: CurveSet, as_of: np.datetime64) -> tuple[IntArray, FloatArray]:
-        rows = np.concatenate([r for r, _ in self._groups])
-        pv = np.concatenate([g.pv(curves, as_of) for _, g in self._groups])
-        return rows, pv
+    def rows_for(self, only: Collection[str] | None = None) -> IntArray:
+        """Rows of the swaps on the curves in ``only`` (all with None), ascending."""
+        if only is None:
+            return self.rows
+        picked = [self._groups[k][0] for k in selected(self._names, only)]
+        return np.sort(np.concatenate(picked)) if picked else np.empty(0, np.int64)
 
-    def pv(self, market: MarketSnapshot, curves: CurveSet) -> FloatArray:
-        """PV per swap (in ``self.rows`` order), swap currency."""
-        rows, pv = self._pv(curves, np.datetime64(market.as_of, "D"))
-        out = np.empty(self.rows.size)
-        out[np.searchsorted(self.rows, rows)] = pv
+    def pv(
+        self, market: MarketSnapshot, curves: CurveSet, only: Collection[str] | None = None
+    ) -> FloatArray:
+        """PV per swap (in ``rows_for(only)`` order), swap currency."""
+        as_of = np.datetime64(market.as_of, "D")
+        picked = selected(self._names, only)
+        out_rows = self.rows_for(only)
+        out = np.empty(out_rows.size)
+        for k in picked:
+            g_rows, group = self._groups[k]
+            out[np.searchsorted(out_rows, g_rows)] = group.pv(curves, as_of)
         return out
 
-    def risk(self, market: MarketSnapshot, curves: CurveSet) -> ClassRisk:
+    def risk(
+        self, market: MarketSnapshot, curves: CurveSet, only: Collection[str] | None = None
+    ) -> ClassRisk:
         """PV, DV01, gamma and key rates per swap, swap currency."""
         as_of = np.datetime64(market.as_of, "D")
+        picked = [self._groups[k][1] for k in selected(self._names, only)]
         # a swap's curves are all of its currency: shifting that currency's quotes is "every
         # quote of every curve it uses", and only those curves need re-solving
-        up_m = shifted(market, 1.0, self._currencies)
-        down_m = shifted(market, -1.0, self._currencies)
+        currencies = sorted({g.spec.currency for g in picked})
+        curve_ids = {c for g in picked for c in (g.proj_id, g.disc_id)}
+        up_m = shifted(market, 1.0, currencies)
+        down_m = shifted(market, -1.0, currencies)
         if self._up is None or self._down is None or self._interpolation != curves.interpolation:
             self._up = CurveSet(up_m, interpolation=curves.interpolation)
             self._down = CurveSet(down_m, interpolation=curves.interpolation)
             self._interpolation = curves.interpolation
         else:
-            self._up.rebuild(up_m, self._curve_ids)
-            self._down.rebuild(down_m, self._curve_ids)
-        base = self.pv(market, curves)
-        up = self.pv(up_m, self._up)
-        down = self.pv(down_m, self._down)
+            self._up.rebuild(up_m, curve_ids)
+            self._down.rebuild(down_m, curve_ids)
+        rows = self.rows_for(only)
+        base = self.pv(market, curves, only)
+        up = self.pv(up_m, self._up, only)
+        down = self.pv(down_m, self._down, only)
         kr_parts = []
-        for g_rows, group in self._groups if self.with_key_rates else []:
+        for k in selected(self._names, only) if self.with_key_rates else []:
+            g_rows, group = self._groups[k]
             quotes, matrix = group.key_rates(curves, as_of, market)
             kr_parts.append(KeyRates.from_dense(g_rows, quotes, matrix))
         return ClassRisk(
-            rows=self.rows,
+            rows=rows,
             pv=base,
             delta=(up - down) / 2.0,
             gamma=up - 2.0 * base + down,
-            vega=np.zeros(self.rows.size),
+            vega=np.zeros(rows.size),
             key_rates=KeyRates.concat(kr_parts),
         )

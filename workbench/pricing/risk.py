@@ -7,7 +7,7 @@ of its positions in each position's own currency; the portfolio converts to the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Generic, Protocol, TypeVar
@@ -80,18 +80,42 @@ class ClassRisk:
 
 
 class ClassPricer(Protocol):
-    """What the portfolio needs from an asset-class pricer."""
+    """What the portfolio and the service's workers need from an asset-class pricer.
+
+    A pricer's positions fall into named groups (the underlying: a projection curve, an FX
+    pair, an index, an equity). ``only`` restricts a call to some of them (``None``: all), so a
+    tick reprices the groups that read its quote in one vectorised call.
+    """
 
     asset_class: str
     rows: IntArray
 
-    def risk(self, market: MarketSnapshot, curves: CurveSet) -> ClassRisk:
-        """PV and Greeks of every position of the class against ``market``."""
+    def rows_for(self, only: Collection[str] | None = None) -> IntArray:
+        """Book rows of the groups in ``only``, in the order ``risk`` and ``pv`` return them."""
         ...
 
-    def pv(self, market: MarketSnapshot, curves: CurveSet) -> FloatArray:
-        """PV only, in each position's currency (used for theta)."""
+    def risk(
+        self, market: MarketSnapshot, curves: CurveSet, only: Collection[str] | None = None
+    ) -> ClassRisk:
+        """PV and Greeks of the positions of the groups in ``only`` against ``market``."""
         ...
+
+    def pv(
+        self, market: MarketSnapshot, curves: CurveSet, only: Collection[str] | None = None
+    ) -> FloatArray:
+        """PV only, in each position's currency (used for theta), in ``rows_for`` order."""
+        ...
+
+
+def selected(names: Sequence[str], only: Collection[str] | None) -> list[int]:
+    """Indices of the groups named in ``only`` (every group with ``None``), in ``names`` order.
+
+    Examples
+    --------
+    >>> selected(["EURUSD", "USDJPY", "GBPUSD"], {"GBPUSD", "EURUSD"})
+    [0, 2]
+    """
+    return [i for i, name in enumerate(names) if only is None or name in only]
 
 
 def forget_kept(pricers: Iterable[object]) -> None:

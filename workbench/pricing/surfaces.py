@@ -18,13 +18,15 @@ import hashlib
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 
 import numba
 import numpy as np
 from scipy.interpolate import RectBivariateSpline
 
-from workbench._types import FloatArray
+from workbench._types import FloatArray, IntArray
 
 
 def surface_version(surface_id: str, as_of: date, vols: FloatArray) -> int:
@@ -93,6 +95,115 @@ class SplineCache:
         self.hits = self.misses = self.build_ns = self.lookup_ns = 0
 
 
+@dataclass(frozen=True)
+class PackedSplines:
+    """Several fitted tensor splines laid end to end, for one compiled call over all of them.
+
+    Spline ``s`` has knots ``tx[tx_at[s]:tx_at[s+1]]`` and ``ty[ty_at[s]:ty_at[s+1]]``,
+    coefficients ``c[c_at[s]:c_at[s+1]]`` (FITPACK's row-major order), degrees ``kx[s]``,
+    ``ky[s]``, and the grid it was fitted on, ``box[s] = (x_lo, x_hi, y_lo, y_hi)``: inputs are
+    clamped to it (flat extrapolation).
+    """
+
+    tx: FloatArray
+    tx_at: IntArray
+    ty: FloatArray
+    ty_at: IntArray
+    c: FloatArray
+    c_at: IntArray
+    kx: IntArray
+    ky: IntArray
+    box: FloatArray
+
+    @staticmethod
+    def of(
+        splines: Sequence[RectBivariateSpline], boxes: Sequence[tuple[float, ...]]
+    ) -> PackedSplines:
+        """Pack ``splines``, each with its grid's ``(x_lo, x_hi, y_lo, y_hi)``."""
+        tcks = [sp.tck for sp in splines]
+
+        def offsets(parts: list[FloatArray]) -> IntArray:
+            return np.concatenate([[0], np.cumsum([p.size for p in parts])]).astype(np.int64)
+
+        def joined(parts: list[FloatArray]) -> FloatArray:
+            return np.ascontiguousarray(np.concatenate(parts), dtype=np.float64)
+
+        txs, tys, cs = ([tck[i] for tck in tcks] for i in range(3))
+        return PackedSplines(
+            tx=joined(txs),
+            tx_at=offsets(txs),
+            ty=joined(tys),
+            ty_at=offsets(tys),
+            c=joined(cs),
+            c_at=offsets(cs),
+            kx=np.array([sp.degrees[0] for sp in splines], dtype=np.int64),
+            ky=np.array([sp.degrees[1] for sp in splines], dtype=np.int64),
+            box=np.array(boxes, dtype=np.float64).reshape(len(splines), 4),
+        )
+
+    def args(
+        self,
+    ) -> tuple[
+        FloatArray, IntArray, FloatArray, IntArray, FloatArray, IntArray, IntArray, IntArray,
+        FloatArray,
+    ]:  # fmt: skip
+        """The arrays in the order the compiled kernels take them."""
+        return (
+            self.tx, self.tx_at, self.ty, self.ty_at, self.c, self.c_at, self.kx, self.ky, self.box
+        )  # fmt: skip
+
+
+def fx_smile_vols(
+    smiles: Sequence[FxVolSurfaceModel],
+    which: IntArray,
+    S: FloatArray,
+    K: FloatArray,
+    T: FloatArray,
+    r_d: FloatArray,
+    r_f: FloatArray,
+    *,
+    guess: FloatArray | None = None,
+) -> FloatArray:
+    """Vols of options on several smiles in one compiled solve: option ``i`` reads
+    ``smiles[which[i]]``; the other arguments are per option, as in
+    :meth:`FxVolSurfaceModel.vol_for_strike`."""
+    t = np.ascontiguousarray(T, dtype=np.float64)
+    fwd = S * np.exp((r_d - r_f) * t)
+    log_m = np.ascontiguousarray(np.log(fwd / K), dtype=np.float64)
+    packed = PackedSplines.of([m.spline() for m in smiles], [m.box() for m in smiles])
+    start = (
+        np.full(t.size, np.nan) if guess is None else np.ascontiguousarray(guess, dtype=np.float64)
+    )
+    t0 = time.perf_counter_ns()
+    vol = _smile_solve(*packed.args(), np.ascontiguousarray(which, dtype=np.int64), t, log_m, start)
+    if smiles:
+        smiles[0].cache.lookup_ns += time.perf_counter_ns() - t0
+    return vol
+
+
+def equity_vols(
+    surfaces: Sequence[EquityVolSurfaceModel],
+    which: IntArray,
+    S: FloatArray,
+    K: FloatArray,
+    T: FloatArray,
+) -> FloatArray:
+    """Vols of options on several surfaces in one compiled evaluation: option ``i`` reads
+    ``surfaces[which[i]]`` at expiry ``T[i]`` and moneyness ``K[i] / S[i]``."""
+    packed = PackedSplines.of([m.spline() for m in surfaces], [m.box() for m in surfaces])
+    t0 = time.perf_counter_ns()
+    vol = _spline_ev(
+        *packed.args(),
+        np.ascontiguousarray(which, dtype=np.int64),
+        np.ascontiguousarray(T, dtype=np.float64),
+        np.ascontiguousarray(K / S, dtype=np.float64),
+    )
+    if surfaces:
+        surfaces[0].cache.lookup_ns += time.perf_counter_ns() - t0
+    floored: FloatArray = np.maximum(vol, 1e-6)
+    return floored
+
+
 class FxVolSurfaceModel:
     """A delta × expiry smile: expiry times (years), call-delta pillars and a vol grid.
 
@@ -113,19 +224,30 @@ class FxVolSurfaceModel:
         self.expiries = np.asarray(expiries, dtype=np.float64)
         self.deltas = np.asarray(call_deltas, dtype=np.float64)[order]
         self.vols = np.asarray(vols, dtype=np.float64)[:, order]
-        self._cache = cache
+        self.cache = cache
         self._key = (surface_id, version)
+
+    def spline(self) -> RectBivariateSpline:
+        """The fitted spline of vol in (expiry, call delta), from the cache when unchanged."""
+        return self.cache.spline(self._key[0], self._key[1], self.expiries, self.deltas, self.vols)
+
+    def box(self) -> tuple[float, float, float, float]:
+        """The grid's (first expiry, last expiry, lowest delta, highest delta)."""
+        return (
+            float(self.expiries[0]),
+            float(self.expiries[-1]),
+            float(self.deltas[0]),
+            float(self.deltas[-1]),
+        )
 
     def vol_at_delta(self, t: FloatArray, call_delta: FloatArray) -> FloatArray:
         """Vol at a call delta and expiry (years)."""
-        spline = self._cache.spline(
-            self._key[0], self._key[1], self.expiries, self.deltas, self.vols
-        )
+        spline = self.spline()
         t0 = time.perf_counter_ns()
         tc = np.clip(t, self.expiries[0], self.expiries[-1])
         dc = np.clip(call_delta, self.deltas[0], self.deltas[-1])
         vol = spline.ev(tc, dc)
-        self._cache.lookup_ns += time.perf_counter_ns() - t0
+        self.cache.lookup_ns += time.perf_counter_ns() - t0
         return np.maximum(vol, 1e-6)  # type: ignore[no-any-return]
 
     def vol_for_strike(
@@ -145,28 +267,20 @@ class FxVolSurfaceModel:
         solve runs compiled on the fitted spline's knots and coefficients (the B-spline FITPACK
         evaluates), so a solve costs one spline lookup, not one per step.
         """
-        t = np.atleast_1d(np.asarray(T, dtype=np.float64))
-        shape = np.broadcast_shapes(np.shape(S), np.shape(K), t.shape, np.shape(r_d), np.shape(r_f))
-        t = np.ascontiguousarray(np.broadcast_to(t, shape).ravel())
-        fwd = np.broadcast_to(S * np.exp((r_d - r_f) * T), shape).ravel()
-        log_m = np.ascontiguousarray(np.log(fwd / np.broadcast_to(K, shape).ravel()))
-        spline = self._cache.spline(
-            self._key[0], self._key[1], self.expiries, self.deltas, self.vols
+        shape = np.broadcast_shapes(
+            np.shape(S), np.shape(K), np.shape(T), np.shape(r_d), np.shape(r_f)
         )
-        tx, ty, c = spline.tck
-        kx, ky = spline.degrees
-        t0 = time.perf_counter_ns()
-        start = (
-            np.full(t.size, np.nan)
-            if guess is None
-            else np.array(np.broadcast_to(guess, shape), dtype=np.float64).ravel()
-        )
-        vol = _smile_solve(
-            tx, ty, c, kx, ky,
-            self.expiries[0], self.expiries[-1], self.deltas[0], self.deltas[-1],
-            t, log_m, start,
+        shape = shape or (1,)
+
+        def flat(x: FloatArray) -> FloatArray:
+            return np.broadcast_to(np.asarray(x, dtype=np.float64), shape).ravel()
+
+        vol = fx_smile_vols(
+            [self],
+            np.zeros(math.prod(shape), dtype=np.int64),
+            flat(S), flat(K), flat(T), flat(r_d), flat(r_f),
+            guess=None if guess is None else flat(guess),
         )  # fmt: skip
-        self._cache.lookup_ns += time.perf_counter_ns() - t0
         return vol.reshape(shape)
 
 
@@ -202,21 +316,23 @@ def _basis(
 
 @numba.njit(cache=True, nogil=True)
 def _smile_solve(
-    tx: np.ndarray,
-    ty: np.ndarray,
-    c: np.ndarray,
-    kx: int,
-    ky: int,
-    t_lo: float,
-    t_hi: float,
-    d_lo: float,
-    d_hi: float,
+    tx_all: np.ndarray,
+    tx_at: np.ndarray,
+    ty_all: np.ndarray,
+    ty_at: np.ndarray,
+    c_all: np.ndarray,
+    c_at: np.ndarray,
+    kx_all: np.ndarray,
+    ky_all: np.ndarray,
+    box: np.ndarray,
+    which: np.ndarray,
     t: np.ndarray,
     log_m: np.ndarray,
     start: np.ndarray,
 ) -> np.ndarray:  # pragma: no cover - compiled
-    """σ = s(T, Φ(d1(σ))) per option for the tensor spline ``(tx, ty, c, kx, ky)`` of vol in
-    (expiry, call delta), inputs clamped to the grid; ``start`` NaN: start at the 0.5 delta vol.
+    """σ = s(T, Φ(d1(σ))) per option, ``s`` the tensor spline of vol in (expiry, call delta)
+    number ``which[p]`` of the packed splines (:class:`PackedSplines`), inputs clamped to its
+    grid; ``start`` NaN: start at the 0.5 delta vol.
 
     Newton on g(σ) = σ − s(T, Φ(d1(σ))) inside a bracket that always holds a root: g(1e-6) ≤ 0
     (vols are floored at 1e-6) and g(max coefficient) ≥ 0 (a B-spline lies below its largest
@@ -224,14 +340,23 @@ def _smile_solve(
     σ ← s(Φ(d1(σ))) does not converge for short-dated far-from-the-money strikes, where
     |∂d1/∂σ| is large; this does, to |g| < 1e-13.
     """
-    n_cy = ty.size - ky - 1
-    bx = np.empty(kx + 1)
-    by = np.empty(ky + 1)
-    dy = np.empty(ky)
-    row = np.empty(n_cy)  # the spline in delta at this option's expiry
-    work = np.empty((2, max(kx, ky) + 1))
     out = np.empty(t.size)
+    work = np.empty((2, 8))
+    bx = np.empty(8)
+    by = np.empty(8)
+    dy = np.empty(8)
+    row = np.empty(64)  # the spline in delta at this option's expiry
     for p in range(t.size):
+        sp = which[p]
+        tx = tx_all[tx_at[sp] : tx_at[sp + 1]]
+        ty = ty_all[ty_at[sp] : ty_at[sp + 1]]
+        c = c_all[c_at[sp] : c_at[sp + 1]]
+        kx = kx_all[sp]
+        ky = ky_all[sp]
+        t_lo, t_hi, d_lo, d_hi = box[sp, 0], box[sp, 1], box[sp, 2], box[sp, 3]
+        n_cy = ty.size - ky - 1
+        if row.size < n_cy:
+            row = np.empty(n_cy)
         tc = min(max(t[p], t_lo), t_hi)
         lx = _span(tx, kx, tc)
         _basis(tx, kx, lx, tc, bx, work)
@@ -286,6 +411,52 @@ def _smile_solve(
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def _spline_ev(
+    tx_all: np.ndarray,
+    tx_at: np.ndarray,
+    ty_all: np.ndarray,
+    ty_at: np.ndarray,
+    c_all: np.ndarray,
+    c_at: np.ndarray,
+    kx_all: np.ndarray,
+    ky_all: np.ndarray,
+    box: np.ndarray,
+    which: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+) -> np.ndarray:  # pragma: no cover - compiled
+    """Value of packed spline ``which[p]`` at ``(x[p], y[p])`` clamped to its grid (FITPACK's
+    bispev, one point at a time)."""
+    out = np.empty(x.size)
+    work = np.empty((2, 8))
+    bx = np.empty(8)
+    by = np.empty(8)
+    for p in range(x.size):
+        sp = which[p]
+        tx = tx_all[tx_at[sp] : tx_at[sp + 1]]
+        ty = ty_all[ty_at[sp] : ty_at[sp + 1]]
+        c = c_all[c_at[sp] : c_at[sp + 1]]
+        kx = kx_all[sp]
+        ky = ky_all[sp]
+        n_cy = ty.size - ky - 1
+        xc = min(max(x[p], box[sp, 0]), box[sp, 1])
+        yc = min(max(y[p], box[sp, 2]), box[sp, 3])
+        lx = _span(tx, kx, xc)
+        ly = _span(ty, ky, yc)
+        _basis(tx, kx, lx, xc, bx, work)
+        _basis(ty, ky, ly, yc, by, work)
+        acc = 0.0
+        for a in range(kx + 1):
+            base = (lx - kx + a) * n_cy + ly - ky
+            inner = 0.0
+            for b in range(ky + 1):
+                inner += by[b] * c[base + b]
+            acc += bx[a] * inner
+        out[p] = acc
+    return out
+
+
 class EquityVolSurfaceModel:
     """A strike × expiry surface on moneyness ``K/S`` and expiry times (years)."""
 
@@ -302,17 +473,30 @@ class EquityVolSurfaceModel:
         self.expiries = np.asarray(expiries, dtype=np.float64)
         self.moneyness = np.asarray(moneyness, dtype=np.float64)
         self.vols = np.asarray(vols, dtype=np.float64)
-        self._cache = cache
+        self.cache = cache
         self._key = (surface_id, version)
+
+    def spline(self) -> RectBivariateSpline:
+        """The fitted spline of vol in (expiry, moneyness), from the cache when unchanged."""
+        return self.cache.spline(
+            self._key[0], self._key[1], self.expiries, self.moneyness, self.vols
+        )
+
+    def box(self) -> tuple[float, float, float, float]:
+        """The grid's (first expiry, last expiry, lowest moneyness, highest moneyness)."""
+        return (
+            float(self.expiries[0]),
+            float(self.expiries[-1]),
+            float(self.moneyness[0]),
+            float(self.moneyness[-1]),
+        )
 
     def vol_for_strike(self, S: FloatArray, K: FloatArray, T: FloatArray) -> FloatArray:
         """Vol at strike ``K`` and expiry ``T`` for spot ``S``."""
-        spline = self._cache.spline(
-            self._key[0], self._key[1], self.expiries, self.moneyness, self.vols
-        )
-        t0 = time.perf_counter_ns()
-        tc = np.clip(T, self.expiries[0], self.expiries[-1])
-        mc = np.clip(K / S, self.moneyness[0], self.moneyness[-1])
-        vol = spline.ev(tc, mc)
-        self._cache.lookup_ns += time.perf_counter_ns() - t0
-        return np.maximum(vol, 1e-6)  # type: ignore[no-any-return]
+        shape = np.broadcast_shapes(np.shape(S), np.shape(K), np.shape(T)) or (1,)
+
+        def flat(x: FloatArray) -> FloatArray:
+            return np.broadcast_to(np.asarray(x, dtype=np.float64), shape).ravel()
+
+        which = np.zeros(math.prod(shape), dtype=np.int64)
+        return equity_vols([self], which, flat(S), flat(K), flat(T)).reshape(shape)
