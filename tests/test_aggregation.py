@@ -27,6 +27,7 @@ from workbench.engine.aggregation import (
     static_frame,
     totals,
 )
+from workbench.engine.cells import CellSums
 from workbench.market.reference import generate_reference_market
 from workbench.pricing.portfolio import PortfolioPricer
 
@@ -280,6 +281,36 @@ def test_rollups_in_one_pass_equal_each_rollup(
         assert_frame_equal(table, rollup(frame, by), check_exact=False, rel_tol=1e-9, abs_tol=1e-3)
 
 
+STATIC_COLUMNS = list(static_frame(make_book(["IRS"], ["A"], [1.0])).columns)
+CELL_GROUPINGS = [(), ("desk",), ("asset_class",), ("desk", "asset_class"), ("asset_class", "desk")]
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=books_with_risk())
+def test_cell_sums_give_the_rollups_of_the_positions(
+    data: tuple[pl.DataFrame, dict[str, np.ndarray]],
+) -> None:
+    """What the aggregator publishes (per-cell sums, no position frame) equals the roll-ups of
+    the risk frame: NaN left out, stale and unpriced counted, the worst age, every measure."""
+    frame, cols = data
+    cells = CellSums(frame.select(STATIC_COLUMNS))
+    got = cells.rollups(cols, 100 * SECOND, CELL_GROUPINGS)
+    for table, want in zip(got, rollups(frame, CELL_GROUPINGS), strict=True):
+        assert_frame_equal(table, want, check_exact=False, rel_tol=1e-9, abs_tol=1e-3)
+
+
+def test_cell_sums_refuse_what_they_cannot_group_or_read() -> None:
+    book = make_book(["IRS", "CDX_TRANCHE"], ["A", "B"], [1, 1])
+    cells = CellSums(static_frame(book))
+    cols = risk_columns(2)
+    with pytest.raises(ValueError, match="not \\['book'\\]"):
+        cells.rollups(cols, 0, [("desk", "book")])
+    with pytest.raises(ValueError, match="'vega'"):
+        cells.rollups({k: v for k, v in cols.items() if k != "vega"}, 0, [()])
+    with pytest.raises(ValueError, match="'pv' has shape"):
+        cells.rollups({**cols, "pv": np.zeros(3)}, 0, [()])
+
+
 # --- the reference book -----------------------------------------------------------------------
 
 
@@ -293,6 +324,17 @@ def priced() -> tuple[Book, dict[str, np.ndarray]]:
     cols["stale"] = np.zeros(n)
     cols["updated_ns"] = np.full(n, SECOND, dtype=np.int64)
     return book, cols
+
+
+def test_reference_book_cell_sums_equal_the_rollups(
+    priced: tuple[Book, dict[str, np.ndarray]],
+) -> None:
+    book, cols = priced
+    static = static_frame(book)
+    frame = risk_frame(static, cols, now_ns=2 * SECOND)
+    got = CellSums(static).rollups(cols, 2 * SECOND, CELL_GROUPINGS)
+    for table, want in zip(got, rollups(frame, CELL_GROUPINGS), strict=True):
+        assert_frame_equal(table, want, check_exact=False, rel_tol=1e-9, abs_tol=1e-6)
 
 
 def test_reference_book_rollups_match_the_positions(

@@ -74,18 +74,20 @@ MEASURES: Final[tuple[str, ...]] = (
 )
 """Every summable measure, in USD (units in the module docstring)."""
 
-_DELTA_BY_CLASS: Final[dict[str, str]] = {
+DELTA_BY_CLASS: Final[dict[str, str]] = {
     "rates": "dv01",
     "credit": "cs01",
     "fx": "fx_delta",
     "equity": "eq_delta",
 }
-_GAMMA_BY_CLASS: Final[dict[str, str]] = {
+"""The measure each asset class's ``delta`` is summed into."""
+GAMMA_BY_CLASS: Final[dict[str, str]] = {
     "rates": "rates_gamma",
     "credit": "credit_gamma",
     "fx": "fx_gamma",
     "equity": "eq_gamma",
 }
+"""The measure each asset class's ``gamma`` is summed into."""
 
 
 def _enum(column: Categorical) -> pl.Series:
@@ -195,11 +197,11 @@ def risk_frame(static: pl.DataFrame, cols: Mapping[str, np.ndarray], now_ns: int
     ac = pl.col("asset_class")
     measures = [
         pl.when(ac == cls).then(pl.col("delta")).otherwise(0.0).alias(name)
-        for cls, name in _DELTA_BY_CLASS.items()
+        for cls, name in DELTA_BY_CLASS.items()
     ]
     measures += [
         pl.when(ac == cls).then(pl.col("gamma")).otherwise(0.0).alias(name)
-        for cls, name in _GAMMA_BY_CLASS.items()
+        for cls, name in GAMMA_BY_CLASS.items()
     ]
     # one with_columns: both read the raw vega before it is replaced by the options' vega
     is_option = ac.is_in(["fx", "equity"])
@@ -247,6 +249,11 @@ def _aggregations(*, local_pv: bool) -> list[pl.Expr]:
     return aggs
 
 
+def rollup_columns(*, local_pv: bool = False) -> list[str]:
+    """The columns of a :func:`rollup` after the group columns, in order."""
+    return [e.meta.output_name() for e in _aggregations(local_pv=local_pv)]
+
+
 def rollup(frame: pl.DataFrame, by: Sequence[str]) -> pl.DataFrame:
     """Sums of every measure per group, with netting, counts and the worst age.
 
@@ -287,23 +294,35 @@ def rollups(frame: pl.DataFrame, groupings: Sequence[Sequence[str]]) -> list[pl.
     _check_frame(frame, fine)
     for by in groupings:
         _check_frame(frame, by)
-    local_pv = "currency" in fine
-    partial = frame.group_by(fine).agg(_aggregations(local_pv=local_pv)) if fine else None
+    if not fine:
+        return [frame.select(_aggregations(local_pv=False)) for _ in groupings]
+    partial = frame.group_by(fine).agg(_aggregations(local_pv="currency" in fine))
+    return combine_partial(partial, groupings, frame.schema)
+
+
+def combine_partial(
+    partial: pl.DataFrame, groupings: Sequence[Sequence[str]], schema: pl.Schema
+) -> list[pl.DataFrame]:
+    """Each grouping's :func:`rollup` from partial roll-ups: rows with the group columns used
+    and the columns of :func:`rollup` (a group may span several rows; they are added up, the
+    worst age taken). ``schema`` gives the group columns' dtypes."""
     out: list[pl.DataFrame] = []
     for by in groupings:
         group = list(by)
-        if partial is None:
-            out.append(frame.select(_aggregations(local_pv=False)))
-            continue
+        missing = [c for c in group if c not in partial.columns]
+        if missing:
+            raise ValueError(f"partial roll-ups: no group column {missing[0]!r}")
         sums = [
             pl.col(c).sum()
             for c in partial.columns
-            if c not in fine and c != "max_age_s" and (c != "pv_ccy" or "currency" in group)
+            if c not in GROUP_COLUMNS
+            and c != "max_age_s"
+            and (c != "pv_ccy" or "currency" in group)
         ]
         again = [pl.col("max_age_s").max(), *sums]
-        order = [e.meta.output_name() for e in _aggregations(local_pv="currency" in group)]
+        order = rollup_columns(local_pv="currency" in group)
         table = partial.group_by(group).agg(again).sort(group) if group else partial.select(again)
-        out.append(table.select([*group, *order]).cast({c: frame.schema[c] for c in group}))
+        out.append(table.select([*group, *order]).cast({c: schema[c] for c in group}))
     return out
 
 

@@ -33,9 +33,9 @@ from workbench.engine.aggregation import (
     GROUP_COLUMNS,
     risk_frame,
     rollup,
-    rollups,
     static_frame,
 )
+from workbench.engine.cells import CellSums
 from workbench.engine.config import ServiceConfig, decode_config
 from workbench.engine.histograms import LatencyHistogram
 from workbench.engine.limits import LimitMonitor, LimitReport
@@ -91,6 +91,7 @@ class Aggregator:
         market = load_market(config.market)
         self.book = load_book(config.book, market=market)
         self.static = static_frame(self.book)
+        self.cells = CellSums(self.static)  # the published roll-ups, from per-cell sums
         self.risk = RiskTable.attach(config.segments["risk"], len(self.book))
         self.limits = LimitMonitor(config.limits, desks=list(self.book.desk.labels))
         self.last_report: LimitReport | None = None
@@ -157,11 +158,11 @@ class Aggregator:
     def publish(self) -> None:
         """Aggregate and publish one snapshot."""
         now = time.monotonic_ns()
-        frame = self.frame()
-        report = self.limits.evaluate(frame, now)
+        cols = self.risk.snapshot()
+        firm, desk, asset_class = self.cells.rollups(cols, now, [(), ("desk",), ("asset_class",)])
+        report = self.limits.evaluate_rollups(firm, desk, now)
         self.last_report = report
         breaches = report.breaches + ((self.recon_breach,) if self.recon_breach else ())
-        firm, desk, asset_class = rollups(frame, [(), ("desk",), ("asset_class",)])
         tables = {
             "firm": msg.frame_to_bytes(firm),
             "desk": msg.frame_to_bytes(desk),
@@ -175,7 +176,7 @@ class Aggregator:
         self.end_to_end.observe_ms(priced)
         lat = np.array(self.latency_ms) if self.latency_ms else np.zeros(1)
         stats = {
-            "positions": float(frame.height),
+            "positions": float(firm["positions"][0]),
             "stale": float(firm["stale"][0]),
             "max_age_s": float(firm["max_age_s"][0]),
             "flush_to_publish_p50_ms": float(np.percentile(lat, 50)),

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from workbench.engine.aggregation import MEASURES
+from workbench.engine.aggregation import MEASURES, rollups
 from workbench.engine.messages import Breach
 
 if TYPE_CHECKING:  # only its fields are read: measure, limit, desk
@@ -121,36 +121,35 @@ class LimitMonitor:
         """``(scope, measure) → since_ns`` of every breach in force."""
         return dict(self._since)
 
-    def _values(self, frame: pl.DataFrame) -> list[float]:
-        """|net| of each limit's measure over its scope, in USD."""
+    def _values(self, firm: pl.DataFrame, desk: pl.DataFrame) -> list[float]:
+        """|net| of each limit's measure over its scope, in USD, from the firm-wide and per-desk
+        roll-ups."""
         if not self.limits:
             return []
         measures = sorted({lim.measure for lim in self.limits})
-        missing = [m for m in (*measures, "desk") if m not in frame.columns]
-        if missing:
-            raise ValueError(f"frame: missing column {missing[0]!r} (use risk_frame)")
-        known = [pl.col(m).fill_nan(None).sum() for m in measures]  # NaN = unpriced: left out
-        firm = frame.select(known).row(0, named=True)
+        for table in (firm, desk):
+            missing = [m for m in measures if m not in table.columns]
+            if missing:
+                raise ValueError(f"roll-up: missing column {missing[0]!r} (use rollups)")
+        totals = firm.row(0, named=True) if firm.height else {}
         desk_names = {lim.desk for lim in self.limits if lim.desk is not None}
         per_desk: dict[str, dict[str, float]] = {}
         if desk_names:
-            present = set(frame["desk"].cast(pl.String).unique().to_list())
-            if isinstance(frame.schema["desk"], pl.Enum):
-                present |= set(frame.schema["desk"].categories.to_list())
+            if "desk" not in desk.columns:
+                raise ValueError("roll-up: missing column 'desk' (use rollups)")
+            present = set(desk["desk"].cast(pl.String).to_list())
+            if isinstance(desk.schema["desk"], pl.Enum):
+                present |= set(desk.schema["desk"].categories.to_list())
             unknown = sorted(desk_names - present)
             if unknown and not self._desks_checked:
                 raise ValueError(f"limit on unknown desk {unknown[0]!r}")
             self._desks_checked = True
-            sums = (
-                frame.filter(pl.col("desk").cast(pl.String).is_in(sorted(desk_names)))
-                .group_by(pl.col("desk").cast(pl.String))
-                .agg(known)
-            )
-            per_desk = {row["desk"]: row for row in sums.iter_rows(named=True)}
+            names = desk["desk"].cast(pl.String).to_list()
+            per_desk = dict(zip(names, desk.select(measures).iter_rows(named=True), strict=True))
         out: list[float] = []
         for lim in self.limits:
             if lim.desk is None:
-                out.append(abs(float(firm[lim.measure])))
+                out.append(abs(float(totals.get(lim.measure, 0.0))))
             else:
                 out.append(abs(float(per_desk.get(lim.desk, {}).get(lim.measure, 0.0))))
         return out
@@ -165,7 +164,15 @@ class LimitMonitor:
         now_ns
             ``time.monotonic_ns()`` of this evaluation; a new breach's ``since_ns``.
         """
-        values = self._values(frame)
+        if "desk" not in frame.columns:
+            raise ValueError("frame: missing column 'desk' (use risk_frame)")
+        firm, desk = rollups(frame, [(), ("desk",)])
+        return self.evaluate_rollups(firm, desk, now_ns)
+
+    def evaluate_rollups(self, firm: pl.DataFrame, desk: pl.DataFrame, now_ns: int) -> LimitReport:
+        """:meth:`evaluate` from the firm-wide and per-desk roll-ups of the risk (as
+        :func:`engine.aggregation.rollups` makes them), which the aggregator has anyway."""
+        values = self._values(firm, desk)
         breaches: list[Breach] = []
         new: list[Breach] = []
         cleared: list[Breach] = []

@@ -48,25 +48,40 @@ class RatesPricer:
         self._interpolation: str | None = None
         self._up: CurveSet | None = None
         self._down: CurveSet | None = None
+        self._layouts: dict[frozenset[str] | None, tuple[IntArray, list[tuple[int, IntArray]]]] = {}
+
+    def _layout(self, only: Collection[str] | None) -> tuple[IntArray, list[tuple[int, IntArray]]]:
+        """Rows of the groups in ``only``, ascending, and where each group's swaps go in them
+        (kept per selection: a live worker sees the same few selections again and again)."""
+        key = None if only is None else frozenset(only)
+        hit = self._layouts.get(key)
+        if hit is None:
+            picked = selected(self._names, only)
+            if only is None:
+                rows = self.rows
+            elif picked:
+                rows = np.sort(np.concatenate([self._groups[k][0] for k in picked]))
+            else:
+                rows = np.empty(0, np.int64)
+            hit = rows, [(k, np.searchsorted(rows, self._groups[k][0])) for k in picked]
+            if len(self._layouts) >= 64:
+                self._layouts.pop(next(iter(self._layouts)))
+            self._layouts[key] = hit
+        return hit
 
     def rows_for(self, only: Collection[str] | None = None) -> IntArray:
         """Rows of the swaps on the curves in ``only`` (all with None), ascending."""
-        if only is None:
-            return self.rows
-        picked = [self._groups[k][0] for k in selected(self._names, only)]
-        return np.sort(np.concatenate(picked)) if picked else np.empty(0, np.int64)
+        return self._layout(only)[0]
 
     def pv(
         self, market: MarketSnapshot, curves: CurveSet, only: Collection[str] | None = None
     ) -> FloatArray:
         """PV per swap (in ``rows_for(only)`` order), swap currency."""
         as_of = np.datetime64(market.as_of, "D")
-        picked = selected(self._names, only)
-        out_rows = self.rows_for(only)
-        out = np.empty(out_rows.size)
-        for k in picked:
-            g_rows, group = self._groups[k]
-            out[np.searchsorted(out_rows, g_rows)] = group.pv(curves, as_of)
+        rows, where = self._layout(only)
+        out = np.empty(rows.size)
+        for k, at in where:
+            out[at] = self._groups[k][1].pv(curves, as_of)
         return out
 
     def risk(
