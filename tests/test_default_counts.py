@@ -16,12 +16,14 @@ from workbench._types import CORR_POINT, FloatArray
 from workbench.book.io import load_book, save_book
 from workbench.book.reference import generate_reference_book
 from workbench.market.reference import generate_reference_market
+from workbench.pricing.credit import states_needed, tranche_expected_loss
 from workbench.pricing.credit_book import CreditPricer
 from workbench.pricing.curves import CurveSet
 from workbench.pricing.default_counts import (
     QUADRATURE_NODES,
     default_distributions,
     thresholds,
+    truncated_distributions,
 )
 
 
@@ -81,6 +83,54 @@ def test_thresholds_far_from_the_base_get_fresh_erfc() -> None:
     got = default_distributions(c, np.array([0.3, 0.3]))
     alone = default_distributions(c[1:], np.array([0.3]))
     np.testing.assert_allclose(got[1], alone[0], rtol=0.0, atol=1e-15)
+
+
+@pytest.mark.parametrize("keep", [1, 17, 59, 60])
+def test_a_kept_distribution_is_the_full_one_with_its_tail_lumped(keep: int) -> None:
+    hazards, times = _pool(5)
+    c = thresholds(hazards, times)[None]
+    full = default_distributions(c, np.array([0.35]))[0]
+    kept = truncated_distributions(c, np.array([0.35]), keep)
+    got = kept.probabilities[0]
+    np.testing.assert_allclose(got[:, :keep], full[:, :keep], rtol=0.0, atol=1e-15)
+    np.testing.assert_allclose(got[:, keep], full[:, keep:].sum(axis=1), rtol=0.0, atol=1e-14)
+    counts = np.arange(c.shape[1] + 1)
+    np.testing.assert_allclose(kept.mean[0], full @ counts, rtol=1e-13)
+
+
+def test_tranche_losses_from_kept_distributions_equal_the_full_ones() -> None:
+    """Each reference index with its standard tranches and the bumps a price uses: counts kept
+    to the highest tranche point below the largest loss give the same expected losses."""
+    market = generate_reference_market()
+    times = np.linspace(0.25, 5.0, 20)
+    for spec in market.credit_indices:
+        lgd = 1.0 - spec.recovery
+        points = np.array([0.0, 0.03, 0.07, 0.15, 0.35, 1.0])
+        attach, detach = points[:-1], points[1:]
+        n = len(spec.names)
+        keep = states_needed(attach, detach, spec.recovery, n)
+        assert keep < n
+        assert keep * lgd / n >= 0.35 > (keep - 1) * lgd / n
+        weights = np.asarray(spec.hazard_weights) / lgd
+        s = market.quote(spec.spread_quote)
+        c = np.stack([thresholds(weights * x, times) for x in (s, s + 1e-4, s - 1e-4)])
+        rho = np.full(3, market.quote(spec.correlation_quote))
+        full = default_distributions(c, rho)
+        kept = truncated_distributions(c, rho, keep)
+        want = tranche_expected_loss(full, attach, detach, spec.recovery)
+        got = tranche_expected_loss(
+            kept.probabilities, attach, detach, spec.recovery, mean_count=kept.mean, n_names=n
+        )
+        np.testing.assert_allclose(got, want, rtol=0.0, atol=1e-13, err_msg=spec.id)
+        with pytest.raises(ValueError, match=f"need {keep}"):
+            tranche_expected_loss(
+                kept.probabilities[..., : keep - 1],
+                attach,
+                detach,
+                spec.recovery,
+                mean_count=kept.mean,
+                n_names=n,
+            )
 
 
 def test_bad_correlations_are_refused() -> None:

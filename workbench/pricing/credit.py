@@ -197,14 +197,67 @@ def _count_defaults(
 
 
 def tranche_expected_loss(
-    dist: FloatArray, attach: FloatArray, detach: FloatArray, recovery: float
+    dist: FloatArray,
+    attach: FloatArray,
+    detach: FloatArray,
+    recovery: float,
+    *,
+    mean_count: FloatArray | None = None,
+    n_names: int | None = None,
 ) -> FloatArray:
-    """E[tranche loss fraction] per tranche and date from count distributions (…, K, N+1)."""
-    n_names = dist.shape[-1] - 1
-    loss = np.arange(n_names + 1) * (1.0 - recovery) / n_names
+    """E[tranche loss fraction] per tranche and date from count distributions (…, K, N+1).
+
+    With ``mean_count`` (…, K), ``dist`` may be kept up to ``keep`` defaults (…, K, keep+1; the
+    last column the mass at or above ``keep``, see
+    :func:`workbench.pricing.default_counts.truncated_distributions`) for a pool of
+    ``n_names``: a tranche's loss is ``E[(L−a)⁺] − E[(L−d)⁺]``, and
+    ``E[(L−x)⁺] = E[L] − x + E[(x−L)⁺]`` needs the counts below ``x`` only (0 for ``x`` at or
+    above the largest loss, ``1 − recovery``).
+
+    Raises
+    ------
+    ValueError
+        If a kept distribution stops short of a tranche point below the largest loss.
+    """
     width = detach - attach
-    tl = np.clip(loss[None, :] - attach[:, None], 0.0, width[:, None]) / width[:, None]  # J, N+1
-    return np.einsum("...kn,jn->...jk", dist, tl)  # type: ignore[no-any-return]
+    if mean_count is None:
+        n = dist.shape[-1] - 1
+        loss = np.arange(n + 1) * (1.0 - recovery) / n
+        tl = np.clip(loss[None, :] - attach[:, None], 0.0, width[:, None]) / width[:, None]
+        return np.einsum("...kn,jn->...jk", dist, tl)  # type: ignore[no-any-return]
+    keep = dist.shape[-1] - 1
+    n = n_names if n_names is not None else keep
+    lgd = 1.0 - recovery
+    need = states_needed(attach, detach, recovery, n)
+    if keep < need:
+        raise ValueError(f"distribution kept to {keep} defaults; these tranches need {need}")
+    loss = np.arange(keep) * lgd / n
+    mean_loss = mean_count * lgd / n
+
+    def excess(x: FloatArray) -> FloatArray:  # E[(L − x)⁺] per point and date (…, J, K)
+        put = np.einsum("...kn,jn->...jk", dist[..., :keep], np.clip(x[:, None] - loss, 0.0, None))
+        value = mean_loss[..., None, :] - x[:, None] + put
+        return np.where(x[:, None] >= lgd, 0.0, value)
+
+    return (excess(attach) - excess(detach)) / width[:, None]
+
+
+def states_needed(attach: FloatArray, detach: FloatArray, recovery: float, n_names: int) -> int:
+    """The fewest defaults ``keep`` whose loss reaches every tranche point below the pool's
+    largest loss (``1 − recovery``): counts below ``keep`` are all these tranches need.
+
+    Examples
+    --------
+    >>> states_needed(np.array([0.0, 0.03]), np.array([0.03, 0.07]), 0.4, 125)  # 7% = 14.6 names
+    15
+    """
+    lgd = 1.0 - recovery
+    points = [float(x) for x in (*attach, *detach) if x < lgd]
+    top = max(points, default=0.0)
+    keep = max(1, math.ceil(top * n_names / lgd))
+    while keep < n_names and keep * lgd / n_names < top:
+        keep += 1
+    return min(keep, n_names)
 
 
 def tranche_pv(

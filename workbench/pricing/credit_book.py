@@ -25,11 +25,12 @@ from workbench.pricing.credit import (
     IndexSimulation,
     cds_schedule,
     index_pv,
+    states_needed,
     tranche_expected_loss,
     tranche_pv,
 )
 from workbench.pricing.curves import CurveSet
-from workbench.pricing.default_counts import default_distributions, thresholds
+from workbench.pricing.default_counts import thresholds, truncated_distributions
 from workbench.pricing.risk import ClassRisk, KeyRates, selected
 
 _LOSS_SETS = 4
@@ -100,21 +101,27 @@ class CreditPricer:
         return self._price(market, curves, greeks=True, only=only)
 
     def _distributions(
-        self, spec: CreditIndex, times: FloatArray, sets: list[tuple[float, float, float]]
-    ) -> list[FloatArray]:
-        """Default-count distributions (batches, dates, N+1), one per (spread, correlation,
-        time shift in years) set; the first set is the base the others are bumps of."""
+        self,
+        spec: CreditIndex,
+        times: FloatArray,
+        sets: list[tuple[float, float, float]],
+        keep: int,
+    ) -> list[tuple[FloatArray, FloatArray | None]]:
+        """Default-count distributions (batches, dates, counts), one per (spread, correlation,
+        time shift in years) set, the first set the base the others are bumps of; with the
+        expected counts (batches, dates) when kept only up to ``keep`` defaults (recursion)."""
         weights = np.asarray(spec.hazard_weights) / (1.0 - spec.recovery)
         c = np.stack([thresholds(weights * s, np.maximum(times - dt, 0.0)) for s, _, dt in sets])
         rho = np.array([r for _, r, _ in sets])
         if self.method == "recursion":
-            return [dist[None] for dist in default_distributions(c, rho)]
+            kept = truncated_distributions(c, rho, keep)
+            return [(d[None], m[None]) for d, m in zip(kept.probabilities, kept.mean, strict=True)]
         sim = self.simulations[spec.id]
         out: dict[int, FloatArray] = {}
         for r in dict.fromkeys(rho.tolist()):  # one pass over the paths per correlation
             at = np.flatnonzero(rho == r)
             out.update(zip(at.tolist(), sim.default_counts_many(c[at], r), strict=True))
-        return [out[i] for i in range(len(sets))]
+        return [(out[i], None) for i in range(len(sets))]
 
     def forget(self) -> None:
         """Drop the kept tranche losses."""
@@ -144,11 +151,15 @@ class CreditPricer:
         if greeks:  # ±1bp spread, +1% correlation, and the next day's base (for theta)
             sets += [(s + BP, rho, 0.0), (s - BP, rho, 0.0), (s, rho + CORR_POINT, 0.0)]
             sets += [(s, rho, 1.0 / 365.0)]
-        dists = self._distributions(spec, pay_t, sets)
         b = self.book
+        attach, detach = b.attach[tr_rows], b.detach[tr_rows]
+        n_names = len(spec.names)
+        keep = states_needed(attach, detach, spec.recovery, n_names)
         losses = [
-            tranche_expected_loss(dist, b.attach[tr_rows], b.detach[tr_rows], spec.recovery)
-            for dist in dists  # (batches, dates, N+1)
+            tranche_expected_loss(
+                dist, attach, detach, spec.recovery, mean_count=mean, n_names=n_names
+            )
+            for dist, mean in self._distributions(spec, pay_t, sets, keep)
         ]
         if greeks:
             self._keep_next_day(market, spec, s, rho, pay_t, losses.pop())

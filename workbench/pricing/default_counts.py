@@ -13,12 +13,20 @@ priced in one call. Most of the cost of a set is the ``Φ`` of every name at eve
 whose thresholds lie within :data:`TAYLOR_SHIFT` of the first set's (a spread bump, one day
 later) takes its ``Φ`` from a Taylor series around the first set's instead of a fresh
 ``erfc``, accurate to ~1e-15 (the series is kept to sixth order).
+
+Tranches need the distribution only up to their highest attachment or detachment point below
+the pool's largest loss: above it a tranche's payoff is known from the mean (see
+:func:`workbench.pricing.credit.tranche_expected_loss`). :func:`truncated_distributions`
+therefore carries the counts ``0 … keep−1`` exactly and lumps the rest into one absorbing
+state, with the expected count beside them; the recursion then costs ``N · keep`` per node
+instead of ``N²/2``.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -62,13 +70,45 @@ def default_distributions(
     """P(n defaults by t_k) for S threshold sets ``c`` (S, N, K) at correlations ``rho`` (S,):
     (S, K, N+1). Sets at the first set's correlation and near its thresholds reuse its ``Φ``
     (``taylor_shift`` 0: never). Dates run in parallel."""
+    return truncated_distributions(
+        c, rho, c.shape[1], nodes=nodes, taylor_shift=taylor_shift
+    ).probabilities
+
+
+@dataclass(frozen=True)
+class CountDistributions:
+    """Default-count distributions kept up to ``keep`` defaults.
+
+    ``probabilities`` (S, K, keep+1): P(n defaults by t_k) for ``n < keep``, and in the last
+    column P(at least ``keep``) (with ``keep`` = N, the whole distribution); ``mean`` (S, K):
+    the expected number of defaults, from the same quadrature.
+    """
+
+    probabilities: FloatArray
+    mean: FloatArray
+    n_names: int
+
+
+def truncated_distributions(
+    c: FloatArray,
+    rho: FloatArray,
+    keep: int,
+    *,
+    nodes: int = QUADRATURE_NODES,
+    taylor_shift: float = TAYLOR_SHIFT,
+) -> CountDistributions:
+    """:func:`default_distributions` kept up to ``keep`` defaults (0 < keep ≤ N), with the
+    expected count: what tranches attaching and detaching below ``keep`` defaults need."""
     x, w = _rule(nodes)
     r = np.asarray(rho, dtype=np.float64)
     if r.shape != (c.shape[0],) or np.any((r < 0.0) | (r >= 1.0)):
         raise ValueError(f"correlations must be one per set in [0, 1): {rho!r}")
+    n_names = c.shape[1]
+    if not 0 < keep <= n_names:
+        raise ValueError(f"keep must be in 1..{n_names} defaults, got {keep}")
     cc = np.ascontiguousarray(c, dtype=np.float64)
-    out: FloatArray = _distributions(cc, np.sqrt(r), np.sqrt(1.0 - r), x, w, taylor_shift)
-    return out
+    dist, mean = _distributions(cc, np.sqrt(r), np.sqrt(1.0 - r), x, w, taylor_shift, keep)
+    return CountDistributions(dist, mean, n_names)
 
 
 @functools.lru_cache(maxsize=8)
@@ -86,29 +126,38 @@ def _rule(nodes: int) -> tuple[FloatArray, FloatArray]:
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def _count_recursion(
-    p: np.ndarray, w: np.ndarray, d: np.ndarray, prev: np.ndarray, out: np.ndarray
-) -> None:  # pragma: no cover - compiled
-    """Integrated count distribution (N+1) into ``out`` from conditional default probabilities
-    ``p`` (N, Q); ``d`` (N+1, Q) and ``prev`` (Q) are scratch."""
+    p: np.ndarray, w: np.ndarray, d: np.ndarray, prev: np.ndarray, out: np.ndarray, keep: int
+) -> float:  # pragma: no cover - compiled
+    """Integrated count distribution into ``out`` (keep+1: counts below ``keep``, then at least
+    ``keep``) from conditional default probabilities ``p`` (N, Q); returns the expected count.
+    ``d`` (keep+1, Q) and ``prev`` (Q) are scratch."""
     n_names, n_nodes = p.shape
     d[:, :] = 0.0
     d[0, :] = 1.0
+    mean = 0.0
     for i in range(n_names):
         pi = p[i]
         for q in range(n_nodes):
+            mean += w[q] * pi[q]
             prev[q] = d[0, q]
             d[0, q] = prev[q] * (1.0 - pi[q])
-        for n in range(1, i + 2):  # at most i + 1 defaults among the first i + 1 names
+        top = min(i + 1, keep)  # at most i + 1 defaults among the first i + 1 names
+        for n in range(1, top + 1):
             row = d[n]
-            for q in range(n_nodes):  # nodes innermost: contiguous, vectorised
-                cur = row[q]
-                row[q] = cur + (prev[q] - cur) * pi[q]
-                prev[q] = cur
-    for n in range(n_names + 1):
+            if n < keep:
+                for q in range(n_nodes):  # nodes innermost: contiguous, vectorised
+                    cur = row[q]
+                    row[q] = cur + (prev[q] - cur) * pi[q]
+                    prev[q] = cur
+            else:  # "at least keep" absorbs: nothing leaves it
+                for q in range(n_nodes):
+                    row[q] = row[q] + prev[q] * pi[q]
+    for n in range(keep + 1):
         acc = 0.0
         for q in range(n_nodes):
             acc += w[q] * d[n, q]
         out[n] = acc
+    return mean
 
 
 @numba.njit(cache=True, nogil=True)
@@ -151,10 +200,12 @@ def _distributions(
     x: np.ndarray,
     w: np.ndarray,
     taylor_shift: float,
-) -> np.ndarray:  # pragma: no cover - compiled
+    keep: int,
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
     n_sets, n_names, n_dates = c.shape
     n_nodes = x.size
-    out = np.zeros((n_sets, n_dates, n_names + 1))
+    out = np.zeros((n_sets, n_dates, keep + 1))
+    mean = np.zeros((n_sets, n_dates))
     for k in numba.prange(n_dates):
         z0 = np.empty((n_names, n_nodes))
         p0 = np.empty((n_names, n_nodes))
@@ -162,11 +213,11 @@ def _distributions(
         have_dens = False
         z = np.empty((n_names, n_nodes))
         p = np.empty((n_names, n_nodes))
-        d = np.empty((n_names + 1, n_nodes))
+        d = np.empty((keep + 1, n_nodes))
         prev = np.empty(n_nodes)
         shift = np.empty(n_names)
         _exact(c[0, :, k], a[0], b[0], x, z0, p0)
-        _count_recursion(p0, w, d, prev, out[0, k])
+        mean[0, k] = _count_recursion(p0, w, d, prev, out[0, k], keep)
         for s in range(1, n_sets):
             near = a[s] == a[0] and b[s] == b[0]
             if near:
@@ -184,5 +235,5 @@ def _distributions(
                 _shifted(z0, p0, dens, shift, p)
             else:
                 _exact(c[s, :, k], a[s], b[s], x, z, p)
-            _count_recursion(p, w, d, prev, out[s, k])
-    return out
+            mean[s, k] = _count_recursion(p, w, d, prev, out[s, k], keep)
+    return out, mean

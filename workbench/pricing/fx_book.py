@@ -211,17 +211,18 @@ class FxPricer:
             legs = (k_op, t_op, r_d, r_f)
             # the last solve's vols (a tick moves them little) start this one
             guess = self._guess(names, greeks, which)
-            vol = fx_smile_vols(smiles, which, s_op, *legs, guess=guess)
+            moves = (SPOT_BUMP, -SPOT_BUMP) if greeks else ()
+            vols = fx_smile_vols(smiles, which, s_op, *legs, guess=guess, spot_moves=moves)
+            vol = vols[:, 0] if greeks else vols
             self._keep_vols(names, greeks, which, vol)
             if greeks:
                 res = black_greeks(sg_op, s_op, *legs, vol)
                 base = n_op * res.pv
+                # the smile re-solved at each bumped spot (sticky delta)
                 up, down = (
-                    n_op * black_price(sg_op, s_b, *legs, fx_smile_vols(
-                        smiles, which, s_b, *legs, guess=vol
-                    ))
-                    for s_b in (s_op * (1.0 + SPOT_BUMP), s_op * (1.0 - SPOT_BUMP))
-                )  # fmt: skip
+                    n_op * black_price(sg_op, s_op * (1.0 + move), *legs, vols[:, 1 + k])
+                    for k, move in enumerate(moves)
+                )
                 pv[op] = base
                 delta[op] = (up - down) / 2.0
                 gamma[op] = up - 2.0 * base + down

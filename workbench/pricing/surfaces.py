@@ -163,10 +163,18 @@ def fx_smile_vols(
     r_f: FloatArray,
     *,
     guess: FloatArray | None = None,
+    spot_moves: Sequence[float] = (),
 ) -> FloatArray:
     """Vols of options on several smiles in one compiled solve: option ``i`` reads
     ``smiles[which[i]]``; the other arguments are per option, as in
-    :meth:`FxVolSurfaceModel.vol_for_strike`."""
+    :meth:`FxVolSurfaceModel.vol_for_strike`.
+
+    With ``spot_moves`` (relative, e.g. ``(0.01, -0.01)``) the result has one column per
+    spot: the given one, then each moved one, shape ``(n, 1 + len(spot_moves))``. Each option's
+    smile row is set up once for all of them, and each moved solve starts from the first-order
+    prediction ``σ + ∂σ/∂log F · log(1 + move)`` (the implicit derivative at the solution), so it
+    usually needs one or two Newton steps.
+    """
     t = np.ascontiguousarray(T, dtype=np.float64)
     fwd = S * np.exp((r_d - r_f) * t)
     log_m = np.ascontiguousarray(np.log(fwd / K), dtype=np.float64)
@@ -174,11 +182,14 @@ def fx_smile_vols(
     start = (
         np.full(t.size, np.nan) if guess is None else np.ascontiguousarray(guess, dtype=np.float64)
     )
+    shifts = np.log1p(np.array([0.0, *spot_moves], dtype=np.float64))
     t0 = time.perf_counter_ns()
-    vol = _smile_solve(*packed.args(), np.ascontiguousarray(which, dtype=np.int64), t, log_m, start)
+    vol = _smile_solve(
+        *packed.args(), np.ascontiguousarray(which, dtype=np.int64), t, log_m, start, shifts
+    )
     if smiles:
         smiles[0].cache.lookup_ns += time.perf_counter_ns() - t0
-    return vol
+    return vol if spot_moves else vol[:, 0]
 
 
 def equity_vols(
@@ -315,6 +326,73 @@ def _basis(
 
 
 @numba.njit(cache=True, nogil=True)
+def _smile_newton(
+    row: np.ndarray,
+    ty: np.ndarray,
+    ky: int,
+    d_lo: float,
+    d_hi: float,
+    top: float,
+    x: float,
+    st: float,
+    v: float,
+    by: np.ndarray,
+    dy: np.ndarray,
+    work: np.ndarray,
+) -> tuple[float, float]:  # pragma: no cover - compiled
+    """σ with g(σ) = σ − s(Φ(d1(σ))) = 0 for one option whose smile in delta is the spline
+    ``(ty, row, ky)``, log-moneyness ``x = log(F/K)`` and ``st = √T``, from ``v``; and
+    ∂σ/∂x there (implicit differentiation: −(∂g/∂x)/(∂g/∂σ)).
+
+    Newton inside a bracket that always holds a root: g(1e-6) ≤ 0 (vols are floored at 1e-6)
+    and g(top) ≥ 0 (a B-spline lies below its largest coefficient); a step that leaves the
+    bracket bisects instead.
+    """
+    lo, hi = 1e-6, top
+    v = min(max(v, lo), hi)
+    dv_dx = 0.0
+    for _ in range(100):
+        d1 = x / (v * st) + 0.5 * v * st
+        d = 0.5 * math.erfc(-d1 / math.sqrt(2.0))
+        dc = min(max(d, d_lo), d_hi)
+        ly = _span(ty, ky, dc)
+        _basis(ty, ky, ly, dc, by, work)
+        s_v = 0.0
+        for b in range(ky + 1):
+            s_v += by[b] * row[ly - ky + b]
+        s_d = 0.0  # ∂s/∂delta, 0 where the delta is clamped
+        if d_lo < d < d_hi and ky > 0:
+            _basis(ty, ky - 1, ly, dc, dy, work)
+            for b in range(ky):
+                j = ly - ky + 1 + b
+                s_d += ky * (row[j] - row[j - 1]) / (ty[j + ky] - ty[j]) * dy[b]
+        if s_v < 1e-6:
+            s_v, s_d = 1e-6, 0.0
+        g = v - s_v
+        pdf = math.exp(-0.5 * d1 * d1) / math.sqrt(2.0 * math.pi)
+        slope = 1.0 - s_d * pdf * (-x / (v * v * st) + 0.5 * st)
+        if slope != 0.0:
+            dv_dx = s_d * pdf / (v * st) / slope
+        if abs(g) < 1e-13:
+            break
+        if g > 0.0:
+            hi = v
+        else:
+            lo = v
+        step = v - g / slope if slope != 0.0 else math.nan
+        if lo < step < hi:
+            moved = abs(step - v)
+            v = step
+            if moved < 1e-9:  # Newton: the error after this step is ~ C·moved², below 1e-16
+                break
+        else:
+            v = 0.5 * (lo + hi)
+        if hi - lo < 1e-15:
+            break
+    return v, dv_dx
+
+
+@numba.njit(cache=True, nogil=True)
 def _smile_solve(
     tx_all: np.ndarray,
     tx_at: np.ndarray,
@@ -329,18 +407,19 @@ def _smile_solve(
     t: np.ndarray,
     log_m: np.ndarray,
     start: np.ndarray,
+    shifts: np.ndarray,
 ) -> np.ndarray:  # pragma: no cover - compiled
-    """σ = s(T, Φ(d1(σ))) per option, ``s`` the tensor spline of vol in (expiry, call delta)
-    number ``which[p]`` of the packed splines (:class:`PackedSplines`), inputs clamped to its
-    grid; ``start`` NaN: start at the 0.5 delta vol.
+    """σ = s(T, Φ(d1(σ))) per option and log-moneyness shift, ``s`` the tensor spline of vol
+    in (expiry, call delta) number ``which[p]`` of the packed splines (:class:`PackedSplines`),
+    inputs clamped to its grid. Column ``j`` solves at ``log_m + shifts[j]``; ``shifts[0]``
+    should be 0 (the others start from the first column's solution moved to first order).
+    ``start`` NaN: start at the 0.5 delta vol.
 
-    Newton on g(σ) = σ − s(T, Φ(d1(σ))) inside a bracket that always holds a root: g(1e-6) ≤ 0
-    (vols are floored at 1e-6) and g(max coefficient) ≥ 0 (a B-spline lies below its largest
-    coefficient); a step that leaves the bracket bisects instead. The plain iteration
-    σ ← s(Φ(d1(σ))) does not converge for short-dated far-from-the-money strikes, where
-    |∂d1/∂σ| is large; this does, to |g| < 1e-13.
+    The plain iteration σ ← s(Φ(d1(σ))) does not converge for short-dated far-from-the-money
+    strikes, where |∂d1/∂σ| is large; the bracketed Newton of :func:`_smile_newton` does, to
+    |g| < 1e-13.
     """
-    out = np.empty(t.size)
+    out = np.empty((t.size, shifts.size))
     work = np.empty((2, 8))
     bx = np.empty(8)
     by = np.empty(8)
@@ -375,39 +454,17 @@ def _smile_solve(
             v = 0.0
             for b in range(ky + 1):
                 v += by[b] * row[ly - ky + b]
-        lo, hi = 1e-6, top
-        v = min(max(v, lo), hi)
-        for _ in range(100):
-            d1 = log_m[p] / (v * st) + 0.5 * v * st
-            d = 0.5 * math.erfc(-d1 / math.sqrt(2.0))
-            dc = min(max(d, d_lo), d_hi)
-            ly = _span(ty, ky, dc)
-            _basis(ty, ky, ly, dc, by, work)
-            s_v = 0.0
-            for b in range(ky + 1):
-                s_v += by[b] * row[ly - ky + b]
-            s_d = 0.0  # ∂s/∂delta, 0 where the delta is clamped
-            if d_lo < d < d_hi and ky > 0:
-                _basis(ty, ky - 1, ly, dc, dy, work)
-                for b in range(ky):
-                    j = ly - ky + 1 + b
-                    s_d += ky * (row[j] - row[j - 1]) / (ty[j + ky] - ty[j]) * dy[b]
-            if s_v < 1e-6:
-                s_v, s_d = 1e-6, 0.0
-            g = v - s_v
-            if abs(g) < 1e-13:
-                break
-            if g > 0.0:
-                hi = v
-            else:
-                lo = v
-            dd1 = -log_m[p] / (v * v * st) + 0.5 * st
-            slope = 1.0 - s_d * math.exp(-0.5 * d1 * d1) / math.sqrt(2.0 * math.pi) * dd1
-            step = v - g / slope if slope != 0.0 else math.nan
-            v = step if lo < step < hi else 0.5 * (lo + hi)
-            if hi - lo < 1e-15:
-                break
-        out[p] = v
+        base, dv_dx = _smile_newton(
+            row, ty, ky, d_lo, d_hi, top, log_m[p] + shifts[0], st, v, by, dy, work
+        )
+        out[p, 0] = base
+        for j in range(1, shifts.size):
+            guess = base + dv_dx * (shifts[j] - shifts[0])
+            if not 1e-6 < guess < top:
+                guess = base
+            out[p, j], _ = _smile_newton(
+                row, ty, ky, d_lo, d_hi, top, log_m[p] + shifts[j], st, guess, by, dy, work
+            )
     return out
 
 
