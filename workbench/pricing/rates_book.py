@@ -77,11 +77,18 @@ class RatesPricer:
         self, market: MarketSnapshot, curves: CurveSet, only: Collection[str] | None = None
     ) -> FloatArray:
         """PV per swap (in ``rows_for(only)`` order), swap currency."""
+        out: FloatArray = self._pv_sets(market, [curves], only)[0]
+        return out
+
+    def _pv_sets(
+        self, market: MarketSnapshot, curve_sets: list[CurveSet], only: Collection[str] | None
+    ) -> FloatArray:
+        """PV per swap on each curve set (sets, ``rows_for(only)``), one pass over the flows."""
         as_of = np.datetime64(market.as_of, "D")
         rows, where = self._layout(only)
-        out = np.empty(rows.size)
+        out = np.empty((len(curve_sets), rows.size))
         for k, at in where:
-            out[at] = self._groups[k][1].pv(curves, as_of)
+            out[:, at] = self._groups[k][1].pv_many(curve_sets, as_of)
         return out
 
     def risk(
@@ -104,9 +111,7 @@ class RatesPricer:
             self._up.rebuild(up_m, curve_ids)
             self._down.rebuild(down_m, curve_ids)
         rows = self.rows_for(only)
-        base = self.pv(market, curves, only)
-        up = self.pv(up_m, self._up, only)
-        down = self.pv(down_m, self._down, only)
+        base, up, down = self._pv_sets(market, [curves, self._up, self._down], only)
         kr_parts = []
         for k in selected(self._names, only) if self.with_key_rates else []:
             g_rows, group = self._groups[k]

@@ -17,6 +17,7 @@ on or before the valuation date are dropped.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numba
@@ -104,6 +105,8 @@ class SwapGroup:
             legs_raw.append((sw, s_adj, e_adj, year_fraction(s_adj, e_adj, dc)))
         all_dates = np.concatenate([np.concatenate([r[1], r[2]]) for r in legs_raw])
         self.dates, inverse = np.unique(all_dates.astype("datetime64[D]"), return_inverse=True)
+        self._times_for: np.datetime64 | None = None
+        self._t: FloatArray = np.empty(0)
         legs = []
         at = 0
         for sw, _s_adj, _e_adj, acc in legs_raw:
@@ -117,14 +120,30 @@ class SwapGroup:
     def _curves(
         self, curves: CurveSet, as_of: np.datetime64
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        t = (self.dates - as_of).astype(np.int64).astype(np.float64) / 365.0
+        t = self._times(as_of)
         d = curves[self.disc_id].discount(np.maximum(t, 0.0))
         p = d if self.proj_id == self.disc_id else curves[self.proj_id].discount(np.maximum(t, 0.0))
         return t, d, p
 
+    def _times(self, as_of: np.datetime64) -> FloatArray:
+        """ACT/365F years from ``as_of`` to each of the group's dates (kept for the last date)."""
+        if self._times_for != as_of:
+            self._t = (self.dates - as_of).astype(np.int64).astype(np.float64) / 365.0
+            self._times_for = as_of
+        return self._t
+
     def pv(self, curves: CurveSet, as_of: np.datetime64) -> FloatArray:
         """PV per swap in the swap currency."""
-        t, d, p = self._curves(curves, as_of)
+        out: FloatArray = self.pv_many([curves], as_of)[0]
+        return out
+
+    def pv_many(self, curve_sets: Sequence[CurveSet], as_of: np.datetime64) -> FloatArray:
+        """PV per swap (swap currency) on each of several curve sets (base, bumped …):
+        (sets, swaps), in one pass over the cash flows."""
+        t = self._times(as_of)
+        parts = [self._curves(curves, as_of) for curves in curve_sets]
+        d = np.stack([x[1] for x in parts])
+        p = np.stack([x[2] for x in parts])
         fx, fl = self.fixed, self.float
         out: FloatArray = _swap_pv(
             t, d, p, fx.swap, fx.pay, fx.accrual, fl.swap, fl.start, fl.pay, fl.accrual,
@@ -199,18 +218,26 @@ def _swap_pv(
     fixed_rate: np.ndarray,
     spread: np.ndarray,
 ) -> np.ndarray:  # pragma: no cover - compiled
-    """The module formula, one pass over the cash flows (those paid by today are skipped)."""
-    out = np.zeros(notional.size)
+    """The module formula for each curve set (rows of ``d`` and ``p``: discount factors at the
+    group's dates), one pass over the cash flows (those paid by today are skipped)."""
+    n_sets = d.shape[0]
+    out = np.zeros((n_sets, notional.size))
     for j in range(fx_swap.size):
         k = fx_pay[j]
         if t[k] > 0.0:
             s = fx_swap[j]
-            out[s] += fixed_rate[s] * fx_acc[j] * d[k]
+            a = fixed_rate[s] * fx_acc[j]
+            for m in range(n_sets):
+                out[m, s] += a * d[m, k]
     for j in range(fl_swap.size):
         k = fl_pay[j]
         if t[k] > 0.0:
             s = fl_swap[j]
-            out[s] -= d[k] * (p[fl_start[j]] / p[k] - 1.0 + spread[s] * fl_acc[j])
-    for s in range(notional.size):
-        out[s] *= notional[s]
+            b = spread[s] * fl_acc[j]
+            st = fl_start[j]
+            for m in range(n_sets):
+                out[m, s] -= d[m, k] * (p[m, st] / p[m, k] - 1.0 + b)
+    for m in range(n_sets):
+        for s in range(notional.size):
+            out[m, s] *= notional[s]
     return out
