@@ -17,10 +17,13 @@ from hypothesis import strategies as st
 
 from workbench.engine.config import ConflationConfig
 from workbench.engine.conflation import (
+    CORR,
+    CREDIT,
     QUOTE_CLASSES,
     REJECT_REASONS,
     Conflator,
     classify,
+    credit_phase_instants,
     window_ns,
 )
 
@@ -266,34 +269,59 @@ def test_quotes_with_one_window_flush_at_the_same_instant() -> None:
     assert sorted(idx.tolist()) == sorted([a, b])  # one batch, at most one window late
 
 
-def test_credit_indices_close_at_spread_phases_of_the_grid() -> None:
+def _credit_closes(config: ConflationConfig) -> tuple[Conflator, dict[str, int], list[str]]:
+    """Offer a move of every credit quote at 2.1 s; when (ms) each one closes."""
     indices = ("CDX.IG", "CDX.HY", "ITRAXX.MAIN", "ITRAXX.XOVER", "CDX.EM")
     ids = ["FX.EURUSD"] + [f"{i}.5Y{s}" for i in indices for s in ("", ".CORR")]
     initial = [1.08] + [0.01, 0.3] * 5
-    c = Conflator(ids, initial, CONFIG)  # credit 2 s, 4 phases: 0, 0.5, 1, 1.5 s
-    at = 2_100 * MS
+    c = Conflator(ids, initial, config)
     for k in range(1, len(ids)):
-        assert c.offer(k, initial[k] * 1.01, 1, at) is None
+        assert c.offer(k, initial[k] * 1.01, 1, 2_100 * MS) is None
     closes = {}
     for t in range(2_100, 6_001, 50):
         idx, _, _ = c.due(t * MS)
         for i in idx.tolist():
             closes[ids[i]] = t
-    assert closes["CDX.HY.5Y"] == closes["CDX.HY.5Y.CORR"] == 2_500  # spread and corr together
+    return c, closes, ids
+
+
+def test_credit_indices_close_on_the_lightest_flushes_of_their_grid() -> None:
+    """With the test windows (FX spot 200 ms, FX vol 500 ms, rates 250 ms; equity's 300 ms does
+    not repeat within 2 s), the instants where one other class closes are picked evenly: 0.2,
+    0.6, 1.2 and 1.6 s past each 2 s, never 0.5 or 1 s where several close at once."""
+    _, closes, _ = _credit_closes(CONFIG)
+    assert closes["CDX.HY.5Y"] == closes["CDX.HY.5Y.CORR"] == 2_600  # spread and corr together
+    assert closes["ITRAXX.MAIN.5Y"] == 3_200
+    assert closes["ITRAXX.XOVER.5Y"] == 3_600
+    assert closes["CDX.IG.5Y"] == 2_200  # the first phase, 0.2 s past each 2 s
+    assert closes["CDX.EM.5Y.CORR"] == 2_200  # the fifth index wraps to the first phase
+    assert all(t - 2_100 <= 2_000 for t in closes.values())  # never more than a window late
+    for t in closes.values():  # each joins exactly one other class's flush
+        assert sum(t % g == 0 for g in (200, 500, 250)) == 1
+    assert [t // MS for t in credit_phase_instants(CONFIG)] == [200, 600, 1200, 1600]
+
+
+def test_credit_phases_are_even_when_no_other_grid_repeats_in_their_window() -> None:
+    config = ConflationConfig(
+        fx_spot_ms=300.0, fx_vol_ms=700.0, rates_ms=900.0, equity_ms=300.0, credit_ms=2_000.0
+    )
+    _, closes, ids = _credit_closes(config)  # phases 0, 0.5, 1, 1.5 s
+    assert closes["CDX.HY.5Y"] == 2_500
     assert closes["ITRAXX.MAIN.5Y"] == 3_000
     assert closes["ITRAXX.XOVER.5Y"] == 3_500
-    assert closes["CDX.IG.5Y"] == 4_000  # phase 0: the next multiple of 2 s
-    assert closes["CDX.EM.5Y.CORR"] == 4_000  # the fifth index wraps to phase 0
-    assert all(t - 2_100 <= 2_000 for t in closes.values())  # never more than a window late
-    # the flusher's next wake-up knows the phases (FX's grid would say 2.6 s)
-    assert c.next_flush_ns(2_450 * MS) == 2_500 * MS
-    together = Conflator(ids, initial, ConflationConfig(credit_phases=1))
-    for k in range(1, len(ids)):
-        together.offer(k, initial[k] * 1.01, 1, at)
-    assert together.due(3_999 * MS)[0].size == 0
-    assert together.due(4_000 * MS)[0].size == len(ids) - 1
+    assert closes["CDX.IG.5Y"] == closes["CDX.EM.5Y.CORR"] == 4_000
+    # the flusher's next wake-up knows the phases (FX's grid would say 2.7 s)
+    initial = [1.08] + [0.01, 0.3] * 5
+    again = Conflator(ids, initial, config)
+    again.offer(3, 0.0101, 1, 2_100 * MS)  # CDX.HY
+    assert again.next_flush_ns(2_450 * MS) == 2_500 * MS
+
+
+def test_credit_phases_one_flushes_every_index_together() -> None:
+    _, closes, ids = _credit_closes(ConflationConfig(credit_phases=1))
+    assert set(closes.values()) == {2_200}  # the one phase: the first FX-spot-only instant
     with pytest.raises(ValueError, match="credit_phases"):
-        Conflator(ids, initial, ConflationConfig(credit_phases=0))
+        Conflator(ids, [1.0] * len(ids), ConflationConfig(credit_phases=0))
 
 
 # --- properties -----------------------------------------------------------------------------
@@ -306,6 +334,7 @@ class _Model:
     """Per-quote rules written plainly: what should be flushed and when."""
 
     windows: list[int]
+    phases: list[int]  # where in its window a quote's grid sits (credit indices: not at 0)
     last_seq: dict[int, int] = field(default_factory=dict)
     opened: dict[int, int] = field(default_factory=dict)  # quote -> window start
     latest: dict[int, tuple[float, int]] = field(default_factory=dict)
@@ -317,8 +346,8 @@ class _Model:
 
     def closes(self, i: int, opened: int) -> int:
         """The grid line after ``opened`` of quote ``i``'s class window."""
-        w = self.windows[i]
-        return (opened // w + 1) * w if w else opened
+        w, phase = self.windows[i], self.phases[i]
+        return ((opened - phase) // w + 1) * w + phase if w else opened
 
     def due(self, now: int) -> dict[int, tuple[float, int]]:
         out = {i: self.latest[i] for i, t in self.opened.items() if self.closes(i, t) <= now}
@@ -344,7 +373,16 @@ def test_nothing_lost_latest_wins_counters_add_up(
 ) -> None:
     c = _conflator(jump_confirm=0)
     windows = [window_ns(classify(q), CONFIG) for q in IDS]
-    model = _Model(windows)
+    credit = [q.removesuffix(".CORR") for q in IDS if classify(q) in (CREDIT, CORR)]
+    order = list(dict.fromkeys(credit))  # the k-th credit index takes the k-th phase
+    instants = credit_phase_instants(CONFIG)
+    phases = [
+        instants[order.index(q.removesuffix(".CORR")) % len(instants)]
+        if classify(q) in (CREDIT, CORR)
+        else 0
+        for q in IDS
+    ]
+    model = _Model(windows, phases)
     now = 0
     flushed_total = 0
     for i, value, seq, step, flush in events:

@@ -40,9 +40,10 @@ first update makes every quote of a class flush at the same instants: the worker
 class's moves in one batch a few times a second instead of a trickle of small batches, and no
 update waits longer than one window. Credit indices are spread over ``credit_phases`` phases of
 their grid (an index's spread and correlation quotes share one): index ``k`` closes at
-``((now − φ) // window + 1) · window + φ`` with ``φ = (k mod phases) · window / phases``, so
-the tranche repricing of the indices is spread over the window. A window of 0 flushes at the
-next :meth:`Conflator.due`.
+``((now − φ) // window + 1) · window + φ`` with ``φ`` the ``k mod phases``-th of
+:func:`credit_phase_instants` (instants where the other classes flush anyway, the least busy
+of them), so the tranche repricing of the indices is spread over the window and lands on the
+lightest flushes. A window of 0 flushes at the next :meth:`Conflator.due`.
 ``now_ns`` must not decrease between calls.
 """
 
@@ -106,22 +107,53 @@ def classify(quote_id: str) -> int:
     }.get(head, RATE)
 
 
+def credit_phase_instants(config: ConflationConfig) -> list[int]:
+    """Where in the credit grid (ns past each multiple of the credit window) each of the
+    ``credit_phases`` phases closes.
+
+    A phase joins a flush that happens anyway (no extra snapshot): among the instants of the
+    other classes' grids that repeat within the credit window, the ones where the fewest other
+    classes close (with the defaults: FX spot alone, never the rates, equity or FX vol
+    instants), evenly picked. Without such instants the phases are evenly spaced,
+    ``k · window / credit_phases``.
+
+    Examples
+    --------
+    >>> [t // 1_000_000 for t in credit_phase_instants(ConflationConfig())]
+    [200, 600, 1200, 1600]
+    """
+    n = config.credit_phases
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"credit_phases must be a whole number ≥ 1, got {n!r}")
+    w = window_ns(CREDIT, config)
+    others = [window_ns(c, config) for c in (FX_SPOT, FX_VOL, EQ_SPOT, EQ_VOL, RATE)]
+    grids = [g for g in others if g > 0 and w % g == 0]
+    load: dict[int, int] = {}
+    for g in grids:
+        for t in range(0, w, g):
+            load[t] = load.get(t, 0) + 1
+    if not load:
+        return [k * w // n for k in range(n)]
+    fewest = min(load.values())
+    light = sorted(t for t, classes in load.items() if classes == fewest)
+    return [light[k * len(light) // n] for k in range(n)]
+
+
 def _credit_phases(
     quote_ids: Sequence[str], classes: Sequence[int], config: ConflationConfig
 ) -> list[int]:
     """Grid phase (ns) of each quote: 0, except credit quotes, whose index (the quote id less a
-    ``.CORR`` suffix) takes phase ``k · window / credit_phases`` for the k-th index (mod)."""
+    ``.CORR`` suffix) takes phase ``credit_phase_instants(config)[k mod phases]`` for the k-th
+    index of the market."""
     phases = [0] * len(quote_ids)
-    n = config.credit_phases
-    if not (isinstance(n, int) and n >= 1):
-        raise ValueError(f"credit_phases must be a whole number ≥ 1, got {n!r}")
+    instants = credit_phase_instants(config)
     w = window_ns(CREDIT, config)
     slots: dict[str, int] = {}
     for i, (q, c) in enumerate(zip(quote_ids, classes, strict=True)):
         if c in (CREDIT, CORR) and w > 0:
             key = q.removesuffix(".CORR")
             k = slots.setdefault(key, len(slots))
-            phases[i] = (k % n) * w // n
+            phases[i] = instants[k % len(instants)]
     return phases
 
 
