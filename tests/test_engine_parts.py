@@ -162,6 +162,33 @@ def test_readers_never_see_a_torn_row() -> None:
     assert seen > 0
 
 
+def test_a_reduction_over_live_columns_never_mixes_two_writes() -> None:
+    """What the aggregator does: sums straight off the shared columns, no copy; a write during
+    the pass makes it run again, so each result is one write's."""
+    n = 200_000
+    table = RiskTable.create("sums", n)
+    proc = mp.get_context("spawn").Process(target=_torn_writer, args=(table.name, n, 200))
+    proc.start()
+    counters = tuple(range(table.spec.n_counters))
+    try:
+        seen = 0
+        while proc.is_alive() or seen == 0:
+            (first, total, matched), _ = table.consistent(
+                lambda c: (float(c["pv"][0]), float(c["pv"].sum()), float(c["delta"].sum())),
+                counters,
+            )
+            if np.isnan(first):
+                continue
+            assert total == first * n  # one write's values, never a mix of two
+            assert matched == total
+            seen += 1
+    finally:
+        proc.join(30)
+        table.close()
+    assert proc.exitcode == 0
+    assert seen > 0
+
+
 def test_attaching_never_unlinks_and_the_owner_does(tmp_path: Path) -> None:
     owner = QuoteTable.create("att", np.arange(3.0))
     other = QuoteTable.attach(owner.name, 3)

@@ -158,8 +158,11 @@ class Aggregator:
     def publish(self) -> None:
         """Aggregate and publish one snapshot."""
         now = time.monotonic_ns()
-        cols = self.risk.snapshot()
-        firm, desk, asset_class = self.cells.rollups(cols, now, [(), ("desk",), ("asset_class",)])
+        # per-cell sums straight off the shared columns, retried if a worker wrote meanwhile
+        cells, _ = self.risk.consistent(
+            lambda cols: self.cells.cells(cols, now), tuple(range(self.risk.spec.n_counters))
+        )
+        firm, desk, asset_class = self.cells.grouped(cells, [(), ("desk",), ("asset_class",)])
         report = self.limits.evaluate_rollups(firm, desk, now)
         self.last_report = report
         breaches = report.breaches + ((self.recon_breach,) if self.recon_breach else ())

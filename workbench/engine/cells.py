@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numba
 import numpy as np
 import polars as pl
 
@@ -57,11 +58,6 @@ class CellSums:
         self.cell = np.ravel_multi_index((desk, klass, tranche.astype(np.int64)), self.shape)
         self.n_cells = int(np.prod(self.shape))
         self.positions = np.bincount(self.cell, minlength=self.n_cells).reshape(self.shape)
-        self.order = np.argsort(self.cell, kind="stable")
-        filled = self.positions.ravel() > 0
-        self.filled = np.flatnonzero(filled)
-        starts = np.concatenate([[0], np.cumsum(self.positions.ravel())])[:-1]
-        self.starts = starts[filled]
         self.size = static.height
         # where each measure applies, per cell: (class, tranche) masks broadcast over desks
         klass_axis = np.array(ASSET_CLASSES)[None, :, None]
@@ -81,14 +77,11 @@ class CellSums:
                 source, where = "vega", tranche_axis & np.ones((1, 1, 2), dtype=bool)
             self.applies[m] = (source, np.broadcast_to(where, self.shape))
 
-    def _sum(self, values: np.ndarray) -> np.ndarray:
-        out: np.ndarray = np.bincount(self.cell, weights=values, minlength=self.n_cells)
-        return out.reshape(self.shape)
-
     def cells(self, cols: Mapping[str, np.ndarray], now_ns: int) -> dict[str, np.ndarray]:
         """Every column of :func:`engine.aggregation.rollup` per cell, shaped (desk, asset
-        class, tranche); ``cols`` as for :func:`engine.aggregation.risk_frame` (a consistent
-        copy)."""
+        class, tranche), from ``cols`` as for :func:`engine.aggregation.risk_frame`: one
+        compiled pass over the positions, reading the columns in place (so they may be live
+        shared-memory views under :meth:`engine.shm.RiskTable.consistent`)."""
         for name in (*_RAW, "stale", "updated_ns"):
             if name not in cols:
                 raise ValueError(f"risk columns: missing column {name!r}")
@@ -97,22 +90,16 @@ class CellSums:
                     f"risk columns: column {name!r} has shape {cols[name].shape}, "
                     f"expected ({self.size},)"
                 )
-        net: dict[str, np.ndarray] = {}
-        gross: dict[str, np.ndarray] = {}
-        for raw in _RAW:
-            known = np.where(np.isnan(cols[raw]), 0.0, cols[raw])  # unpriced: left out
-            net[raw] = self._sum(known)
-            if raw in ("pv", "delta"):
-                gross[raw] = self._sum(np.abs(known))
-        updated = cols["updated_ns"]
-        age = np.where(updated > 0, (now_ns - updated) / 1e9, np.inf)
-        worst = np.full(self.n_cells, -np.inf)
-        if self.filled.size:
-            worst[self.filled] = np.maximum.reduceat(age[self.order], self.starts)
+        sums, worst = _cell_pass(
+            self.cell, self.n_cells, cols["pv"], cols["delta"], cols["gamma"], cols["vega"],
+            cols["theta"], cols["stale"], cols["updated_ns"], now_ns,
+        )  # fmt: skip
+        net = dict(zip(_RAW, (x.reshape(self.shape) for x in sums[:5]), strict=True))
+        gross = {"pv": sums[5].reshape(self.shape), "delta": sums[6].reshape(self.shape)}
         out = {
             "positions": self.positions.astype(np.float64),
-            "stale": self._sum((cols["stale"] != 0.0).astype(np.float64)),
-            "unpriced": self._sum(np.isnan(cols["pv"]).astype(np.float64)),
+            "stale": sums[7].reshape(self.shape),
+            "unpriced": sums[8].reshape(self.shape),
             "max_age_s": worst.reshape(self.shape),
         }
         for m in MEASURES:
@@ -133,7 +120,12 @@ class CellSums:
                 raise ValueError(f"cell roll-ups group by desk and asset_class only, not {other}")
             if len(set(by)) != len(by):
                 raise ValueError(f"group columns repeated: {list(by)}")
-        cells = self.cells(cols, now_ns)
+        return self.grouped(self.cells(cols, now_ns), groupings)
+
+    def grouped(
+        self, cells: dict[str, np.ndarray], groupings: Sequence[Sequence[str]]
+    ) -> list[pl.DataFrame]:
+        """The roll-ups of :meth:`cells` for each grouping of ``desk`` and ``asset_class``."""
         return [self._grouped(cells, list(by)) for by in groupings]
 
     def _grouped(self, cells: dict[str, np.ndarray], group: list[str]) -> pl.DataFrame:
@@ -164,3 +156,50 @@ class CellSums:
             else:
                 series.append(pl.Series(name, values, dtype=pl.Float64))
         return pl.DataFrame(series)
+
+
+@numba.njit(cache=True, nogil=True)
+def _cell_pass(
+    cell: np.ndarray,
+    n_cells: int,
+    pv: np.ndarray,
+    delta: np.ndarray,
+    gamma: np.ndarray,
+    vega: np.ndarray,
+    theta: np.ndarray,
+    stale: np.ndarray,
+    updated: np.ndarray,
+    now_ns: int,
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Per cell: net sums of pv, delta, gamma, vega, theta (NaN left out), gross sums of pv and
+    delta, stale and unpriced counts (rows 0–8), and the worst age in seconds (+inf if a
+    position was never written, −inf for an empty cell)."""
+    sums = np.zeros((9, n_cells))
+    worst = np.full(n_cells, -np.inf)
+    for i in range(cell.size):
+        c = cell[i]
+        v = pv[i]
+        if v == v:
+            sums[0, c] += v
+            sums[5, c] += abs(v)
+        else:
+            sums[8, c] += 1.0
+        v = delta[i]
+        if v == v:
+            sums[1, c] += v
+            sums[6, c] += abs(v)
+        v = gamma[i]
+        if v == v:
+            sums[2, c] += v
+        v = vega[i]
+        if v == v:
+            sums[3, c] += v
+        v = theta[i]
+        if v == v:
+            sums[4, c] += v
+        if stale[i] != 0.0:
+            sums[7, c] += 1.0
+        age = (now_ns - updated[i]) / 1e9 if updated[i] > 0 else np.inf
+        if age > worst[c]:
+            worst[c] = age
+    return sums, worst
