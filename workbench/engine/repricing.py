@@ -109,10 +109,22 @@ class Repricer:
         self.local = {c: np.full(n, np.nan) for c in LOCAL_COLUMNS}
         self.fx = np.ones(n)
         self.repriced = 0
+        self._rows_cache: dict[tuple[int, ...], IntArray] = {}
 
     @staticmethod
     def _next(market: MarketSnapshot) -> MarketSnapshot:
         return market.with_as_of(market.as_of + timedelta(days=1))
+
+    def _rows_of(self, which: tuple[int, ...]) -> IntArray:
+        """The rows of groups ``which``, ascending (kept: a worker sees the same few sets of
+        dirty groups again and again)."""
+        hit = self._rows_cache.get(which)
+        if hit is None:
+            hit = np.sort(np.concatenate([self.groups[k].rows for k in which]))
+            if len(self._rows_cache) >= 64:
+                self._rows_cache.pop(next(iter(self._rows_cache)))
+            self._rows_cache[which] = hit
+        return hit
 
     def _only(self, which: list[int]) -> set[str] | None:
         """The pricer's selection for groups ``which`` (None: every group)."""
@@ -196,7 +208,7 @@ class Repricer:
             self.fx = base_rate_column(market, self.book.currency.codes, self.book.currency.labels)
             rows = self.rows
         else:
-            rows = np.sort(np.concatenate([self.groups[k].rows for k in dirty]))
+            rows = self._rows_of(tuple(dirty))
         columns = self._convert(rows)
         timings["convert"] = time.perf_counter_ns() - t0
         return Update(rows, columns, [self.groups[k].key for k in dirty], timings)
