@@ -57,11 +57,16 @@ class EquityPricer:
             for code in np.unique(underlying)
         ]
         self._names = [g.spec.id for g in self._groups]
+        self._vol_index: dict[str, IntArray] = {}
         self._times: KeptByDate[FloatArray] = KeptByDate()
         self._expiries: KeptByDate[FloatArray] = KeptByDate()
 
     def _surface(self, market: MarketSnapshot, spec: EquitySpec) -> EquityVolSurfaceModel:
-        vols = np.array([market.quote_values(list(r)) for r in spec.vol_quotes], dtype=np.float64)
+        grid = self._vol_index.get(spec.id)
+        if grid is None:  # the quote rows of the surface, looked up once
+            grid = np.array([[market.quote_index[q] for q in r] for r in spec.vol_quotes])
+            self._vol_index[spec.id] = grid
+        vols = market.quotes[grid]
         expiries = self._expiries.get(
             spec.id, market.as_of, lambda: tenor_times(market.as_of, spec.vol_expiries)
         )
@@ -129,18 +134,19 @@ class EquityPricer:
         r = -log_df / t
         surfaces = [self._surface(market, g.spec) for g in picked]
         which = np.repeat(np.arange(len(picked), dtype=np.int64), sizes)
-        vol = equity_vols(surfaces, which, spot, strike, t)
         if not greeks:
+            vol = equity_vols(surfaces, which, spot, strike, t)
             pv = notional * black_price(sign, spot, strike, t, r, q, vol)
             zero = np.zeros(rows.size)
             return ClassRisk(rows, pv, zero, zero, zero, KeyRates.empty())
-        res = black_greeks(sign, spot, strike, t, r, q, vol)
+        # sticky moneyness: a bumped spot moves each option along its surface
+        moves = (SPOT_BUMP, -SPOT_BUMP)
+        vols = equity_vols(surfaces, which, spot, strike, t, spot_moves=moves)
+        res = black_greeks(sign, spot, strike, t, r, q, vols[:, 0])
         base = notional * res.pv
-        # sticky moneyness: the bumped spot moves each option along its surface
         up, down = (
-            notional
-            * black_price(sign, s_b, strike, t, r, q, equity_vols(surfaces, which, s_b, strike, t))
-            for s_b in (spot * (1.0 + SPOT_BUMP), spot * (1.0 - SPOT_BUMP))
+            notional * black_price(sign, spot * (1.0 + move), strike, t, r, q, vols[:, 1 + k])
+            for k, move in enumerate(moves)
         )
         key_parts: list[KeyRates] = []
         if self.with_key_rates:

@@ -81,6 +81,7 @@ class FxPricer:
             name = book.underlying.labels[int(code)]
             self._groups.append(_PairRows(book, rows[underlying == code], pairs[name], market))
         self._names = [g.pair.pair for g in self._groups]
+        self._vol_index: dict[str, IntArray] = {}
         self._surfaces = surfaces
         self._last_vols: dict[tuple[str, bool], FloatArray] = {}
         self._times: KeptByDate[tuple[FloatArray, FloatArray]] = KeptByDate()
@@ -93,7 +94,11 @@ class FxPricer:
     # -- market objects ------------------------------------------------------------------
     def _smile(self, market: MarketSnapshot, pair: str) -> FxVolSurfaceModel:
         spec = self._surfaces[pair]
-        vols = np.array([market.quote_values(list(row)) for row in spec.quotes], dtype=np.float64)
+        grid = self._vol_index.get(pair)
+        if grid is None:  # the quote rows of the smile, looked up once
+            grid = np.array([[market.quote_index[q] for q in row] for row in spec.quotes])
+            self._vol_index[pair] = grid
+        vols = market.quotes[grid]
         times = self._expiries.get(
             pair, market.as_of, lambda: tenor_times(market.as_of, spec.expiries)
         )

@@ -198,21 +198,27 @@ def equity_vols(
     S: FloatArray,
     K: FloatArray,
     T: FloatArray,
+    *,
+    spot_moves: Sequence[float] = (),
 ) -> FloatArray:
     """Vols of options on several surfaces in one compiled evaluation: option ``i`` reads
-    ``surfaces[which[i]]`` at expiry ``T[i]`` and moneyness ``K[i] / S[i]``."""
+    ``surfaces[which[i]]`` at expiry ``T[i]`` and moneyness ``K[i] / S[i]``. With
+    ``spot_moves`` (relative), one column per spot: the given one, then each moved one (sticky
+    moneyness), shape ``(n, 1 + len(spot_moves))``; each option's expiry basis is set up once."""
     packed = PackedSplines.of([m.spline() for m in surfaces], [m.box() for m in surfaces])
+    m = np.ascontiguousarray(K / S, dtype=np.float64)
+    y = np.stack([m, *(m / (1.0 + move) for move in spot_moves)], axis=1)
     t0 = time.perf_counter_ns()
     vol = _spline_ev(
         *packed.args(),
         np.ascontiguousarray(which, dtype=np.int64),
         np.ascontiguousarray(T, dtype=np.float64),
-        np.ascontiguousarray(K / S, dtype=np.float64),
+        y,
     )
     if surfaces:
         surfaces[0].cache.lookup_ns += time.perf_counter_ns() - t0
     floored: FloatArray = np.maximum(vol, 1e-6)
-    return floored
+    return floored if spot_moves else floored[:, 0]
 
 
 class FxVolSurfaceModel:
@@ -483,9 +489,10 @@ def _spline_ev(
     x: np.ndarray,
     y: np.ndarray,
 ) -> np.ndarray:  # pragma: no cover - compiled
-    """Value of packed spline ``which[p]`` at ``(x[p], y[p])`` clamped to its grid (FITPACK's
-    bispev, one point at a time)."""
-    out = np.empty(x.size)
+    """Value of packed spline ``which[p]`` at ``(x[p], y[p, j])`` for every column ``j`` of
+    ``y``, clamped to its grid (FITPACK's bispev, one point at a time; the ``x`` basis is
+    computed once per point)."""
+    out = np.empty(y.shape)
     work = np.empty((2, 8))
     bx = np.empty(8)
     by = np.empty(8)
@@ -498,19 +505,20 @@ def _spline_ev(
         ky = ky_all[sp]
         n_cy = ty.size - ky - 1
         xc = min(max(x[p], box[sp, 0]), box[sp, 1])
-        yc = min(max(y[p], box[sp, 2]), box[sp, 3])
         lx = _span(tx, kx, xc)
-        ly = _span(ty, ky, yc)
         _basis(tx, kx, lx, xc, bx, work)
-        _basis(ty, ky, ly, yc, by, work)
-        acc = 0.0
-        for a in range(kx + 1):
-            base = (lx - kx + a) * n_cy + ly - ky
-            inner = 0.0
-            for b in range(ky + 1):
-                inner += by[b] * c[base + b]
-            acc += bx[a] * inner
-        out[p] = acc
+        for j in range(y.shape[1]):
+            yc = min(max(y[p, j], box[sp, 2]), box[sp, 3])
+            ly = _span(ty, ky, yc)
+            _basis(ty, ky, ly, yc, by, work)
+            acc = 0.0
+            for a in range(kx + 1):
+                base = (lx - kx + a) * n_cy + ly - ky
+                inner = 0.0
+                for b in range(ky + 1):
+                    inner += by[b] * c[base + b]
+                acc += bx[a] * inner
+            out[p, j] = acc
     return out
 
 
