@@ -332,6 +332,37 @@ def _basis(
 
 
 @numba.njit(cache=True, nogil=True)
+def _basis_with_lower(
+    knots: np.ndarray,
+    k: int,
+    span: int,
+    x: float,
+    out: np.ndarray,
+    lower: np.ndarray,
+    work: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """:func:`_basis` of degree ``k`` into ``out`` and, from the same recursion, the ``k``
+    B-splines of degree ``k − 1`` at the same span into ``lower`` (what a derivative needs)."""
+    left = work[0]
+    right = work[1]
+    out[0] = 1.0
+    if k == 1:
+        lower[0] = 1.0
+    for j in range(1, k + 1):
+        left[j] = x - knots[span + 1 - j]
+        right[j] = knots[span + j] - x
+        saved = 0.0
+        for r in range(j):
+            tmp = out[r] / (right[r + 1] + left[j - r])
+            out[r] = saved + right[r + 1] * tmp
+            saved = left[j - r] * tmp
+        out[j] = saved
+        if j == k - 1:
+            for r in range(k):
+                lower[r] = out[r]
+
+
+@numba.njit(cache=True, nogil=True)
 def _smile_newton(
     row: np.ndarray,
     ty: np.ndarray,
@@ -362,13 +393,12 @@ def _smile_newton(
         d = 0.5 * math.erfc(-d1 / math.sqrt(2.0))
         dc = min(max(d, d_lo), d_hi)
         ly = _span(ty, ky, dc)
-        _basis(ty, ky, ly, dc, by, work)
+        _basis_with_lower(ty, ky, ly, dc, by, dy, work)
         s_v = 0.0
         for b in range(ky + 1):
             s_v += by[b] * row[ly - ky + b]
         s_d = 0.0  # ∂s/∂delta, 0 where the delta is clamped
         if d_lo < d < d_hi and ky > 0:
-            _basis(ty, ky - 1, ly, dc, dy, work)
             for b in range(ky):
                 j = ly - ky + 1 + b
                 s_d += ky * (row[j] - row[j - 1]) / (ty[j + ky] - ty[j]) * dy[b]
