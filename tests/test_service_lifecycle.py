@@ -11,8 +11,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import polars as pl
 import pytest
 from service_helpers import PATHS, make_files, start, wait
 
@@ -49,6 +51,35 @@ def test_kill_9_the_whole_service_leaves_orphans_that_are_reaped(
     assert not any(Path("/dev/shm", s).exists() for s in segments)
     with pytest.raises(ServiceError, match="no running workbench service"):
         workbench.connect("doomed")
+
+
+def test_recon_raises_a_breach_when_the_booking_file_changes(tmp_path: Path) -> None:
+    """The recon job on its timer: nothing while the file matches the engine's book; a
+    unchanged file is not re-read), a ``recon`` breach in the snapshots once a notional on file
+    differs, cleared again when the file is put back."""
+    book, market = make_files(tmp_path)
+    original = book.read_bytes()
+    svc = start((book, market), "recon", feed="none", recon_s=0.5)
+    try:
+
+        def breaches() -> list[str]:
+            return [b.measure for b in svc.latest(timeout_s=5.0).breaches]
+
+        time.sleep(2.0)  # several recon rounds on the unchanged file
+        assert not any(m.startswith("recon") for m in breaches())
+        frame = pl.read_parquet(book)
+        frame = frame.with_columns(
+            pl.when(pl.int_range(pl.len()) == 7)
+            .then(pl.col("notional") * 2.0)
+            .otherwise(pl.col("notional"))
+            .alias("notional")
+        )
+        frame.write_parquet(book)
+        wait(lambda: "recon" in breaches(), 30, "a recon breach")
+        book.write_bytes(original)
+        wait(lambda: "recon" not in breaches(), 30, "the recon breach cleared")
+    finally:
+        svc.stop()
 
 
 def _zombie(pid: int) -> bool:
