@@ -54,9 +54,9 @@ def test_kill_9_the_whole_service_leaves_orphans_that_are_reaped(
 
 
 def test_recon_raises_a_breach_when_the_booking_file_changes(tmp_path: Path) -> None:
-    """The recon job on its timer: nothing while the file matches the engine's book; a
-    unchanged file is not re-read), a ``recon`` breach in the snapshots once a notional on file
-    differs, cleared again when the file is put back."""
+    """The recon job on its timer: nothing while the file matches the engine's book, a
+    ``recon`` breach in the snapshots once a notional on file differs, cleared again when the
+    file is put back."""
     book, market = make_files(tmp_path)
     original = book.read_bytes()
     svc = start((book, market), "recon", feed="none", recon_s=0.5)
