@@ -89,6 +89,10 @@ class Aggregator:
         assert config.endpoints is not None
         self.config = config
         ep = config.endpoints
+        # the files' digest before they are read: the book held here is those bytes (or newer
+        # ones, which the first recon then reads), so a recon of unchanged files has nothing
+        # to find and is skipped
+        self.recon_digest = _files_digest(config.book, config.market)
         market = load_market(config.market)
         self.book = load_book(config.book, market=market)
         self.static = static_frame(self.book)
@@ -98,7 +102,6 @@ class Aggregator:
         self.last_report: LimitReport | None = None
         self.recon_breach: msg.Breach | None = None
         self.last_recon_ns = time.monotonic_ns()
-        self.recon_digest = b""  # of the files the last recon read (skip while unchanged)
         self.ctx = zmq.Context()
         self.pull = self.ctx.socket(zmq.PULL)
         self.pull.bind(ep.risk)
