@@ -221,14 +221,17 @@ def _swap_pv(
     """The module formula for each curve set (rows of ``d`` and ``p``: discount factors at the
     group's dates), one pass over the cash flows (those paid by today are skipped)."""
     n_sets = d.shape[0]
-    out = np.zeros((n_sets, notional.size))
+    # sets innermost: a cash flow reads and writes one cache line for all of them
+    dt = np.ascontiguousarray(d.T)
+    pt = np.ascontiguousarray(p.T)
+    acc = np.zeros((notional.size, n_sets))
     for j in range(fx_swap.size):
         k = fx_pay[j]
         if t[k] > 0.0:
             s = fx_swap[j]
             a = fixed_rate[s] * fx_acc[j]
             for m in range(n_sets):
-                out[m, s] += a * d[m, k]
+                acc[s, m] += a * dt[k, m]
     for j in range(fl_swap.size):
         k = fl_pay[j]
         if t[k] > 0.0:
@@ -236,8 +239,9 @@ def _swap_pv(
             b = spread[s] * fl_acc[j]
             st = fl_start[j]
             for m in range(n_sets):
-                out[m, s] -= d[m, k] * (p[m, st] / p[m, k] - 1.0 + b)
-    for m in range(n_sets):
-        for s in range(notional.size):
-            out[m, s] *= notional[s]
+                acc[s, m] -= dt[k, m] * (pt[st, m] / pt[k, m] - 1.0 + b)
+    out = np.empty((n_sets, notional.size))
+    for s in range(notional.size):
+        for m in range(n_sets):
+            out[m, s] = acc[s, m] * notional[s]
     return out
