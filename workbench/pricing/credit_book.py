@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import date, timedelta
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -23,6 +24,7 @@ from workbench.book.schema import Book
 from workbench.market.model import CreditIndex, MarketSnapshot
 from workbench.pricing.credit import (
     IndexSimulation,
+    PremiumSchedule,
     cds_schedule,
     index_pv,
     states_needed,
@@ -31,7 +33,7 @@ from workbench.pricing.credit import (
 )
 from workbench.pricing.curves import CurveSet
 from workbench.pricing.default_counts import thresholds, truncated_distributions
-from workbench.pricing.risk import ClassRisk, KeyRates, selected
+from workbench.pricing.risk import ClassRisk, KeptByDate, KeyRates, selected
 
 _LOSS_SETS = 4
 """Quote sets (× indices) whose tranche losses are kept: today's and tomorrow's (theta), with
@@ -73,6 +75,15 @@ class CreditPricer:
         self._losses: dict[tuple[str, date, float, float, bool], list[FloatArray]] = {}
         self.loss_hits = 0
         self.loss_misses = 0
+        self._schedules: KeptByDate[PremiumSchedule] = KeptByDate()
+        # where each index's index and tranche positions sit in ``rows``
+        order = np.argsort(rows, kind="stable")
+
+        def where(sub: IntArray) -> IntArray:
+            found: IntArray = order[np.searchsorted(rows[order], sub)]
+            return found
+
+        self._where = {spec.id: (where(a), where(t)) for spec, a, t in self._groups}
 
     def rows_for(self, only: Collection[str] | None = None) -> IntArray:
         """Rows of the positions on the indices in ``only`` (all with None), ascending."""
@@ -198,7 +209,6 @@ class CreditPricer:
         only: Collection[str] | None = None,
     ) -> ClassRisk:
         b = self.book
-        pos = {int(r): i for i, r in enumerate(self.rows)}
         pv = np.zeros(self.rows.size)
         delta = np.zeros(self.rows.size)
         gamma = np.zeros(self.rows.size)
@@ -206,14 +216,16 @@ class CreditPricer:
         for spec, idx_rows, tr_rows in self._groups:
             if only is not None and spec.id not in only:
                 continue
-            sched = cds_schedule(market.as_of, spec.maturity)
+            sched = self._schedules.get(
+                spec.id, market.as_of, partial(cds_schedule, market.as_of, spec.maturity)
+            )
             curve = curves[market.discount_curve_id(spec.currency)]
             df = curve.discount(sched.pay_t)
             df_mid = curve.discount(0.5 * (sched.start_t + sched.pay_t))
             s = market.quote(spec.spread_quote)
             bumps = (0.0, BP, -BP) if greeks else (0.0,)
             if idx_rows.size:
-                at = np.array([pos[int(r)] for r in idx_rows])
+                at = self._where[spec.id][0]
                 n = b.notional[idx_rows]
                 vals = [
                     n
@@ -232,7 +244,7 @@ class CreditPricer:
                     delta[at] = (vals[1] - vals[2]) / 2.0
                     gamma[at] = vals[1] - 2.0 * vals[0] + vals[2]
             if tr_rows.size:
-                at = np.array([pos[int(r)] for r in tr_rows])
+                at = self._where[spec.id][1]
                 n = b.notional[tr_rows]
                 losses = self._tranche_losses(market, spec, tr_rows, sched.pay_t, greeks=greeks)
                 out = [tranche_pv(el, sched, df, b.coupon[tr_rows]) for el in losses]
