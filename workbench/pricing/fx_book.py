@@ -114,20 +114,25 @@ class FxPricer:
         )
 
     def _forward_inputs(
-        self, market: MarketSnapshot, curves: CurveSet, g: _PairRows
-    ) -> tuple[float, FloatArray, float, float, FloatArray, FloatArray]:
-        """Spot, expiry times, spot-date log DFs and log DFs at expiry of base and quote curves."""
-        spot = market.quote(g.pair.spot_quote)
-        ts, t = self._spot_and_expiry_times(market, g)
-        pb, pq = curves[g.base_curve], curves[g.quote_curve]
-        return (
-            spot,
-            t,
-            float(pb.log_discount(ts)[0]),
-            float(pq.log_discount(ts)[0]),
-            pb.log_discount(t),
-            pq.log_discount(t),
-        )
+        self, market: MarketSnapshot, curves: CurveSet, picked: list[_PairRows]
+    ) -> list[tuple[float, FloatArray, float, float, FloatArray, FloatArray]]:
+        """Per pair: spot, expiry times, spot-date log DFs and log DFs at expiry of the base and
+        quote curves; each curve is evaluated once, at every time the pairs need from it."""
+        times = [self._spot_and_expiry_times(market, g) for g in picked]
+        wanted: dict[str, list[FloatArray]] = {}
+        for g, (ts, t) in zip(picked, times, strict=True):
+            for cid in (g.base_curve, g.quote_curve):
+                wanted.setdefault(cid, []).append(np.concatenate([ts, t]))
+        values = {}
+        for cid, parts in wanted.items():
+            flat = curves[cid].log_discount(np.concatenate(parts))
+            values[cid] = iter(np.split(flat, np.cumsum([p.size for p in parts])[:-1]))
+        out = []
+        for g, (_, t) in zip(picked, times, strict=True):
+            lb, lq = next(values[g.base_curve]), next(values[g.quote_curve])
+            spot = market.quote(g.pair.spot_quote)
+            out.append((spot, t, float(lb[0]), float(lq[0]), lb[1:], lq[1:]))
+        return out
 
     def _spot_and_expiry_times(
         self, market: MarketSnapshot, g: _PairRows
@@ -176,7 +181,7 @@ class FxPricer:
             empty = np.empty(0)
             return ClassRisk(np.empty(0, np.int64), empty, empty, empty, empty, KeyRates.empty())
         sizes = [g.rows.size for g in picked]
-        inputs = [self._forward_inputs(market, curves, g) for g in picked]
+        inputs = self._forward_inputs(market, curves, picked)
 
         def per_pair(k: int) -> FloatArray:
             return np.repeat(np.array([x[k] for x in inputs], dtype=np.float64), sizes)
