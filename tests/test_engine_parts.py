@@ -3,8 +3,10 @@ partition, what-if shocks, and the repricing state against the batch pricer."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,14 +142,25 @@ def _torn_writer(name: str, n: int, rounds: int) -> None:
     table.close()
 
 
-def test_readers_never_see_a_torn_row() -> None:
-    n = 200_000  # big enough that a write takes a while
-    table = RiskTable.create("torn", n)
+@contextlib.contextmanager
+def _writing(name: str, n: int = 200_000) -> Iterator[tuple[RiskTable, Callable[[], bool]]]:
+    """A risk table that another process writes 200 times over (big enough that a write takes a
+    while) while the caller reads it, and whether it is still writing; it must end cleanly."""
+    table = RiskTable.create(name, n)
     proc = mp.get_context("spawn").Process(target=_torn_writer, args=(table.name, n, 200))
     proc.start()
     try:
-        seen = 0
-        while proc.is_alive() or seen == 0:
+        yield table, proc.is_alive
+    finally:
+        proc.join(30)
+        table.close()
+    assert proc.exitcode == 0
+
+
+def test_readers_never_see_a_torn_row() -> None:
+    seen = 0
+    with _writing("torn") as (table, writing):
+        while writing() or seen == 0:
             cols = table.snapshot()
             pv, delta = cols["pv"], cols["delta"]
             if np.isnan(pv[0]):
@@ -155,37 +168,25 @@ def test_readers_never_see_a_torn_row() -> None:
             assert np.all(pv == pv[0])  # one write's values, never a mix of two
             assert np.all(delta == pv)
             seen += 1
-    finally:
-        proc.join(30)
-        table.close()
-    assert proc.exitcode == 0
     assert seen > 0
 
 
 def test_a_reduction_over_live_columns_never_mixes_two_writes() -> None:
     """What the aggregator does: sums straight off the shared columns, no copy; a write during
     the pass makes it run again, so each result is one write's."""
-    n = 200_000
-    table = RiskTable.create("sums", n)
-    proc = mp.get_context("spawn").Process(target=_torn_writer, args=(table.name, n, 200))
-    proc.start()
-    counters = tuple(range(table.spec.n_counters))
-    try:
-        seen = 0
-        while proc.is_alive() or seen == 0:
+    seen = 0
+    with _writing("sums") as (table, writing):
+        counters = tuple(range(table.spec.n_counters))
+        while writing() or seen == 0:
             (first, total, matched), _ = table.consistent(
                 lambda c: (float(c["pv"][0]), float(c["pv"].sum()), float(c["delta"].sum())),
                 counters,
             )
             if np.isnan(first):
                 continue
-            assert total == first * n  # one write's values, never a mix of two
+            assert total == first * 200_000  # one write's values, never a mix of two
             assert matched == total
             seen += 1
-    finally:
-        proc.join(30)
-        table.close()
-    assert proc.exitcode == 0
     assert seen > 0
 
 

@@ -33,15 +33,19 @@ from workbench.pricing.credit import (
 )
 from workbench.pricing.curves import CurveSet
 from workbench.pricing.default_counts import thresholds, truncated_distributions
-from workbench.pricing.risk import ClassRisk, KeptByDate, KeyRates, selected
+from workbench.pricing.risk import ClassRisk, KeptByDate, KeyRates, SelectionPricer, selected
 
 _LOSS_SETS = 4
 """Quote sets (× indices) whose tranche losses are kept: today's and tomorrow's (theta), with
 and without bumps."""
 
 
-class CreditPricer:
-    """Index and tranche positions grouped by index; one simulation per index."""
+class CreditPricer(SelectionPricer):
+    """Index and tranche positions grouped by index; one simulation per index.
+
+    ``pv``: dirty, protection buyer positive. ``risk``: PV, CS01, gamma and correlation vega
+    (tranches), in the index currency.
+    """
 
     asset_class = "credit"
 
@@ -97,19 +101,6 @@ class CreditPricer:
         picked = [self._groups[k] for k in selected(names, only)]
         rows = np.concatenate([np.concatenate([a, b]) for _, a, b in picked] or [self.rows[:0]])
         return np.isin(self.rows, rows)
-
-    def pv(
-        self, market: MarketSnapshot, curves: CurveSet, only: Collection[str] | None = None
-    ) -> FloatArray:
-        """PV in each position's currency (dirty, protection buyer positive), ``rows_for``
-        order."""
-        return self._price(market, curves, greeks=False, only=only).pv
-
-    def risk(
-        self, market: MarketSnapshot, curves: CurveSet, only: Collection[str] | None = None
-    ) -> ClassRisk:
-        """PV, CS01, gamma and correlation vega."""
-        return self._price(market, curves, greeks=True, only=only)
 
     def _distributions(
         self,

@@ -17,7 +17,14 @@ from workbench.market.model import EquitySpec, MarketSnapshot
 from workbench.pricing.black import black_greeks, black_price
 from workbench.pricing.curves import CurveSet
 from workbench.pricing.fx_book import tenor_times, year_fractions
-from workbench.pricing.risk import ClassRisk, KeptByDate, KeyRates, selected
+from workbench.pricing.risk import (
+    ClassRisk,
+    KeptByDate,
+    KeyRates,
+    SelectionPricer,
+    selected,
+    selected_rows,
+)
 from workbench.pricing.surfaces import (
     EquityVolSurfaceModel,
     SplineCache,
@@ -37,8 +44,12 @@ class _Underlying:
         self.curve = market.discount_curve_id(spec.currency)
 
 
-class EquityPricer:
-    """Equity options of a book (asset class ``equity``), grouped by underlying."""
+class EquityPricer(SelectionPricer):
+    """Equity options of a book (asset class ``equity``), grouped by underlying.
+
+    ``risk``: PV, +1% spot delta and gamma (sticky moneyness), vol-point vega and key-rate
+    DV01s, in the option's currency.
+    """
 
     asset_class = "equity"
 
@@ -81,20 +92,7 @@ class EquityPricer:
 
     def rows_for(self, only: Collection[str] | None = None) -> IntArray:
         """Rows of the options on the underlyings in ``only`` (all with None), by underlying."""
-        picked = [self._groups[k].rows for k in selected(self._names, only)]
-        return np.concatenate(picked) if picked else np.empty(0, np.int64)
-
-    def pv(
-        self, market: MarketSnapshot, curves: CurveSet, only: Collection[str] | None = None
-    ) -> FloatArray:
-        """PV in each option's currency, ``rows_for`` order."""
-        return self._price(market, curves, greeks=False, only=only).pv
-
-    def risk(
-        self, market: MarketSnapshot, curves: CurveSet, only: Collection[str] | None = None
-    ) -> ClassRisk:
-        """PV, +1% spot delta and gamma, vol-point vega and key-rate DV01s (option currency)."""
-        return self._price(market, curves, greeks=True, only=only)
+        return selected_rows([g.rows for g in self._groups], self._names, only)
 
     def _price(
         self,

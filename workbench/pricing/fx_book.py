@@ -24,7 +24,14 @@ from workbench.market.model import FX_DELTA_PILLARS, FxPair, MarketSnapshot
 from workbench.market.schedules import add_tenor, spot_date
 from workbench.pricing.black import black_greeks, black_price
 from workbench.pricing.curves import CurveSet
-from workbench.pricing.risk import ClassRisk, KeptByDate, KeyRates, selected
+from workbench.pricing.risk import (
+    ClassRisk,
+    KeptByDate,
+    KeyRates,
+    SelectionPricer,
+    selected,
+    selected_rows,
+)
 from workbench.pricing.surfaces import (
     FxVolSurfaceModel,
     SplineCache,
@@ -62,8 +69,12 @@ class _PairRows:
         self.quote_curve = market.discount_curve_id(pair.quote_ccy)
 
 
-class FxPricer:
-    """FX forwards and options of a book (asset class ``fx``)."""
+class FxPricer(SelectionPricer):
+    """FX forwards and options of a book (asset class ``fx``), grouped by pair.
+
+    ``risk``: PV, 1% spot delta and gamma (smile re-solved at each bumped spot: sticky delta),
+    vol-point vega and key-rate DV01s, in the pair's quote currency.
+    """
 
     asset_class = "fx"
 
@@ -150,20 +161,7 @@ class FxPricer:
     # -- pricing -------------------------------------------------------------------------
     def rows_for(self, only: Collection[str] | None = None) -> IntArray:
         """Rows of the positions on the pairs in ``only`` (all with None), pair by pair."""
-        picked = [self._groups[k].rows for k in selected(self._names, only)]
-        return np.concatenate(picked) if picked else np.empty(0, np.int64)
-
-    def pv(
-        self, market: MarketSnapshot, curves: CurveSet, only: Collection[str] | None = None
-    ) -> FloatArray:
-        """PV in each position's quote currency, ``rows_for`` order."""
-        return self._price(market, curves, greeks=False, only=only).pv
-
-    def risk(
-        self, market: MarketSnapshot, curves: CurveSet, only: Collection[str] | None = None
-    ) -> ClassRisk:
-        """PV, 1% spot delta and gamma, vol-point vega and key-rate DV01s (quote currency)."""
-        return self._price(market, curves, greeks=True, only=only)
+        return selected_rows([g.rows for g in self._groups], self._names, only)
 
     def _price(
         self,

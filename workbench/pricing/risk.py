@@ -107,6 +107,42 @@ class ClassPricer(Protocol):
         ...
 
 
+class SelectionPricer:
+    """``pv`` and ``risk`` of a pricer that prices any selection of its groups in one call,
+    ``_price(market, curves, greeks=..., only=...)``, in ``rows_for(only)`` order. What its
+    Greeks mean is in the pricer's docstring."""
+
+    def _price(
+        self,
+        market: MarketSnapshot,
+        curves: CurveSet,
+        *,
+        greeks: bool,
+        only: Collection[str] | None,
+    ) -> ClassRisk:
+        raise NotImplementedError
+
+    def pv(
+        self, market: MarketSnapshot, curves: CurveSet, only: Collection[str] | None = None
+    ) -> FloatArray:
+        """PV in each position's currency, ``rows_for(only)`` order."""
+        return self._price(market, curves, greeks=False, only=only).pv
+
+    def risk(
+        self, market: MarketSnapshot, curves: CurveSet, only: Collection[str] | None = None
+    ) -> ClassRisk:
+        """PV and Greeks of the positions of the groups in ``only``, each position's currency."""
+        return self._price(market, curves, greeks=True, only=only)
+
+
+def selected_rows(
+    rows: Sequence[IntArray], names: Sequence[str], only: Collection[str] | None
+) -> IntArray:
+    """The rows of the groups named in ``only`` (all with None), group after group."""
+    picked = [rows[k] for k in selected(names, only)]
+    return np.concatenate(picked) if picked else np.empty(0, np.int64)
+
+
 def selected(names: Sequence[str], only: Collection[str] | None) -> list[int]:
     """Indices of the groups named in ``only`` (every group with ``None``), in ``names`` order.
 

@@ -313,26 +313,6 @@ def _span(knots: np.ndarray, k: int, x: float) -> int:  # pragma: no cover - com
 
 @numba.njit(cache=True, nogil=True)
 def _basis(
-    knots: np.ndarray, k: int, span: int, x: float, out: np.ndarray, work: np.ndarray
-) -> None:  # pragma: no cover - compiled
-    """The ``k + 1`` B-splines of degree ``k`` non-zero at ``x`` (Cox–de Boor), into ``out``;
-    ``work`` (2 × (k + 1)) is scratch space."""
-    left = work[0]
-    right = work[1]
-    out[0] = 1.0
-    for j in range(1, k + 1):
-        left[j] = x - knots[span + 1 - j]
-        right[j] = knots[span + j] - x
-        saved = 0.0
-        for r in range(j):
-            tmp = out[r] / (right[r + 1] + left[j - r])
-            out[r] = saved + right[r + 1] * tmp
-            saved = left[j - r] * tmp
-        out[j] = saved
-
-
-@numba.njit(cache=True, nogil=True)
-def _basis_with_lower(
     knots: np.ndarray,
     k: int,
     span: int,
@@ -341,8 +321,9 @@ def _basis_with_lower(
     lower: np.ndarray,
     work: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """:func:`_basis` of degree ``k`` into ``out`` and, from the same recursion, the ``k``
-    B-splines of degree ``k − 1`` at the same span into ``lower`` (what a derivative needs)."""
+    """The ``k + 1`` B-splines of degree ``k`` non-zero at ``x`` (Cox–de Boor) into ``out`` and,
+    from the same recursion, the ``k`` of degree ``k − 1`` at the same span into ``lower`` (what
+    a derivative needs); ``work`` (2 × (k + 1)) is scratch space."""
     left = work[0]
     right = work[1]
     out[0] = 1.0
@@ -393,7 +374,7 @@ def _smile_newton(
         d = 0.5 * math.erfc(-d1 / math.sqrt(2.0))
         dc = min(max(d, d_lo), d_hi)
         ly = _span(ty, ky, dc)
-        _basis_with_lower(ty, ky, ly, dc, by, dy, work)
+        _basis(ty, ky, ly, dc, by, dy, work)
         s_v = 0.0
         for b in range(ky + 1):
             s_v += by[b] * row[ly - ky + b]
@@ -460,6 +441,7 @@ def _smile_solve(
     bx = np.empty(8)
     by = np.empty(8)
     dy = np.empty(8)
+    spare = np.empty(8)  # lower-degree B-splines nobody reads
     row = np.empty(64)  # the spline in delta at this option's expiry
     for p in range(t.size):
         sp = which[p]
@@ -474,7 +456,7 @@ def _smile_solve(
             row = np.empty(n_cy)
         tc = min(max(t[p], t_lo), t_hi)
         lx = _span(tx, kx, tc)
-        _basis(tx, kx, lx, tc, bx, work)
+        _basis(tx, kx, lx, tc, bx, spare, work)
         top = 1e-6
         for j in range(n_cy):
             acc = 0.0
@@ -486,7 +468,7 @@ def _smile_solve(
         v = start[p]
         if math.isnan(v):
             ly = _span(ty, ky, 0.5)
-            _basis(ty, ky, ly, 0.5, by, work)
+            _basis(ty, ky, ly, 0.5, by, spare, work)
             v = 0.0
             for b in range(ky + 1):
                 v += by[b] * row[ly - ky + b]
@@ -526,6 +508,7 @@ def _spline_ev(
     work = np.empty((2, 8))
     bx = np.empty(8)
     by = np.empty(8)
+    spare = np.empty(8)  # lower-degree B-splines nobody reads
     for p in range(x.size):
         sp = which[p]
         tx = tx_all[tx_at[sp] : tx_at[sp + 1]]
@@ -536,11 +519,11 @@ def _spline_ev(
         n_cy = ty.size - ky - 1
         xc = min(max(x[p], box[sp, 0]), box[sp, 1])
         lx = _span(tx, kx, xc)
-        _basis(tx, kx, lx, xc, bx, work)
+        _basis(tx, kx, lx, xc, bx, spare, work)
         for j in range(y.shape[1]):
             yc = min(max(y[p, j], box[sp, 2]), box[sp, 3])
             ly = _span(ty, ky, yc)
-            _basis(ty, ky, ly, yc, by, work)
+            _basis(ty, ky, ly, yc, by, spare, work)
             acc = 0.0
             for a in range(kx + 1):
                 base = (lx - kx + a) * n_cy + ly - ky
