@@ -21,6 +21,7 @@ from workbench.pricing.risk import (
     ClassRisk,
     KeptByDate,
     KeyRates,
+    QuoteGrids,
     SelectionPricer,
     selected,
     selected_rows,
@@ -68,16 +69,12 @@ class EquityPricer(SelectionPricer):
             for code in np.unique(underlying)
         ]
         self._names = [g.spec.id for g in self._groups]
-        self._vol_index: dict[str, IntArray] = {}
+        self._grids = QuoteGrids()
         self._times: KeptByDate[FloatArray] = KeptByDate()
         self._expiries: KeptByDate[FloatArray] = KeptByDate()
 
     def _surface(self, market: MarketSnapshot, spec: EquitySpec) -> EquityVolSurfaceModel:
-        grid = self._vol_index.get(spec.id)
-        if grid is None:  # the quote rows of the surface, looked up once
-            grid = np.array([[market.quote_index[q] for q in r] for r in spec.vol_quotes])
-            self._vol_index[spec.id] = grid
-        vols = market.quotes[grid]
+        vols = self._grids.values(market, spec.id, spec.vol_quotes)
         expiries = self._expiries.get(
             spec.id, market.as_of, lambda: tenor_times(market.as_of, spec.vol_expiries)
         )

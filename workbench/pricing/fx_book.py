@@ -28,6 +28,7 @@ from workbench.pricing.risk import (
     ClassRisk,
     KeptByDate,
     KeyRates,
+    QuoteGrids,
     SelectionPricer,
     selected,
     selected_rows,
@@ -92,7 +93,7 @@ class FxPricer(SelectionPricer):
             name = book.underlying.labels[int(code)]
             self._groups.append(_PairRows(book, rows[underlying == code], pairs[name], market))
         self._names = [g.pair.pair for g in self._groups]
-        self._vol_index: dict[str, IntArray] = {}
+        self._grids = QuoteGrids()
         self._surfaces = surfaces
         self._last_vols: dict[tuple[str, bool], FloatArray] = {}
         self._times: KeptByDate[tuple[FloatArray, FloatArray]] = KeptByDate()
@@ -105,11 +106,7 @@ class FxPricer(SelectionPricer):
     # -- market objects ------------------------------------------------------------------
     def _smile(self, market: MarketSnapshot, pair: str) -> FxVolSurfaceModel:
         spec = self._surfaces[pair]
-        grid = self._vol_index.get(pair)
-        if grid is None:  # the quote rows of the smile, looked up once
-            grid = np.array([[market.quote_index[q] for q in row] for row in spec.quotes])
-            self._vol_index[pair] = grid
-        vols = market.quotes[grid]
+        vols = self._grids.values(market, pair, spec.quotes)
         times = self._expiries.get(
             pair, market.as_of, lambda: tenor_times(market.as_of, spec.expiries)
         )

@@ -166,6 +166,33 @@ def forget_kept(pricers: Iterable[object]) -> None:
 _T = TypeVar("_T")
 
 
+class QuoteGrids:
+    """Vol grids (rows of quote ids) read from a market's quote vector with one index each.
+
+    The row numbers of a grid's quotes are looked up once per quote layout: snapshots derived
+    from one another share their ``quote_ids``, so a live pricer looks them up once; a market
+    with another layout (the same ids in another order) gets them looked up again.
+    """
+
+    def __init__(self) -> None:
+        self._layout: tuple[str, ...] | None = None
+        self._rows: dict[str, IntArray] = {}
+
+    def values(
+        self, market: MarketSnapshot, name: str, grid: Sequence[Sequence[str]]
+    ) -> FloatArray:
+        """The quotes of ``grid`` (named ``name``), shaped like it."""
+        if market.quote_ids is not self._layout and market.quote_ids != self._layout:
+            self._rows.clear()
+            self._layout = market.quote_ids
+        rows = self._rows.get(name)
+        if rows is None:
+            rows = np.array([[market.quote_index[q] for q in row] for row in grid], np.int64)
+            self._rows[name] = rows
+        values: FloatArray = market.quotes[rows]
+        return values
+
+
 class KeptByDate(Generic[_T]):
     """Values that depend on the as-of date alone (times to expiry, spot dates), kept per
     (name, date): a live pricer sees two dates (today, and tomorrow for theta), so a tick
