@@ -95,6 +95,13 @@ class SplineCache:
         self.hits = self.misses = self.build_ns = self.lookup_ns = 0
 
 
+Packed = tuple[
+    FloatArray, IntArray, FloatArray, IntArray, FloatArray, IntArray, IntArray, IntArray,
+    FloatArray,
+]  # fmt: skip
+""":meth:`PackedSplines.args`: what the compiled kernels take."""
+
+
 @dataclass(frozen=True)
 class PackedSplines:
     """Several fitted tensor splines laid end to end, for one compiled call over all of them.
@@ -141,13 +148,8 @@ class PackedSplines:
             box=np.array(boxes, dtype=np.float64).reshape(len(splines), 4),
         )
 
-    def args(
-        self,
-    ) -> tuple[
-        FloatArray, IntArray, FloatArray, IntArray, FloatArray, IntArray, IntArray, IntArray,
-        FloatArray,
-    ]:  # fmt: skip
-        """The arrays in the order the compiled kernels take them."""
+    def args(self) -> Packed:
+        """The arrays as one tuple, in the order :func:`_unpack` reads them."""
         return (
             self.tx, self.tx_at, self.ty, self.ty_at, self.c, self.c_at, self.kx, self.ky, self.box
         )  # fmt: skip
@@ -185,7 +187,7 @@ def fx_smile_vols(
     shifts = np.log1p(np.array([0.0, *spot_moves], dtype=np.float64))
     t0 = time.perf_counter_ns()
     vol = _smile_solve(
-        *packed.args(), np.ascontiguousarray(which, dtype=np.int64), t, log_m, start, shifts
+        packed.args(), np.ascontiguousarray(which, dtype=np.int64), t, log_m, start, shifts
     )
     if smiles:
         smiles[0].cache.lookup_ns += time.perf_counter_ns() - t0
@@ -210,7 +212,7 @@ def equity_vols(
     y = np.stack([m, *(m / (1.0 + move) for move in spot_moves)], axis=1)
     t0 = time.perf_counter_ns()
     vol = _spline_ev(
-        *packed.args(),
+        packed.args(),
         np.ascontiguousarray(which, dtype=np.int64),
         np.ascontiguousarray(T, dtype=np.float64),
         y,
@@ -344,6 +346,67 @@ def _basis(
 
 
 @numba.njit(cache=True, nogil=True)
+def _unpack(
+    packed: tuple[np.ndarray, ...], sp: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int, np.ndarray]:  # pragma: no cover
+    """Knots in x and y, coefficients, degrees and grid box of packed spline ``sp``."""
+    tx_all, tx_at, ty_all, ty_at, c_all, c_at, kx_all, ky_all, box = packed
+    return (
+        tx_all[tx_at[sp] : tx_at[sp + 1]],
+        ty_all[ty_at[sp] : ty_at[sp + 1]],
+        c_all[c_at[sp] : c_at[sp + 1]],
+        kx_all[sp],
+        ky_all[sp],
+        box[sp],
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_at(
+    tx: np.ndarray,
+    kx: int,
+    c: np.ndarray,
+    n_cy: int,
+    x: float,
+    row: np.ndarray,
+    bx: np.ndarray,
+    spare: np.ndarray,
+    work: np.ndarray,
+) -> float:  # pragma: no cover - compiled
+    """The tensor spline at ``x`` as a spline in y: its ``n_cy`` coefficients into ``row``;
+    returns the largest (a B-spline lies below its largest coefficient)."""
+    lx = _span(tx, kx, x)
+    _basis(tx, kx, lx, x, bx, spare, work)
+    top = -math.inf
+    for j in range(n_cy):
+        acc = 0.0
+        for a in range(kx + 1):
+            acc += bx[a] * c[(lx - kx + a) * n_cy + j]
+        row[j] = acc
+        top = max(top, acc)
+    return top
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_value(
+    ty: np.ndarray,
+    ky: int,
+    row: np.ndarray,
+    y: float,
+    by: np.ndarray,
+    spare: np.ndarray,
+    work: np.ndarray,
+) -> float:  # pragma: no cover - compiled
+    """The spline in y with coefficients ``row`` at ``y``."""
+    ly = _span(ty, ky, y)
+    _basis(ty, ky, ly, y, by, spare, work)
+    v = 0.0
+    for b in range(ky + 1):
+        v += by[b] * row[ly - ky + b]
+    return v
+
+
+@numba.njit(cache=True, nogil=True)
 def _smile_newton(
     row: np.ndarray,
     ty: np.ndarray,
@@ -411,15 +474,7 @@ def _smile_newton(
 
 @numba.njit(cache=True, nogil=True)
 def _smile_solve(
-    tx_all: np.ndarray,
-    tx_at: np.ndarray,
-    ty_all: np.ndarray,
-    ty_at: np.ndarray,
-    c_all: np.ndarray,
-    c_at: np.ndarray,
-    kx_all: np.ndarray,
-    ky_all: np.ndarray,
-    box: np.ndarray,
+    packed: tuple[np.ndarray, ...],
     which: np.ndarray,
     t: np.ndarray,
     log_m: np.ndarray,
@@ -444,34 +499,17 @@ def _smile_solve(
     spare = np.empty(8)  # lower-degree B-splines nobody reads
     row = np.empty(64)  # the spline in delta at this option's expiry
     for p in range(t.size):
-        sp = which[p]
-        tx = tx_all[tx_at[sp] : tx_at[sp + 1]]
-        ty = ty_all[ty_at[sp] : ty_at[sp + 1]]
-        c = c_all[c_at[sp] : c_at[sp + 1]]
-        kx = kx_all[sp]
-        ky = ky_all[sp]
-        t_lo, t_hi, d_lo, d_hi = box[sp, 0], box[sp, 1], box[sp, 2], box[sp, 3]
+        tx, ty, c, kx, ky, box = _unpack(packed, which[p])
+        t_lo, t_hi, d_lo, d_hi = box[0], box[1], box[2], box[3]
         n_cy = ty.size - ky - 1
         if row.size < n_cy:
             row = np.empty(n_cy)
         tc = min(max(t[p], t_lo), t_hi)
-        lx = _span(tx, kx, tc)
-        _basis(tx, kx, lx, tc, bx, spare, work)
-        top = 1e-6
-        for j in range(n_cy):
-            acc = 0.0
-            for a in range(kx + 1):
-                acc += bx[a] * c[(lx - kx + a) * n_cy + j]
-            row[j] = acc
-            top = max(top, acc)
+        top = max(1e-6, _row_at(tx, kx, c, n_cy, tc, row, bx, spare, work))
         st = math.sqrt(t[p])
         v = start[p]
         if math.isnan(v):
-            ly = _span(ty, ky, 0.5)
-            _basis(ty, ky, ly, 0.5, by, spare, work)
-            v = 0.0
-            for b in range(ky + 1):
-                v += by[b] * row[ly - ky + b]
+            v = _row_value(ty, ky, row, 0.5, by, spare, work)
         base, dv_dx = _smile_newton(
             row, ty, ky, d_lo, d_hi, top, log_m[p] + shifts[0], st, v, by, dy, work
         )
@@ -488,50 +526,26 @@ def _smile_solve(
 
 @numba.njit(cache=True, nogil=True)
 def _spline_ev(
-    tx_all: np.ndarray,
-    tx_at: np.ndarray,
-    ty_all: np.ndarray,
-    ty_at: np.ndarray,
-    c_all: np.ndarray,
-    c_at: np.ndarray,
-    kx_all: np.ndarray,
-    ky_all: np.ndarray,
-    box: np.ndarray,
-    which: np.ndarray,
-    x: np.ndarray,
-    y: np.ndarray,
+    packed: tuple[np.ndarray, ...], which: np.ndarray, x: np.ndarray, y: np.ndarray
 ) -> np.ndarray:  # pragma: no cover - compiled
     """Value of packed spline ``which[p]`` at ``(x[p], y[p, j])`` for every column ``j`` of
-    ``y``, clamped to its grid (FITPACK's bispev, one point at a time; the ``x`` basis is
-    computed once per point)."""
+    ``y``, clamped to its grid (FITPACK's bispev, one point at a time; the spline in y at
+    ``x[p]`` is set up once per point)."""
     out = np.empty(y.shape)
     work = np.empty((2, 8))
     bx = np.empty(8)
     by = np.empty(8)
     spare = np.empty(8)  # lower-degree B-splines nobody reads
+    row = np.empty(64)
     for p in range(x.size):
-        sp = which[p]
-        tx = tx_all[tx_at[sp] : tx_at[sp + 1]]
-        ty = ty_all[ty_at[sp] : ty_at[sp + 1]]
-        c = c_all[c_at[sp] : c_at[sp + 1]]
-        kx = kx_all[sp]
-        ky = ky_all[sp]
+        tx, ty, c, kx, ky, box = _unpack(packed, which[p])
         n_cy = ty.size - ky - 1
-        xc = min(max(x[p], box[sp, 0]), box[sp, 1])
-        lx = _span(tx, kx, xc)
-        _basis(tx, kx, lx, xc, bx, spare, work)
+        if row.size < n_cy:
+            row = np.empty(n_cy)
+        _row_at(tx, kx, c, n_cy, min(max(x[p], box[0]), box[1]), row, bx, spare, work)
         for j in range(y.shape[1]):
-            yc = min(max(y[p, j], box[sp, 2]), box[sp, 3])
-            ly = _span(ty, ky, yc)
-            _basis(ty, ky, ly, yc, by, spare, work)
-            acc = 0.0
-            for a in range(kx + 1):
-                base = (lx - kx + a) * n_cy + ly - ky
-                inner = 0.0
-                for b in range(ky + 1):
-                    inner += by[b] * c[base + b]
-                acc += bx[a] * inner
-            out[p, j] = acc
+            yc = min(max(y[p, j], box[2]), box[3])
+            out[p, j] = _row_value(ty, ky, row, yc, by, spare, work)
     return out
 
 
