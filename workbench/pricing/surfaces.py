@@ -529,23 +529,32 @@ def _spline_ev(
     packed: tuple[np.ndarray, ...], which: np.ndarray, x: np.ndarray, y: np.ndarray
 ) -> np.ndarray:  # pragma: no cover - compiled
     """Value of packed spline ``which[p]`` at ``(x[p], y[p, j])`` for every column ``j`` of
-    ``y``, clamped to its grid (FITPACK's bispev, one point at a time; the spline in y at
-    ``x[p]`` is set up once per point)."""
+    ``y``, clamped to its grid (FITPACK's bispev, one point at a time; the ``x`` basis is
+    computed once per point, and only the (kx+1)·(ky+1) coefficients a point reads are read:
+    setting up the whole spline in y, as the smile solve does, costs more here)."""
     out = np.empty(y.shape)
     work = np.empty((2, 8))
     bx = np.empty(8)
     by = np.empty(8)
     spare = np.empty(8)  # lower-degree B-splines nobody reads
-    row = np.empty(64)
     for p in range(x.size):
         tx, ty, c, kx, ky, box = _unpack(packed, which[p])
         n_cy = ty.size - ky - 1
-        if row.size < n_cy:
-            row = np.empty(n_cy)
-        _row_at(tx, kx, c, n_cy, min(max(x[p], box[0]), box[1]), row, bx, spare, work)
+        xc = min(max(x[p], box[0]), box[1])
+        lx = _span(tx, kx, xc)
+        _basis(tx, kx, lx, xc, bx, spare, work)
         for j in range(y.shape[1]):
             yc = min(max(y[p, j], box[2]), box[3])
-            out[p, j] = _row_value(ty, ky, row, yc, by, spare, work)
+            ly = _span(ty, ky, yc)
+            _basis(ty, ky, ly, yc, by, spare, work)
+            acc = 0.0
+            for a in range(kx + 1):
+                base = (lx - kx + a) * n_cy + ly - ky
+                inner = 0.0
+                for b in range(ky + 1):
+                    inner += by[b] * c[base + b]
+                acc += bx[a] * inner
+            out[p, j] = acc
     return out
 
 
