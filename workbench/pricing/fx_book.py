@@ -198,10 +198,7 @@ class FxPricer(SelectionPricer):
         delta = np.where(fw, fwd_leg * SPOT_BUMP, 0.0) if greeks else np.zeros(rows.size)
         gamma = np.zeros(rows.size)
         vega = np.zeros(rows.size)
-        d_lb_t = np.where(fw, fwd_leg, 0.0)
-        d_lq_t = np.where(fw, -notional * strike * df_q, 0.0)
-        d_lb_s = np.where(fw, -fwd_leg, 0.0)
-        d_lq_s = np.where(fw, fwd_leg, 0.0)
+        rho_d = rho_f = t_op = np.empty(0)  # the options' rhos, for the key rates
         if op.any():
             t_op = t[op]
             r_d = -lq_t[op] / t_op
@@ -214,12 +211,15 @@ class FxPricer(SelectionPricer):
             which = np.repeat(slot, sizes)[op]
             n_op, sg_op, s_op, k_op = notional[op], sign[op], spot[op], strike[op]
             legs = (k_op, t_op, r_d, r_f)
-            # the last solve's vols (a tick moves them little) start this one
-            guess = self._guess(names, greeks, which)
+            # the last solve's vols (a tick moves them little) start this one; options come
+            # pair by pair, so pair k's are ``which`` between bounds[k] and bounds[k + 1]
+            bounds = np.searchsorted(which, np.arange(len(names) + 1))
+            guess = self._guess(names, greeks, bounds)
             moves = (SPOT_BUMP, -SPOT_BUMP) if greeks else ()
             vols = fx_smile_vols(smiles, which, s_op, *legs, guess=guess, spot_moves=moves)
             vol = vols[:, 0] if greeks else vols
-            self._keep_vols(names, greeks, which, vol)
+            for k, name in enumerate(names):
+                self._last_vols[(name, greeks)] = vol[bounds[k] : bounds[k + 1]]
             if greeks:
                 res = black_greeks(sg_op, s_op, *legs, vol)
                 base = n_op * res.pv
@@ -232,17 +232,21 @@ class FxPricer(SelectionPricer):
                 delta[op] = (up - down) / 2.0
                 gamma[op] = up - 2.0 * base + down
                 vega[op] = n_op * res.vega * VOL_POINT
-                # r_d = -lq_t/t; r_f = (-lb_t + lb_s - lq_s)/t, spot held fixed
-                rho_d = n_op * res.rho_d
-                rho_f = n_op * res.rho_f
-                d_lq_t[op] = -rho_d / t_op
-                d_lb_t[op] = -rho_f / t_op
-                d_lb_s[op] = rho_f / t_op
-                d_lq_s[op] = -rho_f / t_op
+                rho_d, rho_f = n_op * res.rho_d, n_op * res.rho_f
             else:
                 pv[op] = n_op * black_price(sg_op, s_op, *legs, vol)
         key_parts: list[KeyRates] = []
         if greeks and self.with_key_rates:
+            # ∂PV/∂log P of the base and quote curves at expiry (t) and at the spot date (s)
+            d_lb_t = np.where(fw, fwd_leg, 0.0)
+            d_lq_t = np.where(fw, -notional * strike * df_q, 0.0)
+            d_lb_s = np.where(fw, -fwd_leg, 0.0)
+            d_lq_s = np.where(fw, fwd_leg, 0.0)
+            # options: r_d = -lq_t/t, r_f = (-lb_t + lb_s - lq_s)/t, spot held fixed
+            d_lq_t[op] = -rho_d / t_op
+            d_lb_t[op] = -rho_f / t_op
+            d_lb_s[op] = rho_f / t_op
+            d_lq_s[op] = -rho_f / t_op
             at = 0
             for g, m in zip(picked, sizes, strict=True):
                 sl = slice(at, at + m)
@@ -253,20 +257,16 @@ class FxPricer(SelectionPricer):
         key_rates = KeyRates.concat(key_parts) if greeks else KeyRates.empty()
         return ClassRisk(rows, pv, delta, gamma, vega, key_rates)
 
-    def _guess(self, pairs: list[str], greeks: bool, which: IntArray) -> FloatArray:
-        """The vols of each pair's last solve as a start (NaN: start cold)."""
-        out = np.full(which.size, np.nan)
+    def _guess(self, pairs: list[str], greeks: bool, bounds: IntArray) -> FloatArray:
+        """The vols of each pair's last solve as a start (NaN: start cold); pair ``k``'s
+        options are ``bounds[k]:bounds[k + 1]``."""
+        out = np.full(int(bounds[-1]), np.nan)
         for k, pair in enumerate(pairs):
-            at = which == k
+            at = slice(bounds[k], bounds[k + 1])
             last = self._last_vols.get((pair, greeks))
-            if last is not None and last.size == int(at.sum()):
+            if last is not None and last.size == at.stop - at.start:
                 out[at] = last
         return out
-
-    def _keep_vols(self, pairs: list[str], greeks: bool, which: IntArray, vol: FloatArray) -> None:
-        """Keep each pair's solved vols to start its next solve."""
-        for k, pair in enumerate(pairs):
-            self._last_vols[(pair, greeks)] = vol[which == k]
 
 
 def _key_rates(
