@@ -24,7 +24,7 @@ from workbench.pricing.curves import CurveSet
 from workbench.pricing.equity_book import EquityPricer
 from workbench.pricing.fx_book import FxPricer
 from workbench.pricing.rates_book import RatesPricer
-from workbench.pricing.risk import ClassPricer, forget_kept
+from workbench.pricing.risk import ClassPricer, Kept, forget_kept
 from workbench.pricing.surfaces import SplineCache
 
 LOCAL_COLUMNS = ("pv_ccy", "delta", "gamma", "vega", "theta")
@@ -109,7 +109,7 @@ class Repricer:
         self.local = {c: np.full(n, np.nan) for c in LOCAL_COLUMNS}
         self.fx = np.ones(n)
         self.repriced = 0
-        self._rows_cache: dict[tuple[int, ...], IntArray] = {}
+        self._rows_cache: Kept[tuple[int, ...], IntArray] = Kept(64)
 
     @staticmethod
     def _next(market: MarketSnapshot) -> MarketSnapshot:
@@ -118,13 +118,9 @@ class Repricer:
     def _rows_of(self, which: tuple[int, ...]) -> IntArray:
         """The rows of groups ``which``, ascending (kept: a worker sees the same few sets of
         dirty groups again and again)."""
-        hit = self._rows_cache.get(which)
-        if hit is None:
-            hit = np.sort(np.concatenate([self.groups[k].rows for k in which]))
-            if len(self._rows_cache) >= 64:
-                self._rows_cache.pop(next(iter(self._rows_cache)))
-            self._rows_cache[which] = hit
-        return hit
+        return self._rows_cache.get(
+            which, lambda: np.sort(np.concatenate([self.groups[k].rows for k in which]))
+        )
 
     def _only(self, which: list[int]) -> set[str] | None:
         """The pricer's selection for groups ``which`` (None: every group)."""

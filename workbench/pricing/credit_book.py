@@ -33,7 +33,14 @@ from workbench.pricing.credit import (
 )
 from workbench.pricing.curves import CurveSet
 from workbench.pricing.default_counts import thresholds, truncated_distributions
-from workbench.pricing.risk import ClassRisk, KeptByDate, KeyRates, SelectionPricer, selected
+from workbench.pricing.risk import (
+    ClassRisk,
+    Kept,
+    KeptByDate,
+    KeyRates,
+    SelectionPricer,
+    selected,
+)
 
 _LOSS_SETS = 4
 """Quote sets (× indices) whose tranche losses are kept: today's and tomorrow's (theta), with
@@ -80,6 +87,7 @@ class CreditPricer(SelectionPricer):
         self.loss_hits = 0
         self.loss_misses = 0
         self._schedules: KeptByDate[PremiumSchedule] = KeptByDate()
+        self._masks: Kept[frozenset[str], np.ndarray] = Kept(64)
         # where each index's index and tranche positions sit in ``rows``
         order = np.argsort(rows, kind="stable")
 
@@ -97,10 +105,15 @@ class CreditPricer(SelectionPricer):
         return picked
 
     def _mask(self, only: Collection[str]) -> np.ndarray:
-        names = [spec.id for spec, _, _ in self._groups]
-        picked = [self._groups[k] for k in selected(names, only)]
-        rows = np.concatenate([np.concatenate([a, b]) for _, a, b in picked] or [self.rows[:0]])
-        return np.isin(self.rows, rows)
+        """Which of ``rows`` are on the indices in ``only`` (kept per selection)."""
+
+        def make() -> np.ndarray:
+            names = [spec.id for spec, _, _ in self._groups]
+            picked = [self._groups[k] for k in selected(names, only)]
+            parts = [np.concatenate([a, b]) for _, a, b in picked] or [self.rows[:0]]
+            return np.isin(self.rows, np.concatenate(parts))
+
+        return self._masks.get(frozenset(only), make)
 
     def _distributions(
         self,

@@ -16,8 +16,11 @@ from workbench._types import FloatArray, IntArray
 from workbench.book.schema import Book
 from workbench.market.model import MarketSnapshot
 from workbench.pricing.curves import CurveSet, shifted
-from workbench.pricing.risk import ClassRisk, KeyRates, selected
+from workbench.pricing.risk import ClassRisk, Kept, KeyRates, selected
 from workbench.pricing.swaps import SwapGroup
+
+_Layout = tuple[IntArray, list[tuple[int, IntArray]]]
+"""Rows of a selection of groups, ascending, and each group's (index, positions in them)."""
 
 
 class RatesPricer:
@@ -48,14 +51,13 @@ class RatesPricer:
         self._interpolation: str | None = None
         self._up: CurveSet | None = None
         self._down: CurveSet | None = None
-        self._layouts: dict[frozenset[str] | None, tuple[IntArray, list[tuple[int, IntArray]]]] = {}
+        self._layouts: Kept[frozenset[str] | None, _Layout] = Kept(64)
 
-    def _layout(self, only: Collection[str] | None) -> tuple[IntArray, list[tuple[int, IntArray]]]:
+    def _layout(self, only: Collection[str] | None) -> _Layout:
         """Rows of the groups in ``only``, ascending, and where each group's swaps go in them
         (kept per selection: a live worker sees the same few selections again and again)."""
-        key = None if only is None else frozenset(only)
-        hit = self._layouts.get(key)
-        if hit is None:
+
+        def make() -> _Layout:
             picked = selected(self._names, only)
             if only is None:
                 rows = self.rows
@@ -63,11 +65,9 @@ class RatesPricer:
                 rows = np.sort(np.concatenate([self._groups[k][0] for k in picked]))
             else:
                 rows = np.empty(0, np.int64)
-            hit = rows, [(k, np.searchsorted(rows, self._groups[k][0])) for k in picked]
-            if len(self._layouts) >= 64:
-                self._layouts.pop(next(iter(self._layouts)))
-            self._layouts[key] = hit
-        return hit
+            return rows, [(k, np.searchsorted(rows, self._groups[k][0])) for k in picked]
+
+        return self._layouts.get(None if only is None else frozenset(only), make)
 
     def rows_for(self, only: Collection[str] | None = None) -> IntArray:
         """Rows of the swaps on the curves in ``only`` (all with None), ascending."""

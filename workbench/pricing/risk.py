@@ -7,7 +7,7 @@ of its positions in each position's own currency; the portfolio converts to the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Generic, Protocol, TypeVar
@@ -164,6 +164,7 @@ def forget_kept(pricers: Iterable[object]) -> None:
 
 
 _T = TypeVar("_T")
+_K = TypeVar("_K", bound=Hashable)
 
 
 class QuoteGrids:
@@ -193,18 +194,16 @@ class QuoteGrids:
         return values
 
 
-class KeptByDate(Generic[_T]):
-    """Values that depend on the as-of date alone (times to expiry, spot dates), kept per
-    (name, date): a live pricer sees two dates (today, and tomorrow for theta), so a tick
-    recomputes none of them. At most ``limit`` entries, the oldest dropped first."""
+class Kept(Generic[_K, _T]):
+    """Values made once per key and kept: at most ``limit``, the oldest dropped first. For
+    what a live pricer sees again and again (dates, selections of groups, row layouts)."""
 
     def __init__(self, limit: int = 256) -> None:
         self.limit = limit
-        self._store: dict[tuple[str, date], _T] = {}
+        self._store: dict[_K, _T] = {}
 
-    def get(self, name: str, as_of: date, make: Callable[[], _T]) -> _T:
-        """The value kept for ``(name, as_of)``, made by ``make()`` the first time."""
-        key = (name, as_of)
+    def get(self, key: _K, make: Callable[[], _T]) -> _T:
+        """The value kept for ``key``, made by ``make()`` the first time."""
         hit = self._store.get(key)
         if hit is None:
             hit = make()
@@ -212,3 +211,16 @@ class KeptByDate(Generic[_T]):
                 self._store.pop(next(iter(self._store)))
             self._store[key] = hit
         return hit
+
+
+class KeptByDate(Generic[_T]):
+    """Values that depend on the as-of date alone (times to expiry, spot dates), kept per
+    (name, date): a live pricer sees two dates (today, and tomorrow for theta), so a tick
+    recomputes none of them. At most ``limit`` entries, the oldest dropped first."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self._kept: Kept[tuple[str, date], _T] = Kept(limit)
+
+    def get(self, name: str, as_of: date, make: Callable[[], _T]) -> _T:
+        """The value kept for ``(name, as_of)``, made by ``make()`` the first time."""
+        return self._kept.get((name, as_of), make)
