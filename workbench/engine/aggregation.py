@@ -297,10 +297,10 @@ def rollups(frame: pl.DataFrame, groupings: Sequence[Sequence[str]]) -> list[pl.
     if not fine:
         return [frame.select(_aggregations(local_pv=False)) for _ in groupings]
     partial = frame.group_by(fine).agg(_aggregations(local_pv="currency" in fine))
-    return combine_partial(partial, groupings, frame.schema)
+    return _combine_partial(partial, groupings, frame.schema)
 
 
-def combine_partial(
+def _combine_partial(
     partial: pl.DataFrame, groupings: Sequence[Sequence[str]], schema: pl.Schema
 ) -> list[pl.DataFrame]:
     """Each grouping's :func:`rollup` from partial roll-ups: rows with the group columns used

@@ -137,14 +137,14 @@ class LimitMonitor:
         if desk_names:
             if "desk" not in desk.columns:
                 raise ValueError("roll-up: missing column 'desk' (use rollups)")
-            present = set(desk["desk"].cast(pl.String).to_list())
+            names = desk["desk"].cast(pl.String).to_list()
+            present = set(names)
             if isinstance(desk.schema["desk"], pl.Enum):
                 present |= set(desk.schema["desk"].categories.to_list())
             unknown = sorted(desk_names - present)
             if unknown and not self._desks_checked:
                 raise ValueError(f"limit on unknown desk {unknown[0]!r}")
             self._desks_checked = True
-            names = desk["desk"].cast(pl.String).to_list()
             per_desk = dict(zip(names, desk.select(measures).iter_rows(named=True), strict=True))
         out: list[float] = []
         for lim in self.limits:

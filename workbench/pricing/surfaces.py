@@ -155,6 +155,13 @@ class PackedSplines:
         )  # fmt: skip
 
 
+def _flattened(*arrays: FloatArray) -> tuple[tuple[int, ...], list[FloatArray]]:
+    """The broadcast shape of ``arrays`` (at least one element) and each as a flat float64
+    array of that shape."""
+    shape = np.broadcast_shapes(*(np.shape(a) for a in arrays)) or (1,)
+    return shape, [np.broadcast_to(np.asarray(a, dtype=np.float64), shape).ravel() for a in arrays]
+
+
 def fx_smile_vols(
     smiles: Sequence[FxVolSurfaceModel],
     which: IntArray,
@@ -286,21 +293,10 @@ class FxVolSurfaceModel:
         solve runs compiled on the fitted spline's knots and coefficients (the B-spline FITPACK
         evaluates), so a solve costs one spline lookup, not one per step.
         """
-        shape = np.broadcast_shapes(
-            np.shape(S), np.shape(K), np.shape(T), np.shape(r_d), np.shape(r_f)
-        )
-        shape = shape or (1,)
-
-        def flat(x: FloatArray) -> FloatArray:
-            return np.broadcast_to(np.asarray(x, dtype=np.float64), shape).ravel()
-
-        vol = fx_smile_vols(
-            [self],
-            np.zeros(math.prod(shape), dtype=np.int64),
-            flat(S), flat(K), flat(T), flat(r_d), flat(r_f),
-            guess=None if guess is None else flat(guess),
-        )  # fmt: skip
-        return vol.reshape(shape)
+        shape, (s, k, t, rd, rf) = _flattened(S, K, T, r_d, r_f)
+        start = None if guess is None else np.broadcast_to(guess, shape).ravel()
+        which = np.zeros(s.size, dtype=np.int64)
+        return fx_smile_vols([self], which, s, k, t, rd, rf, guess=start).reshape(shape)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -594,10 +590,6 @@ class EquityVolSurfaceModel:
 
     def vol_for_strike(self, S: FloatArray, K: FloatArray, T: FloatArray) -> FloatArray:
         """Vol at strike ``K`` and expiry ``T`` for spot ``S``."""
-        shape = np.broadcast_shapes(np.shape(S), np.shape(K), np.shape(T)) or (1,)
-
-        def flat(x: FloatArray) -> FloatArray:
-            return np.broadcast_to(np.asarray(x, dtype=np.float64), shape).ravel()
-
-        which = np.zeros(math.prod(shape), dtype=np.int64)
-        return equity_vols([self], which, flat(S), flat(K), flat(T)).reshape(shape)
+        shape, (s, k, t) = _flattened(S, K, T)
+        which = np.zeros(s.size, dtype=np.int64)
+        return equity_vols([self], which, s, k, t).reshape(shape)
