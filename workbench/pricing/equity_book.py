@@ -24,7 +24,6 @@ from workbench.pricing.risk import (
     QuoteGrids,
     SelectionPricer,
     selected,
-    selected_rows,
 )
 from workbench.pricing.surfaces import (
     EquityVolSurfaceModel,
@@ -69,6 +68,7 @@ class EquityPricer(SelectionPricer):
             for code in np.unique(underlying)
         ]
         self._names = [g.spec.id for g in self._groups]
+        self._group_rows = [g.rows for g in self._groups]
         self._grids = QuoteGrids()
         self._times: KeptByDate[FloatArray] = KeptByDate()
         self._expiries: KeptByDate[FloatArray] = KeptByDate()
@@ -86,10 +86,6 @@ class EquityPricer(SelectionPricer):
             vols=vols,
             cache=self.cache,
         )
-
-    def rows_for(self, only: Collection[str] | None = None) -> IntArray:
-        """Rows of the options on the underlyings in ``only`` (all with None), by underlying."""
-        return selected_rows([g.rows for g in self._groups], self._names, only)
 
     def _price(
         self,

@@ -31,7 +31,6 @@ from workbench.pricing.risk import (
     QuoteGrids,
     SelectionPricer,
     selected,
-    selected_rows,
 )
 from workbench.pricing.surfaces import (
     FxVolSurfaceModel,
@@ -93,6 +92,7 @@ class FxPricer(SelectionPricer):
             name = book.underlying.labels[int(code)]
             self._groups.append(_PairRows(book, rows[underlying == code], pairs[name], market))
         self._names = [g.pair.pair for g in self._groups]
+        self._group_rows = [g.rows for g in self._groups]
         self._grids = QuoteGrids()
         self._surfaces = surfaces
         self._last_vols: dict[tuple[str, bool], FloatArray] = {}
@@ -156,10 +156,6 @@ class FxPricer(SelectionPricer):
         return self._times.get(g.pair.pair, market.as_of, make)
 
     # -- pricing -------------------------------------------------------------------------
-    def rows_for(self, only: Collection[str] | None = None) -> IntArray:
-        """Rows of the positions on the pairs in ``only`` (all with None), pair by pair."""
-        return selected_rows([g.rows for g in self._groups], self._names, only)
-
     def _price(
         self,
         market: MarketSnapshot,

@@ -110,7 +110,15 @@ class ClassPricer(Protocol):
 class SelectionPricer:
     """``pv`` and ``risk`` of a pricer that prices any selection of its groups in one call,
     ``_price(market, curves, greeks=..., only=...)``, in ``rows_for(only)`` order. What its
-    Greeks mean is in the pricer's docstring."""
+    Greeks mean is in the pricer's docstring. By default a selection's rows are its groups'
+    rows (``_group_rows``, named ``_names``) one group after the other."""
+
+    _names: list[str]
+    _group_rows: list[IntArray]
+
+    def rows_for(self, only: Collection[str] | None = None) -> IntArray:
+        """Book rows of the groups in ``only`` (all with None), in ``risk`` and ``pv`` order."""
+        return selected_rows(self._group_rows, self._names, only)
 
     def _price(
         self,
