@@ -452,17 +452,23 @@ def test_a_tick_reprices_only_the_groups_that_read_it(book: Book, market: Market
 def test_ticks_then_incremental_update_equal_a_fresh_full_reprice(
     book: Book, market: MarketSnapshot, asset_class: str
 ) -> None:
-    """Only the touched curves are re-solved, tranche losses are reused across rates ticks and
-    smiles are solved from a warm start: none of it may change a number."""
+    """Only the touched curves are re-solved, tranche losses are reused across rates ticks,
+    smiles are solved from a warm start and their rows and the FX discount factors kept while
+    their vols and curves are unchanged (a what-if on shocked copies in between must not leave
+    its values behind): none of it may change a number."""
     rep = Repricer(book, market, asset_class, n_paths=4096)
     rep.full(market)
     values = np.array(market.quotes)
     ticks = ["USD.SOFR.OIS.2Y", "EUR.EURIBOR6M.IRS.10Y", "FX.EURUSD", "FXVOL.USDJPY.1Y.25C",
-             "CDX.IG.5Y", "EQ.AAPL", "JPY.TONA.OIS.5Y"]  # fmt: skip
+             "CDX.IG.5Y", "EQ.AAPL", "JPY.TONA.OIS.5Y", "FX.USDJPY", "FX.EURUSD"]  # fmt: skip
+    shocks = [msg.VolShock(points=2.0, pattern="EURUSD.*"), msg.ParallelShock(bp=5.0),
+              msg.SpotShock(pct=1.0)]  # fmt: skip
     for k, qid in enumerate(ticks):
         q = market.quote_index[qid]
         values[q] *= 1.0 + 0.002 * (k + 1)
         rep.update(values, np.array([q]))
+        if k == 3:
+            rep.whatif(apply_shocks(rep.market, shocks))
     # then several groups of several currencies at once: one vectorised call prices them all
     together = [market.quote_index[q] for q in ("FX.GBPUSD", "FXVOL.EURJPY.1Y.ATM", "EQ.MSFT",
                 "EQ.SAP", "GBP.SONIA.OIS.10Y", "CDX.HY.5Y", "CAD.CORRA.OIS.1Y")]  # fmt: skip

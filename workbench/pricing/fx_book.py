@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import date
+from typing import TypeVar
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from workbench.book.schema import Book
 from workbench.market.model import FX_DELTA_PILLARS, FxPair, MarketSnapshot
 from workbench.market.schedules import add_tenor, spot_date
 from workbench.pricing.black import black_greeks, black_price
-from workbench.pricing.curves import CurveSet
+from workbench.pricing.curves import Curve, CurveSet
 from workbench.pricing.risk import (
     ClassRisk,
     KeptByDate,
@@ -34,10 +35,14 @@ from workbench.pricing.risk import (
 )
 from workbench.pricing.surfaces import (
     FxVolSurfaceModel,
+    SmileRows,
     SplineCache,
     fx_smile_vols,
+    smile_rows,
     surface_version,
 )
+
+_V = TypeVar("_V")
 
 _CALL_DELTA = {"10P": 0.90, "25P": 0.75, "ATM": 0.50, "25C": 0.25, "10C": 0.10}
 
@@ -98,10 +103,16 @@ class FxPricer(SelectionPricer):
         self._last_vols: dict[tuple[str, bool], FloatArray] = {}
         self._times: KeptByDate[tuple[FloatArray, FloatArray]] = KeptByDate()
         self._expiries: KeptByDate[FloatArray] = KeptByDate()
+        # (pair, date) -> (smile version, its options' smile rows, their tops)
+        self._rows: dict[tuple[str, date], tuple[int, FloatArray, FloatArray]] = {}
+        # (pair, date) -> (base curve, quote curve, their log DFs at spot date and expiries)
+        self._log_dfs: dict[tuple[str, date], tuple[Curve, Curve, FloatArray, FloatArray]] = {}
 
     def forget(self) -> None:
-        """Drop the kept smile solutions (the next solves start cold)."""
+        """Drop the kept smile solutions, rows and log DFs (the next price starts cold)."""
         self._last_vols.clear()
+        self._rows.clear()
+        self._log_dfs.clear()
 
     # -- market objects ------------------------------------------------------------------
     def _smile(self, market: MarketSnapshot, pair: str) -> FxVolSurfaceModel:
@@ -125,19 +136,35 @@ class FxPricer(SelectionPricer):
         self, market: MarketSnapshot, curves: CurveSet, picked: list[_PairRows]
     ) -> list[tuple[float, FloatArray, float, float, FloatArray, FloatArray]]:
         """Per pair: spot, expiry times, spot-date log DFs and log DFs at expiry of the base and
-        quote curves; each curve is evaluated once, at every time the pairs need from it."""
+        quote curves. The log DFs are kept per pair and date while both curves are the same
+        objects (an FX spot or vol tick rebuilds no curve); the others are evaluated once per
+        curve, at every time the pairs need from it."""
         times = [self._spot_and_expiry_times(market, g) for g in picked]
+        _bound(self._log_dfs, len(self._groups))
+        pair_curves = [(curves[g.base_curve], curves[g.quote_curve]) for g in picked]
+        stale = [
+            k
+            for k, (g, (cb, cq)) in enumerate(zip(picked, pair_curves, strict=True))
+            if (kept := self._log_dfs.get((g.pair.pair, market.as_of))) is None
+            or kept[0] is not cb
+            or kept[1] is not cq
+        ]
         wanted: dict[str, list[FloatArray]] = {}
-        for g, (ts, t) in zip(picked, times, strict=True):
+        for k in stale:
+            g, (ts, t) = picked[k], times[k]
             for cid in (g.base_curve, g.quote_curve):
                 wanted.setdefault(cid, []).append(np.concatenate([ts, t]))
         values = {}
         for cid, parts in wanted.items():
             flat = curves[cid].log_discount(np.concatenate(parts))
             values[cid] = iter(np.split(flat, np.cumsum([p.size for p in parts])[:-1]))
+        for k in stale:
+            g = picked[k]
+            lb, lq = next(values[g.base_curve]), next(values[g.quote_curve])
+            self._log_dfs[(g.pair.pair, market.as_of)] = (*pair_curves[k], lb, lq)
         out = []
         for g, (_, t) in zip(picked, times, strict=True):
-            lb, lq = next(values[g.base_curve]), next(values[g.quote_curve])
+            _, _, lb, lq = self._log_dfs[(g.pair.pair, market.as_of)]
             spot = market.quote(g.pair.spot_quote)
             out.append((spot, t, float(lb[0]), float(lq[0]), lb[1:], lq[1:]))
         return out
@@ -212,7 +239,10 @@ class FxPricer(SelectionPricer):
             bounds = np.searchsorted(which, np.arange(len(names) + 1))
             guess = self._guess(names, greeks, bounds)
             moves = (SPOT_BUMP, -SPOT_BUMP) if greeks else ()
-            vols = fx_smile_vols(smiles, which, s_op, *legs, guess=guess, spot_moves=moves)
+            rows_kept = self._smile_rows(market.as_of, smiles, which, t_op, bounds)
+            vols = fx_smile_vols(
+                smiles, which, s_op, *legs, guess=guess, spot_moves=moves, rows=rows_kept
+            )
             vol = vols[:, 0] if greeks else vols
             for k, name in enumerate(names):
                 self._last_vols[(name, greeks)] = vol[bounds[k] : bounds[k + 1]]
@@ -253,6 +283,45 @@ class FxPricer(SelectionPricer):
         key_rates = KeyRates.concat(key_parts) if greeks else KeyRates.empty()
         return ClassRisk(rows, pv, delta, gamma, vega, key_rates)
 
+    def _smile_rows(
+        self,
+        as_of: date,
+        smiles: list[FxVolSurfaceModel],
+        which: IntArray,
+        t: FloatArray,
+        bounds: IntArray,
+    ) -> SmileRows:
+        """Every option's smile row at its expiry (:func:`smile_rows`), kept per pair and date
+        while the pair's smile version is unchanged: an FX spot or rates tick moves no vol, so
+        most solves set up no row. Kept only while the spline cache is on (switching it off
+        shows the cost of caching nothing)."""
+        if not self.cache.enabled:
+            self._rows.clear()
+            return smile_rows(smiles, which, t)
+        _bound(self._rows, len(self._groups))
+        missing = [
+            k
+            for k, m in enumerate(smiles)
+            if self._rows.get((m.surface_id, as_of), (None,))[0] != m.version
+        ]
+        if missing:
+            at = np.concatenate([np.arange(bounds[k], bounds[k + 1]) for k in missing])
+            coef, top = smile_rows(smiles, which[at], t[at])
+            done = 0
+            for k in missing:
+                n = int(bounds[k + 1] - bounds[k])
+                block = (smiles[k].version, coef[done : done + n], top[done : done + n])
+                self._rows[(smiles[k].surface_id, as_of)] = block
+                done += n
+        blocks = [self._rows[(m.surface_id, as_of)] for m in smiles]
+        width = max(b[1].shape[1] for b in blocks)
+        coef = np.zeros((t.size, width))
+        top = np.empty(t.size)
+        for k, (_, c, tp) in enumerate(blocks):
+            coef[bounds[k] : bounds[k + 1], : c.shape[1]] = c
+            top[bounds[k] : bounds[k + 1]] = tp
+        return coef, top
+
     def _guess(self, pairs: list[str], greeks: bool, bounds: IntArray) -> FloatArray:
         """The vols of each pair's last solve as a start (NaN: start cold); pair ``k``'s
         options are ``bounds[k]:bounds[k + 1]``."""
@@ -263,6 +332,14 @@ class FxPricer(SelectionPricer):
             if last is not None and last.size == at.stop - at.start:
                 out[at] = last
         return out
+
+
+def _bound(kept: dict[tuple[str, date], _V], n_pairs: int) -> None:
+    """Keep a per (pair, date) store to the two dates a live pricer sees (today, tomorrow for
+    theta): past that it is emptied and refilled, so a long-running service does not grow it
+    day after day."""
+    if len(kept) >= 2 * n_pairs + 1:
+        kept.clear()
 
 
 def _key_rates(

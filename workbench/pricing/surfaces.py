@@ -162,6 +162,23 @@ def _flattened(*arrays: FloatArray) -> tuple[tuple[int, ...], list[FloatArray]]:
     return shape, [np.broadcast_to(np.asarray(a, dtype=np.float64), shape).ravel() for a in arrays]
 
 
+SmileRows = tuple[FloatArray, FloatArray]
+"""Each option's smile at its expiry, as :func:`smile_rows` returns it: the coefficients of the
+spline in call delta (options × the widest smile's coefficient count) and the largest of each
+row (a B-spline lies below its largest coefficient: the Newton bracket's top)."""
+
+
+def smile_rows(smiles: Sequence[FxVolSurfaceModel], which: IntArray, T: FloatArray) -> SmileRows:
+    """Option ``i``'s smile ``smiles[which[i]]`` at its expiry ``T[i]`` (clamped to the grid) as
+    a spline in call delta: what a strike solve reads at every step. It depends on the smile's
+    vols and the expiry only, not on spot or rates, so a pricer can keep it while the smile's
+    version is unchanged (:func:`fx_smile_vols` ``rows=``)."""
+    packed = PackedSplines.of([m.spline() for m in smiles], [m.box() for m in smiles])
+    t = np.ascontiguousarray(T, dtype=np.float64)
+    coef, top = _smile_rows(packed.args(), np.ascontiguousarray(which, dtype=np.int64), t)
+    return coef, top
+
+
 def fx_smile_vols(
     smiles: Sequence[FxVolSurfaceModel],
     which: IntArray,
@@ -173,6 +190,7 @@ def fx_smile_vols(
     *,
     guess: FloatArray | None = None,
     spot_moves: Sequence[float] = (),
+    rows: SmileRows | None = None,
 ) -> FloatArray:
     """Vols of options on several smiles in one compiled solve: option ``i`` reads
     ``smiles[which[i]]``; the other arguments are per option, as in
@@ -180,7 +198,8 @@ def fx_smile_vols(
 
     With ``spot_moves`` (relative, e.g. ``(0.01, -0.01)``) the result has one column per
     spot: the given one, then each moved one, shape ``(n, 1 + len(spot_moves))``. Each option's
-    smile row is set up once for all of them, and each moved solve starts from the first-order
+    smile row is set up once for all of them (or given: ``rows``, from :func:`smile_rows` on
+    the same smiles, options and expiries), and each moved solve starts from the first-order
     prediction ``σ + ∂σ/∂log F · log(1 + move)`` (the implicit derivative at the solution), so it
     usually needs one or two Newton steps.
     """
@@ -193,9 +212,9 @@ def fx_smile_vols(
     )
     shifts = np.log1p(np.array([0.0, *spot_moves], dtype=np.float64))
     t0 = time.perf_counter_ns()
-    vol = _smile_solve(
-        packed.args(), np.ascontiguousarray(which, dtype=np.int64), t, log_m, start, shifts
-    )
+    at = np.ascontiguousarray(which, dtype=np.int64)
+    coef, top = _smile_rows(packed.args(), at, t) if rows is None else rows
+    vol = _smile_solve(packed.args(), at, coef, top, t, log_m, start, shifts)
     if smiles:
         smiles[0].cache.lookup_ns += time.perf_counter_ns() - t0
     return vol if spot_moves else vol[:, 0]
@@ -252,6 +271,16 @@ class FxVolSurfaceModel:
         self.vols = np.asarray(vols, dtype=np.float64)[:, order]
         self.cache = cache
         self._key = (surface_id, version)
+
+    @property
+    def surface_id(self) -> str:
+        """The pair the smile is of."""
+        return self._key[0]
+
+    @property
+    def version(self) -> int:
+        """Changes with the smile's vols and its as-of date (:func:`surface_version`)."""
+        return self._key[1]
 
     def spline(self) -> RectBivariateSpline:
         """The fitted spline of vol in (expiry, call delta), from the cache when unchanged."""
@@ -469,9 +498,35 @@ def _smile_newton(
 
 
 @numba.njit(cache=True, nogil=True)
+def _smile_rows(
+    packed: tuple[np.ndarray, ...], which: np.ndarray, t: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Per option, packed spline ``which[p]`` at ``t[p]`` (clamped to its grid) as a spline in
+    y: its coefficients (row ``p``, the first ``n_cy`` of that spline) and the largest of them
+    (at least 1e-6)."""
+    ty_at, ky_all = packed[3], packed[7]
+    width = 1
+    for sp in range(ky_all.size):
+        width = max(width, ty_at[sp + 1] - ty_at[sp] - ky_all[sp] - 1)
+    coef = np.zeros((t.size, width))
+    top = np.empty(t.size)
+    work = np.empty((2, 8))
+    bx = np.empty(8)
+    spare = np.empty(8)  # lower-degree B-splines nobody reads
+    for p in range(t.size):
+        tx, ty, c, kx, ky, box = _unpack(packed, which[p])
+        n_cy = ty.size - ky - 1
+        tc = min(max(t[p], box[0]), box[1])
+        top[p] = max(1e-6, _row_at(tx, kx, c, n_cy, tc, coef[p], bx, spare, work))
+    return coef, top
+
+
+@numba.njit(cache=True, nogil=True)
 def _smile_solve(
     packed: tuple[np.ndarray, ...],
     which: np.ndarray,
+    coef: np.ndarray,
+    top: np.ndarray,
     t: np.ndarray,
     log_m: np.ndarray,
     start: np.ndarray,
@@ -479,9 +534,10 @@ def _smile_solve(
 ) -> np.ndarray:  # pragma: no cover - compiled
     """σ = s(T, Φ(d1(σ))) per option and log-moneyness shift, ``s`` the tensor spline of vol
     in (expiry, call delta) number ``which[p]`` of the packed splines (:class:`PackedSplines`),
-    inputs clamped to its grid. Column ``j`` solves at ``log_m + shifts[j]``; ``shifts[0]``
-    should be 0 (the others start from the first column's solution moved to first order).
-    ``start`` NaN: start at the 0.5 delta vol.
+    inputs clamped to its grid; ``coef[p]`` and ``top[p]`` are that spline at the option's
+    expiry as a spline in delta (:func:`_smile_rows`). Column ``j`` solves at
+    ``log_m + shifts[j]``; ``shifts[0]`` should be 0 (the others start from the first column's
+    solution moved to first order). ``start`` NaN: start at the 0.5 delta vol.
 
     The plain iteration σ ← s(Φ(d1(σ))) does not converge for short-dated far-from-the-money
     strikes, where |∂d1/∂σ| is large; the bracketed Newton of :func:`_smile_newton` does, to
@@ -489,33 +545,27 @@ def _smile_solve(
     """
     out = np.empty((t.size, shifts.size))
     work = np.empty((2, 8))
-    bx = np.empty(8)
     by = np.empty(8)
     dy = np.empty(8)
     spare = np.empty(8)  # lower-degree B-splines nobody reads
-    row = np.empty(64)  # the spline in delta at this option's expiry
     for p in range(t.size):
-        tx, ty, c, kx, ky, box = _unpack(packed, which[p])
-        t_lo, t_hi, d_lo, d_hi = box[0], box[1], box[2], box[3]
-        n_cy = ty.size - ky - 1
-        if row.size < n_cy:
-            row = np.empty(n_cy)
-        tc = min(max(t[p], t_lo), t_hi)
-        top = max(1e-6, _row_at(tx, kx, c, n_cy, tc, row, bx, spare, work))
+        _, ty, _, _, ky, box = _unpack(packed, which[p])
+        d_lo, d_hi = box[2], box[3]
+        row = coef[p]
         st = math.sqrt(t[p])
         v = start[p]
         if math.isnan(v):
             v = _row_value(ty, ky, row, 0.5, by, spare, work)
         base, dv_dx = _smile_newton(
-            row, ty, ky, d_lo, d_hi, top, log_m[p] + shifts[0], st, v, by, dy, work
+            row, ty, ky, d_lo, d_hi, top[p], log_m[p] + shifts[0], st, v, by, dy, work
         )
         out[p, 0] = base
         for j in range(1, shifts.size):
             guess = base + dv_dx * (shifts[j] - shifts[0])
-            if not 1e-6 < guess < top:
+            if not 1e-6 < guess < top[p]:
                 guess = base
             out[p, j], _ = _smile_newton(
-                row, ty, ky, d_lo, d_hi, top, log_m[p] + shifts[j], st, guess, by, dy, work
+                row, ty, ky, d_lo, d_hi, top[p], log_m[p] + shifts[j], st, guess, by, dy, work
             )
     return out
 
