@@ -15,7 +15,7 @@ from scipy.interpolate import RectBivariateSpline
 from scipy.special import ndtr
 
 from workbench._types import FloatArray
-from workbench.pricing.surfaces import FxVolSurfaceModel, SplineCache
+from workbench.pricing.surfaces import FxVolSurfaceModel, GridFit, SplineCache
 
 EXPIRIES = np.array([7 / 365, 30 / 365, 91 / 365, 182 / 365, 1.0, 2.0, 5.0])
 DELTAS = np.array([0.10, 0.25, 0.50, 0.75, 0.90])
@@ -117,3 +117,25 @@ def test_the_solve_counts_one_spline_lookup_and_respects_the_cache() -> None:
     b = smile.vol_for_strike(*args)
     assert (cache.misses, cache.hits) == (2, 0)  # rebuilt every time with the cache off
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(("nx", "ny"), [(7, 5), (10, 5), (8, 7), (3, 4), (2, 2), (12, 6)])
+def test_the_grid_fit_is_fitpacks_interpolating_spline(nx: int, ny: int) -> None:
+    """The kept linear map gives FITPACK's knots and coefficients for any vols on the grid, and
+    the spline evaluates as FITPACK's does (inside the grid)."""
+    rng = np.random.default_rng(nx * 100 + ny)
+    x = np.sort(rng.uniform(0.01, 10.0, nx))
+    y = np.sort(rng.uniform(0.05, 2.0, ny))
+    kx, ky = min(3, nx - 1), min(3, ny - 1)
+    fit = GridFit(x, y, kx=kx, ky=ky)
+    for _ in range(3):
+        z = 0.1 + 0.3 * rng.random((nx, ny))
+        ref = RectBivariateSpline(x, y, z, kx=kx, ky=ky, s=0.0)
+        ours = fit.fit(z)
+        np.testing.assert_array_equal(ours.tx, ref.tck[0])
+        np.testing.assert_array_equal(ours.ty, ref.tck[1])
+        np.testing.assert_allclose(ours.c, ref.tck[2], rtol=0.0, atol=1e-12)
+        assert ours.degrees == tuple(ref.degrees)
+        px, py = rng.uniform(x[0], x[-1], 200), rng.uniform(y[0], y[-1], 200)
+        np.testing.assert_allclose(ours.ev(px, py), ref.ev(px, py), rtol=0.0, atol=1e-12)
+        np.testing.assert_allclose(ours.ev(x[:, None], y[None, :]), z, rtol=0.0, atol=1e-12)
