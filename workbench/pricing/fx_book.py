@@ -35,9 +35,11 @@ from workbench.pricing.risk import (
 )
 from workbench.pricing.surfaces import (
     FxVolSurfaceModel,
+    SmileBasis,
     SmileRows,
     SplineCache,
     fx_smile_vols,
+    smile_basis,
     smile_rows,
     surface_version,
 )
@@ -107,12 +109,16 @@ class FxPricer(SelectionPricer):
         self._rows: dict[tuple[str, date], tuple[int, FloatArray, FloatArray]] = {}
         # (pair, date) -> (base curve, quote curve, their log DFs at spot date and expiries)
         self._log_dfs: dict[tuple[str, date], tuple[Curve, Curve, FloatArray, FloatArray]] = {}
+        # (pair, date) -> (the smile's expiry knots, its options' B-splines in expiry)
+        self._basis: dict[tuple[str, date], tuple[FloatArray, IntArray, FloatArray]] = {}
 
     def forget(self) -> None:
-        """Drop the kept smile solutions, rows and log DFs (the next price starts cold)."""
+        """Drop the kept smile solutions, rows, B-splines and log DFs (the next price starts
+        cold)."""
         self._last_vols.clear()
         self._rows.clear()
         self._log_dfs.clear()
+        self._basis.clear()
 
     # -- market objects ------------------------------------------------------------------
     def _smile(self, market: MarketSnapshot, pair: str) -> FxVolSurfaceModel:
@@ -306,7 +312,8 @@ class FxPricer(SelectionPricer):
         ]
         if missing:
             at = np.concatenate([np.arange(bounds[k], bounds[k + 1]) for k in missing])
-            coef, top = smile_rows(smiles, which[at], t[at])
+            basis = self._smile_basis(as_of, smiles, which, t, bounds, missing)
+            coef, top = smile_rows(smiles, which[at], t[at], basis=basis)
             done = 0
             for k in missing:
                 n = int(bounds[k + 1] - bounds[k])
@@ -321,6 +328,38 @@ class FxPricer(SelectionPricer):
             coef[bounds[k] : bounds[k + 1], : c.shape[1]] = c
             top[bounds[k] : bounds[k + 1]] = tp
         return coef, top
+
+    def _smile_basis(
+        self,
+        as_of: date,
+        smiles: list[FxVolSurfaceModel],
+        which: IntArray,
+        t: FloatArray,
+        bounds: IntArray,
+        picked: list[int],
+    ) -> SmileBasis:
+        """The B-splines in expiry of the options of smiles ``picked`` (:func:`smile_basis`),
+        kept per pair and date while the smile's expiry knots are the same array (the grid fit
+        is kept per grid): when vols move, a row is then a weighted sum of four coefficient
+        rows, with no knot search or recursion."""
+        _bound(self._basis, len(self._groups))
+        knots = [smiles[k].spline().tx for k in picked]
+        stale = [
+            k
+            for k, tx in zip(picked, knots, strict=True)
+            if self._basis.get((smiles[k].surface_id, as_of), (None,))[0] is not tx
+        ]
+        if stale:
+            at = np.concatenate([np.arange(bounds[k], bounds[k + 1]) for k in stale])
+            span, bx = smile_basis(smiles, which[at], t[at])
+            done = 0
+            for k in stale:
+                n = int(bounds[k + 1] - bounds[k])
+                block = (smiles[k].spline().tx, span[done : done + n], bx[done : done + n])
+                self._basis[(smiles[k].surface_id, as_of)] = block
+                done += n
+        parts = [self._basis[(smiles[k].surface_id, as_of)] for k in picked]
+        return np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
 
     def _guess(self, pairs: list[str], greeks: bool, bounds: IntArray) -> FloatArray:
         """The vols of each pair's last solve as a start (NaN: start cold); pair ``k``'s

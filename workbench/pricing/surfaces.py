@@ -235,15 +235,38 @@ SmileRows = tuple[FloatArray, FloatArray]
 spline in call delta (options × the widest smile's coefficient count) and the largest of each
 row (a B-spline lies below its largest coefficient: the Newton bracket's top)."""
 
+SmileBasis = tuple[IntArray, FloatArray]
+"""Each option's B-splines in expiry, as :func:`smile_basis` returns them: the knot span
+(options) and the ``kx + 1`` B-splines non-zero there (options × 4)."""
 
-def smile_rows(smiles: Sequence[FxVolSurfaceModel], which: IntArray, T: FloatArray) -> SmileRows:
+
+def smile_basis(smiles: Sequence[FxVolSurfaceModel], which: IntArray, T: FloatArray) -> SmileBasis:
+    """Option ``i``'s B-splines in expiry at ``T[i]`` (clamped to the grid) on the knots of
+    ``smiles[which[i]]``: they depend on the smile's expiry grid and the option's expiry only,
+    not on the vols, so a pricer keeps them while the knots are the same (``smile_rows``)."""
+    packed = PackedSplines.of([m.spline() for m in smiles], [m.box() for m in smiles])
+    t = np.ascontiguousarray(T, dtype=np.float64)
+    span, bx = _smile_basis(packed.args(), np.ascontiguousarray(which, dtype=np.int64), t)
+    return span, bx
+
+
+def smile_rows(
+    smiles: Sequence[FxVolSurfaceModel],
+    which: IntArray,
+    T: FloatArray,
+    *,
+    basis: SmileBasis | None = None,
+) -> SmileRows:
     """Option ``i``'s smile ``smiles[which[i]]`` at its expiry ``T[i]`` (clamped to the grid) as
     a spline in call delta: what a strike solve reads at every step. It depends on the smile's
     vols and the expiry only, not on spot or rates, so a pricer can keep it while the smile's
-    version is unchanged (:func:`fx_smile_vols` ``rows=``)."""
+    version is unchanged (:func:`fx_smile_vols` ``rows=``). ``basis``: :func:`smile_basis` of
+    the same smiles' knots, options and expiries (computed when not given)."""
     packed = PackedSplines.of([m.spline() for m in smiles], [m.box() for m in smiles])
-    t = np.ascontiguousarray(T, dtype=np.float64)
-    coef, top = _smile_rows(packed.args(), np.ascontiguousarray(which, dtype=np.int64), t)
+    at = np.ascontiguousarray(which, dtype=np.int64)
+    if basis is None:
+        basis = _smile_basis(packed.args(), at, np.ascontiguousarray(T, dtype=np.float64))
+    coef, top = _smile_rows(packed.args(), at, *basis)
     return coef, top
 
 
@@ -281,7 +304,11 @@ def fx_smile_vols(
     shifts = np.log1p(np.array([0.0, *spot_moves], dtype=np.float64))
     t0 = time.perf_counter_ns()
     at = np.ascontiguousarray(which, dtype=np.int64)
-    coef, top = _smile_rows(packed.args(), at, t) if rows is None else rows
+    coef, top = (
+        _smile_rows(packed.args(), at, *_smile_basis(packed.args(), at, t))
+        if rows is None
+        else rows
+    )
     vol = _smile_solve(packed.args(), at, coef, top, t, log_m, start, shifts)
     if smiles:
         smiles[0].cache.lookup_ns += time.perf_counter_ns() - t0
@@ -456,32 +483,6 @@ def _unpack(
 
 
 @numba.njit(cache=True, nogil=True)
-def _row_at(
-    tx: np.ndarray,
-    kx: int,
-    c: np.ndarray,
-    n_cy: int,
-    x: float,
-    row: np.ndarray,
-    bx: np.ndarray,
-    spare: np.ndarray,
-    work: np.ndarray,
-) -> float:  # pragma: no cover - compiled
-    """The tensor spline at ``x`` as a spline in y: its ``n_cy`` coefficients into ``row``;
-    returns the largest (a B-spline lies below its largest coefficient)."""
-    lx = _span(tx, kx, x)
-    _basis(tx, kx, lx, x, bx, spare, work)
-    top = -math.inf
-    for j in range(n_cy):
-        acc = 0.0
-        for a in range(kx + 1):
-            acc += bx[a] * c[(lx - kx + a) * n_cy + j]
-        row[j] = acc
-        top = max(top, acc)
-    return top
-
-
-@numba.njit(cache=True, nogil=True)
 def _row_value(
     ty: np.ndarray,
     ky: int,
@@ -567,26 +568,52 @@ def _smile_newton(
 
 
 @numba.njit(cache=True, nogil=True)
-def _smile_rows(
+def _smile_basis(
     packed: tuple[np.ndarray, ...], which: np.ndarray, t: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Per option, packed spline ``which[p]`` at ``t[p]`` (clamped to its grid) as a spline in
-    y: its coefficients (row ``p``, the first ``n_cy`` of that spline) and the largest of them
-    (at least 1e-6)."""
+    """Per option, the knot span in x of packed spline ``which[p]`` at ``t[p]`` (clamped to its
+    grid) and the ``kx + 1`` B-splines non-zero there."""
+    span = np.empty(t.size, dtype=np.int64)
+    bx = np.zeros((t.size, 4))
+    work = np.empty((2, 8))
+    out = np.empty(8)
+    spare = np.empty(8)  # lower-degree B-splines nobody reads
+    for p in range(t.size):
+        tx, _, _, kx, _, box = _unpack(packed, which[p])
+        tc = min(max(t[p], box[0]), box[1])
+        span[p] = _span(tx, kx, tc)
+        _basis(tx, kx, span[p], tc, out, spare, work)
+        for a in range(kx + 1):
+            bx[p, a] = out[a]
+    return span, bx
+
+
+@numba.njit(cache=True, nogil=True)
+def _smile_rows(
+    packed: tuple[np.ndarray, ...], which: np.ndarray, span: np.ndarray, bx: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Per option, packed spline ``which[p]`` at its expiry as a spline in y, from that
+    expiry's B-splines ``bx[p]`` on knot span ``span[p]`` (:func:`_smile_basis`): the
+    coefficients (row ``p``, the first ``n_cy`` of that spline) and the largest of them (at
+    least 1e-6)."""
     ty_at, ky_all = packed[3], packed[7]
     width = 1
     for sp in range(ky_all.size):
         width = max(width, ty_at[sp + 1] - ty_at[sp] - ky_all[sp] - 1)
-    coef = np.zeros((t.size, width))
-    top = np.empty(t.size)
-    work = np.empty((2, 8))
-    bx = np.empty(8)
-    spare = np.empty(8)  # lower-degree B-splines nobody reads
-    for p in range(t.size):
-        tx, ty, c, kx, ky, box = _unpack(packed, which[p])
+    coef = np.zeros((span.size, width))
+    top = np.empty(span.size)
+    for p in range(span.size):
+        _, ty, c, kx, ky, _ = _unpack(packed, which[p])
         n_cy = ty.size - ky - 1
-        tc = min(max(t[p], box[0]), box[1])
-        top[p] = max(1e-6, _row_at(tx, kx, c, n_cy, tc, coef[p], bx, spare, work))
+        first = span[p] - kx
+        best = -math.inf
+        for j in range(n_cy):
+            acc = 0.0
+            for a in range(kx + 1):
+                acc += bx[p, a] * c[(first + a) * n_cy + j]
+            coef[p, j] = acc
+            best = max(best, acc)
+        top[p] = max(1e-6, best)
     return coef, top
 
 
