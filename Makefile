@@ -14,13 +14,18 @@ export PIP_CACHE_DIR ?= $(HOME)/.cache/pip
 
 .PHONY: setup kernel lab test lint typecheck unit bench data price clean
 
+# The installed set is the pinned set of binder/requirements.txt (as constraints): what the tests
+# run with does not change when a dependency publishes a new release, and Binder gets the same.
+PINS := binder/requirements.txt
+
 $(BIN)/python:
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq python3-venv)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c $(PINS) setuptools wheel
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py $(wildcard workbench/_ext/*.pyx)
-	$(BIN)/pip install -q -e '.[test]'
+$(VENV)/.installed: $(BIN)/python pyproject.toml setup.py $(PINS) $(wildcard workbench/_ext/*.pyx)
+	$(BIN)/pip install -q -c $(PINS) -e '.[test]'
 	$(BIN)/python setup.py -q build_ext --inplace
 	touch $@
 
