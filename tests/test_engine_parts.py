@@ -614,3 +614,24 @@ def test_drain_reads_every_queued_notice_and_skips_garbage() -> None:
         push.close(linger=0)
         pull.close(linger=0)
         ctx.term()
+
+
+def test_a_flush_looks_each_dirty_smile_up_once_per_price(
+    book: Book, market: MarketSnapshot
+) -> None:
+    """The spline cache's counters are what the profiler shows a quant: one lookup per smile
+    for today's price and one for tomorrow's (theta), however many kept rows it is built from."""
+    rep = Repricer(book, market, "fx", n_paths=4096)
+    rep.full(market)
+    cache = rep.cache
+    values = np.array(market.quotes)
+    vol = market.quote_index["FXVOL.EURUSD.1Y.ATM"]
+    values[vol] += 0.01
+    before = (cache.hits, cache.misses)
+    rep.update(values, np.array([vol]))
+    assert (cache.hits, cache.misses) == (before[0], before[1] + 2)  # a new version, two dates
+    spot = market.quote_index["FX.EURUSD"]
+    values[spot] *= 1.001
+    before = (cache.hits, cache.misses)
+    rep.update(values, np.array([spot]))
+    assert (cache.hits, cache.misses) == (before[0] + 2, before[1])

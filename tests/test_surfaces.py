@@ -9,12 +9,16 @@ smile — including short-dated far strikes, where the plain iteration oscillate
 
 from __future__ import annotations
 
+from datetime import date
+from typing import Any
+
 import numpy as np
 import pytest
 from scipy.interpolate import RectBivariateSpline
 from scipy.special import ndtr
 
 from workbench._types import FloatArray
+from workbench.pricing.fx_book import _kept_blocks
 from workbench.pricing.surfaces import FxVolSurfaceModel, GridFit, SplineCache
 
 EXPIRIES = np.array([7 / 365, 30 / 365, 91 / 365, 182 / 365, 1.0, 2.0, 5.0])
@@ -139,3 +143,29 @@ def test_the_grid_fit_is_fitpacks_interpolating_spline(nx: int, ny: int) -> None
         px, py = rng.uniform(x[0], x[-1], 200), rng.uniform(y[0], y[-1], 200)
         np.testing.assert_allclose(ours.ev(px, py), ref.ev(px, py), rtol=0.0, atol=1e-12)
         np.testing.assert_allclose(ours.ev(x[:, None], y[None, :]), z, rtol=0.0, atol=1e-12)
+
+
+def test_per_pair_blocks_are_made_once_per_tag_and_padded_to_the_widest() -> None:
+    """The FX pricer's store of per-option arrays: a pair's block is made again only when its
+    tag changes, only the missing pairs' options are made, and blocks of different widths
+    come back padded with zeros."""
+    store: dict[Any, Any] = {}
+    made: list[list[int]] = []
+
+    def make(at: Any, missing: list[int]) -> tuple[np.ndarray, ...]:
+        made.append(list(missing))
+        width = 3 if missing == [1] else 2
+        return (at.astype(float), np.tile(at[:, None].astype(float), (1, width)))
+
+    keys = [("A", date(2026, 1, 1)), ("B", date(2026, 1, 1))]
+    ranges = [(0, 2), (2, 5)]
+    first = _kept_blocks(store, keys, [1, 1], ranges, make, 2)
+    np.testing.assert_array_equal(first[0], [0, 1, 2, 3, 4])
+    again = _kept_blocks(store, keys, [1, 1], ranges, make, 2)
+    assert made == [[0, 1]]  # nothing made the second time
+    np.testing.assert_array_equal(again[1], first[1])
+    moved = _kept_blocks(store, keys, [1, 2], ranges, make, 2)  # B's tag changed
+    assert made == [[0, 1], [1]]
+    assert moved[1].shape == (5, 3)
+    np.testing.assert_array_equal(moved[1][:2], [[0, 0, 0], [1, 1, 0]])  # A's block padded
+    np.testing.assert_array_equal(moved[1][2:], np.tile([[2.0], [3.0], [4.0]], (1, 3)))

@@ -13,7 +13,7 @@ forward contract's, and the vol from the pair's delta×expiry smile (cached spli
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import date
 from typing import TypeVar
 
@@ -35,7 +35,7 @@ from workbench.pricing.risk import (
 )
 from workbench.pricing.surfaces import (
     FxVolSurfaceModel,
-    SmileBasis,
+    PackedSplines,
     SmileRows,
     SplineCache,
     fx_smile_vols,
@@ -105,12 +105,12 @@ class FxPricer(SelectionPricer):
         self._last_vols: dict[tuple[str, bool], FloatArray] = {}
         self._times: KeptByDate[tuple[FloatArray, FloatArray]] = KeptByDate()
         self._expiries: KeptByDate[FloatArray] = KeptByDate()
-        # (pair, date) -> (smile version, its options' smile rows, their tops)
-        self._rows: dict[tuple[str, date], tuple[int, FloatArray, FloatArray]] = {}
+        # (pair, date) -> (smile version, (its options' smile rows, their tops))
+        self._rows: dict[_Key, tuple[object, tuple[np.ndarray, ...]]] = {}
         # (pair, date) -> (base curve, quote curve, their log DFs at spot date and expiries)
         self._log_dfs: dict[tuple[str, date], tuple[Curve, Curve, FloatArray, FloatArray]] = {}
-        # (pair, date) -> (the smile's expiry knots, its options' B-splines in expiry)
-        self._basis: dict[tuple[str, date], tuple[FloatArray, IntArray, FloatArray]] = {}
+        # (pair, date) -> (the smile's expiry knots, its options' knot spans and B-splines)
+        self._basis: dict[_Key, tuple[object, tuple[np.ndarray, ...]]] = {}
 
     def forget(self) -> None:
         """Drop the kept smile solutions, rows, B-splines and log DFs (the next price starts
@@ -245,10 +245,12 @@ class FxPricer(SelectionPricer):
             bounds = np.searchsorted(which, np.arange(len(names) + 1))
             guess = self._guess(names, greeks, bounds)
             moves = (SPOT_BUMP, -SPOT_BUMP) if greeks else ()
-            rows_kept = self._smile_rows(market.as_of, smiles, which, t_op, bounds)
+            packed = PackedSplines.of([m.spline() for m in smiles], [m.box() for m in smiles])
+            rows_kept = self._smile_rows(market.as_of, smiles, packed, which, t_op, bounds)
             vols = fx_smile_vols(
-                smiles, which, s_op, *legs, guess=guess, spot_moves=moves, rows=rows_kept
-            )
+                smiles, which, s_op, *legs, guess=guess, spot_moves=moves, rows=rows_kept,
+                packed=packed,
+            )  # fmt: skip
             vol = vols[:, 0] if greeks else vols
             for k, name in enumerate(names):
                 self._last_vols[(name, greeks)] = vol[bounds[k] : bounds[k + 1]]
@@ -293,73 +295,40 @@ class FxPricer(SelectionPricer):
         self,
         as_of: date,
         smiles: list[FxVolSurfaceModel],
+        packed: PackedSplines,
         which: IntArray,
         t: FloatArray,
         bounds: IntArray,
     ) -> SmileRows:
         """Every option's smile row at its expiry (:func:`smile_rows`), kept per pair and date
-        while the pair's smile version is unchanged: an FX spot or rates tick moves no vol, so
-        most solves set up no row. Kept only while the spline cache is on (switching it off
-        shows the cost of caching nothing)."""
+        while the pair's smile version is unchanged (an FX spot or rates tick moves no vol, so
+        most solves set up no row), and built from each option's B-splines in expiry
+        (:func:`smile_basis`), kept while the smile's expiry knots are unchanged (when vols
+        move, a row is then a weighted sum of four coefficient rows, with no knot search or
+        recursion). Kept only while the spline cache is on (switching it off shows the cost of
+        caching nothing)."""
         if not self.cache.enabled:
             self._rows.clear()
-            return smile_rows(smiles, which, t)
-        _bound(self._rows, len(self._groups))
-        missing = [
-            k
-            for k, m in enumerate(smiles)
-            if self._rows.get((m.surface_id, as_of), (None,))[0] != m.version
-        ]
-        if missing:
-            at = np.concatenate([np.arange(bounds[k], bounds[k + 1]) for k in missing])
-            basis = self._smile_basis(as_of, smiles, which, t, bounds, missing)
-            coef, top = smile_rows(smiles, which[at], t[at], basis=basis)
-            done = 0
-            for k in missing:
-                n = int(bounds[k + 1] - bounds[k])
-                block = (smiles[k].version, coef[done : done + n], top[done : done + n])
-                self._rows[(smiles[k].surface_id, as_of)] = block
-                done += n
-        blocks = [self._rows[(m.surface_id, as_of)] for m in smiles]
-        width = max(b[1].shape[1] for b in blocks)
-        coef = np.zeros((t.size, width))
-        top = np.empty(t.size)
-        for k, (_, c, tp) in enumerate(blocks):
-            coef[bounds[k] : bounds[k + 1], : c.shape[1]] = c
-            top[bounds[k] : bounds[k + 1]] = tp
-        return coef, top
+            self._basis.clear()
+            return smile_rows(packed, which, t)
+        keys = [(m.surface_id, as_of) for m in smiles]
+        ranges = [(int(bounds[k]), int(bounds[k + 1])) for k in range(len(smiles))]
+        n_pairs = len(self._groups)
 
-    def _smile_basis(
-        self,
-        as_of: date,
-        smiles: list[FxVolSurfaceModel],
-        which: IntArray,
-        t: FloatArray,
-        bounds: IntArray,
-        picked: list[int],
-    ) -> SmileBasis:
-        """The B-splines in expiry of the options of smiles ``picked`` (:func:`smile_basis`),
-        kept per pair and date while the smile's expiry knots are the same array (the grid fit
-        is kept per grid): when vols move, a row is then a weighted sum of four coefficient
-        rows, with no knot search or recursion."""
-        _bound(self._basis, len(self._groups))
-        knots = [smiles[k].spline().tx for k in picked]
-        stale = [
-            k
-            for k, tx in zip(picked, knots, strict=True)
-            if self._basis.get((smiles[k].surface_id, as_of), (None,))[0] is not tx
-        ]
-        if stale:
-            at = np.concatenate([np.arange(bounds[k], bounds[k + 1]) for k in stale])
-            span, bx = smile_basis(smiles, which[at], t[at])
-            done = 0
-            for k in stale:
-                n = int(bounds[k + 1] - bounds[k])
-                block = (smiles[k].spline().tx, span[done : done + n], bx[done : done + n])
-                self._basis[(smiles[k].surface_id, as_of)] = block
-                done += n
-        parts = [self._basis[(smiles[k].surface_id, as_of)] for k in picked]
-        return np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+        def basis_of(at: IntArray, _: list[int]) -> tuple[np.ndarray, ...]:
+            return smile_basis(packed, which[at], t[at])
+
+        def rows_of(at: IntArray, missing: list[int]) -> tuple[np.ndarray, ...]:
+            knots = [packed.x_knots(k).tobytes() for k in missing]
+            span, bx = _kept_blocks(
+                self._basis, [keys[k] for k in missing], knots, [ranges[k] for k in missing],
+                basis_of, n_pairs,
+            )  # fmt: skip
+            return smile_rows(packed, which[at], t[at], basis=(span, bx))
+
+        versions = [m.version for m in smiles]
+        coef, top = _kept_blocks(self._rows, keys, versions, ranges, rows_of, n_pairs)
+        return coef, top
 
     def _guess(self, pairs: list[str], greeks: bool, bounds: IntArray) -> FloatArray:
         """The vols of each pair's last solve as a start (NaN: start cold); pair ``k``'s
@@ -373,7 +342,46 @@ class FxPricer(SelectionPricer):
         return out
 
 
-def _bound(kept: dict[tuple[str, date], _V], n_pairs: int) -> None:
+_Key = tuple[str, date]
+
+
+def _kept_blocks(
+    store: dict[_Key, tuple[object, tuple[np.ndarray, ...]]],
+    keys: list[_Key],
+    tags: Sequence[object],
+    ranges: list[tuple[int, int]],
+    make: Callable[[IntArray, list[int]], tuple[np.ndarray, ...]],
+    n_pairs: int,
+) -> tuple[np.ndarray, ...]:
+    """Per-option arrays of several pairs, each pair's block kept in ``store``: pair ``k``'s
+    options are ``ranges[k]`` (start, stop) of the caller's option order, its block is kept
+    under ``keys[k]`` while ``tags[k]`` equals the tag it was made with. ``make(at, missing)``
+    computes the arrays of the options at positions ``at``: those of the pairs ``missing``
+    (indices into ``keys``), in that order. Returns each array for every pair in ``keys``
+    order (a 2-d array's blocks padded with zeros to the widest)."""
+    _bound(store, n_pairs)
+    missing = [k for k, key in enumerate(keys) if store.get(key, (None,))[0] != tags[k]]
+    if missing:
+        at = np.concatenate([np.arange(*ranges[k]) for k in missing])
+        made = make(at, missing)
+        done = 0
+        for k in missing:
+            n = ranges[k][1] - ranges[k][0]
+            store[keys[k]] = (tags[k], tuple(a[done : done + n] for a in made))
+            done += n
+    blocks = [store[key][1] for key in keys]
+    return tuple(_joined([b[i] for b in blocks]) for i in range(len(blocks[0])))
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """``parts`` one after the other (2-d ones padded with zero columns to the widest)."""
+    if parts[0].ndim == 2 and len({p.shape[1] for p in parts}) > 1:
+        width = max(p.shape[1] for p in parts)
+        parts = [np.pad(p, ((0, 0), (0, width - p.shape[1]))) for p in parts]
+    return np.concatenate(parts)
+
+
+def _bound(kept: dict[_Key, _V], n_pairs: int) -> None:
     """Keep a per (pair, date) store to the two dates a live pricer sees (today, tomorrow for
     theta): past that it is emptied and refilled, so a long-running service does not grow it
     day after day."""

@@ -216,6 +216,10 @@ class PackedSplines:
             box=np.array(boxes, dtype=np.float64).reshape(len(splines), 4),
         )
 
+    def x_knots(self, s: int) -> FloatArray:
+        """The knots in x (expiry) of spline ``s``."""
+        return self.tx[self.tx_at[s] : self.tx_at[s + 1]]
+
     def args(self) -> Packed:
         """The arrays as one tuple, in the order :func:`_unpack` reads them."""
         return (
@@ -240,29 +244,29 @@ SmileBasis = tuple[IntArray, FloatArray]
 (options) and the ``kx + 1`` B-splines non-zero there (options × 4)."""
 
 
-def smile_basis(smiles: Sequence[FxVolSurfaceModel], which: IntArray, T: FloatArray) -> SmileBasis:
+def smile_basis(packed: PackedSplines, which: IntArray, T: FloatArray) -> SmileBasis:
     """Option ``i``'s B-splines in expiry at ``T[i]`` (clamped to the grid) on the knots of
-    ``smiles[which[i]]``: they depend on the smile's expiry grid and the option's expiry only,
-    not on the vols, so a pricer keeps them while the knots are the same (``smile_rows``)."""
-    packed = PackedSplines.of([m.spline() for m in smiles], [m.box() for m in smiles])
+    packed smile ``which[i]``: they depend on the smile's expiry grid and the option's expiry
+    only, not on the vols, so a pricer keeps them while the knots are the same
+    (:meth:`PackedSplines.x_knots`; ``smile_rows``)."""
     t = np.ascontiguousarray(T, dtype=np.float64)
     span, bx = _smile_basis(packed.args(), np.ascontiguousarray(which, dtype=np.int64), t)
     return span, bx
 
 
 def smile_rows(
-    smiles: Sequence[FxVolSurfaceModel],
+    packed: PackedSplines,
     which: IntArray,
     T: FloatArray,
     *,
     basis: SmileBasis | None = None,
 ) -> SmileRows:
-    """Option ``i``'s smile ``smiles[which[i]]`` at its expiry ``T[i]`` (clamped to the grid) as
-    a spline in call delta: what a strike solve reads at every step. It depends on the smile's
-    vols and the expiry only, not on spot or rates, so a pricer can keep it while the smile's
-    version is unchanged (:func:`fx_smile_vols` ``rows=``). ``basis``: :func:`smile_basis` of
-    the same smiles' knots, options and expiries (computed when not given)."""
-    packed = PackedSplines.of([m.spline() for m in smiles], [m.box() for m in smiles])
+    """Option ``i``'s smile (packed smile ``which[i]``) at its expiry ``T[i]`` (clamped to the
+    grid) as a spline in call delta: what a strike solve reads at every step. It depends on the
+    smile's vols and the expiry only, not on spot or rates, so a pricer can keep it while the
+    smile's version is unchanged (:func:`fx_smile_vols` ``rows=``). ``basis``:
+    :func:`smile_basis` of the same smiles' knots, options and expiries (computed when not
+    given)."""
     at = np.ascontiguousarray(which, dtype=np.int64)
     if basis is None:
         basis = _smile_basis(packed.args(), at, np.ascontiguousarray(T, dtype=np.float64))
@@ -282,6 +286,7 @@ def fx_smile_vols(
     guess: FloatArray | None = None,
     spot_moves: Sequence[float] = (),
     rows: SmileRows | None = None,
+    packed: PackedSplines | None = None,
 ) -> FloatArray:
     """Vols of options on several smiles in one compiled solve: option ``i`` reads
     ``smiles[which[i]]``; the other arguments are per option, as in
@@ -290,14 +295,17 @@ def fx_smile_vols(
     With ``spot_moves`` (relative, e.g. ``(0.01, -0.01)``) the result has one column per
     spot: the given one, then each moved one, shape ``(n, 1 + len(spot_moves))``. Each option's
     smile row is set up once for all of them (or given: ``rows``, from :func:`smile_rows` on
-    the same smiles, options and expiries), and each moved solve starts from the first-order
+    the same smiles, options and expiries; ``packed``: the smiles' splines already packed, so
+    each smile is looked up in the cache once per price), and each moved solve starts from the
+    first-order
     prediction ``σ + ∂σ/∂log F · log(1 + move)`` (the implicit derivative at the solution), so it
     usually needs one or two Newton steps.
     """
     t = np.ascontiguousarray(T, dtype=np.float64)
     fwd = S * np.exp((r_d - r_f) * t)
     log_m = np.ascontiguousarray(np.log(fwd / K), dtype=np.float64)
-    packed = PackedSplines.of([m.spline() for m in smiles], [m.box() for m in smiles])
+    if packed is None:
+        packed = PackedSplines.of([m.spline() for m in smiles], [m.box() for m in smiles])
     start = (
         np.full(t.size, np.nan) if guess is None else np.ascontiguousarray(guess, dtype=np.float64)
     )
