@@ -101,8 +101,7 @@ def _service_options(args: argparse.Namespace) -> dict[str, object]:
             limits = msgspec.json.decode(args.limits.read_bytes(), type=tuple[LimitConfig, ...])
         except msgspec.DecodeError as exc:
             raise ValueError(f"{args.limits}: {exc}") from None
-    workers = {"rates": 1, "fx": 1, "credit": 1, "equity": 1}
-    workers.update(args.workers or {})
+    workers = dict(args.workers or {})  # a class left out: 1 worker if the book holds it
     out: dict[str, object] = {
         "name": args.name,
         "feed": args.feed,
@@ -175,15 +174,22 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(st, indent=2, default=str))
         return 0
-    print(
-        f"service {st['name']}  pid {st['pid']}  up {st['uptime_s']:.0f} s  "
-        f"{st['positions']:,} positions  ready: {st['ready']}  metrics: {st['metrics']}"
-    )
+    if st.get("answered_by") == "client":  # the supervisor did not answer in time
+        print(
+            f"service {st['name']}  pid {st['pid']}  supervisor {st['supervisor']}: {st['error']}"
+        )
+    else:
+        print(
+            f"service {st['name']}  pid {st['pid']}  up {st['uptime_s']:.0f} s  "
+            f"{st['positions']:,} positions  book generation {st.get('book_generation', 0)}  "
+            f"ready: {st['ready']}  metrics: {st['metrics']}"
+        )
     print(f"{'process':<12}{'pid':>8}  {'state':<9}{'restarts':>9}{'beat age s':>12}")
     for p in sorted(st["processes"], key=lambda p: p["name"]):
+        age = p.get("heartbeat_age_s")
         print(
             f"{p['name']:<12}{p['pid']:>8}  {p['state']:<9}{p['restarts']:>9}"
-            f"{p['heartbeat_age_s']:>12.2f}"
+            + (f"{age:>12.2f}" if age is not None else f"{'-':>12}")
         )
     agg = st.get("aggregator", {})
     if agg:
@@ -201,6 +207,21 @@ def _cmd_stop(args: argparse.Namespace) -> int:
     svc = workbench.connect(args.name)
     svc.stop()
     print(f"service {svc.name} stopped")
+    return 0
+
+
+def _cmd_reload_book(args: argparse.Namespace) -> int:
+    import workbench
+
+    svc = workbench.connect(args.name)
+    try:
+        out = svc.reload_book(args.book)
+    finally:
+        svc.close()
+    print(
+        f"service {svc.name}: book {out['book']} taken as generation {out['book_generation']}"
+        f" ({out['positions']:,} positions, every one priced)"
+    )
     return 0
 
 
@@ -300,6 +321,16 @@ def build_parser() -> argparse.ArgumentParser:
     stop = sub.add_parser("stop", help="stop a running service")
     stop.add_argument("--name", default=None)
     stop.set_defaults(func=_cmd_stop)
+
+    reload_book = sub.add_parser(
+        "reload-book",
+        help="take a new book: validate the booking file, then swap it in atomically",
+    )
+    reload_book.add_argument(
+        "book", nargs="?", default=None, help="booking file (default: the one the service uses)"
+    )
+    reload_book.add_argument("--name", default=None)
+    reload_book.set_defaults(func=_cmd_reload_book)
 
     from workbench.reports.cli import add_eod_parser
     from workbench.widgets.dashboard import add_dashboard_parser

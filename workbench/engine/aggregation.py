@@ -52,6 +52,9 @@ GROUP_COLUMNS: Final[tuple[str, ...]] = (
 )
 """Columns a roll-up may group by."""
 
+STALE_REASON_TEXT: Final[tuple[str, ...]] = ("", "worker down", "reprice failed", "not priced yet")
+"""The text of each ``stale_reason`` code of the risk table (``engine.shm.STALE_REASONS``)."""
+
 RISK_INPUTS: Final[tuple[str, ...]] = ("pv", "pv_ccy", "delta", "gamma", "vega", "theta")
 """The float64 risk columns :func:`risk_frame` reads (``engine.shm.RISK_COLUMNS``)."""
 
@@ -162,7 +165,8 @@ def risk_frame(static: pl.DataFrame, cols: Mapping[str, np.ndarray], now_ns: int
         ``pv``, ``pv_ccy``, ``delta``, ``gamma``, ``vega``, ``theta`` (float64, USD except
         ``pv_ccy``), ``stale`` (float64, 1.0 = stale) and ``updated_ns`` (int64,
         ``time.monotonic_ns`` of the last write, 0 = never), each one value per position — e.g.
-        ``RiskTable.snapshot()``. Float columns are wrapped without a copy: pass a consistent
+        ``RiskTable.snapshot()``; optionally ``stale_reason`` (float64 codes of
+        :data:`STALE_REASON_TEXT`). Float columns are wrapped without a copy: pass a consistent
         copy, not the live shared-memory views, if the frame must not change under the reader.
     now_ns
         ``time.monotonic_ns()`` of the evaluation (same clock as ``updated_ns``).
@@ -171,9 +175,11 @@ def risk_frame(static: pl.DataFrame, cols: Mapping[str, np.ndarray], now_ns: int
     -------
     pl.DataFrame
         The static columns, the risk columns as given (NaN where unpriced), ``updated_ns``,
-        ``stale`` (Boolean), ``age_s`` (Float64, seconds since the last write; +inf if never
-        written) and every measure of :data:`MEASURES` (Float64, USD; 0.0 where a measure does
-        not apply, NaN where the position is unpriced). ``vega`` is replaced by the options'
+        ``stale`` (Boolean), ``stale_reason`` (String: ``""`` when fresh, ``"worker down"``,
+        ``"reprice failed"``, ``"not priced yet"``; only if given), ``age_s`` (Float64,
+        seconds since the last write; +inf if never written) and every measure of
+        :data:`MEASURES` (Float64, USD; 0.0 where a measure does not apply, NaN where the
+        position is unpriced). ``vega`` is replaced by the options'
         vega; a tranche's correlation sensitivity is in ``corr01``.
 
     Raises
@@ -185,11 +191,18 @@ def risk_frame(static: pl.DataFrame, cols: Mapping[str, np.ndarray], now_ns: int
     wrapped = [pl.Series(name, cols[name]) for name in RISK_INPUTS]
     updated = cols["updated_ns"]
     age = np.where(updated > 0, (now_ns - updated) / 1e9, np.inf)
+    extra = []
+    if "stale_reason" in cols:
+        codes = np.asarray(cols["stale_reason"]).astype(np.int64)
+        known = np.clip(codes, 0, len(STALE_REASON_TEXT) - 1)
+        labels = pl.Series(list(STALE_REASON_TEXT), dtype=pl.String)
+        extra.append(labels.gather(known).alias("stale_reason"))
     frame = static.hstack(
         [
             *wrapped,
             pl.Series("updated_ns", updated),
             pl.Series("stale", cols["stale"] != 0.0),
+            *extra,
             pl.Series("age_s", age),
         ]
     )

@@ -12,7 +12,6 @@ answered when the replies arrive, so a 5-second profile never blocks the snapsho
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import logging
 import os
@@ -39,15 +38,20 @@ from workbench.engine.aggregation import (
 from workbench.engine.cells import CellSums
 from workbench.engine.config import ServiceConfig, decode_config
 from workbench.engine.histograms import LatencyHistogram
+from workbench.engine.inputs import book_path, file_digest, market_path
+from workbench.engine.lifetime import die_with_parent
 from workbench.engine.limits import LimitMonitor, LimitReport
 from workbench.engine.pacing import FlushTracker, PublishPacer
-from workbench.engine.recon import recon, recon_breach
-from workbench.engine.shm import RiskTable
+from workbench.engine.recon import recon, recon_breach, terms_frame
+from workbench.engine.shm import RISK_COLUMNS, RiskTable
 from workbench.market.io import load_market
 
 log = logging.getLogger(__name__)
 
 _FORWARD_TIMEOUT_S = 120.0
+_STATUS_TIMEOUT_S = 0.8
+_FRAME_COLUMNS = (*RISK_COLUMNS, "stale", "stale_reason", "updated_ns")
+_SUPERVISED = (msg.StatusRequest, msg.RestartRequest, msg.StopRequest, msg.ReloadBookRequest)
 
 
 @dataclass
@@ -89,13 +93,13 @@ class Aggregator:
         assert config.endpoints is not None
         self.config = config
         ep = config.endpoints
-        # the files' digest before they are read: the book held here is those bytes (or newer
-        # ones, which the first recon then reads), so a recon of unchanged files has nothing
-        # to find and is skipped
-        self.recon_digest = _files_digest(config.book, config.market)
-        market = load_market(config.market)
-        self.book = load_book(config.book, market=market)
+        # the book priced is the frozen copy (its digest is the book's id); the booking file
+        # the user named is what the recon compares with it, and only when its bytes change
+        self.recon_digest = config.book_id
+        self.market = load_market(market_path(config))
+        self.book = load_book(book_path(config), market=self.market)
         self.static = static_frame(self.book)
+        self.terms = terms_frame(self.book)
         self.cells = CellSums(self.static)  # the published roll-ups, from per-cell sums
         self.risk = RiskTable.attach(config.segments["risk"], len(self.book))
         self.limits = LimitMonitor(config.limits, desks=list(self.book.desk.labels))
@@ -138,6 +142,13 @@ class Aggregator:
         self.last_publish_ns = 0
         self.last_hb_ns = 0
         self.published = 0
+        self.failed: dict[str, dict[str, str]] = {}  # worker → its groups whose reprice failed
+        self.counts = {
+            "forward_dropped": 0,
+            "reply_dropped": 0,
+            "bad_requests": 0,
+            "version_refused": 0,
+        }
 
     # --- snapshots ---------------------------------------------------------------------
 
@@ -148,7 +159,7 @@ class Aggregator:
     def frame_with_id(self) -> tuple[pl.DataFrame, dict[str, Any]]:
         """:meth:`frame` and the identity of that copy: the writers' generation counters."""
         cols, counters = self.risk.read(
-            ("pv", "pv_ccy", "delta", "gamma", "vega", "theta", "stale", "updated_ns"),
+            _FRAME_COLUMNS,
             tuple(range(self.risk.spec.n_counters)),
         )
         frame = risk_frame(self.static, cols, time.monotonic_ns())
@@ -157,6 +168,9 @@ class Aggregator:
             "counters": [int(c) for c in counters],
             "snapshot_seq": self.seq,
             "service": self.config.name,
+            "book_id": self.config.book_id,
+            "book_generation": self.config.book_generation,
+            "failed": {w: dict(f) for w, f in sorted(self.failed.items()) if f},
         }
         return frame, meta
 
@@ -191,6 +205,8 @@ class Aggregator:
             "flush_to_publish_p99_ms": float(np.percentile(lat, 99)),
             "aggregate_ms": (done - now) / 1e6,
             "flushes_unpriced": float(self.tracker.dropped),
+            "book_generation": float(self.config.book_generation),
+            "failed_groups": float(sum(len(f) for f in self.failed.values())),
         }
         snap = msg.Snapshot(
             seq=self.seq, made_ns=done, tables=tables, breaches=breaches, stats=stats
@@ -202,7 +218,8 @@ class Aggregator:
         self.stats = stats
 
     def maybe_recon(self) -> None:
-        """Compare the engine's notionals with the booking file on its timer."""
+        """Compare the book priced with the booking file on its timer: a changed file (added,
+        removed or changed positions) is a ``recon`` breach, never a new book."""
         now = time.monotonic_ns()
         if self.config.recon_s <= 0 or now - self.last_recon_ns < self.config.recon_s * 1e9:
             return
@@ -210,14 +227,18 @@ class Aggregator:
         try:
             # the same bytes give the same answer: re-reading 40,000 rows each minute stalled
             # the loop (and a snapshot) for ~150 ms
-            digest = _files_digest(self.config.book, self.config.market)
+            digest = file_digest(self.config.book)
             if digest == self.recon_digest:
                 return
-            market = load_market(self.config.market)
-            on_file = static_frame(load_book(self.config.book, market=market))
+            on_file = terms_frame(load_book(self.config.book, market=self.market))
         except Exception as exc:  # the file is outside our control: report, don't die
             self.recon_breach = msg.Breach(
-                scope="firm", measure=f"recon: {exc}", value=1.0, limit=0.0, since_ns=now
+                scope="firm",
+                measure="recon",
+                value=1.0,
+                limit=0.0,
+                since_ns=now,
+                detail=f"the booking file cannot be read: {exc}",
             )
             logs.event(
                 log,
@@ -226,13 +247,13 @@ class Aggregator:
                 level=logging.WARNING,
             )
             return
-        self.recon_breach = recon_breach(recon(on_file, self.static), now)
+        self.recon_breach = recon_breach(recon(on_file, self.terms), now)
         self.recon_digest = digest
         if self.recon_breach is not None:
             logs.event(
                 log,
                 "recon_breach",
-                f"recon: {self.recon_breach.measure}",
+                f"recon: the booking file differs from the book priced: {self.recon_breach.detail}",
                 level=logging.WARNING,
                 value=self.recon_breach.value,
             )
@@ -240,10 +261,19 @@ class Aggregator:
     # --- control plane -----------------------------------------------------------------
 
     def _reply(self, envelope: list[bytes], reply: msg.Reply) -> None:
-        self.control.send_multipart([*envelope, msg.encode(reply)])
+        """Answer a client; never waits (a client gone or not reading loses it, counted)."""
+        try:
+            self.control.send_multipart([*envelope, msg.encode(reply)], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            self.counts["reply_dropped"] += 1
 
     def _forward(
-        self, envelope: list[bytes], kind: str, targets: dict[str, bytes], by: tuple[str, ...]
+        self,
+        envelope: list[bytes],
+        kind: str,
+        targets: dict[str, bytes],
+        by: tuple[str, ...],
+        timeout_s: float = _FORWARD_TIMEOUT_S,
     ) -> None:
         rid = str(next(self.ids)).encode()
         self.pending[rid] = _Pending(
@@ -251,27 +281,43 @@ class Aggregator:
             kind,
             set(targets),
             by=by,
-            deadline_ns=time.monotonic_ns() + int(_FORWARD_TIMEOUT_S * 1e9),
+            deadline_ns=time.monotonic_ns() + int(timeout_s * 1e9),
         )
+        refused = []
         for name, payload in targets.items():
-            self.peers[name].send_multipart([rid, b"", payload])
+            try:  # a stalled peer's queue is bounded (SNDHWM): drop, never wait for it
+                self.peers[name].send_multipart([rid, b"", payload], zmq.NOBLOCK)
+            except zmq.ZMQError:
+                self.counts["forward_dropped"] += 1
+                refused.append(name)
+        if refused:
+            del self.pending[rid]
+            busy = ", ".join(sorted(refused))
+            self._reply(envelope, msg.error_reply(f"{busy} not taking requests (queue full)"))
 
     def handle_control(self) -> None:
         """One client request."""
         parts = self.control.recv_multipart()
         envelope, payload = parts[:-1], parts[-1]
         try:
-            req = msg.request_decoder.decode(payload)
+            req = msg.decode_request(payload)
         except msgspec.DecodeError as exc:
+            self.counts["bad_requests"] += 1
             self._reply(envelope, msg.error_reply(f"bad request: {exc}"))
             return
+        except msg.VersionError as exc:
+            self.counts["version_refused"] += 1
+            self._reply(envelope, msg.error_reply(str(exc)))
+            return
         workers = self.config.endpoints.workers if self.config.endpoints else {}
-        if isinstance(req, msg.StatusRequest | msg.RestartRequest | msg.StopRequest):
+        if isinstance(req, _SUPERVISED):
             if isinstance(req, msg.RestartRequest) and req.worker not in workers:
                 known = ", ".join(sorted(workers))
                 self._reply(envelope, msg.error_reply(f"unknown worker {req.worker!r} ({known})"))
                 return
-            self._forward(envelope, "supervisor", {"supervisor": payload}, ())
+            # a status must answer within a second even when the supervisor is hung
+            timeout = _STATUS_TIMEOUT_S if isinstance(req, msg.StatusRequest) else 30.0
+            self._forward(envelope, "supervisor", {"supervisor": payload}, (), timeout)
         elif isinstance(req, msg.PositionsRequest):
             frame, meta = self.frame_with_id()
             if req.asset_class is not None:
@@ -347,10 +393,6 @@ class Aggregator:
             return
         if pending.kind != "whatif":
             reply = next(iter(pending.replies.values()))
-            if pending.kind == "supervisor" and reply.ok and "processes" in reply.data:
-                data = dict(reply.data)
-                data["aggregator"] = getattr(self, "stats", {})
-                reply = msg.Reply(ok=True, data=data, tables=reply.tables)
             self._reply(pending.envelope, reply)
             return
         failed = {k: r.error for k, r in pending.replies.items() if not r.ok}
@@ -407,6 +449,9 @@ class Aggregator:
         stats = dict(getattr(self, "stats", {}))
         stats["published"] = float(self.published)
         stats["pending_requests"] = float(len(self.pending))
+        stats.update({k: float(v) for k, v in self.counts.items()})
+        stats["version_refused"] += float(msg.DRAINED.version)
+        stats["bad_notices"] = float(msg.DRAINED.bad)
         hb = msg.Heartbeat(
             role="aggregator",
             pid=os.getpid(),
@@ -446,6 +491,7 @@ class Aggregator:
             if self.pull in events:
                 for notice in msg.drain(self.pull):
                     if isinstance(notice, msg.RiskUpdated):
+                        self.failed[notice.worker] = notice.failed
                         self.tracker.priced(notice.worker, notice.quote_gen)
                         now = time.monotonic_ns()
                         if notice.repriced:
@@ -473,17 +519,6 @@ class Aggregator:
         self.risk.close()
 
 
-def _files_digest(*paths: str) -> bytes:
-    """A digest of the files' bytes (BLAKE2b): equal digests, equal recon."""
-    h = hashlib.blake2b(digest_size=16)
-    for path in paths:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        h.update(b"\0")
-    return h.digest()
-
-
 def run(config_json: str) -> None:
     """Process entry point (``spawn``)."""
     config = decode_config(config_json)
@@ -491,6 +526,7 @@ def run(config_json: str) -> None:
     stop = _Stop()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    die_with_parent()
     agg = Aggregator(config)
     try:
         agg.run(stop)

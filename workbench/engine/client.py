@@ -10,7 +10,9 @@ Every method returns Polars frames or plain dicts; errors from the service raise
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,7 +41,12 @@ from workbench.engine.config import (
 from workbench.engine.gateway import RemoteConfigError, check_remote
 from workbench.engine.histograms import BUCKETS_MS, LatencyHistogram, quantile_ms
 from workbench.engine.profiling import TREE_COLUMNS
-from workbench.engine.shm import pid_alive
+from workbench.engine.shm import pid_alive, reap
+
+STATUS_TIMEOUT_S: Final = 1.0
+"""How long :meth:`Client.status` waits for the supervisor before it answers from the run
+directory and ``/proc`` instead (seconds)."""
+_STOP_TERM_S: Final = 5.0
 
 _BUCKET_SCHEMA: Final = {
     "process": pl.String,
@@ -139,18 +146,61 @@ class Client:
     def request(self, req: msg.Request, *, timeout_s: float | None = None) -> msg.Reply:
         """Send one request and wait for its reply (raises :class:`ServiceError`)."""
         sock = self._socket()
-        sock.send(msg.encode(req))
         wait = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            sock.send(msg.encode(req), zmq.NOBLOCK)
+        except zmq.Again:  # nobody connected to take it: never block the caller
+            self._drop_socket()
+            raise ServiceError(f"service {self.name}: not reachable") from None
         if not sock.poll(int(wait * 1000)):
-            sock.close(linger=0)
-            self._sock = None  # a REQ socket cannot send again before it receives
+            self._drop_socket()  # a REQ socket cannot send again before it receives
             raise ServiceError(
-                f"service {self.name}: no reply to {type(req).__name__} within {wait:.0f} s"
+                f"service {self.name}: no reply to {type(req).__name__} within {wait:g} s"
             )
-        reply = msg.reply_decoder.decode(sock.recv())
+        return self._reply(sock.recv())
+
+    def _drop_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    def _reply(self, raw: bytes) -> msg.Reply:
+        try:
+            reply = msg.reply_decoder.decode(raw)
+            msg.check_version(reply)
+        except (msgspec.DecodeError, msg.VersionError) as exc:
+            raise ServiceError(f"service {self.name}: unreadable reply: {exc}") from None
         if not reply.ok:
             raise ServiceError(f"service {self.name}: {reply.error}")
         return reply
+
+    @property
+    def local(self) -> bool:
+        """True when the service runs on this machine (its supervisor can be asked directly)."""
+        return self._curve is None and bool(self.endpoints.supervisor)
+
+    def supervisor_request(self, req: msg.Request, *, timeout_s: float) -> msg.Reply:
+        """Ask the supervisor directly (status, restart, stop, reload), not through the
+        aggregator: these must work whatever state the aggregator is in."""
+        if not self.local:
+            return self.request(req, timeout_s=timeout_s)
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 1)
+        try:
+            sock.connect(self.endpoints.supervisor)
+            try:
+                sock.send_multipart([b"", msg.encode(req)], zmq.NOBLOCK)
+            except zmq.Again:
+                raise ServiceError(f"service {self.name}: supervisor not reachable") from None
+            if not sock.poll(int(timeout_s * 1000)):
+                raise ServiceError(
+                    f"service {self.name}: the supervisor did not answer "
+                    f"{type(req).__name__} within {timeout_s:g} s"
+                )
+            return self._reply(sock.recv_multipart()[-1])
+        finally:
+            sock.close(linger=0)
 
     async def arequest(self, req: msg.Request, *, timeout_s: float | None = None) -> msg.Reply:
         """:meth:`request` for an asyncio loop (a notebook kernel): never blocks the loop.
@@ -171,10 +221,7 @@ class Client:
             parts = await sock.recv_multipart()
         finally:
             sock.close(linger=0)
-        reply = msg.reply_decoder.decode(parts[-1])
-        if not reply.ok:
-            raise ServiceError(f"service {self.name}: {reply.error}")
-        return reply
+        return self._reply(parts[-1])
 
     async def aaggregate(self, by: Sequence[str] = ("desk",)) -> pl.DataFrame:
         """:meth:`aggregate` without blocking the event loop."""
@@ -201,14 +248,77 @@ class Client:
         return _profile_frames(reply.data)
 
     async def astatus(self) -> dict[str, Any]:
-        """:meth:`status` without blocking the event loop."""
-        return dict((await self.arequest(msg.StatusRequest())).data)
+        """:meth:`status` without blocking the event loop (same answer, same 1 s bound)."""
+        if not self.local:
+            return dict((await self.arequest(msg.StatusRequest(), timeout_s=STATUS_TIMEOUT_S)).data)
+        actx = zmq.asyncio.Context.instance()
+        sock = actx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.endpoints.supervisor)
+        try:
+            try:
+                await sock.send_multipart([b"", msg.encode(msg.StatusRequest())], zmq.NOBLOCK)
+            except zmq.Again:
+                return self.status_from_processes("the supervisor is not reachable")
+            if not await sock.poll(int(STATUS_TIMEOUT_S * 1000)):
+                return self.status_from_processes(
+                    f"the supervisor did not answer within {STATUS_TIMEOUT_S:g} s"
+                )
+            parts = await sock.recv_multipart()
+        finally:
+            sock.close(linger=0)
+        return dict(self._reply(parts[-1]).data)
 
     # --- requests ----------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        """Processes (pid, state, restarts, heartbeat age, counters) and service facts."""
-        return dict(self.request(msg.StatusRequest()).data)
+    def status(self, *, timeout_s: float = STATUS_TIMEOUT_S) -> dict[str, Any]:
+        """Processes (pid, state, restarts, heartbeat age, counters) and service facts.
+
+        Asked of the supervisor directly; when it does not answer within ``timeout_s``
+        (default 1 s) the answer comes from the run directory and ``/proc`` instead
+        (:meth:`status_from_processes`: ``answered_by`` is then ``"client"``, ``ready`` False
+        and ``error`` says why). Never depends on the aggregator.
+        """
+        try:
+            return dict(self.supervisor_request(msg.StatusRequest(), timeout_s=timeout_s).data)
+        except ServiceError as exc:
+            if not self.local:
+                raise
+            return self.status_from_processes(str(exc))
+
+    def status_from_processes(self, why: str) -> dict[str, Any]:
+        """What can be known without asking any process of the service: each process's pid
+        from ``processes.json`` and whether it runs (``state``: ``running``, ``stopped`` for a
+        process stopped by a signal, ``dead``)."""
+        pids = self._pids()
+        procs = []
+        for name, pid in sorted(pids.items()):
+            if name == "supervisor":
+                continue
+            procs.append({"name": name, "pid": pid, "state": _proc_state(pid), "restarts": 0,
+                          "stats": {}, "histograms": {}})  # fmt: skip
+        return {
+            "name": self.name,
+            "pid": self.descriptor.pid,
+            "answered_by": "client",
+            "error": why,
+            "supervisor": _proc_state(self.descriptor.pid),
+            "ready": False,
+            "positions": self.descriptor.n_positions,
+            "quotes": self.descriptor.n_quotes,
+            "processes": procs,
+            "aggregator": {},
+        }
+
+    def _pids(self) -> dict[str, int]:
+        run_dir = self.descriptor.config.run_dir
+        if not run_dir:
+            return {}
+        try:
+            raw = (Path(run_dir) / "processes.json").read_bytes()
+            return msgspec.json.decode(raw, type=dict[str, int])
+        except (OSError, msgspec.DecodeError):
+            return {"supervisor": self.descriptor.pid}
 
     def processes(self) -> pl.DataFrame:
         """:meth:`status` as a table, one row per process."""
@@ -305,32 +415,83 @@ class Client:
         )
 
     def restart(self, worker: str) -> None:
-        """Restart one worker (its positions are stale until it has repriced them)."""
-        self.request(msg.RestartRequest(worker=worker))
+        """Restart one process (a worker's positions are stale until it has repriced them)."""
+        self.supervisor_request(msg.RestartRequest(worker=worker), timeout_s=5.0)
+
+    def reload_book(
+        self, path: str | Path | None = None, *, timeout_s: float = 300.0
+    ) -> dict[str, Any]:
+        """Take a new book: the booking file at ``path`` (None: the file the service was
+        started with, as it is now). The file is validated first (a bad file raises
+        :class:`ServiceError` naming file, row, column and value, and the running book stays);
+        then the workers and the aggregator restart on it and this returns once every
+        position of the new book is priced. No snapshot mixes the two books. Returns
+        ``book_generation`` (+1 per reload), ``book_id`` (digest of the file's bytes) and
+        ``positions``."""
+        target = "" if path is None else str(Path(path).resolve())
+        reply = self.supervisor_request(msg.ReloadBookRequest(path=target), timeout_s=60.0)
+        gen = int(reply.data["book_generation"])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            st = self.status()
+            if st.get("book_generation") == gen and st.get("ready"):
+                self._reread_descriptor()
+                return dict(reply.data)
+            time.sleep(0.1)
+        raise ServiceError(
+            f"service {self.name}: book generation {gen} not priced in {timeout_s:g} s"
+        )
+
+    def _reread_descriptor(self) -> None:
+        path = Path(self.descriptor.config.run_dir) / "service.json"
+        with contextlib.suppress(OSError, msgspec.DecodeError):
+            self.descriptor = msgspec.json.decode(path.read_bytes(), type=Descriptor)
 
     def stop(self, *, timeout_s: float = 30.0) -> None:
-        """Stop the service and wait until its supervisor has exited."""
+        """Stop the service and wait until its supervisor has exited.
+
+        Asked of the supervisor directly (the aggregator may be dead); a supervisor that does
+        not answer gets SIGTERM, then SIGKILL (its children die with it, the next start reaps
+        its shared memory).
+        """
         pid = self.descriptor.pid
-        if self._curve is not None:  # remote: the supervisor is not on this machine
+        if not self.local:  # remote: the supervisor is not on this machine
             self.request(msg.StopRequest(), timeout_s=10.0)
             self.close()
             return
         try:
-            self.request(msg.StopRequest(), timeout_s=10.0)
+            self.supervisor_request(msg.StopRequest(), timeout_s=STATUS_TIMEOUT_S)
         except ServiceError:
             if pid_alive(pid):
-                os.kill(pid, 15)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout_s
+        term_deadline = time.monotonic() + min(_STOP_TERM_S, timeout_s / 2)
+        killed = False
         while time.monotonic() < deadline:
-            if self._process is not None:
-                if self._process.poll() is not None:
-                    break
-            elif not pid_alive(pid):
+            if self._gone(pid):
                 break
+            if not killed and time.monotonic() > term_deadline:
+                self._kill_all(pid)
+                killed = True
             time.sleep(0.05)
         else:
             raise ServiceError(f"service {self.name} (pid {pid}) did not stop in {timeout_s} s")
+        if killed:
+            reap()  # the segments of a supervisor killed outright
         self.close()
+
+    def _gone(self, pid: int) -> bool:
+        if self._process is not None:
+            return self._process.poll() is not None
+        return not pid_alive(pid)
+
+    def _kill_all(self, pid: int) -> None:
+        """SIGKILL the supervisor and every child it recorded."""
+        for child in {*self._pids().values(), pid}:
+            if pid_alive(child):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(child, signal.SIGKILL)
 
     def latest(self, timeout_s: float = 5.0) -> SnapshotView:
         """The next aggregated snapshot published (blocking)."""
@@ -362,7 +523,9 @@ class Client:
 
     def _received(self, raw: bytes) -> SnapshotView:
         now = time.monotonic_ns()
-        view = _view(msg.snapshot_decoder.decode(raw), now)
+        snap = msg.snapshot_decoder.decode(raw)
+        msg.check_version(snap)
+        view = _view(snap, now)
         self.to_client.observe_ms(view.transit_ms)
         return view
 
@@ -416,6 +579,17 @@ class Client:
             self._sock.close(linger=0)
             self._sock = None
         self._ctx.term()
+
+
+def _proc_state(pid: int) -> str:
+    """``running``, ``stopped`` (SIGSTOP: it runs no code) or ``dead``, from ``/proc``."""
+    if not pid_alive(pid):
+        return "dead"
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "running"
+    return "stopped" if state in ("T", "t") else "running"
 
 
 def _descriptors(root: Path) -> list[Descriptor]:
@@ -508,6 +682,14 @@ def connect_remote(
     return Client(descriptor, timeout_s=timeout_s, curve=CurveKeys(public, secret, server_public))
 
 
+def _refused_line(run_dir: Path) -> str:
+    """The supervisor's one line on a configuration it refused (exit 2)."""
+    for line in reversed(log_tail(run_dir, 200).splitlines()):
+        if line.startswith("workbench: refused: "):
+            return line.removeprefix("workbench: ")
+    return ""
+
+
 def log_tail(run_dir: Path, lines: int = 30) -> str:
     """The last ``lines`` lines of a service's log (empty if it has none)."""
     try:
@@ -572,7 +754,7 @@ def start(
         market=str(Path(market).resolve()),
         feed=feed_config,
         conflation=conflation or ConflationConfig(),
-        workers=workers or {"rates": 1, "fx": 1, "credit": 1, "equity": 1},
+        workers=dict(workers or {}),
         limits=tuple(limits),
         n_paths=n_paths,
         **options,
@@ -593,6 +775,8 @@ def start(
     deadline = time.monotonic() + timeout_s
     while not descriptor_path.exists():
         if proc.poll() is not None:
+            if proc.returncode == 2:  # refused before anything started: say why, in one line
+                raise ServiceError(_refused_line(run_dir) or f"service {name} refused to start")
             raise ServiceError(f"service {name} failed to start:\n{log_tail(run_dir)}")
         if time.monotonic() > deadline:
             proc.kill()

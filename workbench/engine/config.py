@@ -108,8 +108,15 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     worker_nice: int = 5  # pricing workers yield the CPU to ingestion and aggregation (0: off)
     service_nice: int = 5  # the whole service yields to notebook kernels and JupyterLab (0: off)
     remote: RemoteConfig | None = None  # None: nothing listens beyond 127.0.0.1
+    fail_reprice: tuple[str, ...] = ()
+    """Fault injection: glob patterns over pricing-group keys (``fx:EURUSD``, ``rates:*``)
+    whose reprices fail as a pricer exception would (docs/service.md, "Fault injection")."""
     endpoints: Endpoints | None = None
     segments: dict[str, str] = {}
+    frozen_book: str = ""  # the copy of the booking file every process prices (set at start)
+    frozen_market: str = ""  # the copy of the market file every process starts from
+    book_id: str = ""  # digest of the frozen book's bytes: the identity of the book priced
+    book_generation: int = 0  # 0 at start, +1 at each explicit reload of the book
 
 
 class Descriptor(msgspec.Struct, frozen=True, kw_only=True):

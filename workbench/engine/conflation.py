@@ -231,6 +231,8 @@ class Conflator:
         self.offered = 0
         self.accepted = 0
         self.flushed = 0
+        self.gaps = 0  # accepted ticks whose seq skipped past the quote's last one + 1
+        self.gap_ticks = 0  # the seqs skipped in those gaps
         self.rejected: dict[str, int] = dict.fromkeys(REJECT_REASONS, 0)
 
     # --- events ---------------------------------------------------------------------------
@@ -254,6 +256,10 @@ class Conflator:
             self.rejected[reason] += 1
             return reason
         self.accepted += 1
+        last_seq = self._seq[index]
+        if last_seq != _NO_SEQ and seq > last_seq + 1:
+            self.gaps += 1  # the publisher's seqs of this quote skipped: ticks lost upstream
+            self.gap_ticks += seq - last_seq - 1
         self._last[index] = value
         self._seq[index] = seq
         self._jump_count[index] = 0
@@ -371,6 +377,8 @@ class Conflator:
             "flushed": float(self.flushed),
             "pending": float(self.pending),
             "conflation_ratio": self.conflation_ratio,
+            "gaps": float(self.gaps),
+            "gap_ticks": float(self.gap_ticks),
         }
         for reason, count in self.rejected.items():
             out[f"rejected.{reason}"] = float(count)

@@ -56,6 +56,8 @@ from workbench.engine.conflation import (
     RATE,
     classify,
 )
+from workbench.engine.inputs import market_path
+from workbench.engine.lifetime import die_with_parent
 from workbench.market.model import MarketSnapshot
 
 log = logging.getLogger(__name__)
@@ -322,7 +324,7 @@ class Feed:
         if feed.mode == "synthetic":
             from workbench.market.io import load_market
 
-            market = load_market(self.config.market)
+            market = load_market(market_path(self.config))
             # sequence numbers continue across restarts of the feed: start at the clock
             stream = synthetic_ticks(
                 market,
@@ -495,4 +497,5 @@ def run(config_json: str) -> None:
     """
     config = decode_config(config_json)
     logs.setup(config.name, "feed")
+    die_with_parent()
     asyncio.run(_main(config))

@@ -45,6 +45,8 @@ from workbench.engine import logs, messages
 from workbench.engine.config import ServiceConfig, decode_config
 from workbench.engine.conflation import Conflator
 from workbench.engine.histograms import LatencyHistogram
+from workbench.engine.inputs import market_path
+from workbench.engine.lifetime import die_with_parent
 from workbench.engine.shm import QuoteTable
 from workbench.market.io import load_market
 
@@ -173,7 +175,7 @@ class Ingest:
             raise ValueError("ingest: the configuration has no endpoints")
         if "quotes" not in config.segments:
             raise ValueError("ingest: the configuration names no 'quotes' segment")
-        market = load_market(config.market)
+        market = load_market(market_path(config))
         self.config = config
         self.endpoints = config.endpoints
         self.parent = os.getppid()
@@ -358,4 +360,5 @@ def run(config_json: str) -> None:
     """
     config = decode_config(config_json)
     logs.setup(config.name, "ingest")
+    die_with_parent()
     asyncio.run(_main(config))

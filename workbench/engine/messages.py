@@ -64,6 +64,9 @@ class RiskUpdated(Notice, frozen=True, tag="risk"):
     done_ns: int
     reprice_ns: int
     repriced: int
+    failed: dict[str, str] = {}
+    """Pricing groups of this worker whose last reprice failed (group key → the error): their
+    positions are flagged stale (``reprice failed``) until a reprice of them succeeds."""
 
 
 class Heartbeat(Notice, frozen=True, tag="hb"):
@@ -204,6 +207,13 @@ class StopRequest(Request, frozen=True, tag="stop"):
     """Shut the whole service down cleanly."""
 
 
+class ReloadBookRequest(Request, frozen=True, tag="reload_book"):
+    """Take a new book: the booking file at ``path`` (empty: the file the service was started
+    with, re-read), validated first, frozen, and swapped in atomically (docs/service.md)."""
+
+    path: str = ""
+
+
 ControlRequest = (
     StatusRequest
     | PositionsRequest
@@ -215,6 +225,7 @@ ControlRequest = (
     | RepriceRequest
     | LimitsRequest
     | StopRequest
+    | ReloadBookRequest
 )
 
 
@@ -236,6 +247,9 @@ class Breach(msgspec.Struct, frozen=True, kw_only=True):
     value: float
     limit: float
     since_ns: int
+    detail: str = ""
+    """What a reader needs beyond the numbers (a recon: the positions added, removed and
+    changed, the first few by id)."""
 
 
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
@@ -305,9 +319,33 @@ def encode(message: msgspec.Struct) -> bytes:
     return _encoder.encode(message)
 
 
+class VersionError(ValueError):
+    """A message of another schema version: refused, never decoded as the current one."""
+
+
+def check_version(message: msgspec.Struct) -> None:
+    """Raise :class:`VersionError` unless ``message`` (any struct above with ``v``) is of
+    :data:`SCHEMA_VERSION`."""
+    v = getattr(message, "v", SCHEMA_VERSION)
+    if v != SCHEMA_VERSION:
+        raise VersionError(f"schema version {v} refused: this service speaks {SCHEMA_VERSION}")
+
+
+class Drained:
+    """Counts of what :func:`drain` refused: undecodable bytes and other schema versions."""
+
+    def __init__(self) -> None:
+        self.bad = 0
+        self.version = 0
+
+
+DRAINED = Drained()
+"""This process's counts (one process, one set of counters; exported in its heartbeat)."""
+
+
 def drain(sock: zmq.Socket[bytes]) -> list[NoticeMessage]:
-    """Every notice already queued on ``sock``, decoded, without waiting (a message that is not
-    a notice is skipped)."""
+    """Every notice already queued on ``sock``, decoded, without waiting. A message that is not
+    a notice, or is of another schema version, is skipped and counted in :data:`DRAINED`."""
     out: list[NoticeMessage] = []
     while True:
         try:
@@ -315,9 +353,22 @@ def drain(sock: zmq.Socket[bytes]) -> list[NoticeMessage]:
         except zmq.Again:
             return out
         try:
-            out.append(notice_decoder.decode(raw))
+            notice = notice_decoder.decode(raw)
         except msgspec.DecodeError:
+            DRAINED.bad += 1
             continue
+        if notice.v != SCHEMA_VERSION:
+            DRAINED.version += 1
+            continue
+        out.append(notice)
+
+
+def decode_request(payload: bytes) -> ControlRequest:
+    """A control request, refused (:class:`msgspec.DecodeError` or :class:`VersionError`) when
+    it is not one of this schema version."""
+    req = request_decoder.decode(payload)
+    check_version(req)
+    return req
 
 
 def frame_to_bytes(frame: pl.DataFrame) -> bytes:

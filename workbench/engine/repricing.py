@@ -7,6 +7,7 @@ tick only re-converts to USD (a multiplication) instead of repricing.
 
 from __future__ import annotations
 
+import fnmatch
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -30,14 +31,28 @@ from workbench.pricing.surfaces import SplineCache
 LOCAL_COLUMNS = ("pv_ccy", "delta", "gamma", "vega", "theta")
 
 
+class InjectedFaultError(RuntimeError):
+    """A reprice failed on purpose: its group matches a ``fail_reprice`` pattern."""
+
+
 @dataclass
 class Update:
-    """Rows to write and their columns in USD (``pv_ccy`` in the position's currency)."""
+    """Rows to write and their columns in USD (``pv_ccy`` in the position's currency).
+
+    ``failed`` holds every group whose last reprice failed (key → the error), ``failed_rows``
+    their rows: not written, to be flagged stale until a reprice of them succeeds.
+    """
 
     rows: IntArray
     columns: dict[str, FloatArray]
     groups: list[str]
     timings_ns: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    failed_rows: IntArray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _make_pricer(
@@ -110,6 +125,9 @@ class Repricer:
         self.fx = np.ones(n)
         self.repriced = 0
         self._rows_cache: Kept[tuple[int, ...], IntArray] = Kept(64)
+        self.fail_patterns: tuple[str, ...] = ()  # fault injection: group keys that fail
+        self.failed: dict[int, str] = {}  # group index → why its last reprice failed
+        self.failed_curves: set[str] = set()  # curves whose last rebuild failed
 
     @staticmethod
     def _next(market: MarketSnapshot) -> MarketSnapshot:
@@ -131,6 +149,10 @@ class Repricer:
     def _price_groups(self, market: MarketSnapshot, which: list[int]) -> dict[str, int]:
         if not which:
             return {}
+        for k in which:
+            key = self.groups[k].key
+            if any(fnmatch.fnmatchcase(key, p) for p in self.fail_patterns):
+                raise InjectedFaultError(f"fault injection: fail_reprice matches {key}")
         only = self._only(which)
         t0 = time.perf_counter_ns()
         res = self.pricer.risk(market, self.curves, only)
@@ -145,6 +167,57 @@ class Repricer:
         self.local["theta"][rows] = pv_next - res.pv
         self.repriced += rows.size
         return {self.asset_class: t1 - t0, "theta": t2 - t1}
+
+    def _price_isolating(self, market: MarketSnapshot, which: list[int]) -> dict[str, int]:
+        """Price groups ``which`` in one call; if it fails, group by group, so one group that
+        cannot be priced leaves the others fresh. Updates :attr:`failed`."""
+        try:
+            timings = self._price_groups(market, which)
+        except Exception as exc:  # any pricer exception: isolate the groups that raise it
+            if len(which) == 1:
+                self.failed[which[0]] = _describe(exc)
+                return {}
+            timings = {}
+            for k in which:
+                try:
+                    for name, ns in self._price_groups(market, [k]).items():
+                        timings[name] = timings.get(name, 0) + ns
+                except Exception as one:
+                    self.failed[k] = _describe(one)
+                else:
+                    self.failed.pop(k, None)
+            return timings
+        for k in which:
+            self.failed.pop(k, None)
+        return timings
+
+    def _rebuild_or_fail(
+        self, market: MarketSnapshot, timings: dict[str, int], curve_ids: set[str]
+    ) -> set[int]:
+        """Re-solve ``curve_ids`` (and the curves whose last rebuild failed); the groups that
+        read a curve that does not solve are returned (not to be priced on it)."""
+        wanted = curve_ids | self.failed_curves
+        try:
+            self._rebuild(market, timings, wanted)
+        except Exception as exc:
+            self.failed_curves = wanted
+            why = f"curve {', '.join(sorted(wanted))} did not solve: {_describe(exc)}"
+            quotes = {q for q, c in self.quote_curves.items() if c in wanted}
+            hit = {k for q in quotes for k in self.quote_groups[q]}
+            for k in hit:
+                self.failed[k] = why
+            return hit
+        self.failed_curves = set()
+        return set()
+
+    def failed_rows(self) -> IntArray:
+        """Rows of the groups whose last reprice failed, ascending."""
+        if not self.failed:
+            return np.empty(0, dtype=np.int64)
+        return self._rows_of(tuple(sorted(self.failed)))
+
+    def _failures(self) -> dict[str, str]:
+        return {self.groups[k].key: why for k, why in sorted(self.failed.items())}
 
     def _convert(self, rows: IntArray) -> dict[str, FloatArray]:
         fx = self.fx[rows]
@@ -172,42 +245,69 @@ class Repricer:
         """Reprice every group against ``market`` (start-up, restart, every quote dirty)."""
         self.market = market
         timings: dict[str, int] = {}
+        self.failed = {}
         self._rebuild(market, timings)
-        timings.update(self._price_groups(market, list(range(len(self.groups)))))
+        timings.update(self._price_isolating(market, list(range(len(self.groups)))))
         # from now on re-solve only the curves this worker's positions read
         self.curves.retain(self.curves.used)
         self.curves_next.retain(self.curves_next.used)
         t0 = time.perf_counter_ns()
         self.fx = base_rate_column(market, self.book.currency.codes, self.book.currency.labels)
-        columns = self._convert(self.rows)
+        rows = self._without_failed(self.rows)
+        columns = self._convert(rows)
         timings["convert"] = time.perf_counter_ns() - t0
-        return Update(self.rows, columns, [g.key for g in self.groups], timings)
+        return Update(
+            rows,
+            columns,
+            [g.key for k, g in enumerate(self.groups) if k not in self.failed],
+            timings,
+            self._failures(),
+            self.failed_rows(),
+        )
+
+    def _without_failed(self, rows: IntArray) -> IntArray:
+        if not self.failed:
+            return rows
+        return np.setdiff1d(rows, self.failed_rows(), assume_unique=True)
 
     def update(self, values: FloatArray, changed: IntArray) -> Update | None:
-        """Apply a new quote table of which ``changed`` quote rows moved; reprice what reads them.
+        """Apply a new quote table of which ``changed`` quote rows moved; reprice what reads them
+        and every group whose last reprice failed (``changed`` may then be empty: a retry).
 
-        Returns None when nothing of this worker depends on the changed quotes.
+        A group that fails again keeps its last good values and is listed in the result's
+        ``failed`` (its rows are not written: they stay stale and age). Returns None when
+        nothing of this worker depends on the changed quotes and nothing had failed.
         """
-        dirty = sorted({k for q in changed for k in self.quote_groups[int(q)]})
+        dirty = sorted({k for q in changed for k in self.quote_groups[int(q)]} | set(self.failed))
         fx_moved = bool(self.fx_quotes[changed].any())
         if not dirty and not fx_moved:
             return None
         market = self.market.with_quote_values(values)
         self.market = market
         timings: dict[str, int] = {}
-        if self.rate_quotes[changed].any():
+        unsolved: set[int] = set()
+        if self.rate_quotes[changed].any() or self.failed_curves:
             moved = {self.quote_curves[int(q)] for q in changed if int(q) in self.quote_curves}
-            self._rebuild(market, timings, moved)
-        timings.update(self._price_groups(market, dirty))
+            unsolved = self._rebuild_or_fail(market, timings, moved)
+        timings.update(self._price_isolating(market, [k for k in dirty if k not in unsolved]))
         t0 = time.perf_counter_ns()
         if fx_moved:
             self.fx = base_rate_column(market, self.book.currency.codes, self.book.currency.labels)
             rows = self.rows
         else:
-            rows = self._rows_of(tuple(dirty))
+            priced = tuple(k for k in dirty if k not in self.failed)
+            rows = self._rows_of(priced) if priced else np.empty(0, dtype=np.int64)
+        rows = self._without_failed(rows)
         columns = self._convert(rows)
         timings["convert"] = time.perf_counter_ns() - t0
-        return Update(rows, columns, [self.groups[k].key for k in dirty], timings)
+        return Update(
+            rows,
+            columns,
+            [self.groups[k].key for k in dirty if k not in self.failed],
+            timings,
+            self._failures(),
+            self.failed_rows(),
+        )
 
     def whatif(self, shocked: MarketSnapshot) -> tuple[IntArray, FloatArray, FloatArray]:
         """Rows, base PV and shocked PV (USD) of every position, on a shocked copy of the market.

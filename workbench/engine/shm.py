@@ -30,11 +30,27 @@ from workbench._types import FloatArray
 
 SHM_DIR = Path("/dev/shm")
 _R = TypeVar("_R")
-_NAME = re.compile(r"^wb_(\d+)_[A-Za-z0-9]+_[a-z]+$")
+_NAME = re.compile(r"^wb_(\d+)_[A-Za-z0-9]+_[a-z]+[0-9]*$")
 _ALIGN = 64
 RISK_COLUMNS = ("pv", "pv_ccy", "delta", "gamma", "vega", "theta")
 ASSET_CLASSES = ("rates", "fx", "credit", "equity")
 MAX_SLOTS = 8  # workers per asset class; each worker (class, slot) has its own counter
+
+FRESH = 0.0
+"""``stale_reason`` of a position whose last write succeeded."""
+WORKER_DOWN = 1.0
+"""``stale_reason``: its worker died or is restarting; the last values stay readable."""
+REPRICE_FAILED = 2.0
+"""``stale_reason``: its last reprice failed (a pricer exception); the last good values stay."""
+NEVER_PRICED = 3.0
+"""``stale_reason``: not priced yet (NaN Greeks)."""
+STALE_REASONS = {
+    FRESH: "",
+    WORKER_DOWN: "worker down",
+    REPRICE_FAILED: "reprice failed",
+    NEVER_PRICED: "not priced yet",
+}
+"""The text of each ``stale_reason`` code."""
 
 
 def writer_counter(asset_class: str, slot: int) -> int:
@@ -262,17 +278,22 @@ class RiskTable(_Table):
     def layout(n_positions: int) -> _Layout:
         """Its layout for ``n_positions`` positions."""
         n_counters = len(ASSET_CLASSES) * MAX_SLOTS
-        return _Layout(n_counters, (*RISK_COLUMNS, "stale"), ("updated_ns",), n_positions)
+        return _Layout(
+            n_counters, (*RISK_COLUMNS, "stale", "stale_reason"), ("updated_ns",), n_positions
+        )
 
     @classmethod
-    def create(cls, service: str, n_positions: int) -> RiskTable:
-        """A new table; every position starts stale with NaN Greeks."""
+    def create(cls, service: str, n_positions: int, generation: int = 0) -> RiskTable:
+        """A new table for book ``generation`` (0 at start, +1 per reload: ``risk``, ``risk1``
+        …); every position starts stale (never priced) with NaN Greeks."""
         layout = cls.layout(n_positions)
         _, size = layout.offsets()
-        table = cls(create_segment(segment_name(service, "risk"), size), layout, owner=True)
+        table_name = f"risk{generation}" if generation else "risk"
+        table = cls(create_segment(segment_name(service, table_name), size), layout, owner=True)
         for name in RISK_COLUMNS:
             table.columns[name][:] = np.nan
         table.columns["stale"][:] = 1.0
+        table.columns["stale_reason"][:] = NEVER_PRICED
         return table
 
     @classmethod
@@ -295,19 +316,26 @@ class RiskTable(_Table):
             self.columns[name][rows] = col
         self.columns["updated_ns"][rows] = now_ns
         self.columns["stale"][rows] = 0.0
+        self.columns["stale_reason"][rows] = FRESH
         self.end(c)
 
-    def mark_stale(self, asset_class: str, slot: int, rows: np.ndarray) -> None:
-        """Flag ``rows`` stale (their worker is down); their last values stay readable."""
+    def mark_stale(
+        self, asset_class: str, slot: int, rows: np.ndarray, reason: float = WORKER_DOWN
+    ) -> None:
+        """Flag ``rows`` stale for ``reason`` (their worker is down, or their reprice failed);
+        their last values and ``updated_ns`` stay, so their age keeps growing."""
         c = writer_counter(asset_class, slot)
         if self.counters[c] & 1:  # its writer died mid-write: those rows are suspect anyway
             self.counters[c] += 1
         self.begin(c)
         self.columns["stale"][rows] = 1.0
+        # a never-priced row stays "not priced yet" whatever else happens to it
+        never = self.columns["stale_reason"][rows] == NEVER_PRICED
+        self.columns["stale_reason"][rows] = np.where(never, NEVER_PRICED, reason)
         self.end(c)
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """Consistent copies of every column."""
-        names = (*RISK_COLUMNS, "stale", "updated_ns")
+        names = (*RISK_COLUMNS, "stale", "stale_reason", "updated_ns")
         cols, _ = self.read(names, tuple(range(self.spec.n_counters)))
         return cols

@@ -32,6 +32,7 @@ import numpy as np
 import zmq
 
 from workbench.book.io import load_book
+from workbench.book.schema import ASSET_CLASS, Book
 from workbench.engine import logs
 from workbench.engine import messages as msg
 from workbench.engine.config import (
@@ -44,18 +45,60 @@ from workbench.engine.config import (
     socket_folder,
 )
 from workbench.engine.gateway import Gateway, RemoteConfigError
+from workbench.engine.inputs import freeze
 from workbench.engine.metrics import Metrics
 from workbench.engine.partition import worker_rows
 from workbench.engine.restarts import Kill, RestartPolicy, Roll
-from workbench.engine.shm import QuoteTable, RiskTable, reap
+from workbench.engine.shm import MAX_SLOTS, QuoteTable, RiskTable, reap
 from workbench.engine.worker import worker_name
 from workbench.market.io import load_market
+from workbench.market.model import MarketError, MarketSnapshot
 
 log = logging.getLogger(__name__)
 
 _GRACE_S = 3.0
+PROCESSES_FILE = "processes.json"
+"""``<run_dir>/processes.json``: every process's pid by name, rewritten at each start, so a
+status can be answered (and a stop carried out) without any process of the service."""
+
+
 _REPLY_GRACE_NS = 300_000_000
-"""After a stop request, how long the supervisor keeps serving before it stops the children."""
+"""After a stop or reload request, how long the supervisor keeps serving before it stops the
+children (the aggregator relays the answer meanwhile)."""
+
+
+class ConfigRefusedError(ValueError):
+    """A configuration, book or market the service cannot run: refused before anything starts
+    (exit 2, one line)."""
+
+
+def book_classes(book: Book) -> set[str]:
+    """The asset classes ``book`` has positions of."""
+    codes = np.unique(book.product.codes) if len(book) else np.empty(0, dtype=np.int64)
+    return {ASSET_CLASS[book.product.labels[int(c)]] for c in codes}
+
+
+def resolve_workers(config: ServiceConfig, book: Book) -> dict[str, int]:
+    """Workers per asset class: as configured, one for a class left out that the book holds,
+    none for a class it does not hold. Raises :class:`ConfigRefusedError` for a configuration that
+    cannot run: more workers of a class than the risk table has slots, an unknown class, or
+    workers for a class of which the book has no positions."""
+    held = book_classes(book)
+    for cls, n in sorted(config.workers.items()):
+        if cls not in ASSET_CLASSES:
+            known = ", ".join(ASSET_CLASSES)
+            raise ConfigRefusedError(f"--workers {cls}={n}: unknown asset class (one of {known})")
+        if not 0 <= n <= MAX_SLOTS:
+            raise ConfigRefusedError(
+                f"--workers {cls}={n}: expected 0 to {MAX_SLOTS} workers per asset class"
+            )
+    empty = sorted(c for c, n in config.workers.items() if n > 0 and c not in held)
+    if empty:
+        asked = ",".join(f"{c}={config.workers[c]}" for c in empty)
+        raise ConfigRefusedError(
+            f"--workers {asked}: book {book.source} has no {', '.join(empty)} positions"
+        )
+    return {c: config.workers.get(c, 1 if c in held else 0) for c in ASSET_CLASSES}
 
 
 @dataclass
@@ -78,6 +121,18 @@ class _Live:
     planned_exit: bool = False
     last_hb: msg.Heartbeat | None = None
     restart_ns: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Reload:
+    """A new book accepted, to be swapped in at ``due_ns``."""
+
+    book: Book
+    frozen: Path
+    book_id: str
+    generation: int
+    source: str
+    due_ns: int
 
 
 class _Signals:
@@ -108,6 +163,14 @@ def _children(config: ServiceConfig) -> list[_ChildSpec]:
     return out
 
 
+def _load_frozen(frozen: Path, original: str, market: MarketSnapshot) -> Book:
+    """The book in the frozen copy ``frozen`` of ``original``; its errors name the original."""
+    try:
+        return load_book(frozen, market=market)
+    except ValueError as exc:  # BookError and the reader's own: name the file the user gave
+        raise ConfigRefusedError(str(exc).replace(str(frozen), original)) from None
+
+
 class Supervisor:
     """One running service."""
 
@@ -116,9 +179,13 @@ class Supervisor:
         self.reaped = reap()
         run_dir = Path(config.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        self.market = load_market(config.market)
-        self.book = load_book(config.book, market=self.market)
-        names = [worker_name(c, s) for c in ASSET_CLASSES for s in range(config.workers.get(c, 0))]
+        # every process prices these copies, never the files the booking system rewrites
+        frozen_market, _ = freeze(config.market, run_dir, "market", 0)
+        frozen_book, book_id = freeze(config.book, run_dir, "book", 0)
+        self.market = load_market(frozen_market)
+        self.book = _load_frozen(frozen_book, config.book, self.market)
+        workers = resolve_workers(config, self.book)
+        names = [worker_name(c, s) for c in ASSET_CLASSES for s in range(workers[c])]
         self.socket_dir = socket_folder(run_dir)
         endpoints = local_endpoints(names, self.socket_dir)
         if config.feed.mode == "external" and config.feed.address:
@@ -136,10 +203,17 @@ class Supervisor:
         self.risk = RiskTable.create(config.name, len(self.book))
         self.config = msgspec.structs.replace(
             config,
+            workers=workers,
             endpoints=endpoints,
             segments={"quotes": self.quotes.name, "risk": self.risk.name},
+            frozen_book=str(frozen_book),
+            frozen_market=str(frozen_market),
+            book_id=book_id,
+            book_generation=0,
         )
+        self.run_dir = run_dir
         self.descriptor_path = run_dir / "service.json"
+        self.processes_path = run_dir / PROCESSES_FILE
         self.ctx = zmq.Context()
         self.pull = self.ctx.socket(zmq.PULL)
         self.pull.bind(endpoints.heartbeats)
@@ -158,11 +232,17 @@ class Supervisor:
         self.spawn = mp.get_context("spawn")
         self.stop_at_ns = 2**63 - 1  # set by a stop request
         self.was_ready = False
-        self.rows_of: dict[str, np.ndarray] = {}
+        self.rows_of = self._rows_of()
+        self.reload: _Reload | None = None
+        self.requests = {"answered": 0, "bad": 0, "version_refused": 0, "reply_dropped": 0}
+
+    def _rows_of(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
         for s in self.specs.values():
             if s.asset_class is not None:
                 n = self.config.workers[s.asset_class]
-                self.rows_of[s.name] = worker_rows(self.book, self.market, s.asset_class, s.slot, n)
+                out[s.name] = worker_rows(self.book, self.market, s.asset_class, s.slot, n)
+        return out
 
     # --- children ----------------------------------------------------------------------
 
@@ -182,6 +262,17 @@ class Supervisor:
         if prev is not None:
             live.restart_ns = prev.restart_ns
         self.live[spec.name] = live
+        self._write_processes()
+
+    def _write_processes(self) -> None:
+        """``processes.json``: the supervisor's and every child's pid, by name."""
+        pids: dict[str, int] = {"supervisor": os.getpid()}
+        for name, live in self.live.items():
+            if live.process.pid is not None:
+                pids[name] = live.process.pid
+        tmp = self.processes_path.with_suffix(".tmp")
+        tmp.write_bytes(msgspec.json.encode(pids))
+        tmp.replace(self.processes_path)
 
     def start(self) -> None:
         """Start every child and write the descriptor."""
@@ -190,6 +281,19 @@ class Supervisor:
         for spec in self.specs.values():
             self._start(spec)
             self.policy.add(spec.name, group=spec.group, rolls=spec.rolls, now_ns=now)
+        self._write_descriptor()
+        logs.event(
+            log,
+            "service_started",
+            f"service {self.config.name}: {len(self.book):,} positions, "
+            f"{len(self.market.quote_ids):,} quotes, {len(self.specs)} processes",
+            positions=len(self.book),
+            quotes=len(self.market.quote_ids),
+            metrics=self.config.endpoints.metrics if self.config.endpoints else "",
+            reaped=self.reaped,
+        )
+
+    def _write_descriptor(self) -> None:
         descriptor = Descriptor(
             name=self.config.name,
             pid=os.getpid(),
@@ -201,15 +305,89 @@ class Supervisor:
         tmp = self.descriptor_path.with_suffix(".tmp")
         tmp.write_bytes(msgspec.json.encode(descriptor))
         tmp.replace(self.descriptor_path)
+
+    def reload_book(self, path: str) -> dict[str, Any]:
+        """Take the booking file at ``path`` (empty: the configured one) as the new book.
+
+        The file's bytes are frozen and validated now: a book that does not load, or does not
+        fit the configured workers, is refused (:class:`ConfigRefusedError`) and the running book
+        stays. The swap follows a moment later (:meth:`swap_book`), once this answer has been
+        relayed. Returns the new book's generation, id and size.
+        """
+        if self.reload is not None:
+            raise ConfigRefusedError("a reload of the book is already under way")
+        source = path or self.config.book
+        gen = self.config.book_generation + 1
+        try:
+            frozen, book_id = freeze(source, self.run_dir, "book", gen)
+        except OSError as exc:
+            raise ConfigRefusedError(f"cannot read booking file {source}: {exc.strerror}") from None
+        try:
+            book = _load_frozen(frozen, source, self.market)
+            workers = resolve_workers(msgspec.structs.replace(self.config, workers={}), book)
+            if workers != self.config.workers:
+                wanted = ", ".join(f"{c}={n}" for c, n in workers.items())
+                have = ", ".join(f"{c}={n}" for c, n in self.config.workers.items())
+                raise ConfigRefusedError(
+                    f"book {source} needs workers {wanted}; this service runs {have}: "
+                    "restart the service to change its workers"
+                )
+        except ConfigRefusedError:
+            frozen.unlink(missing_ok=True)
+            raise
+        due = time.monotonic_ns() + _REPLY_GRACE_NS
+        self.reload = _Reload(book, frozen, book_id, gen, source, due)
+        return {"book_generation": gen, "book_id": book_id, "positions": len(book), "book": source}
+
+    def swap_book(self) -> None:
+        """Carry out the reload accepted by :meth:`reload_book`: the workers and the aggregator
+        stop, a new risk table is made for the new book, and they start on it. No snapshot
+        ever holds two books: none is published between the stop and the restart."""
+        r = self.reload
+        if r is None:
+            return
+        self.reload = None
+        t0 = time.monotonic_ns()
+        swapped = [n for n, lv in self.live.items() if lv.spec.asset_class or n == "aggregator"]
+        for name in swapped:
+            live = self.live[name]
+            live.planned_exit = True
+            if live.process.exitcode is None:
+                live.process.terminate()
+        deadline = time.monotonic() + _GRACE_S
+        for name in swapped:
+            proc = self.live[name].process
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.exitcode is None:
+                proc.kill()
+                proc.join(1.0)
+            if self.policy.children[name].up:
+                self.policy.died(name, now_ns=time.monotonic_ns(), planned=True)
+        old = self.risk
+        self.risk = RiskTable.create(self.config.name, len(r.book), r.generation)
+        old.close()
+        self.book = r.book
+        self.config = msgspec.structs.replace(
+            self.config,
+            segments={**self.config.segments, "risk": self.risk.name},
+            frozen_book=str(r.frozen),
+            book_id=r.book_id,
+            book_generation=r.generation,
+        )
+        self.specs = {s.name: s for s in _children(self.config)}
+        for name in swapped:
+            self.live[name].spec = self.specs[name]
+        self.rows_of = self._rows_of()
+        self._write_descriptor()
+        self.was_ready = False
         logs.event(
             log,
-            "service_started",
-            f"service {self.config.name}: {len(self.book):,} positions, "
-            f"{len(self.market.quote_ids):,} quotes, {len(self.specs)} processes",
-            positions=len(self.book),
-            quotes=len(self.market.quote_ids),
-            metrics=self.config.endpoints.metrics if self.config.endpoints else "",
-            reaped=self.reaped,
+            "book_reloaded",
+            f"book {r.source} taken as generation {r.generation}: {len(r.book):,} positions",
+            book=r.source,
+            generation=r.generation,
+            positions=len(r.book),
+            ms=(time.monotonic_ns() - t0) / 1e6,
         )
 
     def _child_died(self, name: str, live: _Live, now: int) -> None:
@@ -280,11 +458,18 @@ class Supervisor:
                     "histograms": dict(hb.histograms) if hb else {},
                 }
             )
+        agg = self.live.get("aggregator")
         return {
             "name": self.config.name,
             "pid": os.getpid(),
+            "answered_by": "supervisor",
             "uptime_s": (now - self.started_ns) / 1e9,
             "positions": len(self.book),
+            "book": self.config.book,
+            "book_id": self.config.book_id,
+            "book_generation": self.config.book_generation,
+            "aggregator": dict(agg.last_hb.stats) if agg and agg.last_hb else {},
+            "requests": dict(self.requests),
             "quotes": len(self.market.quote_ids),
             "reaped_at_start": self.reaped,
             "ready": all(self.policy.children[n].ready for n in self.live),
@@ -305,26 +490,41 @@ class Supervisor:
         parts = self.rep.recv_multipart()
         envelope, payload = parts[:-1], parts[-1]
         try:
-            req = msg.request_decoder.decode(payload)
+            req = msg.decode_request(payload)
         except msgspec.DecodeError as exc:
+            self.requests["bad"] += 1
             reply = msg.error_reply(f"bad request: {exc}")
+        except msg.VersionError as exc:
+            self.requests["version_refused"] += 1
+            reply = msg.error_reply(str(exc))
         else:
-            if isinstance(req, msg.StatusRequest):
-                reply = msg.Reply(ok=True, data=self.status())
-            elif isinstance(req, msg.RestartRequest):
-                if req.worker not in self.live:
-                    known = ", ".join(sorted(self.live))
-                    reply = msg.error_reply(f"unknown process {req.worker!r} (known: {known})")
-                else:
-                    self.restart(req.worker)
-                    reply = msg.Reply(ok=True, data={"restarting": req.worker})
-            elif isinstance(req, msg.StopRequest):
-                # keep serving a moment so the aggregator can relay this reply to the client
-                self.stop_at_ns = time.monotonic_ns() + _REPLY_GRACE_NS
-                reply = msg.Reply(ok=True, data={"stopping": self.config.name})
-            else:
-                reply = msg.error_reply(f"the supervisor does not answer {type(req).__name__}")
-        self.rep.send_multipart([*envelope, msg.encode(reply)])
+            reply = self._serve(req)
+        self.requests["answered"] += 1
+        try:
+            self.rep.send_multipart([*envelope, msg.encode(reply)], zmq.NOBLOCK)
+        except zmq.ZMQError:  # the requester is gone or not reading: never wait for it
+            self.requests["reply_dropped"] += 1
+
+    def _serve(self, req: msg.ControlRequest) -> msg.Reply:
+        if isinstance(req, msg.StatusRequest):
+            return msg.Reply(ok=True, data=self.status())
+        if isinstance(req, msg.RestartRequest):
+            if req.worker not in self.live:
+                known = ", ".join(sorted(self.live))
+                return msg.error_reply(f"unknown process {req.worker!r} (known: {known})")
+            self.restart(req.worker)
+            return msg.Reply(ok=True, data={"restarting": req.worker})
+        if isinstance(req, msg.StopRequest):
+            # keep serving a moment so the aggregator can relay this reply to the client
+            self.stop_at_ns = time.monotonic_ns() + _REPLY_GRACE_NS
+            return msg.Reply(ok=True, data={"stopping": self.config.name})
+        if isinstance(req, msg.ReloadBookRequest):
+            try:
+                return msg.Reply(ok=True, data=self.reload_book(req.path))
+            except ConfigRefusedError as exc:
+                logs.event(log, "reload_refused", str(exc), level=logging.WARNING)
+                return msg.error_reply(f"book not reloaded: {exc}")
+        return msg.error_reply(f"the supervisor does not answer {type(req).__name__}")
 
     def _heartbeats(self) -> None:
         now = time.monotonic_ns()
@@ -350,6 +550,8 @@ class Supervisor:
                 self._heartbeats()
             if self.rep in events:
                 self._answer()
+            if self.reload is not None and time.monotonic_ns() >= self.reload.due_ns:
+                self.swap_book()
             self._check_children()
             self.metrics.gauge_staleness(self.risk)
             if not self.was_ready and all(c.ready for c in self.policy.children.values()):
@@ -408,6 +610,14 @@ def yield_to_interactive(nice: int) -> bool:
     return True
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    lines = text.splitlines()
+    if len(lines) <= 1:
+        return text
+    return f"{lines[0]} (+{len(lines) - 1} more lines in the service log)"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a service from a configuration file (JSON of :class:`ServiceConfig`)."""
     args = sys.argv[1:] if argv is None else argv
@@ -424,8 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signals)
     try:
         sup = Supervisor(config)
-    except RemoteConfigError as exc:
+    except (RemoteConfigError, ConfigRefusedError, MarketError, OSError) as exc:
         logs.event(log, "refused", str(exc), level=logging.ERROR)
+        print(f"workbench: refused: {_one_line(exc)}", file=sys.stderr)
         return 2
     try:
         sup.start()

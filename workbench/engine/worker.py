@@ -33,9 +33,11 @@ from workbench.engine import logs
 from workbench.engine import messages as msg
 from workbench.engine.config import ServiceConfig, decode_config
 from workbench.engine.histograms import LatencyHistogram
+from workbench.engine.inputs import book_path, market_path
+from workbench.engine.lifetime import die_with_parent
 from workbench.engine.profiling import call_tree, profile_rows
 from workbench.engine.repricing import Repricer, Update
-from workbench.engine.shm import QuoteTable, RiskTable
+from workbench.engine.shm import REPRICE_FAILED, QuoteTable, RiskTable
 from workbench.engine.whatif import apply_shocks
 from workbench.market.io import load_market
 from workbench.market.model import MarketError
@@ -43,6 +45,8 @@ from workbench.market.model import MarketError
 log = logging.getLogger(__name__)
 
 _POLL_MS = 50
+_RETRY_NS = 1_000_000_000
+"""A group whose reprice failed is retried this often even when none of its quotes move."""
 
 
 def worker_name(asset_class: str, slot: int) -> str:
@@ -67,6 +71,9 @@ class _Stats:
     stage_ns: dict[str, int] = field(default_factory=dict)
     dropped_notices: int = 0
     full_reprice_ns: int = 0
+    reply_dropped: int = 0
+    bad_requests: int = 0
+    version_refused: int = 0
 
 
 class _Stop:
@@ -87,8 +94,8 @@ class WorkerProcess:
         self.slot = slot
         self.name = worker_name(asset_class, slot)
         self.endpoints = config.endpoints
-        market = load_market(config.market)
-        book = load_book(config.book, market=market)
+        market = load_market(market_path(config))
+        book = load_book(book_path(config), market=market)
         self.quotes = QuoteTable.attach(config.segments["quotes"], len(market.quote_ids))
         self.risk = RiskTable.attach(config.segments["risk"], len(book))
         values, self.seen_ns, self.priced_gen = self.quotes.snapshot()
@@ -102,6 +109,10 @@ class WorkerProcess:
             n_paths=config.n_paths,
             tranche_method=config.tranche_method,
         )
+        self.repricer.fail_patterns = config.fail_reprice
+        self.broken = ""  # why the last reprice failed as a whole ("" when it did not)
+        self.failed: dict[str, str] = {}  # group key → why its last reprice failed
+        self.last_try_ns = 0  # when the last reprice (or retry) ran
         self.stats = _Stats()
         self.profiling: _Profiling | None = None
         self.ctx = zmq.Context()
@@ -131,6 +142,9 @@ class WorkerProcess:
         t0 = time.perf_counter_ns()
         now = time.monotonic_ns()
         self.risk.write(self.asset_class, self.slot, update.rows, update.columns, now)
+        if update.failed_rows.size:
+            self.risk.mark_stale(self.asset_class, self.slot, update.failed_rows, REPRICE_FAILED)
+        self._report_failures(update.failed)
         update.timings_ns["shm_write"] = time.perf_counter_ns() - t0
         spent = sum(update.timings_ns.values())
         self.stats.reprices += 1
@@ -142,10 +156,49 @@ class WorkerProcess:
             self.stats.stage_ns[stage] = self.stats.stage_ns.get(stage, 0) + v
         self._notify(int(update.rows.size), flushed_ns, quote_gen, now, spent)
 
+    def _report_failures(self, failed: dict[str, str]) -> None:
+        """Log the groups that newly failed or recovered."""
+        before = self.failed
+        self.failed = dict(failed)
+        for key in sorted(failed.keys() - before.keys()):
+            self.stats.stage_ns["errors"] = self.stats.stage_ns.get("errors", 0) + 1
+            logs.event(
+                log,
+                "reprice_failed",
+                f"{self.name}: reprice of {key} failed, its positions stay stale: {failed[key]}",
+                level=logging.WARNING,
+                group=key,
+                error=failed[key],
+            )
+        for key in sorted(before.keys() - failed.keys()):
+            logs.event(log, "reprice_recovered", f"{self.name}: {key} priced again", group=key)
+
+    def _fail_all(self, exc: Exception) -> None:
+        """A reprice that failed as a whole: every position of this worker stays stale."""
+        why = f"{type(exc).__name__}: {exc}"
+        if not self.broken:
+            logs.event(
+                log,
+                "reprice_failed",
+                f"{self.name}: reprice failed, its positions stay stale: {why}",
+                level=logging.WARNING,
+                error=why,
+            )
+        self.stats.stage_ns["errors"] = self.stats.stage_ns.get("errors", 0) + 1
+        self.broken = why
+        self.risk.mark_stale(self.asset_class, self.slot, self.repricer.rows, REPRICE_FAILED)
+
     def initial(self) -> None:
         """Price everything once and declare readiness."""
         t0 = time.monotonic_ns()
-        update = self.repricer.full(self.repricer.market)
+        self.last_try_ns = t0
+        try:
+            update = self.repricer.full(self.repricer.market)
+        except Exception as exc:  # a market this worker cannot price at all: stale, retried
+            self._fail_all(exc)
+            self.ready = True
+            self._heartbeat(force=True)
+            return
         self._write(update, time.monotonic_ns(), self.priced_gen)
         self.stats.full_reprice_ns = time.monotonic_ns() - t0
         self.ready = True
@@ -164,6 +217,7 @@ class WorkerProcess:
         nothing of it moved), so it can publish a flush once every worker has answered."""
         values, stamps, gen = self.quotes.snapshot()
         self._reprice(values, stamps, gen, flushed_ns)
+        self._retry(values, gen)
         if gen > self.reported_gen:
             self._notify(0, flushed_ns, gen, time.monotonic_ns(), 0)
 
@@ -178,12 +232,19 @@ class WorkerProcess:
             done_ns=done_ns,
             reprice_ns=spent_ns,
             repriced=repriced,
+            failed=self._failed_now(),
         )
         try:
             self.push_risk.send(msg.encode(notice), zmq.NOBLOCK)
             self.reported_gen = max(self.reported_gen, quote_gen)
         except zmq.Again:
             self.stats.dropped_notices += 1
+
+    def _failed_now(self) -> dict[str, str]:
+        """Every pricing group of this worker whose last reprice failed, and why."""
+        if self.broken:
+            return {f"{self.asset_class}:*": self.broken}
+        return dict(self.failed)
 
     def _reprice(self, values: np.ndarray, stamps: np.ndarray, gen: int, flushed_ns: int) -> None:
         changed = np.flatnonzero(stamps != self.seen_ns)
@@ -193,29 +254,59 @@ class WorkerProcess:
         self.to_worker.observe_ms((started - flushed_ns) / 1e6)
         self.seen_ns = stamps
         self.priced_gen = gen
+        self.last_try_ns = started
+        if self.broken:  # the last reprice failed as a whole: start again from every quote
+            self._reprice_all(values, flushed_ns, gen)
+            return
         try:
             update = self.repricer.update(values, changed)
-        except (MarketError, ValueError, FloatingPointError) as exc:
-            # a quote set that cannot be priced (e.g. a curve that does not bootstrap): keep
-            # the last good values, which age and show as stale in the aggregates
-            self.stats.stage_ns["errors"] = self.stats.stage_ns.get("errors", 0) + 1
-            logs.event(
-                log,
-                "reprice_failed",
-                f"reprice failed, keeping last values: {exc}",
-                level=logging.WARNING,
-                error=str(exc),
-            )
+        except Exception as exc:  # e.g. a curve that does not bootstrap, any pricer exception
+            self._fail_all(exc)
             return
         if update is not None:
             self._write(update, flushed_ns, gen)
             self.reprice.observe_ms((time.monotonic_ns() - started) / 1e6)
 
+    def _reprice_all(self, values: np.ndarray, flushed_ns: int, gen: int) -> None:
+        try:
+            self.repricer.forget()
+            update = self.repricer.full(self.repricer.market.with_quote_values(values))
+        except Exception as exc:
+            self._fail_all(exc)
+            return
+        self.broken = ""
+        logs.event(log, "reprice_recovered", f"{self.name}: priced again")
+        self._write(update, flushed_ns, gen)
+
+    def _retry(self, values: np.ndarray, gen: int) -> None:
+        """Reprice the groups whose last reprice failed, once a second while none of their
+        quotes moves (a fault that clears by itself, a fault-injection switch turned off)."""
+        if not (self.broken or self.repricer.failed):
+            return
+        now = time.monotonic_ns()
+        if now - self.last_try_ns < _RETRY_NS:
+            return
+        self.last_try_ns = now
+        if self.broken:
+            self._reprice_all(values, now, gen)
+            return
+        try:
+            update = self.repricer.update(values, np.empty(0, dtype=np.int64))
+        except Exception as exc:
+            self._fail_all(exc)
+            return
+        if update is not None:
+            self._write(update, now, gen)
+
     # --- requests ----------------------------------------------------------------------
 
     def _reply(self, envelope: list[bytes], reply: msg.Reply) -> None:
-        """Answer with the request's envelope (routing id, request id …) echoed back."""
-        self.router.send_multipart([*envelope, msg.encode(reply)])
+        """Answer with the request's envelope (routing id, request id …) echoed back; never
+        waits (a requester gone or not reading loses its answer, counted)."""
+        try:
+            self.router.send_multipart([*envelope, msg.encode(reply)], zmq.NOBLOCK)
+        except zmq.ZMQError:  # Again, or EHOSTUNREACH for a peer that has gone
+            self.stats.reply_dropped += 1
 
     def _stats_data(self) -> dict[str, Any]:
         s = self.stats
@@ -231,6 +322,8 @@ class WorkerProcess:
             "stage_ms": {k: v / 1e6 for k, v in s.stage_ns.items()},
             "spline_cache": self.repricer.cache.stats(),
             "spline_cache_enabled": self.repricer.cache.enabled,
+            "fail_reprice": ",".join(self.repricer.fail_patterns),
+            "failed": self._failed_now(),
             "pid": os.getpid(),
         }
 
@@ -240,8 +333,14 @@ class WorkerProcess:
         envelope, payload = parts[:-1], parts[-1]
         try:
             req = msg.worker_request_decoder.decode(payload)
+            msg.check_version(req)
         except msgspec.DecodeError as exc:
+            self.stats.bad_requests += 1
             self._reply(envelope, msg.error_reply(f"bad request: {exc}"))
+            return
+        except msg.VersionError as exc:
+            self.stats.version_refused += 1
+            self._reply(envelope, msg.error_reply(str(exc)))
             return
         try:
             if isinstance(req, msg.WorkerWhatIf):
@@ -266,7 +365,13 @@ class WorkerProcess:
             elif isinstance(req, msg.WorkerReprice):
                 self.repricer.forget()  # cold: as if every quote had moved
                 t0 = time.monotonic_ns()
-                update = self.repricer.full(self.repricer.market)
+                try:
+                    update = self.repricer.full(self.repricer.market)
+                except Exception as exc:
+                    self._fail_all(exc)
+                    self._reply(envelope, msg.error_reply(f"{self.name}: {self.broken}"))
+                    return
+                self.broken = ""
                 self._write(update, t0, self.priced_gen)
                 spent = time.monotonic_ns() - t0
                 self.stats.full_reprice_ns = spent
@@ -281,12 +386,20 @@ class WorkerProcess:
                     self.repricer.cache.enabled = bool(req.value)
                     self.repricer.cache.clear()
                     self._reply(envelope, msg.Reply(ok=True, data=self._stats_data()))
+                elif req.option == "fail_reprice":  # fault injection (docs/service.md)
+                    text = str(req.value)
+                    patterns = tuple(p.strip() for p in text.split(",") if p.strip())
+                    self.repricer.fail_patterns = patterns
+                    self.last_try_ns = 0  # retry (or fail) at the next look
+                    self._reply(envelope, msg.Reply(ok=True, data=self._stats_data()))
                 else:
                     self._reply(envelope, msg.error_reply(f"unknown option {req.option!r}"))
             else:
                 self._reply(envelope, msg.Reply(ok=True, data=self._stats_data()))
-        except MarketError as exc:
+        except (MarketError, ValueError) as exc:
             self._reply(envelope, msg.error_reply(str(exc)))
+        except Exception as exc:  # a request this worker cannot serve never ends its loop
+            self._reply(envelope, msg.error_reply(f"{self.name}: {type(exc).__name__}: {exc}"))
 
     def finish_profile(self, *, force: bool = False) -> None:
         """Answer a profile request whose time is up."""
@@ -322,6 +435,11 @@ class WorkerProcess:
                 "cache_hits": float(self.repricer.cache.hits),
                 "cache_misses": float(self.repricer.cache.misses),
                 "dropped_notices": float(s.dropped_notices),
+                "failed_groups": float(len(self._failed_now())),
+                "reply_dropped": float(s.reply_dropped),
+                "bad_requests": float(s.bad_requests),
+                "version_refused": float(s.version_refused + msg.DRAINED.version),
+                "bad_notices": float(msg.DRAINED.bad),
             },
             histograms={
                 "ingest_to_worker": self.to_worker.wire(),
@@ -374,6 +492,7 @@ def run(config_json: str, asset_class: str, slot: int) -> None:
         os.nice(config.worker_nice)
     if config.rolling_restart_s > 0:
         gc.disable()  # only together with rolling restarts, which bound the garbage
+    die_with_parent()
     worker = WorkerProcess(config, asset_class, slot)
     if config.rolling_restart_s > 0:
         gc.freeze()

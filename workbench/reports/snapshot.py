@@ -32,6 +32,7 @@ import polars as pl
 from workbench.batch import key_rate_frame
 from workbench.book.io import load_book
 from workbench.book.schema import Book
+from workbench.engine import inputs
 from workbench.engine.aggregation import risk_frame, static_frame
 from workbench.engine.client import ServiceError, connect
 from workbench.engine.config import LimitConfig
@@ -380,10 +381,13 @@ def take_service(
     reasons = _stale_reasons(status, frame, feed_mode=config.feed.mode, stale_after_s=stale_after_s)
     if reasons:
         raise SnapshotError(f"service {client.name} is stale: " + "; ".join(reasons))
-    market_path = Path(config.market)
+    # the copies the service prices, not the files (which the booking system may have
+    # rewritten since the service started)
+    market_path = Path(inputs.market_path(config))
+    book_file = Path(inputs.book_path(config))
     market = _load_market(market_path, as_of)
     t0 = time.perf_counter()
-    book = load_book(config.book, market=market)
+    book = load_book(book_file, market=market)
     risk = PortfolioPricer(book, market, n_paths=config.n_paths).risk(market)
     key_rates = _key_rates(book, market, risk)
     curves = curve_table(market)
@@ -404,7 +408,7 @@ def take_service(
         "feed": config.feed.mode,
         "book": config.book,
         "market": config.market,
-        "book_sha": _file_digest(Path(config.book)),
+        "book_sha": _file_digest(book_file),
         "market_sha": _file_digest(market_path),
         "positions": frame.height,
         "n_paths": config.n_paths,

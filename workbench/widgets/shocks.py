@@ -25,6 +25,7 @@ import numpy as np
 import polars as pl
 
 from workbench.engine.client import Client
+from workbench.engine.inputs import market_path
 from workbench.engine.messages import QuoteShock
 from workbench.engine.shm import QuoteTable
 from workbench.engine.whatif import apply_shocks
@@ -81,7 +82,7 @@ def to_shocks(moves: dict[str, float]) -> tuple[QuoteShock, ...]:
 
 def live_market(client: Client) -> MarketSnapshot:
     """The service's market definitions with the live quotes from shared memory."""
-    market = load_market(client.descriptor.config.market)
+    market = load_market(market_path(client.descriptor.config))
     table = QuoteTable.attach(
         client.descriptor.config.segments["quotes"], client.descriptor.n_quotes
     )
