@@ -83,7 +83,7 @@ def test_restart_request_is_a_planned_restart(own_service: Client) -> None:
         return bool(p["pid"] != pid and p["state"] == "ready")
 
     wait(back, 60, "equity-0 back")
-    with pytest.raises(ServiceError, match="unknown worker"):
+    with pytest.raises(ServiceError, match="unknown process 'nobody-0'"):
         service.restart("nobody-0")
 
 

@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 _FORWARD_TIMEOUT_S = 120.0
 _STATUS_TIMEOUT_S = 0.8
+_OPTION_TIMEOUT_S = 5.0  # a set_option (and a profile, beyond its seconds) a worker answers at once
+_WHATIF_TIMEOUT_S = 60.0
 _FRAME_COLUMNS = (*RISK_COLUMNS, "stale", "stale_reason", "updated_ns")
 _SUPERVISED = (msg.StatusRequest, msg.RestartRequest, msg.StopRequest, msg.ReloadBookRequest)
 
@@ -348,7 +350,7 @@ class Aggregator:
                 self._reply(envelope, msg.error_reply(error))
                 return
             body = msg.encode(msg.WorkerWhatIf(shocks=req.shocks))
-            self._forward(envelope, "whatif", {w: body for w in workers}, req.by)
+            self._forward(envelope, "whatif", {w: body for w in workers}, req.by, _WHATIF_TIMEOUT_S)
         elif isinstance(req, msg.RepriceRequest):
             body = msg.encode(msg.WorkerReprice())
             self._forward(envelope, "reprice", {w: body for w in workers}, ())
@@ -360,9 +362,11 @@ class Aggregator:
             inner: msg.WorkerRequest
             if isinstance(req, msg.ProfileRequest):
                 inner = msg.WorkerProfile(seconds=req.seconds)
+                timeout = min(max(req.seconds, 0.1), 60.0) + _OPTION_TIMEOUT_S
             else:
                 inner = msg.WorkerSetOption(option=req.option, value=req.value)
-            self._forward(envelope, "worker", {req.worker: msg.encode(inner)}, ())
+                timeout = _OPTION_TIMEOUT_S
+            self._forward(envelope, "worker", {req.worker: msg.encode(inner)}, (), timeout)
 
     def handle_peer(self, name: str) -> None:
         """A reply from a worker or the supervisor to a forwarded request."""

@@ -329,9 +329,11 @@ class RiskTable(_Table):
             self.counters[c] += 1
         self.begin(c)
         self.columns["stale"][rows] = 1.0
-        # a never-priced row stays "not priced yet" whatever else happens to it
-        never = self.columns["stale_reason"][rows] == NEVER_PRICED
-        self.columns["stale_reason"][rows] = np.where(never, NEVER_PRICED, reason)
+        if reason == WORKER_DOWN:  # a row never priced stays "not priced yet" when its worker dies
+            never = self.columns["stale_reason"][rows] == NEVER_PRICED
+            self.columns["stale_reason"][rows] = np.where(never, NEVER_PRICED, reason)
+        else:
+            self.columns["stale_reason"][rows] = reason
         self.end(c)
 
     def snapshot(self) -> dict[str, np.ndarray]:
