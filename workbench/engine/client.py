@@ -213,7 +213,10 @@ class Client:
         self._connect(sock, self.endpoints.control)
         wait = self.timeout_s if timeout_s is None else timeout_s
         try:
-            await sock.send_multipart([b"", msg.encode(req)])
+            try:
+                await sock.send_multipart([b"", msg.encode(req)], zmq.NOBLOCK)
+            except zmq.Again:
+                raise ServiceError(f"service {self.name}: not reachable") from None
             if not await sock.poll(int(wait * 1000)):
                 raise ServiceError(
                     f"service {self.name}: no reply to {type(req).__name__} within {wait:.0f} s"
