@@ -108,6 +108,8 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     worker_nice: int = 5  # pricing workers yield the CPU to ingestion and aggregation (0: off)
     service_nice: int = 5  # the whole service yields to notebook kernels and JupyterLab (0: off)
     remote: RemoteConfig | None = None  # None: nothing listens beyond 127.0.0.1
+    standby: bool = True
+    """A warm standby process ready to take a dead worker's slot at once (docs/service.md)."""
     fail_reprice: tuple[str, ...] = ()
     """Fault injection: glob patterns over pricing-group keys (``fx:EURUSD``, ``rates:*``)
     whose reprices fail as a pricer exception would (docs/service.md, "Fault injection")."""

@@ -265,6 +265,19 @@ class Repricer:
             self.failed_rows(),
         )
 
+    def current(self) -> Update:
+        """Every row of this worker as last priced (the failed ones left out and listed), in
+        USD at the current FX rates: what a worker taking over a slot writes."""
+        rows = self._without_failed(self.rows)
+        return Update(
+            rows,
+            self._convert(rows),
+            [g.key for k, g in enumerate(self.groups) if k not in self.failed],
+            {},
+            self._failures(),
+            self.failed_rows(),
+        )
+
     def _without_failed(self, rows: IntArray) -> IntArray:
         if not self.failed:
             return rows

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,9 @@ from workbench.market.model import MarketError, MarketSnapshot
 log = logging.getLogger(__name__)
 
 _GRACE_S = 3.0
+_STANDBY_DELAY_S = 1.0
+"""After a standby took a slot, how long before the next one starts (its set-up takes the CPU
+for a few seconds: let the new worker's first reprices go first)."""
 PROCESSES_FILE = "processes.json"
 """``<run_dir>/processes.json``: every process's pid by name, rewritten at each start, so a
 status can be answered (and a stop carried out) without any process of the service."""
@@ -121,6 +125,16 @@ class _Live:
     planned_exit: bool = False
     last_hb: msg.Heartbeat | None = None
     restart_ns: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Standby:
+    """The warm standby process and the pipe that tells it which slot to take."""
+
+    process: BaseProcess
+    orders: Connection
+    started_ns: int
+    ready: bool = False
 
 
 @dataclass
@@ -234,6 +248,9 @@ class Supervisor:
         self.was_ready = False
         self.rows_of = self._rows_of()
         self.reload: _Reload | None = None
+        self.standby: _Standby | None = None
+        self.standby_failures = 0  # standbys in a row that died before they were ready
+        self.standby_due_ns: int | None = 0 if self.config.standby else None
         self.requests = {"answered": 0, "bad": 0, "version_refused": 0, "reply_dropped": 0}
 
     def _rows_of(self) -> dict[str, np.ndarray]:
@@ -270,6 +287,8 @@ class Supervisor:
         for name, live in self.live.items():
             if live.process.pid is not None:
                 pids[name] = live.process.pid
+        if self.standby is not None and self.standby.process.pid is not None:
+            pids["standby"] = self.standby.process.pid
         tmp = self.processes_path.with_suffix(".tmp")
         tmp.write_bytes(msgspec.json.encode(pids))
         tmp.replace(self.processes_path)
@@ -348,6 +367,9 @@ class Supervisor:
             return
         self.reload = None
         t0 = time.monotonic_ns()
+        self._stop_standby()  # it holds the old book
+        if self.config.standby:
+            self.standby_due_ns = 0
         swapped = [n for n, lv in self.live.items() if lv.spec.asset_class or n == "aggregator"]
         for name in swapped:
             live = self.live[name]
@@ -393,22 +415,119 @@ class Supervisor:
     def _child_died(self, name: str, live: _Live, now: int) -> None:
         spec = live.spec
         planned = live.planned_exit
+        was_ready = self.policy.children[name].ready
         if spec.asset_class is not None:
             self.risk.mark_stale(spec.asset_class, spec.slot, self.rows_of[name])
-        self.policy.died(name, now_ns=now, planned=planned)
+        # a worker that had been serving hands its slot to the warm standby at once; one that
+        # dies during its start-up is restarted with backoff (a crash loop must not spin)
+        took_over = (
+            not planned
+            and spec.asset_class is not None
+            and was_ready
+            and self._take_over(name, live, now)
+        )
+        if not took_over:
+            self.policy.died(name, now_ns=now, planned=planned)
         if not planned:
             self.metrics.restart(name)
         logs.event(
             log,
             "child_exited",
             f"{name} (pid {live.process.pid}) exited with {live.process.exitcode}"
-            + ("" if planned else "; restarting"),
+            + ("" if planned else "; the standby took over" if took_over else "; restarting"),
             level=logging.INFO if planned else logging.WARNING,
             child=name,
             child_pid=live.process.pid,
             exit_code=live.process.exitcode,
             planned=planned,
+            standby=took_over,
         )
+
+    def _take_over(self, name: str, live: _Live, now: int) -> bool:
+        """Hand the dead worker ``name``'s slot to a ready standby; False if there is none."""
+        sb = self.standby
+        if sb is None or not sb.ready or sb.process.exitcode is not None:
+            return False
+        spec = live.spec
+        try:
+            sb.orders.send((spec.asset_class, spec.slot))
+        except OSError:
+            return False
+        sb.orders.close()
+        self.standby = None
+        self.standby_due_ns = now + int(_STANDBY_DELAY_S * 1e9)
+        self.policy.died(name, now_ns=now)
+        self.policy.started(name, now_ns=now)
+        taken = _Live(spec, sb.process, now)
+        taken.restart_ns = [*live.restart_ns, now]
+        self.live[name] = taken
+        self._write_processes()
+        return True
+
+    def _start_standby(self, now: int) -> None:
+        from workbench.engine import standby
+
+        orders, theirs = self.spawn.Pipe(duplex=False)
+        proc = self.spawn.Process(
+            target=standby.run, args=(encode_config(self.config), orders), name="wb-standby"
+        )
+        proc.start()
+        orders.close()  # the child's end: ours is `theirs`, the sending one
+        self.standby = _Standby(proc, theirs, now)
+        self.standby_due_ns = None
+        self._write_processes()
+        logs.event(log, "child_started", f"standby started (pid {proc.pid})", child="standby",
+                   child_pid=proc.pid)  # fmt: skip
+
+    def _check_standby(self) -> None:
+        """Start the standby when due (once the service is ready); after one that died before
+        it was ready, wait ``restart_backoff_s``, doubling."""
+        now = time.monotonic_ns()
+        sb = self.standby
+        if sb is not None and sb.process.exitcode is not None:
+            sb.process.join(0)
+            sb.orders.close()
+            self.standby = None
+            if sb.ready:
+                self.standby_failures = 0
+                delay = 0.0
+            else:
+                self.standby_failures += 1
+                delay = min(
+                    self.config.restart_backoff_s * 2 ** (self.standby_failures - 1),
+                    self.policy.max_backoff_s,
+                )
+            self.standby_due_ns = now + int(delay * 1e9)
+            logs.event(
+                log,
+                "child_exited",
+                f"standby (pid {sb.process.pid}) exited with {sb.process.exitcode}",
+                level=logging.WARNING,
+                child="standby",
+                child_pid=sb.process.pid,
+                exit_code=sb.process.exitcode,
+                planned=False,
+            )
+        if (
+            self.standby is None
+            and self.standby_due_ns is not None
+            and now >= self.standby_due_ns
+            and self.was_ready
+        ):
+            self._start_standby(now)
+
+    def _stop_standby(self) -> None:
+        sb = self.standby
+        self.standby = None
+        if sb is None:
+            return
+        if sb.process.exitcode is None:
+            sb.process.terminate()
+        sb.process.join(_GRACE_S)
+        if sb.process.exitcode is None:
+            sb.process.kill()
+            sb.process.join(1.0)
+        sb.orders.close()
 
     def _check_children(self) -> None:
         now = time.monotonic_ns()
@@ -470,6 +589,12 @@ class Supervisor:
             "book_generation": self.config.book_generation,
             "aggregator": dict(agg.last_hb.stats) if agg and agg.last_hb else {},
             "requests": dict(self.requests),
+            "standby": {
+                "pid": self.standby.process.pid,
+                "state": "ready" if self.standby.ready else "starting",
+            }
+            if self.standby is not None
+            else None,
             "quotes": len(self.market.quote_ids),
             "reaped_at_start": self.reaped,
             "ready": all(self.policy.children[n].ready for n in self.live),
@@ -532,6 +657,12 @@ class Supervisor:
             if not isinstance(hb, msg.Heartbeat):
                 continue
             name = hb.role.split(":", 1)[1] if hb.role.startswith("worker:") else hb.role
+            sb = self.standby
+            if name == "standby" and sb is not None and sb.process.pid == hb.pid:
+                if not sb.ready:
+                    sb.ready = True
+                    self.standby_failures = 0
+                continue
             live = self.live.get(name)
             if live is None or live.process.pid != hb.pid:
                 continue  # a late beat of a replaced process
@@ -544,6 +675,8 @@ class Supervisor:
         poller = zmq.Poller()
         poller.register(self.pull, zmq.POLLIN)
         poller.register(self.rep, zmq.POLLIN)
+        watched: set[int] = set()
+        self._watch_exits(poller, watched)
         while not signals.received and time.monotonic_ns() < self.stop_at_ns:
             events = dict(poller.poll(100))
             if self.pull in events:
@@ -553,6 +686,8 @@ class Supervisor:
             if self.reload is not None and time.monotonic_ns() >= self.reload.due_ns:
                 self.swap_book()
             self._check_children()
+            self._check_standby()
+            self._watch_exits(poller, watched)
             self.metrics.gauge_staleness(self.risk)
             if not self.was_ready and all(c.ready for c in self.policy.children.values()):
                 self.was_ready = True
@@ -565,8 +700,23 @@ class Supervisor:
         else:
             logs.event(log, "stopping", "stop requested: stopping")
 
+    def _watch_exits(self, poller: zmq.Poller, watched: set[int]) -> None:
+        """Wake the loop the moment a child exits: poll every live child's sentinel (a pipe
+        the kernel closes at its exit) beside the sockets."""
+        procs = [lv.process for lv in self.live.values()]
+        if self.standby is not None:
+            procs.append(self.standby.process)
+        want = {p.sentinel for p in procs if p.exitcode is None}
+        for fd in watched - want:
+            poller.unregister(fd)
+        for fd in want - watched:
+            poller.register(fd, zmq.POLLIN)
+        watched.clear()
+        watched.update(want)
+
     def shutdown(self) -> None:
         """Stop every child, then release sockets, segments and the descriptor."""
+        self._stop_standby()
         for live in self.live.values():
             if live.process.exitcode is None:
                 live.process.terminate()

@@ -29,6 +29,7 @@ import polars as pl
 import zmq
 
 from workbench.book.io import load_book
+from workbench.book.schema import Book
 from workbench.engine import logs
 from workbench.engine import messages as msg
 from workbench.engine.config import ServiceConfig, decode_config
@@ -40,7 +41,7 @@ from workbench.engine.repricing import Repricer, Update
 from workbench.engine.shm import REPRICE_FAILED, QuoteTable, RiskTable
 from workbench.engine.whatif import apply_shocks
 from workbench.market.io import load_market
-from workbench.market.model import MarketError
+from workbench.market.model import MarketError, MarketSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -84,32 +85,74 @@ class _Stop:
         self.requested = True
 
 
+@dataclass
+class Prepared:
+    """A worker's state made ahead of time (by a standby): its repricer, priced on the quote
+    table as it was at ``seen_ns`` / ``priced_gen``."""
+
+    repricer: Repricer
+    seen_ns: np.ndarray
+    priced_gen: int
+
+
+def prepare(config: ServiceConfig, asset_class: str, slot: int, quotes: QuoteTable) -> Prepared:
+    """Load the frozen book and market and build (not yet price) the repricer of one slot on
+    the quote table's current values."""
+    market = load_market(market_path(config))
+    book = load_book(book_path(config), market=market)
+    return prepare_on(config, asset_class, slot, quotes, book, market)
+
+
+def prepare_on(
+    config: ServiceConfig,
+    asset_class: str,
+    slot: int,
+    quotes: QuoteTable,
+    book: Book,
+    market: MarketSnapshot,
+) -> Prepared:
+    """:func:`prepare` on a book and market already loaded."""
+    values, seen_ns, gen = quotes.snapshot()
+    repricer = Repricer(
+        book,
+        market.with_quote_values(values),
+        asset_class,
+        slot=slot,
+        n_slots=config.workers.get(asset_class, 1),
+        n_paths=config.n_paths,
+        tranche_method=config.tranche_method,
+    )
+    repricer.fail_patterns = config.fail_reprice
+    return Prepared(repricer, seen_ns, gen)
+
+
 class WorkerProcess:
     """The process shell around :class:`Repricer`."""
 
-    def __init__(self, config: ServiceConfig, asset_class: str, slot: int) -> None:
+    def __init__(
+        self,
+        config: ServiceConfig,
+        asset_class: str,
+        slot: int,
+        prepared: Prepared | None = None,
+        quotes: QuoteTable | None = None,
+    ) -> None:
         assert config.endpoints is not None
         self.config = config
         self.asset_class = asset_class
         self.slot = slot
         self.name = worker_name(asset_class, slot)
         self.endpoints = config.endpoints
-        market = load_market(market_path(config))
-        book = load_book(book_path(config), market=market)
-        self.quotes = QuoteTable.attach(config.segments["quotes"], len(market.quote_ids))
-        self.risk = RiskTable.attach(config.segments["risk"], len(book))
-        values, self.seen_ns, self.priced_gen = self.quotes.snapshot()
+        if quotes is None:
+            n_quotes = len(load_market(market_path(config)).quote_ids)
+            quotes = QuoteTable.attach(config.segments["quotes"], n_quotes)
+        self.quotes = quotes
+        if prepared is None:
+            prepared = prepare(config, asset_class, slot, quotes)
+        self.repricer = prepared.repricer
+        self.seen_ns, self.priced_gen = prepared.seen_ns, prepared.priced_gen
+        self.risk = RiskTable.attach(config.segments["risk"], len(self.repricer.book))
         self.reported_gen = -1  # the last quote generation the aggregator was told of
-        self.repricer = Repricer(
-            book,
-            market.with_quote_values(values),
-            asset_class,
-            slot=slot,
-            n_slots=config.workers.get(asset_class, 1),
-            n_paths=config.n_paths,
-            tranche_method=config.tranche_method,
-        )
-        self.repricer.fail_patterns = config.fail_reprice
         self.broken = ""  # why the last reprice failed as a whole ("" when it did not)
         self.failed: dict[str, str] = {}  # group key → why its last reprice failed
         self.last_try_ns = 0  # when the last reprice (or retry) ran
@@ -208,6 +251,35 @@ class WorkerProcess:
             f"{self.name} priced {update.rows.size:,} positions",
             positions=int(update.rows.size),
             ms=self.stats.full_reprice_ns / 1e6,
+        )
+        self._heartbeat(force=True)
+
+    def take_over(self) -> None:
+        """Start serving a slot whose worker died, from a repricer priced ahead of time: reprice
+        what moved since, write every row, declare readiness (a fraction of :meth:`initial`)."""
+        t0 = time.monotonic_ns()
+        values, stamps, gen = self.quotes.snapshot()
+        changed = np.flatnonzero(stamps != self.seen_ns)
+        self.seen_ns, self.priced_gen = stamps, gen
+        self.last_try_ns = t0
+        try:
+            if changed.size:
+                self.repricer.update(values, changed)
+            update = self.repricer.current()
+        except Exception as exc:
+            self._fail_all(exc)
+        else:
+            self._write(update, t0, gen)
+        self.stats.full_reprice_ns = time.monotonic_ns() - t0
+        self.ready = True
+        logs.event(
+            log,
+            "ready",
+            f"{self.name} taken over by a standby: {self.repricer.rows.size:,} positions "
+            f"({changed.size} quotes moved since it priced them)",
+            positions=int(self.repricer.rows.size),
+            ms=self.stats.full_reprice_ns / 1e6,
+            took_over=True,
         )
         self._heartbeat(force=True)
 
@@ -449,13 +521,14 @@ class WorkerProcess:
         with contextlib.suppress(zmq.Again):
             self.push_hb.send(msg.encode(hb), zmq.NOBLOCK)
 
-    def run(self, stop: _Stop) -> None:
-        """Serve until asked to stop or orphaned."""
+    def run(self, stop: _Stop, *, initial: bool = True) -> None:
+        """Serve until asked to stop or orphaned (``initial``: price everything first)."""
         parent = os.getppid()
         poller = zmq.Poller()
         poller.register(self.sub, zmq.POLLIN)
         poller.register(self.router, zmq.POLLIN)
-        self.initial()
+        if initial:
+            self.initial()
         while not stop.requested and os.getppid() == parent:
             events = dict(poller.poll(_POLL_MS))
             flushed_ns = time.monotonic_ns()
