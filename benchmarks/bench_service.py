@@ -3,7 +3,12 @@
 Targets (docs/benchmarks.md), 2 cores: at 5,000 ticks/s, p99 from conflation flush to the
 aggregated snapshot published ≤ 50 ms; full re-risk through the service (every position
 repriced by its worker) ≤ 1.5 s; worker ``kill -9`` → its positions fresh again ≤ 3 s; total
-PSS of all processes ≤ 1.5 GB.
+PSS of all processes ≤ 1.5 GB (the warm standby included); no position stale for more than
+0.5 s after a worker dies (the standby takes its slot).
+
+The kills: ``--kills`` random workers, one at a time, each once the standby is ready again;
+then, as the baseline in the same run, the same number on a second service started without
+a standby (``--no-baseline`` skips it).
 
 Run: ``python benchmarks/bench_service.py [--positions 40000] [--rate 5000] [--seconds 30]``
 """
@@ -11,7 +16,9 @@ Run: ``python benchmarks/bench_service.py [--positions 40000] [--rate 5000] [--s
 from __future__ import annotations
 
 import os
+import random
 import signal
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -35,10 +42,47 @@ def _pss_mb(pid: int) -> float:
     return 0.0
 
 
+def _standby_ready(svc: workbench.Client) -> bool:
+    sb = svc.status().get("standby")
+    return bool(sb and sb["state"] == "ready")
+
+
+def _kills(svc: workbench.Client, n: int, seed: int, *, standby: bool) -> list[float]:
+    """Seconds from ``kill -9`` of a random worker until none of the book is stale, n times."""
+    rng = random.Random(seed)
+    out: list[float] = []
+    for _ in range(n):
+        deadline = time.monotonic() + 120
+        while standby and not _standby_ready(svc) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        workers = [p for p in svc.status()["processes"] if p["role"].startswith("worker:")]
+        victim = rng.choice(workers)
+        os.kill(victim["pid"], signal.SIGKILL)
+        t0 = time.monotonic()
+        seen_stale = False
+        while time.monotonic() - t0 < 60:
+            frame = svc.aggregate(("asset_class",))
+            stale = int(frame["stale"].sum())
+            seen_stale = seen_stale or stale > 0
+            if seen_stale and stale == 0:
+                break
+            time.sleep(0.01)
+        out.append(time.monotonic() - t0)
+        print(f"  kill -9 {victim['name']} → fresh again: {out[-1]:.2f} s")
+    return out
+
+
+def _summary(what: str, xs: list[float]) -> str:
+    med = statistics.median(xs)
+    return f"{what}: median {med:.2f} s, min {min(xs):.2f}, max {max(xs):.2f} (n={len(xs)})"
+
+
 def main() -> None:
     parser = service_parser(__doc__)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--victim", default="fx-0")
+    parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--no-baseline", action="store_true", dest="no_baseline")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         market = generate_reference_market()
@@ -84,24 +128,33 @@ def main() -> None:
             print(f"full re-risk on demand (every position, Greeks; wall, 3 runs): "
                   f"median {walls[1] * 1e3:.0f} ms, min {walls[0] * 1e3:.0f}, "
                   f"max {walls[2] * 1e3:.0f}; per worker (last run, ms): {per}")  # fmt: skip
+            deadline = time.monotonic() + 120
+            while not _standby_ready(svc) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            st = svc.status()
             pids = [p["pid"] for p in st["processes"]] + [svc.descriptor.pid]
+            if st.get("standby"):
+                pids.append(st["standby"]["pid"])
             pss = sum(_pss_mb(p) for p in pids)
-            print(f"total PSS of {len(pids)} processes: {pss:.0f} MB")
-            victim = procs[args.victim]["pid"]
-            os.kill(victim, signal.SIGKILL)
-            t0 = time.monotonic()
-            seen_stale = False
-            while time.monotonic() - t0 < 60:
-                frame = svc.aggregate(("asset_class",))
-                stale = int(frame["stale"].sum())
-                seen_stale = seen_stale or stale > 0
-                if seen_stale and stale == 0:
-                    break
-                time.sleep(0.02)
-            print(f"kill -9 {args.victim} → its positions fresh again: "
-                  f"{time.monotonic() - t0:.2f} s")  # fmt: skip
+            print(f"total PSS of {len(pids)} processes (standby included): {pss:.0f} MB")
+            with_standby = _kills(svc, args.kills, seed=7, standby=True)
         finally:
             svc.stop()
+        print(_summary("kill -9 → fresh, warm standby", with_standby))
+        if args.no_baseline:
+            return
+        svc = workbench.start(
+            Path(tmp, "book.parquet"), Path(tmp, "market.json"), name="benchbase",
+            rate=args.rate, run_root=Path(tmp, "run"), standby=False,
+        )  # fmt: skip
+        try:
+            time.sleep(5.0)
+            without = _kills(svc, args.kills, seed=7, standby=False)
+        finally:
+            svc.stop()
+        print(_summary("kill -9 → fresh, without a standby (baseline, same run)", without))
+        ratio = statistics.median(without) / statistics.median(with_standby)
+        print(f"median ratio baseline / standby: {ratio:.1f}×")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import pytest
 import zmq
 from service_helpers import make_files, start, wait
 
+from workbench.engine import logs
 from workbench.engine import messages as msg
 from workbench.engine.client import Client, ServiceError
 
@@ -267,6 +268,10 @@ def test_stop_works_with_the_aggregator_hung(files: tuple[Path, Path]) -> None:
     assert done.returncode == 0, done.stderr
     svc.close()
     assert not Path(f"/proc/{sup}").exists() or _zombie(sup)
+    # the supervisor was asked, not signalled after the aggregator failed to relay the request
+    records = logs.read(Path(svc.descriptor.config.run_dir) / "service.log")
+    stopping = [r["msg"] for r in records if r["event"] == "stopping"]
+    assert stopping == ["stop requested: stopping"], stopping
     assert took < 20
 
 
