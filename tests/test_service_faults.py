@@ -1,19 +1,17 @@
-"""Faults on a live service: a worker killed with ``kill -9``, a planned restart, a wall-clock jump.
+"""Faults on a live service: a worker killed with ``kill -9``, a planned restart.
 
-Each test gets a service of its own (the processes it kills come back with new pids).
+Each test gets a service of its own (the processes it kills come back with new pids). Wall-clock
+jumps (an hour back and forward, a leap second) are in test_wallclock.py, under libfaketime.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 import pytest
 from service_helpers import make_files, start, wait
@@ -85,46 +83,3 @@ def test_restart_request_is_a_planned_restart(own_service: Client) -> None:
     wait(back, 60, "equity-0 back")
     with pytest.raises(ServiceError, match="unknown process 'nobody-0'"):
         service.restart("nobody-0")
-
-
-def test_a_wall_clock_jump_changes_nothing_in_a_live_service(
-    files: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Every process of the service reads a wall clock that jumps a year ahead, then days back
-    (tests/wallclock/sitecustomize.py); the monotonic clock runs on, as on a real jump. Nothing
-    may change: the Greeks, their ages, the processes (a heartbeat timed on the wall clock
-    would look a year late and get its process killed)."""
-    shift = tmp_path / "wall-shift"
-    shim = Path(__file__).parent / "wallclock"
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")]))
-    )
-    monkeypatch.setenv("WB_TEST_WALL_SHIFT_FILE", str(shift))
-    # the shim is live in a fresh interpreter started like the service's processes
-    shift.write_text(str(86_400 * 400))
-    probe = subprocess.run(
-        [sys.executable, "-c", "import time; print(time.time())"],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    assert float(probe.stdout) > time.time() + 86_400 * 399
-    shift.write_text("0")
-    svc = start(files, "walljump", feed="none")
-    try:
-        greeks = ["pv", "delta", "gamma", "vega", "theta"]
-        before = svc.positions().sort("row")
-        pids = {p["name"]: p["pid"] for p in svc.status()["processes"]}
-        for jump_s in (86_400 * 400, -86_400 * 3):
-            shift.write_text(str(jump_s))
-            time.sleep(6.0)  # past the heartbeat timeout (5 s)
-            after = svc.positions().sort("row")
-            for col in greeks:
-                np.testing.assert_array_equal(after[col].to_numpy(), before[col].to_numpy())
-            assert after["stale"].sum() == 0
-            ages = after["age_s"].to_numpy()
-            assert np.all((ages >= 0.0) & (ages < 600.0)), "ages follow the monotonic clock"
-            procs = {p["name"]: p for p in svc.status()["processes"]}
-            assert {n: p["pid"] for n, p in procs.items()} == pids
-            assert all(p["restarts"] == 0 for p in procs.values())
-    finally:
-        shift.write_text("0")
-        svc.stop()
