@@ -168,7 +168,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     svc = workbench.connect(args.name)
     try:
-        st = svc.status()
+        st = svc.status(timeout_s=0.5)  # the whole command answers within a second
     finally:
         svc.close()
     if args.json:
