@@ -15,7 +15,6 @@ A standby costs memory (one more process holding the book) and no CPU while it w
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -89,7 +88,6 @@ class Standby:
         self.prepared.clear()  # the other slots' state: a new standby holds it
         self.hb.close(linger=0)
         self.ctx.term()
-        gc.collect()
         logs.setup(self.config.name, f"worker:{worker_name(asset_class, slot)}")
         worker = WorkerProcess(self.config, asset_class, slot, prepared, self.quotes)
         worker.take_over()
