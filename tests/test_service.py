@@ -76,6 +76,7 @@ def test_every_process_logs_json_lines_with_service_and_role(service: Client) ->
     records = logs.read(Path(service.descriptor.config.run_dir) / "service.log")
     assert records, "no structured log records"
     assert all(r["service"] == "e2e" and r["pid"] > 0 and r["ts"].endswith("Z") for r in records)
+    assert all(isinstance(r["mono_ns"], int) and r["mono_ns"] > 0 for r in records)
     events = {(r["role"], r["event"]) for r in records}
     assert ("supervisor", "service_started") in events
     assert ("supervisor", "ready") in events

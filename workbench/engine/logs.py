@@ -1,6 +1,8 @@
 """Structured logs: one JSON object per line in ``<run dir>/service.log``, from every process.
 
-Each record carries ``ts`` (UTC, ISO 8601 with milliseconds), ``level``, ``service``, ``role``
+Each record carries ``ts`` (UTC, ISO 8601 with milliseconds, the wall clock: it can step
+back or forward), ``mono_ns`` (``time.monotonic_ns()``, CLOCK_MONOTONIC: the order of events
+across the service's processes, whatever the wall clock did), ``level``, ``service``, ``role``
 (``supervisor``, ``feed``, ``ingest``, ``worker:rates-0``, ``aggregator``), ``pid``, ``event``
 (a short fixed name to filter on) and ``msg`` (the sentence for a human), plus the fields of the
 event (``exit_code``, ``ms`` …). Select with ``jq``, e.g. every restart of a service::
@@ -35,6 +37,7 @@ class JsonFormatter(logging.Formatter):
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         out: dict[str, Any] = {
             "ts": f"{ts}.{int(record.msecs):03d}Z",
+            "mono_ns": time.monotonic_ns(),
             "level": record.levelname.lower(),
             "service": self.service,
             "role": self.role,
