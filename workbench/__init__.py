@@ -1,13 +1,36 @@
 """workbench — a Jupyter-native real-time risk workbench.
 
 The pricing library (``workbench.pricing``) is pure: float64 columns in, float64 columns out,
-the valuation date passed in, no clock and no global state.
+the valuation date passed in, no clock and no global state. ``import workbench.pricing`` (or
+``workbench.market``, ``workbench.book``) loads none of the service: the client names below
+load on first use.
 """
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from workbench.engine.client import Client, ServiceError, connect, connect_remote, running, start
-from workbench.engine.config import RemoteConfig
+if TYPE_CHECKING:
+    from workbench.engine.client import (
+        Client,
+        ServiceError,
+        connect,
+        connect_remote,
+        running,
+        start,
+    )
+    from workbench.engine.config import RemoteConfig
+
+_WHERE = {
+    "Client": "workbench.engine.client",
+    "ServiceError": "workbench.engine.client",
+    "connect": "workbench.engine.client",
+    "connect_remote": "workbench.engine.client",
+    "running": "workbench.engine.client",
+    "start": "workbench.engine.client",
+    "RemoteConfig": "workbench.engine.config",
+}
 
 __all__ = [
     "Client",
@@ -19,3 +42,11 @@ __all__ = [
     "running",
     "start",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The client (ZeroMQ, msgspec, Polars) loads when first used."""
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+    return getattr(import_module(module), name)
