@@ -152,6 +152,26 @@ def test_price_writes_one_row_per_position(
     assert set(key_rates["quote_id"].to_list()) <= set(load_market(market_file).quote_ids)
 
 
+def test_price_key_rates_by_bump_or_by_the_jacobian(
+    priced: subprocess.CompletedProcess[str], work: Path, book_file: Path, market_file: Path
+) -> None:
+    """``--key-rates jacobian`` writes the exact derivative, which sums to the DV01; the default
+    file holds the ±1bp bumps, which differ from it under monotone convex (docs/greeks.md)."""
+    assert priced.returncode == 0, priced.stderr
+    out = work / "out" / "jacobian.parquet"
+    args = ["price", "--book", str(book_file), "--market", str(market_file), "--out", str(out)]
+    done = _run([*args, "--paths", "512", "--key-rates", "jacobian"], work)
+    assert done.returncode == 0, done.stderr
+    risk = pl.read_parquet(out).filter(pl.col("product") == "IRS")
+    jac = pl.read_parquet(work / "out" / "jacobian_key_rates.parquet")
+    bump = pl.read_parquet(work / "out" / "risk_key_rates.parquet")
+    sums = jac.group_by("position_id").agg(pl.col("kr_dv01").sum()).join(risk, on="position_id")
+    err = (sums["kr_dv01"] - sums["delta"]).abs()
+    assert (err <= 1e-3 * sums["delta"].abs() + 1e-2 * sums["gamma"].abs() + 1.0).all()
+    both = jac.join(bump, on=["position_id", "quote_id"], suffix="_bump")
+    assert ((both["kr_dv01"] - both["kr_dv01_bump"]).abs() > 100.0).any()
+
+
 def test_price_prints_a_summary_with_timings(priced: subprocess.CompletedProcess[str]) -> None:
     out = priced.stdout
     assert "500 positions priced" in out

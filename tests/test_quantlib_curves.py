@@ -20,7 +20,7 @@ identical (checked below).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import date
 
 import numpy as np
@@ -74,16 +74,37 @@ def ql_calendar(cal: Calendar) -> ql.Calendar:
     return out
 
 
+def ql_monotone_convex() -> ql.ConvexMonotone:
+    """The QuantLib settings our monotone convex is (docs/pricing.md): Hagan–West with no
+    quadratic blend (``quadraticity = 0``), the full monotonicity constraint
+    (``monotonicity = 1``) and no forced positivity. QuantLib's defaults (0.3, 0.7, True) are
+    another interpolation."""
+    return ql.ConvexMonotone(0.0, 1.0, False)
+
+
 class QlCurves:
     """QuantLib bootstraps of every curve of a snapshot, with the conventions of its specs.
 
     ``market_standard=True`` builds the OIS and IRS helpers from their tenors (schedules
     rolled from the unadjusted maturity) instead of our adjusted end dates.
+    ``interpolation="monotone_convex"`` builds ``PiecewiseConvexMonotoneForward`` curves with
+    ``convex`` (:func:`ql_monotone_convex` by default) instead of log-linear discount curves;
+    ``currencies`` limits the build to the curves of those currencies.
     """
 
-    def __init__(self, market: MarketSnapshot, *, market_standard: bool = False) -> None:
+    def __init__(
+        self,
+        market: MarketSnapshot,
+        *,
+        market_standard: bool = False,
+        interpolation: str = "log_linear",
+        convex: ql.ConvexMonotone | None = None,
+        currencies: Collection[str] | None = None,
+    ) -> None:
         self.market = market
         self.market_standard = market_standard
+        self.interpolation = interpolation
+        self.convex = convex if convex is not None else ql_monotone_convex()
         self.calendars = {k: ql_calendar(v) for k, v in market.calendars.items()}
         self.curves: dict[str, ql.YieldTermStructure] = {}
         self.helpers: dict[str, list[ql.RateHelper]] = {}
@@ -91,7 +112,8 @@ class QlCurves:
         self.term_index: dict[str, ql.IborIndex] = {}
         ql.Settings.instance().evaluationDate = qdate(market.as_of)
         for spec in sorted(market.curves, key=lambda s: 0 if s.kind == "ois" else 1):
-            self._build(spec)
+            if currencies is None or spec.currency in currencies:
+                self._build(spec)
 
     def handle(self, curve_id: str) -> ql.YieldTermStructureHandle:
         return ql.YieldTermStructureHandle(self.curves[curve_id])
@@ -165,9 +187,21 @@ class QlCurves:
                         False,  # par coupons: forward over the accrual period
                     )
                 )
-        curve = ql.PiecewiseLogLinearDiscount(
-            qdate(self.market.as_of), helpers, ql.Actual365Fixed(), ql.IterativeBootstrap(1e-14)
-        )
+        if self.interpolation == "monotone_convex":
+            curve = ql.PiecewiseConvexMonotoneForward(
+                qdate(self.market.as_of),
+                helpers,
+                ql.Actual365Fixed(),
+                ql.IterativeBootstrap(1e-14),
+                self.convex,
+            )
+        else:
+            curve = ql.PiecewiseLogLinearDiscount(
+                qdate(self.market.as_of),
+                helpers,
+                ql.Actual365Fixed(),
+                ql.IterativeBootstrap(1e-14),
+            )
         curve.enableExtrapolation()
         self.curves[spec.id] = curve
         self.helpers[spec.id] = helpers

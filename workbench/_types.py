@@ -6,6 +6,8 @@ functions that take them say the unit.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import numpy.typing as npt
 
@@ -28,6 +30,11 @@ Spread = float
 """A credit or basis spread as a decimal per year (0.0055 is 55bp)."""
 Money = float
 """An amount of money in the currency the context names."""
+
+KeyRateMethod = Literal["bump", "jacobian"]
+"""How key-rate DV01s are computed: ``"bump"``, the PV change for a central ±1bp move of one
+quote with the curves re-bootstrapped (the default: what a desk hedges); ``"jacobian"``, the
+exact first derivative through the bootstrap's Jacobian, times 1bp (docs/greeks.md)."""
 
 BP = 1.0e-4
 """One basis point as a decimal."""

@@ -9,6 +9,7 @@ from typing import Literal, TextIO
 import numpy as np
 import polars as pl
 
+from workbench._types import KeyRateMethod
 from workbench.book.io import load_book
 from workbench.book.schema import ASSET_CLASS, Book
 from workbench.market.io import load_market
@@ -80,6 +81,7 @@ def run_batch(
     interpolation: Interpolation | None = None,
     n_paths: int = 50_000,
     tranche_method: Literal["mc", "recursion"] = "recursion",
+    key_rates: KeyRateMethod = "bump",
     stream: TextIO | None = None,
 ) -> BookRisk:
     """Re-risk ``book_path`` against ``market_path`` and write ``out_path`` (+ key rates).
@@ -93,7 +95,12 @@ def run_batch(
     t_load = time.perf_counter() - t0
 
     pricer = PortfolioPricer(
-        book, market, interpolation=interpolation, n_paths=n_paths, tranche_method=tranche_method
+        book,
+        market,
+        interpolation=interpolation,
+        n_paths=n_paths,
+        tranche_method=tranche_method,
+        key_rates=key_rates,
     )
     t0 = time.perf_counter()
     risk = pricer.risk(market)

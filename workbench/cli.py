@@ -72,6 +72,7 @@ def _cmd_price(args: argparse.Namespace) -> int:
         interpolation=args.interpolation,
         n_paths=args.paths,
         tranche_method=args.tranche_method,
+        key_rates=args.key_rates,
         stream=sys.stdout,
     )
     return 0
@@ -271,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     price.add_argument("--paths", type=_positive_int, default=50_000, help="tranche MC paths")
     price.add_argument(
         "--tranche-method", choices=("mc", "recursion"), default="recursion", dest="tranche_method"
+    )
+    price.add_argument(
+        "--key-rates",
+        choices=("bump", "jacobian"),
+        default="bump",
+        dest="key_rates",
+        help="key-rate DV01s by central ±1bp bumps of each quote, curves re-bootstrapped "
+        "(default), or by the bootstrap's exact Jacobian (docs/greeks.md)",
     )
     price.set_defaults(func=_cmd_price)
 

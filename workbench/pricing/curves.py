@@ -12,8 +12,13 @@ discount curve):
 * OIS, fixed vs compounded overnight on the same curve: ``K Σ a_j P(t_j) − P(s) + P(e) = 0``;
 * IRS on a term index: ``Σ_k D(e_k)(P(s_k)/P(e_k) − 1) − K Σ_j a_j D(t_j) = 0``.
 
-Key-rate sensitivities come from implicit differentiation of the solved system,
-``∂y/∂q = −(∂R/∂y)⁻¹ ∂R/∂q``, including a term curve's dependence on its OIS curve's quotes.
+Key-rate sensitivities come two ways (docs/greeks.md says why they differ):
+
+* bumped: each quote moved ±1bp and the curve re-solved, warm-started from the base nodes moved
+  by the first-order prediction below (one or two Newton steps; the other quotes, the schedules
+  and the query times are the base curve's), a term curve re-solved on each bumped OIS curve;
+* exact: implicit differentiation of the solved system, ``∂y/∂q = −(∂R/∂y)⁻¹ ∂R/∂q``,
+  including a term curve's dependence on its OIS curve's quotes.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from datetime import date
 import numpy as np
 
 from workbench import _ext
-from workbench._types import BP, FloatArray, IntArray
+from workbench._types import BP, FloatArray, IntArray, KeyRateMethod
 from workbench.market.model import CurveSpec, Interpolation, MarketError, MarketSnapshot
 from workbench.market.schedules import (
     add_tenor,
@@ -74,6 +79,18 @@ class Curve:
     def year_fraction(self, dates: np.ndarray) -> FloatArray:
         """Curve time of ``datetime64[D]`` dates."""
         return year_fractions_from(self.as_of, dates)
+
+
+@dataclass(frozen=True)
+class _BumpBase:
+    """A build's residual coefficients and their parts that one bump changes."""
+
+    c0: FloatArray
+    w: FloatArray
+    dc0_dk: FloatArray  # ∂c0_i/∂K_i, discount values held
+    c0_own: FloatArray  # the part of c0 that does not read the discount curve
+    d_coef: FloatArray  # weight of each discount value in c0 (per d_coef entry)
+    d_terms: IntArray  # terms weighted by a discount value (IRS float legs)
 
 
 class CurveBuilder:
@@ -183,6 +200,7 @@ class CurveBuilder:
         self.logdf = np.zeros(self.node_t.size)
         self._k: FloatArray = np.zeros(len(insts))
         self._dvals: FloatArray = np.zeros(len(d_dates))
+        self._base: _BumpBase | None = None  # the last build's coefficients, for bumps
 
     def _coefficients(self, k: FloatArray, dvals: FloatArray) -> tuple[FloatArray, FloatArray]:
         c0 = self.c0a + k * self.c0b
@@ -222,6 +240,7 @@ class CurveBuilder:
         except ValueError as exc:
             raise MarketError(f"curve {self.spec.id}: {exc}") from None
         self._k, self._dvals = k, dvals
+        self._base = None
         return Curve(
             self.spec.id,
             self.spec.currency,
@@ -230,6 +249,74 @@ class CurveBuilder:
             self.node_t,
             self.logdf.copy(),
         )
+
+    def bumped_coefficients(self, node: int, bp: float) -> tuple[FloatArray, FloatArray]:
+        """The residual coefficients of the last build with the quote of instrument ``node``
+        (node order) moved by ``bp`` basis points, the discount values held (``c0`` and
+        ``w`` are affine in each quote: only that instrument's entries change)."""
+        base = self._bump_base()
+        c0, w = base.c0.copy(), base.w.copy()
+        h = bp * BP
+        c0[node] += h * base.dc0_dk[node]
+        terms = slice(int(self.term_ptr[node]), int(self.term_ptr[node + 1]))
+        w[terms] += h * self.term_wk[terms]  # 0 on the terms weighted by D (IRS float legs)
+        return c0, w
+
+    def coefficients_on(self, dvals: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """The residual coefficients of the last build's quotes on other discount values
+        ``dvals`` at :attr:`d_t` (a bumped discount curve)."""
+        base = self._bump_base()
+        c0 = base.c0_own + np.bincount(
+            self.d_coef_inst, weights=base.d_coef * dvals[self.d_coef_pt], minlength=base.c0.size
+        )
+        w = base.w.copy()
+        w[base.d_terms] = dvals[self.term_dpt[base.d_terms]]
+        return c0, w
+
+    def _bump_base(self) -> _BumpBase:
+        if self._base is None:
+            k, dvals = self._k, self._dvals
+            c0, w = self._coefficients(k, dvals)
+            dc0_dk = self.c0b.copy()
+            d_coef = self.d_coef_a + k[self.d_coef_inst] * self.d_coef_b
+            if dvals.size:
+                dc0_dk += np.bincount(
+                    self.d_coef_inst,
+                    weights=self.d_coef_b * dvals[self.d_coef_pt],
+                    minlength=k.size,
+                )
+            self._base = _BumpBase(
+                c0, w, dc0_dk, self.c0a + k * self.c0b, d_coef, np.flatnonzero(self.term_dpt >= 0)
+            )
+        return self._base
+
+    def solve_from(self, c0: FloatArray, w: FloatArray, start: FloatArray) -> FloatArray:
+        """Node log-DFs solved for the residual coefficients ``c0``, ``w`` (see
+        :meth:`bumped_coefficients`), Newton from ``start``; the builder's own state (warm
+        start, last quotes) is left as it was. A start the solve cannot converge from is
+        retried from the last solution."""
+        error = ""
+        for first in (start, self.logdf):
+            y = first.copy()
+            try:
+                _ext.bootstrap(
+                    self.method,
+                    self.node_t,
+                    self.query_t,
+                    c0,
+                    self.term_ptr,
+                    w,
+                    self.term_a,
+                    self.term_b,
+                    y,
+                    _TOL,
+                    50,
+                )
+            except ValueError as exc:
+                error = str(exc)
+                continue
+            return y
+        raise MarketError(f"curve {self.spec.id}: bumped quote: {error}") from None
 
     def sensitivities(self, discount: Curve | None) -> tuple[FloatArray, FloatArray | None]:
         """∂y/∂q for own quotes (n × k, spec order) and ∂y/∂y_D (n × n_D) if discounted."""
@@ -292,6 +379,7 @@ class CurveSet:
             self._builders[spec.id] = CurveBuilder(spec, market, method)
         self._curves: dict[str, Curve] = {}
         self._jac: dict[str, tuple[tuple[str, ...], FloatArray]] = {}
+        self._bumps: dict[str, BumpedNodes] = {}
         self.as_of = market.as_of
         self.used: set[str] = set()  # curves read through [] since built (see :meth:`retain`)
         self.rebuild(market)
@@ -308,6 +396,7 @@ class CurveSet:
         self._builders = {k: v for k, v in self._builders.items() if k in keep}
         self._curves = {k: v for k, v in self._curves.items() if k in keep}
         self._jac = {k: v for k, v in self._jac.items() if k in keep}
+        self._bumps = {k: v for k, v in self._bumps.items() if k in keep}
 
     def rebuild(self, market: MarketSnapshot, curve_ids: Collection[str] | None = None) -> None:
         """Re-solve the curves from the market's quotes (warm start).
@@ -327,6 +416,7 @@ class CurveSet:
                 continue
             todo.add(cid)
             self._jac.pop(cid, None)
+            self._bumps.pop(cid, None)
             disc = self._curves[disc_id] if disc_id is not None else None
             self._curves[cid] = builder.build(market.quote_values(builder.quote_ids), disc)
 
@@ -345,6 +435,7 @@ class CurveSet:
         new = copy.copy(self)
         new._curves = dict(self._curves)
         new._jac = {k: v for k, v in self._jac.items() if k not in todo}
+        new._bumps = {k: v for k, v in self._bumps.items() if k not in todo}
         new._builders = dict(self._builders)
         for cid in todo:
             builder = copy.copy(self._builders[cid])
@@ -398,6 +489,77 @@ class CurveSet:
         _ext.interp_log_df_jacobian(curve.method, curve.node_t, curve.node_logdf, q, out, ij)
         return qids, ij @ jac
 
+    def bumped_nodes(self, curve_id: str) -> BumpedNodes:
+        """The curve's node log-DFs re-solved with each quote it depends on moved ±1bp (its
+        own quotes, then its discount curve's, as :meth:`quote_jacobian` orders them)."""
+        hit = self._bumps.get(curve_id)
+        if hit is not None:
+            return hit
+        builder = self._builders[curve_id]
+        curve = self[curve_id]
+        qids, jac = self.quote_jacobian(curve_id)
+        own = len(builder.quote_ids)
+        up = np.empty((len(qids), curve.node_t.size))
+        down = np.empty_like(up)
+        at_node = np.argsort(builder.order)  # spec position → node-order position
+        for j in range(own):
+            for sign, out in ((1.0, up), (-1.0, down)):
+                c0, w = builder.bumped_coefficients(int(at_node[j]), sign)
+                out[j] = builder.solve_from(c0, w, curve.node_logdf + sign * jac[:, j])
+        if own < len(qids):  # a term curve on each bumped OIS curve
+            disc_id = builder.spec.discount_curve
+            assert disc_id is not None
+            disc = self._curves[disc_id]
+            dn = self.bumped_nodes(disc_id)
+            dl = np.empty(builder.d_t.size)
+            for i in range(len(dn.quote_ids)):
+                for sign, src, out in ((1.0, dn.up, up), (-1.0, dn.down, down)):
+                    _ext.interp_log_df(disc.method, disc.node_t, src[i], builder.d_t, dl)
+                    c0, w = builder.coefficients_on(np.exp(dl))
+                    out[own + i] = builder.solve_from(
+                        c0, w, curve.node_logdf + sign * jac[:, own + i]
+                    )
+        hit = BumpedNodes(qids, up, down)
+        self._bumps[curve_id] = hit
+        return hit
+
+    def log_df_bumped(
+        self, curve_id: str, t: FloatArray
+    ) -> tuple[tuple[str, ...], FloatArray, FloatArray]:
+        """Quote ids and log P(t) on the curve re-solved with each quote +1bp and −1bp
+        (quotes × times each), see :meth:`bumped_nodes`."""
+        curve = self[curve_id]
+        bumped = self.bumped_nodes(curve_id)
+        q = np.ascontiguousarray(t, dtype=np.float64)
+        up = np.empty((len(bumped.quote_ids), q.size))
+        down = np.empty_like(up)
+        for j in range(len(bumped.quote_ids)):
+            _ext.interp_log_df(curve.method, curve.node_t, bumped.up[j], q, up[j])
+            _ext.interp_log_df(curve.method, curve.node_t, bumped.down[j], q, down[j])
+        return bumped.quote_ids, up, down
+
+    def log_df_change(
+        self, curve_id: str, t: FloatArray, method: KeyRateMethod
+    ) -> tuple[tuple[str, ...], FloatArray]:
+        """Quote ids and the change of log P(t) per +1bp of each quote (times × quotes): the
+        central difference ``(log P₊ − log P₋)/2`` of the re-solved curves (``"bump"``) or
+        the exact derivative × 1bp (``"jacobian"``)."""
+        if method == "jacobian":
+            return self.log_df_sensitivity(curve_id, t)
+        qids, up, down = self.log_df_bumped(curve_id, t)
+        change: FloatArray = ((up - down) / 2.0).T
+        return qids, change
+
+
+@dataclass(frozen=True)
+class BumpedNodes:
+    """A curve's node log-DFs re-bootstrapped with one quote moved: row ``j`` of ``up``
+    (``down``) is the curve with ``quote_ids[j]`` +1bp (−1bp), every other quote held."""
+
+    quote_ids: tuple[str, ...]
+    up: FloatArray
+    down: FloatArray
+
 
 def rate_quote_ids(
     market: MarketSnapshot, currency: str | Collection[str] | None = None
@@ -423,4 +585,12 @@ def shifted(
     return market.with_quote_values(values)
 
 
-__all__ = ["Curve", "CurveBuilder", "CurveSet", "IntArray", "rate_quote_ids", "shifted"]
+__all__ = [
+    "BumpedNodes",
+    "Curve",
+    "CurveBuilder",
+    "CurveSet",
+    "IntArray",
+    "rate_quote_ids",
+    "shifted",
+]

@@ -11,7 +11,7 @@ from functools import partial
 
 import numpy as np
 
-from workbench._types import SPOT_BUMP, VOL_POINT, FloatArray, IntArray
+from workbench._types import SPOT_BUMP, VOL_POINT, FloatArray, IntArray, KeyRateMethod
 from workbench.book.schema import Book
 from workbench.market.model import EquitySpec, MarketSnapshot
 from workbench.pricing.black import black_greeks, black_price
@@ -59,6 +59,7 @@ class EquityPricer(SelectionPricer):
         self.rows = rows
         self.cache = cache
         self.with_key_rates = True  # off in the live worker, which does not publish them
+        self.key_rate_method: KeyRateMethod = "bump"
         specs = {e.id: e for e in market.equities}
         underlying = book.underlying.codes[rows]
         self._groups = [
@@ -141,15 +142,14 @@ class EquityPricer(SelectionPricer):
         )
         key_parts: list[KeyRates] = []
         if self.with_key_rates:
-            # r = -log P(T)/T  =>  dPV/dlog P(T) = -rho / T
+            # r = -log P(T)/T  =>  dPV/dlog P(T) = -rho / T (vol held: sticky strike), times
+            # the move of log P(T) per quote (bumped and re-solved, or the Jacobian's)
             d_log_df = -notional * res.rho_d / t
-            at = 0
-            for g, m in zip(picked, sizes, strict=True):
-                sl = slice(at, at + m)
-                at += m
-                qids, sens = curves.log_df_sensitivity(g.curve, t[sl])
+            for curve_id in dict.fromkeys(g.curve for g in picked):
+                at = np.flatnonzero(curve_of == curve_id)
+                qids, sens = curves.log_df_change(curve_id, t[at], self.key_rate_method)
                 quotes = np.array([market.quote_index[x] for x in qids], dtype=np.int64)
-                key_parts.append(KeyRates.from_dense(g.rows, quotes, d_log_df[sl, None] * sens))
+                key_parts.append(KeyRates.from_dense(rows[at], quotes, d_log_df[at, None] * sens))
         return ClassRisk(
             rows,
             base,

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from workbench._types import SPOT_BUMP, VOL_POINT, FloatArray, IntArray
+from workbench._types import SPOT_BUMP, VOL_POINT, FloatArray, IntArray, KeyRateMethod
 from workbench.book.schema import Book
 from workbench.market.model import FX_DELTA_PILLARS, FxPair, MarketSnapshot
 from workbench.market.schedules import add_tenor, spot_date
@@ -91,6 +91,7 @@ class FxPricer(SelectionPricer):
         self.rows = rows
         self.cache = cache
         self.with_key_rates = True  # off in the live worker, which does not publish them
+        self.key_rate_method: KeyRateMethod = "bump"
         pairs = {p.pair: p for p in market.fx_pairs}
         surfaces = {s.pair: s for s in market.fx_vol_surfaces}
         underlying = book.underlying.codes[rows]
@@ -287,7 +288,9 @@ class FxPricer(SelectionPricer):
                 at += m
                 ts, t_g = self._spot_and_expiry_times(market, g)
                 d_t, d_s = (d_lb_t[sl], d_lq_t[sl]), (d_lb_s[sl], d_lq_s[sl])
-                key_parts.append(_key_rates(curves, g, (ts, t_g), d_t, d_s, market))
+                key_parts.append(
+                    _key_rates(curves, g, (ts, t_g), d_t, d_s, market, self.key_rate_method)
+                )
         key_rates = KeyRates.concat(key_parts) if greeks else KeyRates.empty()
         return ClassRisk(rows, pv, delta, gamma, vega, key_rates)
 
@@ -396,15 +399,17 @@ def _key_rates(
     d_t: tuple[FloatArray, FloatArray],
     d_s: tuple[FloatArray, FloatArray],
     market: MarketSnapshot,
+    method: KeyRateMethod,
 ) -> KeyRates:
     """Chain ∂PV/∂log P (base, quote curve) at expiry ``d_t`` and at the spot date ``d_s`` with
-    ∂log P/∂quote (per 1bp) of both curves; ``times`` = (spot-date time, expiry times)."""
+    the move of log P per quote (+1bp; bumped and re-solved, or the Jacobian's) of both curves;
+    ``times`` = (spot-date time, expiry times)."""
     ts, t = times
     blocks: list[KeyRates] = []
     for curve_id, at_t, at_s in zip((g.base_curve, g.quote_curve), d_t, d_s, strict=True):
-        qids, sens_t = curves.log_df_sensitivity(curve_id, t)
-        _, sens_s = curves.log_df_sensitivity(curve_id, ts)
-        matrix = at_t[:, None] * sens_t + at_s[:, None] * sens_s[0][None, :]
+        qids, sens = curves.log_df_change(curve_id, np.append(t, ts), method)
+        sens_t, sens_s = sens[:-1], sens[-1]
+        matrix = at_t[:, None] * sens_t + at_s[:, None] * sens_s[None, :]
         blocks.append(KeyRates.from_dense(g.rows, _quote_index(market, qids), matrix))
     return KeyRates.concat(blocks)
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from workbench._types import FloatArray
+from workbench._types import FloatArray, KeyRateMethod
 from workbench.book.schema import ASSET_CLASS, Book
 from workbench.market.model import Interpolation, MarketSnapshot
 from workbench.pricing.conversion import base_rate_column
@@ -69,6 +69,9 @@ class PortfolioPricer:
         ``"mc"`` (shared Gaussian-copula simulation) or ``"recursion"`` (semi-analytic).
     spline_cache
         The vol-surface spline cache to use (a new one by default).
+    key_rates
+        How key-rate DV01s are computed: ``"bump"`` (central ±1bp of each quote, curves
+        re-bootstrapped) or ``"jacobian"`` (exact first derivative × 1bp); docs/greeks.md.
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class PortfolioPricer:
         n_paths: int = 50_000,
         tranche_method: Literal["mc", "recursion"] = "recursion",
         spline_cache: SplineCache | None = None,
+        key_rates: KeyRateMethod = "bump",
     ) -> None:
         started = time.perf_counter()
         self.book = book
@@ -101,6 +105,9 @@ class PortfolioPricer:
             self.pricers["equity"] = EquityPricer(
                 book, by_class["equity"], market, cache=self.spline_cache
             )
+        for pricer in self.pricers.values():
+            if hasattr(pricer, "key_rate_method"):
+                pricer.key_rate_method = key_rates
         self.setup_seconds = time.perf_counter() - started
 
     def forget_results(self) -> None:
@@ -177,10 +184,16 @@ def price_book(
     interpolation: Interpolation | None = None,
     n_paths: int = 50_000,
     tranche_method: Literal["mc", "recursion"] = "recursion",
+    key_rates: KeyRateMethod = "bump",
 ) -> BookRisk:
     """Build a :class:`PortfolioPricer` and re-risk once (set-up time in ``timings["setup"]``)."""
     pricer = PortfolioPricer(
-        book, market, interpolation=interpolation, n_paths=n_paths, tranche_method=tranche_method
+        book,
+        market,
+        interpolation=interpolation,
+        n_paths=n_paths,
+        tranche_method=tranche_method,
+        key_rates=key_rates,
     )
     result = pricer.risk(market)
     result.timings["setup"] = pricer.setup_seconds

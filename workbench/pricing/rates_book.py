@@ -2,8 +2,9 @@
 
 ``delta`` is the DV01: the PV change for +1bp on every quote of every curve a swap uses, by
 central difference on curves re-bootstrapped from bumped quotes; ``gamma`` the change of that
-DV01 for another +1bp (``PV(+1bp) − 2 PV + PV(−1bp)``); key rates are first order, from the
-curves' quote Jacobians.
+DV01 for another +1bp (``PV(+1bp) − 2 PV + PV(−1bp)``); key rates per quote by central ±1bp
+bumps of that quote alone, curves re-bootstrapped (``key_rate_method = "bump"``, the default),
+or first order from the curves' quote Jacobians (``"jacobian"``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Collection
 
 import numpy as np
 
-from workbench._types import FloatArray, IntArray
+from workbench._types import FloatArray, IntArray, KeyRateMethod
 from workbench.book.schema import Book
 from workbench.market.model import MarketSnapshot
 from workbench.pricing.curves import CurveSet, shifted
@@ -48,6 +49,7 @@ class RatesPricer:
             self._groups.append((g_rows, group))
         self._names = [group.proj_id for _, group in self._groups]
         self.with_key_rates = True  # off in the live worker, which does not publish them
+        self.key_rate_method: KeyRateMethod = "bump"
         self._interpolation: str | None = None
         self._up: CurveSet | None = None
         self._down: CurveSet | None = None
@@ -115,7 +117,7 @@ class RatesPricer:
         kr_parts = []
         for k in selected(self._names, only) if self.with_key_rates else []:
             g_rows, group = self._groups[k]
-            quotes, matrix = group.key_rates(curves, as_of, market)
+            quotes, matrix = group.key_rates(curves, as_of, market, method=self.key_rate_method)
             kr_parts.append(KeyRates.from_dense(g_rows, quotes, matrix))
         return ClassRisk(
             rows=rows,

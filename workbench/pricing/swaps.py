@@ -24,7 +24,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from workbench._types import DateArray, FloatArray, IntArray
+from workbench._types import BoolArray, DateArray, FloatArray, IntArray, KeyRateMethod
 from workbench.market.model import CurveSpec, MarketSnapshot
 from workbench.market.schedules import adjust_array, year_fraction
 from workbench.pricing.curves import CurveSet
@@ -116,6 +116,7 @@ class SwapGroup:
             at += 2 * m
             legs.append(_Leg(sw, e_idx.astype(np.int64), s_idx.astype(np.int64), acc))
         self.fixed, self.float = legs
+        self._exposure: Exposure | None = None
 
     def _curves(
         self, curves: CurveSet, as_of: np.datetime64
@@ -151,55 +152,123 @@ class SwapGroup:
         )  # fmt: skip
         return out
 
-    def log_df_exposure(
-        self, curves: CurveSet, as_of: np.datetime64
-    ) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
-        """∂PV/∂log D and ∂PV/∂log P on the unique dates (swaps × dates, sparse)."""
-        t, d, p = self._curves(curves, as_of)
-        n, m = self.notional.size, self.dates.size
-        fx, fl = self.fixed, self.float
-        live_f = t[fx.pay] > 0.0
-        live_l = t[fl.pay] > 0.0
-        nf = self.notional[fx.swap]
-        nl = self.notional[fl.swap]
-        ratio = p[fl.start] / p[fl.pay]
-        w_fix = np.where(live_f, nf * self.fixed_rate[fx.swap] * fx.accrual * d[fx.pay], 0.0)
-        w_d_float = np.where(
-            live_l, -nl * d[fl.pay] * (ratio - 1.0 + self.spread[fl.swap] * fl.accrual), 0.0
-        )
-        w_p = np.where(live_l, -nl * d[fl.pay] * ratio, 0.0)  # on log P(s); minus that on log P(e)
-        rows_d = np.concatenate([fx.swap, fl.swap])
-        cols_d = np.concatenate([fx.pay, fl.pay])
-        vals_d = np.concatenate([w_fix, w_d_float])
-        rows_p = np.concatenate([fl.swap, fl.swap])
-        cols_p = np.concatenate([fl.start, fl.pay])
-        vals_p = np.concatenate([w_p, -w_p])
-        if self.proj_id == self.disc_id:
-            rows = np.concatenate([rows_d, rows_p])
-            cols = np.concatenate([cols_d, cols_p])
-            vals = np.concatenate([vals_d, vals_p])
-            return sp.csr_matrix((vals, (rows, cols)), shape=(n, m)), None
-        s_d = sp.csr_matrix((vals_d, (rows_d, cols_d)), shape=(n, m))
-        s_p = sp.csr_matrix((vals_p, (rows_p, cols_p)), shape=(n, m))
-        return s_d, s_p
+    def exposure(self) -> Exposure:
+        """The swaps' PV as a linear map of discount values (made on first use: the live
+        service, which publishes no key rates, never makes it)."""
+        if self._exposure is None:
+            self._exposure = Exposure.of(self)
+        return self._exposure
 
     def key_rates(
-        self, curves: CurveSet, as_of: np.datetime64, market: MarketSnapshot
+        self,
+        curves: CurveSet,
+        as_of: np.datetime64,
+        market: MarketSnapshot,
+        *,
+        method: KeyRateMethod = "bump",
     ) -> tuple[IntArray, FloatArray]:
-        """Quote indices and PV change per +1bp of each (swaps × quotes), first order."""
-        t = (self.dates - as_of).astype(np.int64).astype(np.float64) / 365.0
-        t = np.maximum(t, 0.0)
-        s_d, s_p = self.log_df_exposure(curves, as_of)
-        q_d, j_d = curves.log_df_sensitivity(self.disc_id, t)
-        blocks: dict[str, FloatArray] = {}
-        for q, col in zip(q_d, (s_d @ j_d).T, strict=True):
-            blocks[q] = col
-        if s_p is not None:
-            q_p, j_p = curves.log_df_sensitivity(self.proj_id, t)
-            for q, col in zip(q_p, (s_p @ j_p).T, strict=True):
-                blocks[q] = blocks[q] + col if q in blocks else col
-        quotes = np.array([market.quote_index[q] for q in blocks], dtype=np.int64)
-        return quotes, np.column_stack(list(blocks.values()))
+        """Quote indices and PV change per +1bp of each (swaps × quotes), swap currency.
+
+        ``"bump"``: half the PV difference between the curves re-solved with the quote +1bp
+        and −1bp, every cash flow revalued; ``"jacobian"``: the exact first derivative × 1bp.
+        """
+        t = self._times(as_of)
+        tq = np.maximum(t, 0.0)
+        live = t > 0.0
+        ex = self.exposure()
+        same = self.proj_id == self.disc_id
+        base_d = curves[self.disc_id].log_discount(tq)
+        base_p = base_d if same else curves[self.proj_id].log_discount(tq)
+        if method == "bump":
+            q_d, d_up, d_down = curves.log_df_bumped(self.disc_id, tq)
+            q_p, p_up, p_down = (
+                (q_d, d_up, d_down) if same else curves.log_df_bumped(self.proj_id, tq)
+            )
+            qids = tuple(dict.fromkeys(q_p + q_d))
+            values = []
+            for d_rows, p_rows in ((d_up, p_up), (d_down, p_down)):
+                log_d = _by_quote(qids, q_d, d_rows, base_d)
+                log_p = log_d if same else _by_quote(qids, q_p, p_rows, base_p)
+                values.append(ex.values(log_d, log_p, live))
+            change = (values[0] - values[1]) / 2.0
+        else:
+            q_d, j_d = curves.log_df_sensitivity(self.disc_id, tq)
+            q_p, j_p = (q_d, j_d) if same else curves.log_df_sensitivity(self.proj_id, tq)
+            qids = tuple(dict.fromkeys(q_p + q_d))
+            zero = np.zeros(tq.size)
+            log_d = base_d[None, :]
+            change = ex.derivative(
+                ex.values(log_d, log_d if same else base_p[None, :], live)[0],
+                _by_quote(qids, q_d, j_d.T, zero),
+                _by_quote(qids, q_p, j_p.T, zero),
+            )
+        quotes = np.array([market.quote_index[q] for q in qids], dtype=np.int64)
+        matrix: FloatArray = ex.matrix @ np.ascontiguousarray(change.T)
+        return quotes, matrix
+
+
+def _by_quote(
+    qids: tuple[str, ...], have: tuple[str, ...], rows: FloatArray, fill: FloatArray
+) -> FloatArray:
+    """Rows for every quote of ``qids``: ``rows[i]`` for ``have[i]``, ``fill`` for the others
+    (a quote that does not move this curve)."""
+    out = np.repeat(fill[None, :], len(qids), axis=0)
+    at = {q: i for i, q in enumerate(qids)}
+    out[[at[q] for q in have]] = rows
+    return out
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """A group's swap PVs as a linear map of discount values: ``PV = matrix · v`` with
+    ``v = [D(p)·live(p) at each of the group's dates p; X_k for each distinct float period]``
+    and ``X_k = live(e_k) · D(e_k) · P(s_k)/P(e_k)`` (``live``: paid after the valuation
+    date; ``P = D`` for OIS swaps). ``matrix`` (swaps × values, in swap currency per unit of
+    value) depends on the trades only: a key rate is ``matrix`` times the values' change,
+    with few distinct dates and periods (about 900 and 1,000 per group on the reference book)
+    against about a million cash flows."""
+
+    matrix: sp.csr_matrix
+    start: IntArray  # group date index of each distinct float period's start
+    pay: IntArray  # and of its end (its payment date)
+
+    @staticmethod
+    def of(group: SwapGroup) -> Exposure:
+        """The map of ``group``'s swaps (the module formula, term by term)."""
+        fx, fl = group.fixed, group.float
+        periods, which = np.unique(np.stack([fl.start, fl.pay]), axis=1, return_inverse=True)
+        m = group.dates.size
+        nl = group.notional[fl.swap]
+        rows = np.concatenate([fx.swap, fl.swap, fl.swap])
+        cols = np.concatenate([fx.pay, fl.pay, m + np.ravel(which)])
+        vals = np.concatenate(
+            [
+                group.notional[fx.swap] * group.fixed_rate[fx.swap] * fx.accrual,
+                nl * (1.0 - group.spread[fl.swap] * fl.accrual),
+                -nl,
+            ]
+        )
+        shape = (group.notional.size, m + periods.shape[1])
+        matrix = sp.csr_matrix((vals, (rows, cols)), shape=shape)
+        return Exposure(matrix, periods[0].astype(np.int64), periods[1].astype(np.int64))
+
+    def values(self, log_d: FloatArray, log_p: FloatArray, live: BoolArray) -> FloatArray:
+        """``v`` for each row of log D and log P at the group's dates (sets × values)."""
+        d_all = np.exp(log_d)
+        p = d_all if log_p is log_d else np.exp(log_p)
+        d = d_all * live
+        x = d[:, self.pay] * p[:, self.start] / p[:, self.pay]
+        out: FloatArray = np.hstack([d, x])
+        return out
+
+    def derivative(self, v: FloatArray, d_log_d: FloatArray, d_log_p: FloatArray) -> FloatArray:
+        """The change of ``v`` (one set) for changes of log D and log P at the dates, first
+        order (rows: one per change)."""
+        m = d_log_d.shape[1]
+        d = v[:m] * d_log_d
+        x = v[m:] * (d_log_d[:, self.pay] + d_log_p[:, self.start] - d_log_p[:, self.pay])
+        out: FloatArray = np.hstack([d, x])
+        return out
 
 
 @numba.njit(cache=True, nogil=True)
