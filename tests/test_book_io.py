@@ -143,7 +143,9 @@ def test_integer_columns_become_float64(market: MarketSnapshot, tmp_path: Path) 
     # the largest exactly representable integer is accepted as it is
     exact = frame.with_columns(pl.lit(MAX_EXACT_INTEGER, dtype=pl.Int64).alias("notional"))
     exact.write_parquet(tmp_path / "exact.parquet")
-    assert (load_book(tmp_path / "exact.parquet").notional == float(MAX_EXACT_INTEGER)).all()
+    huge = {"USD": 1e19, "EUR": 1e19}  # far above the default bounds of implausible sizes
+    book = load_book(tmp_path / "exact.parquet", max_notional=huge)
+    assert (book.notional == float(MAX_EXACT_INTEGER)).all()
 
 
 # --- the reference book ----------------------------------------------------------------------
@@ -427,3 +429,133 @@ def test_every_column_is_documented() -> None:
         assert f"| `{column}` |" in text, column
     for product in PRODUCTS:
         assert f"| `{product}` |" in text, product
+
+
+# --- implausible sizes (docs/book-format.md, "Numbers") --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("row", "value", "words"),
+    [
+        pytest.param(0, "1e30", "above the bound of 100,000,000,000 USD", id="swap-1e30-USD"),
+        pytest.param(1, "2e11", "units of EUR, the base currency of EURUSD", id="fx-fwd-base-EUR"),
+        pytest.param(2, "-1.5e11", "bound of 100,000,000,000 EUR", id="fx-option-short"),
+        pytest.param(5, "1e9", "shares × strike = 150,000,000,000 USD", id="equity-shares"),
+    ],
+)
+def test_implausible_notionals_are_refused(
+    row: int, value: str, words: str, market: MarketSnapshot, tmp_path: Path
+) -> None:
+    path = _write_csv(tmp_path / "big.csv", _with_cell(row, "notional", value))
+    with pytest.raises(BookError) as info:
+        load_book(path, market=market)
+    (issue,) = info.value.issues
+    assert (issue.file, issue.row, issue.line, issue.column, issue.value) == (
+        str(path),
+        row + 1,
+        row + 2,
+        "notional",
+        value,
+    )
+    assert "implausible size" in issue.message
+    assert words in issue.message
+    if row == 1:  # without a market an FX pair's base currency is its first three letters
+        with pytest.raises(BookError, match="units of EUR"):
+            load_book(path)
+
+
+def test_notional_bounds_are_configurable_per_currency(
+    market: MarketSnapshot, tmp_path: Path
+) -> None:
+    path = _write_csv(tmp_path / "b.csv", _with_cell(0, "notional", "2e11"))
+    with pytest.raises(BookError, match="100,000,000,000 USD"):
+        load_book(path, market=market)
+    assert len(load_book(path, market=market, max_notional={"USD": 1e12})) == len(GOOD_ROWS)
+    with pytest.raises(BookError) as info:  # 10M USD swaps, 1M EUR FX: both above 5e5
+        load_book(path, market=market, max_notional={"USD": 1e12, "EUR": 5e5})
+    assert [(i.row, i.column) for i in info.value.issues] == [(2, "notional"), (3, "notional")]
+    with pytest.raises(ValueError, match="not a positive amount"):
+        load_book(path, max_notional={"USD": -1.0})
+
+
+def test_reference_books_are_within_the_default_bounds(big: pl.DataFrame, tmp_path: Path) -> None:
+    save_book(big, tmp_path / "big.parquet")
+    assert len(load_book(tmp_path / "big.parquet")) == big.height
+
+
+# --- Parquet and CSV name the file as given ---------------------------------------------------
+
+
+def _bad_parquet(path: Path, column: str = "notional", value: object = 0.0) -> Path:
+    good = _write_csv(path.parent / "good.csv", GOOD_ROWS)
+    frame = pl.read_csv(good, infer_schema_length=None, glob=False)
+    frame = frame.with_columns(
+        pl.when(pl.col("position_id") == "FXO-1")
+        .then(pl.lit(value))
+        .otherwise(pl.col(column))
+        .alias(column)
+    )
+    frame.write_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize("given", ["./sub dir/book [v2].parquet", "sub dir/book*.parquet"])
+def test_parquet_errors_name_the_file_as_given(
+    given: str, market: MarketSnapshot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A path is one file, never a pattern polars would expand, and every message names it as
+    the caller wrote it (here relative, with ``./``, a space and brackets or a star)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub dir").mkdir()
+    _bad_parquet(tmp_path / given)
+    _bad_parquet(tmp_path / "sub dir" / "bookA.parquet", "strike", -1.0)  # what * would match
+    with pytest.raises(BookError) as info:
+        load_book(given, market=market)
+    assert str(info.value) == (
+        f"{given}: row 3, column 'notional', value '0.0': a zero notional is not a position"
+    )
+    junk = given.replace(".parquet", ".pq")
+    Path(junk).write_bytes(b"PAR1 not parquet")
+    with pytest.raises(ValueError, match=re.escape(f"{junk}: not a readable Parquet book file")):
+        load_book(junk)
+
+
+@pytest.mark.parametrize(
+    ("column", "series", "words"),
+    [
+        ("notional", pl.Series([[1.0]] * 6), "List(Float64) cannot be read as numbers"),
+        ("notional", pl.Series([1] * 6, dtype=pl.Duration("ms")), "cannot be read as numbers"),
+        ("desk", pl.Series([{"a": 1}] * 6), "cannot be read as text"),
+    ],
+)
+def test_parquet_columns_of_another_type_name_file_and_column(
+    column: str, series: pl.Series, words: str, tmp_path: Path
+) -> None:
+    frame = pl.read_csv(_write_csv(tmp_path / "b.csv", GOOD_ROWS), infer_schema_length=None)
+    path = tmp_path / "typed.parquet"
+    frame.with_columns(series.alias(column)).write_parquet(path)
+    with pytest.raises(BookError) as info:
+        load_book(path)
+    (issue,) = info.value.issues
+    assert (issue.file, issue.row, issue.column) == (str(path), 0, column)
+    assert words in issue.message
+
+
+def test_unsigned_parquet_integers_beyond_2_53_are_refused(tmp_path: Path) -> None:
+    frame = pl.read_csv(_write_csv(tmp_path / "b.csv", GOOD_ROWS), infer_schema_length=None)
+    path = tmp_path / "u.parquet"
+    values = pl.Series([10_000_000] * 5 + [2**64 - 1], dtype=pl.UInt64)
+    frame.with_columns(values.alias("notional")).write_parquet(path)
+    with pytest.raises(BookError) as info:
+        load_book(path)
+    (issue,) = info.value.issues
+    assert (issue.row, issue.column, issue.value) == (6, "notional", str(2**64 - 1))
+    assert "2^53" in issue.message
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_book_without_positions_loads_empty(suffix: str, tmp_path: Path) -> None:
+    frame = pl.read_csv(_write_csv(tmp_path / "b.csv", GOOD_ROWS), infer_schema_length=None)
+    path = tmp_path / f"none{suffix}"
+    save_book(frame.head(0), path)
+    assert len(load_book(path)) == 0

@@ -22,7 +22,9 @@ from workbench.market.reference import generate_reference_market
 ASSET_CLASSES = ("credit", "equity", "fx", "rates")
 
 
-def _run(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
+def _run(
+    args: list[str], home: Path, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["HOME"] = str(home / "home")
     env["NUMBA_CACHE_DIR"] = str(home / "numba")
@@ -33,6 +35,7 @@ def _run(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
         env=env,
         timeout=300,
         check=False,
+        cwd=cwd,
     )
 
 
@@ -225,6 +228,46 @@ def test_one_bad_row_gives_one_line(work: Path, market_file: Path) -> None:
     _assert_clean_failure(
         done, str(path), "row 2 (line 3)", "column 'notional'", "value '1e400'", "overflow"
     )
+
+
+def test_an_implausible_notional_is_refused_not_priced(
+    work: Path, market_file: Path, book_file: Path
+) -> None:
+    """A 1e30 notional (priced to PVs near 1e29 before) exits 2 naming row, column and value;
+    ``--max-notional`` moves the bound, per currency."""
+    frame = pl.read_parquet(book_file)
+    row = frame["product"].to_list().index("IRS")
+    ccy = frame["currency"][row]
+    (work / "sized").mkdir(exist_ok=True)
+    given = "./sized/huge book.parquet"
+    bad = frame.with_columns(
+        pl.when(pl.int_range(pl.len()) == row)
+        .then(1e30)
+        .otherwise(pl.col("notional"))
+        .alias("notional")
+    )
+    bad.write_parquet(work / given)
+    out = work / "sized" / "risk.parquet"
+    args = ["price", "--book", given, "--market", str(market_file), "--out", str(out)]
+    done = _run([*args, "--paths", "512"], work, cwd=work)
+    _assert_clean_failure(
+        done, f"{given}: row {row + 1}, column 'notional', value '1e+30'", "implausible size"
+    )
+    assert not out.exists()
+    small = frame.filter((pl.col("currency") == ccy) & (pl.col("product") == "IRS")).head(3)
+    small.write_parquet(work / "sized" / "small.parquet")
+    args[2] = "./sized/small.parquet"
+    done = _run([*args, "--paths", "512", "--max-notional", f"{ccy}=1e3"], work, cwd=work)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0] == "workbench: error: 3 problems in the book"
+    assert all(line.startswith("./sized/small.parquet: row ") for line in lines[1:])
+    assert all(f"above the bound of 1,000 {ccy}" in line for line in lines[1:])
+    done = _run([*args, "--paths", "512", "--max-notional", f"{ccy}=1e12"], work, cwd=work)
+    assert done.returncode == 0, done.stderr
+    done = _run([*args, "--max-notional", f"{ccy}=-1"], work, cwd=work)
+    assert done.returncode == 2
+    assert "expected CCY=AMOUNT" in done.stderr
 
 
 def test_missing_book_file(work: Path, market_file: Path) -> None:

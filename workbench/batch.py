@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, TextIO
 
@@ -75,23 +76,27 @@ def key_rate_frame(book: Book, market: MarketSnapshot, risk: BookRisk) -> pl.Dat
 
 def run_batch(
     *,
-    book_path: Path,
+    book_path: str | Path,
     market_path: Path,
     out_path: Path,
     interpolation: Interpolation | None = None,
     n_paths: int = 50_000,
     tranche_method: Literal["mc", "recursion"] = "recursion",
     key_rates: KeyRateMethod = "bump",
+    max_notional: Mapping[str, float] | None = None,
     stream: TextIO | None = None,
 ) -> BookRisk:
-    """Re-risk ``book_path`` against ``market_path`` and write ``out_path`` (+ key rates).
+    """Re-risk ``book_path`` against ``market_path`` and write ``out_path`` and
+    :func:`key_rates_path` of it (columns in docs/pricing.md, "Output files").
 
-    Prints the time spent loading, setting up, per asset class and writing, and a summary of
-    PV and Greeks by asset class, to ``stream`` when given.
+    ``max_notional`` changes the book's notional bounds per currency
+    (:data:`~workbench.book.validation.MAX_NOTIONAL`). Prints the time spent loading, setting
+    up, per asset class and writing, and a summary of PV and Greeks by asset class, to
+    ``stream`` when given.
     """
     t0 = time.perf_counter()
     market = load_market(market_path)
-    book = load_book(book_path, market=market)
+    book = load_book(book_path, market=market, max_notional=max_notional)
     t_load = time.perf_counter() - t0
 
     pricer = PortfolioPricer(

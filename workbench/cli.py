@@ -73,9 +73,27 @@ def _cmd_price(args: argparse.Namespace) -> int:
         n_paths=args.paths,
         tranche_method=args.tranche_method,
         key_rates=args.key_rates,
+        max_notional=args.max_notional,
         stream=sys.stdout,
     )
     return 0
+
+
+def _amounts(text: str) -> dict[str, float]:
+    """``USD=5e9,JPY=1e12`` → a positive amount per currency (``*``: every other currency)."""
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        ccy, _, amount = part.partition("=")
+        try:
+            value = float(amount)
+        except ValueError:
+            value = float("nan")
+        if not (ccy.strip() and value > 0.0 and value != float("inf")):
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: expected CCY=AMOUNT with a positive amount (USD=5e9)"
+            )
+        out[ccy.strip()] = value
+    return out
 
 
 def _workers(text: str) -> dict[str, int]:
@@ -260,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     bgen.set_defaults(func=_cmd_book_generate)
 
     price = sub.add_parser("price", help="re-risk a book: pv and Greeks per position")
-    price.add_argument("--book", type=Path, required=True, help="book .parquet or .csv")
+    price.add_argument("--book", required=True, help="book .parquet or .csv")
     price.add_argument("--market", type=Path, required=True, help="market snapshot JSON")
     price.add_argument("--out", type=Path, required=True, help="output .parquet")
     price.add_argument(
@@ -280,6 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="key_rates",
         help="key-rate DV01s by central ±1bp bumps of each quote, curves re-bootstrapped "
         "(default), or by the bootstrap's exact Jacobian (docs/greeks.md)",
+    )
+    price.add_argument(
+        "--max-notional",
+        type=_amounts,
+        default=None,
+        dest="max_notional",
+        help="notional bounds per currency, e.g. USD=5e9,JPY=1e12 ('*' for the others; "
+        "defaults in docs/book-format.md)",
     )
     price.set_defaults(func=_cmd_price)
 

@@ -8,7 +8,9 @@ rounded. Every problem is reported with file, row, column and value (see ``docs/
 from __future__ import annotations
 
 import csv as _csv
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, overload
 
@@ -40,33 +42,35 @@ _REQUIRED_COLUMNS = (
 )
 
 
-def _read(path: Path) -> tuple[pl.DataFrame, bool]:
-    """The file as read (CSV: every column as text), and whether it is a CSV file."""
+def _read(path: Path, name: str) -> tuple[pl.DataFrame, bool]:
+    """The file as read (CSV: every column as text), and whether it is a CSV file. ``name`` is
+    the path as the caller gave it, for the messages. The path is one file, never a pattern
+    (``book[1].parquet``, ``book*.csv``: polars would expand them)."""
     suffix = path.suffix.lower()
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such book file")
+        raise FileNotFoundError(f"{name}: no such book file")
     if suffix not in (".csv", ".parquet", ".pq"):
-        raise ValueError(f"{path}: unknown book format {suffix!r} (expected .csv or .parquet)")
+        raise ValueError(f"{name}: unknown book format {suffix!r} (expected .csv or .parquet)")
     if not path.is_file():
-        raise ValueError(f"{path}: not a file")
+        raise ValueError(f"{name}: not a file")
     csv = suffix == ".csv"
     try:
         if csv:
-            return pl.read_csv(path, infer_schema=False, null_values=[""]), True
-        return pl.read_parquet(path), False
+            return pl.read_csv(path, infer_schema=False, null_values=[""], glob=False), True
+        return pl.read_parquet(path, glob=False), False
     except pl.exceptions.NoDataError:
-        raise ValueError(f"{path}: the book file is empty") from None
-    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{name}: the book file is empty") from None
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError, ValueError) as exc:
         if csv:
-            ragged = _ragged_line(path)
+            ragged = _ragged_line(path, name)
             if ragged is not None:
                 raise BookError([ragged]) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         kind = "CSV" if csv else "Parquet"
-        raise ValueError(f"{path}: not a readable {kind} book file: {first}") from None
+        raise ValueError(f"{name}: not a readable {kind} book file: {first}") from None
 
 
-def _ragged_line(path: Path) -> BookIssue | None:
+def _ragged_line(path: Path, name: str) -> BookIssue | None:
     """The first CSV line whose field count differs from the header's, as an issue."""
     try:
         with path.open(newline="", encoding="utf-8") as fh:
@@ -78,7 +82,7 @@ def _ragged_line(path: Path) -> BookIssue | None:
                 if fields and len(fields) != len(header):
                     text = ",".join(fields)
                     return BookIssue(
-                        str(path),
+                        name,
                         k,
                         "",
                         text if len(text) <= 60 else text[:57] + "...",
@@ -110,6 +114,21 @@ def _typed(frame: pl.DataFrame, file: str, csv: bool) -> tuple[pl.DataFrame, lis
         issues.append(BookIssue(file, 0, c, "", "required column is missing", 1 if csv else None))
     if unknown or missing:
         raise BookError(issues)
+    for c in frame.columns:  # a Parquet column of a type no cell of it could be read from
+        dtype = frame[c].dtype
+        want = "numbers" if c in FLOAT_COLUMNS else "dates" if c in DATE_COLUMNS else "text"
+        if dtype.is_nested() or dtype == pl.Object or (want == "numbers" and dtype.is_temporal()):
+            issues.append(
+                BookIssue(
+                    file,
+                    0,
+                    c,
+                    str(dtype),
+                    f"a column of type {dtype} cannot be read as {want} (docs/book-format.md)",
+                )
+            )
+    if issues:
+        raise BookError(issues)
     n = frame.height
     cols: dict[str, pl.Series] = {}
     for c in STRING_COLUMNS:
@@ -131,7 +150,10 @@ def _typed(frame: pl.DataFrame, file: str, csv: bool) -> tuple[pl.DataFrame, lis
     for c in FLOAT_COLUMNS:
         s = frame[c] if c in frame.columns else pl.Series(c, [None] * n, dtype=pl.Float64)
         if s.dtype.is_integer():
-            big = ((s > MAX_EXACT_INTEGER) | (s < -MAX_EXACT_INTEGER)).fill_null(False).to_numpy()
+            beyond = s > MAX_EXACT_INTEGER
+            if s.dtype.is_signed_integer():
+                beyond = beyond | (s < -MAX_EXACT_INTEGER)
+            big = beyond.fill_null(False).to_numpy()
             for i in np.flatnonzero(big):
                 issue(
                     int(i),
@@ -167,43 +189,53 @@ def _blank_to_null(text: pl.Series) -> pl.Series:
 
 @overload
 def load_book(
-    path: str | Path, *, market: MarketSnapshot | None = ..., on_error: Literal["raise"] = ...
+    path: str | Path,
+    *,
+    market: MarketSnapshot | None = ...,
+    on_error: Literal["raise"] = ...,
+    max_notional: Mapping[str, float] | None = ...,
 ) -> Book: ...
 @overload
 def load_book(
-    path: str | Path, *, market: MarketSnapshot | None = ..., on_error: Literal["collect"]
+    path: str | Path,
+    *,
+    market: MarketSnapshot | None = ...,
+    on_error: Literal["collect"],
+    max_notional: Mapping[str, float] | None = ...,
 ) -> tuple[Book, list[BookIssue]]: ...
 def load_book(
     path: str | Path,
     *,
     market: MarketSnapshot | None = None,
     on_error: Literal["raise", "collect"] = "raise",
+    max_notional: Mapping[str, float] | None = None,
 ) -> Book | tuple[Book, list[BookIssue]]:
     """Load and validate a book.
 
     ``on_error="raise"`` raises :class:`BookError` listing every problem; ``"collect"`` keeps the
     valid rows and returns the problems of the others. Without a market only the market-free
-    checks run (unknown underlyings and maturities are then not checked).
+    checks run (unknown underlyings and maturities are then not checked). ``max_notional``
+    changes the bounds of :data:`~workbench.book.validation.MAX_NOTIONAL` per currency (amounts
+    in that currency). Every message names the file as ``path`` gives it.
     """
+    name = os.fspath(path)
     p = Path(path)
-    raw, csv = _read(p)
-    frame, issues = _typed(raw, str(p), csv)
+    raw, csv = _read(p, name)
+    frame, issues = _typed(raw, name, csv)
     flagged = {(x.row, x.column) for x in issues}
-    for i, col, message in check_rows(frame, market):
+    for i, col, message in check_rows(frame, market, max_notional=max_notional):
         if (i + 1, col) in flagged:
             continue  # the cell's own problem (not a number, not a date) is already listed
         flagged.add((i + 1, col))
         issues.append(
-            BookIssue(
-                str(p), i + 1, col, _cell(raw, frame, i, col), message, i + 2 if csv else None
-            )
+            BookIssue(name, i + 1, col, _cell(raw, frame, i, col), message, i + 2 if csv else None)
         )
     issues.sort(key=lambda x: (x.row, x.column))
     if issues and on_error == "raise":
         raise BookError(issues)
     bad_rows = {x.row - 1 for x in issues}
     keep = np.array([i not in bad_rows for i in range(frame.height)], dtype=bool)
-    book = frame_to_book(frame.filter(pl.Series(keep)), source=str(p))
+    book = frame_to_book(frame.filter(pl.Series(keep)), source=name)
     return (book, issues) if on_error == "collect" else book
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Final
 
 import numpy as np
 import polars as pl
@@ -12,6 +15,42 @@ from workbench.market.model import MarketSnapshot
 
 MAX_EXACT_INTEGER = 2**53
 """Integers beyond this cannot all be held exactly in float64 and are refused."""
+
+MAX_NOTIONAL: Final[Mapping[str, float]] = MappingProxyType(
+    {
+        "USD": 1e11,
+        "EUR": 1e11,
+        "GBP": 1e11,
+        "CHF": 1e11,
+        "CAD": 1e11,
+        "AUD": 1e11,
+        "JPY": 1e13,
+        "*": 1e13,
+    }
+)
+"""The largest absolute amount one position may stand for, per currency of that amount (``"*"``:
+any currency not listed): 100bn in the G10 currencies above, 10tn JPY, 200 times the largest
+reference-book position. The amount is the notional in the row's ``currency`` (swaps, credit),
+in the pair's base currency (FX: the notional is base units) or notional × strike in the
+equity's currency (equity options: the notional is a number of shares). A row beyond its bound
+is refused naming row, column and value (``docs/book-format.md``); ``load_book(...,
+max_notional={...})`` and ``workbench price --max-notional CCY=AMOUNT,...`` change bounds."""
+
+
+def notional_bounds(overrides: Mapping[str, float] | None = None) -> dict[str, float]:
+    """:data:`MAX_NOTIONAL` with ``overrides`` (currency → positive amount) applied.
+
+    Examples
+    --------
+    >>> notional_bounds({"USD": 5e9})["USD"], notional_bounds()["JPY"]
+    (5000000000.0, 10000000000000.0)
+    """
+    out = dict(MAX_NOTIONAL)
+    for ccy, bound in (overrides or {}).items():
+        if not bound > 0.0:
+            raise ValueError(f"notional bound for {ccy}: {bound!r} is not a positive amount")
+        out[ccy] = float(bound)
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +87,16 @@ class BookError(ValueError):
         super().__init__("\n".join([head, *shown, *more]))
 
 
-def check_rows(frame: pl.DataFrame, market: MarketSnapshot | None) -> list[tuple[int, str, str]]:
+def check_rows(
+    frame: pl.DataFrame,
+    market: MarketSnapshot | None,
+    *,
+    max_notional: Mapping[str, float] | None = None,
+) -> list[tuple[int, str, str]]:
     """Row-level checks on a typed frame: ``(row index, column, message)`` for every problem.
 
     The frame has the book's columns already typed (strings, ``Date``, ``Float64``).
+    ``max_notional`` overrides bounds of :data:`MAX_NOTIONAL`.
     """
     out: list[tuple[int, str, str]] = []
     product = frame["product"].to_list()
@@ -66,18 +111,19 @@ def check_rows(frame: pl.DataFrame, market: MarketSnapshot | None) -> list[tuple
     flag(~known & ~missing, "product", f"unknown product (expected one of {', '.join(REQUIRED)})")
     for col in ("position_id", "desk", "book", "currency", "underlying"):
         vals = frame[col].to_numpy()
-        flag(np.array([v is None or v == "" for v in vals]), col, "missing value")
+        flag(np.array([v is None or v == "" for v in vals], dtype=bool), col, "missing value")
     for col in FLOAT_COLUMNS:
         vals = frame[col].to_numpy().astype(np.float64)
         flag(np.isnan(vals) & ~frame[col].is_null().to_numpy(), col, "NaN is not a value")
         flag(np.isinf(vals), col, "infinite value (overflow)")
     for prod, required in REQUIRED.items():
-        rows = np.array([p == prod for p in product])
+        rows = np.array([p == prod for p in product], dtype=bool)
         for col in required:
             flag(rows & frame[col].is_null().to_numpy(), col, f"required for {prod}")
     notional = frame["notional"].to_numpy().astype(np.float64)
     flag(frame["notional"].is_null().to_numpy(), "notional", "missing value")
     flag(notional == 0.0, "notional", "a zero notional is not a position")
+    out.extend(_implausible_sizes(frame, notional, market, notional_bounds(max_notional)))
     start = frame["start"].to_numpy()
     maturity = frame["maturity"].to_numpy()
     has_start = ~np.isnat(start)
@@ -87,17 +133,21 @@ def check_rows(frame: pl.DataFrame, market: MarketSnapshot | None) -> list[tuple
             "start",
             "start is not before maturity",
         )
-    is_opt = np.array([p in ("FX_OPTION", "EQ_OPTION") for p in product])
+    is_opt = np.array([p in ("FX_OPTION", "EQ_OPTION") for p in product], dtype=bool)
     opt_type = frame["option_type"].to_list()
     flag(
-        is_opt & np.array([t not in ("C", "P") for t in opt_type]), "option_type", "expected C or P"
+        is_opt & np.array([t not in ("C", "P") for t in opt_type], dtype=bool),
+        "option_type",
+        "expected C or P",
     )
     strike = frame["strike"].to_numpy().astype(np.float64)
-    needs_strike = np.array([p in ("FX_FWD", "FX_OPTION", "EQ_OPTION") for p in product])
+    needs_strike = np.array(
+        [p in ("FX_FWD", "FX_OPTION", "EQ_OPTION") for p in product], dtype=bool
+    )
     flag(needs_strike & (strike <= 0.0), "strike", "strike must be positive")
     attach = frame["attach"].to_numpy().astype(np.float64)
     detach = frame["detach"].to_numpy().astype(np.float64)
-    tr = np.array([p == "CDX_TRANCHE" for p in product])
+    tr = np.array([p == "CDX_TRANCHE" for p in product], dtype=bool)
     flag(tr & ((attach < 0.0) | (attach >= detach)), "attach", "need 0 <= attach < detach")
     flag(tr & (detach > 1.0), "detach", "detach above 1 (100% of the pool)")
     coupon = frame["coupon"].to_numpy().astype(np.float64)
@@ -120,7 +170,7 @@ def check_rows(frame: pl.DataFrame, market: MarketSnapshot | None) -> list[tuple
             "maturity",
             f"maturity not after as-of {market.as_of}",
         )
-        is_irs = np.array([p == "IRS" for p in product])
+        is_irs = np.array([p == "IRS" for p in product], dtype=bool)
         flag(
             is_irs & has_start & (start < as_of),
             "start",
@@ -159,4 +209,44 @@ def check_rows(frame: pl.DataFrame, market: MarketSnapshot | None) -> list[tuple
                             f"{und} matures on {end}; its positions follow the series' schedule",
                         )
                     )
+    return out
+
+
+def _implausible_sizes(
+    frame: pl.DataFrame,
+    notional: np.ndarray,
+    market: MarketSnapshot | None,
+    bounds: Mapping[str, float],
+) -> list[tuple[int, str, str]]:
+    """Rows whose notional stands for more than the bound of its currency (:data:`MAX_NOTIONAL`)."""
+    product = frame["product"].to_list()
+    currency = frame["currency"].to_list()
+    underlying = frame["underlying"].to_list()
+    strike = frame["strike"].to_numpy().astype(np.float64)
+    base_of = {p.pair: p.base_ccy for p in market.fx_pairs} if market is not None else {}
+    shares = np.array([p == "EQ_OPTION" for p in product], dtype=bool)
+    with np.errstate(invalid="ignore", over="ignore"):
+        amounts = np.abs(notional) * np.where(shares & (strike > 0.0), strike, 1.0)
+        suspects = np.flatnonzero(amounts > min(bounds.values()))
+    out: list[tuple[int, str, str]] = []
+    for i in suspects:
+        k = int(i)
+        prod, ccy, und = product[k], currency[k], underlying[k]
+        amount, what = float(amounts[k]), ""
+        if prod in ("FX_FWD", "FX_OPTION") and und is not None:
+            ccy = base_of.get(und, und[:3] if len(und) == 6 else ccy)
+            what = f" (units of {ccy}, the base currency of {und})"
+        elif shares[k]:
+            what = f" (shares × strike = {amount:,.0f} {ccy})"
+        if ccy is not None:
+            bound = bounds.get(ccy, bounds["*"])
+            if amount > bound:
+                out.append(
+                    (
+                        k,
+                        "notional",
+                        f"implausible size{what}: above the bound of {bound:,.0f} {ccy} "
+                        "(docs/book-format.md; --max-notional)",
+                    )
+                )
     return out
