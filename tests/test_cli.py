@@ -22,9 +22,7 @@ from workbench.market.reference import generate_reference_market
 ASSET_CLASSES = ("credit", "equity", "fx", "rates")
 
 
-def _run(
-    args: list[str], home: Path, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
+def _run(args: list[str], home: Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["HOME"] = str(home / "home")
     env["NUMBA_CACHE_DIR"] = str(home / "numba")
