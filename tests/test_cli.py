@@ -7,6 +7,7 @@ status 2 and one line on stderr naming the file (and row, column and value), no 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -266,6 +267,37 @@ def test_an_implausible_notional_is_refused_not_priced(
     done = _run([*args, "--max-notional", f"{ccy}=-1"], work, cwd=work)
     assert done.returncode == 2
     assert "expected CCY=AMOUNT" in done.stderr
+
+
+def test_outputs_that_would_overwrite_an_input_are_refused(
+    work: Path, market_file: Path, book_file: Path
+) -> None:
+    (work / "inputs").mkdir(exist_ok=True)
+    book = work / "inputs" / "b_key_rates.parquet"  # the key-rate file of --out b.parquet
+    book.write_bytes(book_file.read_bytes())
+    for out in (book, work / "inputs" / "b.parquet"):
+        done = _run(
+            ["price", "--book", str(book), "--market", str(market_file), "--out", str(out)], work
+        )
+        _assert_clean_failure(done, "would overwrite the input", str(book))
+        assert book.read_bytes() == book_file.read_bytes()
+
+
+def test_output_files_are_documented() -> None:
+    """docs/pricing.md lists every column of both files, in order, and key_rates_path's names."""
+    from workbench.batch import RISK_COLUMNS, key_rates_path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "pricing.md").read_text()
+    section = text[text.index("## Output files") :]
+    risk_part, kr_part = section.split("**The key-rate file**")
+    documented = re.findall(r"^\| `(\w+)` \| (?:string|float64) \|", risk_part, re.M)
+    assert tuple(documented) == RISK_COLUMNS
+    kr_columns = re.findall(r"^\| `(\w+)` \| (?:string|float64) \|", kr_part, re.M)
+    assert kr_columns == ["position_id", "quote_id", "kr_dv01"]  # as the file has them (above)
+    names = re.findall(r"^\| `([^`]+)` \| `([^`]+)` \|$", section, re.M)
+    assert len(names) == 4
+    for out, kr in names:
+        assert key_rates_path(Path(out)).as_posix() == kr
 
 
 def test_missing_book_file(work: Path, market_file: Path) -> None:

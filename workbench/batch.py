@@ -34,8 +34,27 @@ RISK_COLUMNS: tuple[str, ...] = (
 
 
 def key_rates_path(out_path: Path) -> Path:
-    """Where the key-rate file goes: ``risk.parquet`` → ``risk_key_rates.parquet``."""
+    """Where the key-rate file goes: next to ``out_path``, ``_key_rates`` inserted before its
+    last suffix (docs/pricing.md, "Output files").
+
+    Examples
+    --------
+    >>> for out in ("risk.parquet", "out/day1/risk.pq", "risk", "risk.v2.parquet"):
+    ...     print(key_rates_path(Path(out)).as_posix())
+    risk_key_rates.parquet
+    out/day1/risk_key_rates.pq
+    risk_key_rates
+    risk.v2_key_rates.parquet
+    """
     return out_path.with_name(out_path.stem + "_key_rates" + out_path.suffix)
+
+
+def _refuse_overwriting_inputs(outputs: list[Path], inputs: list[Path]) -> None:
+    """An output that is one of the input files would be overwritten after they were read."""
+    for out in outputs:
+        for given in inputs:
+            if out.exists() and given.exists() and out.samefile(given):
+                raise ValueError(f"{out}: an output of this run would overwrite the input {given}")
 
 
 def risk_frame(book: Book, risk: BookRisk) -> pl.DataFrame:
@@ -94,6 +113,8 @@ def run_batch(
     up, per asset class and writing, and a summary of PV and Greeks by asset class, to
     ``stream`` when given.
     """
+    kr_path = key_rates_path(out_path)
+    _refuse_overwriting_inputs([out_path, kr_path], [Path(book_path), market_path])
     t0 = time.perf_counter()
     market = load_market(market_path)
     book = load_book(book_path, market=market, max_notional=max_notional)
@@ -115,7 +136,6 @@ def run_batch(
     frame = risk_frame(book, risk)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(out_path)
-    kr_path = key_rates_path(out_path)
     key_rate_frame(book, market, risk).write_parquet(kr_path)
     t_write = time.perf_counter() - t0
 
