@@ -27,6 +27,7 @@ from service_helpers import make_files, start, wait
 from workbench.engine import logs
 from workbench.engine import messages as msg
 from workbench.engine.client import Client, ServiceError
+from workbench.engine.shm import QuoteTable
 
 GREEKS = ("pv", "pv_ccy", "delta", "gamma", "vega", "theta")
 
@@ -453,3 +454,27 @@ def test_a_configuration_that_cannot_run_is_refused_before_anything_starts(
     assert says in lines[0]
     assert "Traceback" not in done.stderr + done.stdout
     assert set(os.listdir("/dev/shm")) <= shm_before
+
+
+def test_ingest_killed_mid_write_leaves_a_quote_table_every_reader_can_read(
+    quiet: Client,
+) -> None:
+    svc = quiet
+    before = svc.positions().sort("row")
+    config = svc.descriptor.config
+    table = QuoteTable.attach(config.segments["quotes"], svc.descriptor.n_quotes)
+    ingest = _pid(svc, "ingest")
+    try:
+        os.kill(ingest, signal.SIGSTOP)
+        table.begin(0)  # as the ingestion leaves it when killed between begin() and end()
+        os.kill(ingest, signal.SIGKILL)
+        wait(lambda: not table.counters[0] & 1, 10, "the quote table's write ended")
+        values, _, _ = table.snapshot()  # a consistent read again
+    finally:
+        table.close()
+    assert np.isfinite(values).all()
+    wait(lambda: bool(svc.status()["ready"]), 60, "ingest back")
+    wait(lambda: _fresh(svc), 30, "fresh")
+    after = svc.positions().sort("row")
+    for col in GREEKS:  # every quote re-stamped: the curves re-solve from a warm start
+        np.testing.assert_allclose(after[col].to_numpy(), before[col].to_numpy(), rtol=1e-9)

@@ -262,6 +262,17 @@ class QuoteTable(_Table):
         self.end(0)
         return int(self.counters[0])
 
+    def repair(self, now_ns: int) -> bool:
+        """After the writer died: if it died mid-write (odd counter), end that write and stamp
+        every quote ``now_ns``, so every reader sees a stable table again and every worker
+        reprices on the values it holds (some of them of the interrupted write). Returns
+        whether anything was repaired."""
+        if not self.counters[0] & 1:
+            return False
+        self.columns["updated_ns"][:] = now_ns
+        self.end(0)
+        return True
+
     def snapshot(self) -> tuple[FloatArray, np.ndarray, int]:
         """Consistent copies of values and stamps, and the generation."""
         cols, gen = self.read(("value", "updated_ns"), (0,))

@@ -418,6 +418,13 @@ class Supervisor:
         was_ready = self.policy.children[name].ready
         if spec.asset_class is not None:
             self.risk.mark_stale(spec.asset_class, spec.slot, self.rows_of[name])
+        if name == "ingest" and self.quotes.repair(time.monotonic_ns()):
+            logs.event(
+                log,
+                "quotes_repaired",
+                "ingest died mid-write: the quote table's write ended, every quote re-stamped",
+                level=logging.WARNING,
+            )
         # a worker that had been serving hands its slot to the warm standby at once; one that
         # dies during its start-up is restarted with backoff (a crash loop must not spin)
         took_over = (
