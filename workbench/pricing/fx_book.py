@@ -103,7 +103,6 @@ class FxPricer(SelectionPricer):
         self._group_rows = [g.rows for g in self._groups]
         self._grids = QuoteGrids()
         self._surfaces = surfaces
-        self._last_vols: dict[tuple[str, bool], FloatArray] = {}
         self._times: KeptByDate[tuple[FloatArray, FloatArray]] = KeptByDate()
         self._expiries: KeptByDate[FloatArray] = KeptByDate()
         # (pair, date) -> (smile version, (its options' smile rows, their tops))
@@ -114,9 +113,7 @@ class FxPricer(SelectionPricer):
         self._basis: dict[_Key, tuple[object, tuple[np.ndarray, ...]]] = {}
 
     def forget(self) -> None:
-        """Drop the kept smile solutions, rows, B-splines and log DFs (the next price starts
-        cold)."""
-        self._last_vols.clear()
+        """Drop the kept smile rows, B-splines and log DFs (the next price sets them up)."""
         self._rows.clear()
         self._log_dfs.clear()
         self._basis.clear()
@@ -241,20 +238,20 @@ class FxPricer(SelectionPricer):
             which = np.repeat(slot, sizes)[op]
             n_op, sg_op, s_op, k_op = notional[op], sign[op], spot[op], strike[op]
             legs = (k_op, t_op, r_d, r_f)
-            # the last solve's vols (a tick moves them little) start this one; options come
-            # pair by pair, so pair k's are ``which`` between bounds[k] and bounds[k + 1]
+            # options come pair by pair: pair k's are ``which`` between bounds[k] and
+            # bounds[k + 1]
             bounds = np.searchsorted(which, np.arange(len(names) + 1))
-            guess = self._guess(names, greeks, bounds)
             moves = (SPOT_BUMP, -SPOT_BUMP) if greeks else ()
             packed = PackedSplines.of([m.spline() for m in smiles], [m.box() for m in smiles])
             rows_kept = self._smile_rows(market.as_of, smiles, packed, which, t_op, bounds)
+            # every solve starts cold (at the 0.5-delta vol), never from the last tick's
+            # answer: where a steep smile gives a far strike several solutions, a warm start
+            # stays on the branch it was on and the price would depend on the quotes' history
+            # (tests/test_fx_history.py)
             vols = fx_smile_vols(
-                smiles, which, s_op, *legs, guess=guess, spot_moves=moves, rows=rows_kept,
-                packed=packed,
-            )  # fmt: skip
+                smiles, which, s_op, *legs, spot_moves=moves, rows=rows_kept, packed=packed
+            )
             vol = vols[:, 0] if greeks else vols
-            for k, name in enumerate(names):
-                self._last_vols[(name, greeks)] = vol[bounds[k] : bounds[k + 1]]
             if greeks:
                 res = black_greeks(sg_op, s_op, *legs, vol)
                 base = n_op * res.pv
@@ -332,17 +329,6 @@ class FxPricer(SelectionPricer):
         versions = [m.version for m in smiles]
         coef, top = _kept_blocks(self._rows, keys, versions, ranges, rows_of, n_pairs)
         return coef, top
-
-    def _guess(self, pairs: list[str], greeks: bool, bounds: IntArray) -> FloatArray:
-        """The vols of each pair's last solve as a start (NaN: start cold); pair ``k``'s
-        options are ``bounds[k]:bounds[k + 1]``."""
-        out = np.full(int(bounds[-1]), np.nan)
-        for k, pair in enumerate(pairs):
-            at = slice(bounds[k], bounds[k + 1])
-            last = self._last_vols.get((pair, greeks))
-            if last is not None and last.size == at.stop - at.start:
-                out[at] = last
-        return out
 
 
 _Key = tuple[str, date]
