@@ -8,9 +8,9 @@ holds a traceback or an unplanned exit, a tick is not counted under exactly one 
 ingestion's counters against the frames sent, and each outcome against the frames replayed
 through the ingestion's own handler here), or a request goes unanswered.
 
-The main run leaves out the requests that trigger the defects found so far
-(``_fuzz.KNOWN_DEFECTS``); each of those has a minimal test below, marked ``DEFECT``, that fails
-until the service is fixed (then drop its tag from ``KNOWN_DEFECTS`` and the main run covers it).
+The first runs found six requests that ended a process or went unanswered; each has a minimal
+regression test below (the main run covers them too: ``_fuzz.KNOWN_DEFECTS`` is empty). A
+defect found later gets a tag there, so the main run can leave it out, and a test here.
 """
 
 from __future__ import annotations
@@ -198,39 +198,39 @@ def _defect_case(
     assert answered is not False, "the request was never answered"
 
 
-def test_defect_reload_book_with_a_nul_in_the_path_stops_the_whole_service(
+def test_reload_book_with_a_nul_in_the_path_is_refused(
     files: tuple[Path, Path],
 ) -> None:
-    # DEFECT reload-nul-path (KNOWN_DEFECTS): the supervisor dies with ValueError 'embedded
+    # was a defect, reload-nul-path (KNOWN_DEFECTS): the supervisor dies with ValueError 'embedded
     # null byte' (inputs.freeze → Path.read_bytes; reload_book catches only OSError), the
     # request is never answered, and every process of the service goes with it.
     _defect_case(files, "supervisor", {"op": "reload_book", "path": "/tmp/book\x00.parquet"})
 
 
-def test_defect_aggregate_by_a_repeated_column_kills_the_aggregator(
+def test_aggregate_by_a_repeated_column_is_refused(
     files: tuple[Path, Path],
 ) -> None:
-    # DEFECT aggregate-repeated-by: ValueError 'group columns repeated' from
+    # was a defect, aggregate-repeated-by: ValueError 'group columns repeated' from
     # aggregation.rollup escapes Aggregator.handle_control; the aggregator exits with 1 and is
     # restarted, the request is never answered.
     _defect_case(files, "control", {"op": "aggregate", "by": ["desk", "desk"]})
 
 
-def test_defect_whatif_by_a_repeated_column_kills_the_aggregator(files: tuple[Path, Path]) -> None:
-    # DEFECT whatif-repeated-by: _check_by lets ("desk", "desk") through, the workers answer,
+def test_whatif_by_a_repeated_column_is_refused(files: tuple[Path, Path]) -> None:
+    # was a defect, whatif-repeated-by: _check_by lets ("desk", "desk") through, the workers answer,
     # then polars DuplicateError in Aggregator._complete (group_by) kills the aggregator.
     body = {"op": "whatif", "shocks": [{"kind": "parallel", "bp": 1.0}], "by": ["desk", "desk"]}
     _defect_case(files, "control", body)
 
 
-def test_defect_profile_for_nan_seconds_kills_the_aggregator(files: tuple[Path, Path]) -> None:
-    # DEFECT profile-nan-seconds: min(max(nan, 0.1), 60.0) is nan, int(nan * 1e9) in
+def test_profile_for_nan_seconds_is_refused(files: tuple[Path, Path]) -> None:
+    # was a defect, profile-nan-seconds: min(max(nan, 0.1), 60.0) is nan, int(nan * 1e9) in
     # Aggregator._forward raises ValueError; the aggregator exits with 1.
     _defect_case(files, "control", {"op": "profile", "worker": "fx-0", "seconds": float("nan")})
 
 
-def test_defect_a_slow_whatif_gets_the_workers_killed(files: tuple[Path, Path]) -> None:
-    # DEFECT slow-whatif: one what-if of 20 kB (a glob pattern of 20,000 '['; fnmatch's
+def test_a_whatif_too_big_for_the_workers_is_refused(files: tuple[Path, Path]) -> None:
+    # was a defect, slow-whatif: one what-if of 20 kB (a glob pattern of 20,000 '['; fnmatch's
     # translation is quadratic) keeps every worker in handle_request for minutes without a
     # heartbeat; the supervisor kills them all after heartbeat_timeout_s (5 s). (Thousands of
     # shocks do the same: ~0.45 ms each.)
@@ -238,8 +238,8 @@ def test_defect_a_slow_whatif_gets_the_workers_killed(files: tuple[Path, Path]) 
     _defect_case(files, "control", body, watch_s=12.0, answer=False)
 
 
-def test_defect_an_oversize_request_is_never_answered(files: tuple[Path, Path]) -> None:
-    # DEFECT oversize-unanswered: past MAX_CONTROL_BYTES, ZMQ_MAXMSGSIZE makes libzmq drop the
+def test_an_oversize_request_is_answered(files: tuple[Path, Path]) -> None:
+    # was a defect, oversize-unanswered: past MAX_CONTROL_BYTES, ZMQ_MAXMSGSIZE makes libzmq drop the
     # connection: no error reply, the client waits out its timeout.
     raw = pack({"op": "status", "junk": "x" * msg.MAX_CONTROL_BYTES})
     _defect_case(files, "control", None, raw=raw)

@@ -29,8 +29,8 @@ import zmq
 from workbench.book.io import load_book
 from workbench.engine import logs
 from workbench.engine import messages as msg
+from workbench.engine.admission import admit
 from workbench.engine.aggregation import (
-    GROUP_COLUMNS,
     risk_frame,
     rollup,
     static_frame,
@@ -81,13 +81,6 @@ _FLUSH_GIVE_UP_NS = 10_000_000_000
 for; that worker's positions show as stale."""
 
 
-def _check_by(by: tuple[str, ...]) -> str | None:
-    bad = [b for b in by if b not in GROUP_COLUMNS]
-    if bad:
-        return f"cannot group by {', '.join(bad)}: choose from {', '.join(GROUP_COLUMNS)}"
-    return None
-
-
 class Aggregator:
     """The process shell: sockets, timers and the state of pending requests."""
 
@@ -118,7 +111,7 @@ class Aggregator:
         self.flush_sub.connect(ep.notices)
         self.tracker = FlushTracker(ep.workers)
         self.control = self.ctx.socket(zmq.ROUTER)
-        self.control.setsockopt(zmq.MAXMSGSIZE, msg.MAX_CONTROL_BYTES)
+        self.control.setsockopt(zmq.MAXMSGSIZE, msg.MAX_WIRE_BYTES)
         self.control.bind(ep.control)
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, 10)  # a slow client drops snapshots, never blocks us
@@ -150,6 +143,7 @@ class Aggregator:
             "reply_dropped": 0,
             "bad_requests": 0,
             "version_refused": 0,
+            "request_errors": 0,
         }
 
     # --- snapshots ---------------------------------------------------------------------
@@ -298,7 +292,7 @@ class Aggregator:
             self._reply(envelope, msg.error_reply(f"{busy} not taking requests (queue full)"))
 
     def handle_control(self) -> None:
-        """One client request."""
+        """One client request: answered (or forwarded to be answered) whatever it holds."""
         parts = self.control.recv_multipart()
         envelope, payload = parts[:-1], parts[-1]
         try:
@@ -312,11 +306,31 @@ class Aggregator:
             self._reply(envelope, msg.error_reply(str(exc)))
             return
         workers = self.config.endpoints.workers if self.config.endpoints else {}
+        error = admit(req, workers)
+        if error:
+            self.counts["bad_requests"] += 1
+            self._reply(envelope, msg.error_reply(error))
+            return
+        try:
+            self._serve(envelope, payload, req, workers)
+        except Exception as exc:  # a request this process cannot serve never ends its loop
+            self.counts["request_errors"] += 1
+            logs.event(
+                log,
+                "request_failed",
+                f"{type(req).__name__} failed: {type(exc).__name__}: {exc}",
+                level=logging.WARNING,
+            )
+            self._reply(envelope, msg.error_reply(f"{type(exc).__name__}: {exc}"))
+
+    def _serve(
+        self,
+        envelope: list[bytes],
+        payload: bytes,
+        req: msg.ControlRequest,
+        workers: dict[str, str],
+    ) -> None:
         if isinstance(req, _SUPERVISED):
-            if isinstance(req, msg.RestartRequest) and req.worker not in workers:
-                known = ", ".join(sorted(workers))
-                self._reply(envelope, msg.error_reply(f"unknown worker {req.worker!r} ({known})"))
-                return
             # a status must answer within a second even when the supervisor is hung
             timeout = _STATUS_TIMEOUT_S if isinstance(req, msg.StatusRequest) else 30.0
             self._forward(envelope, "supervisor", {"supervisor": payload}, (), timeout)
@@ -329,10 +343,6 @@ class Aggregator:
                 msg.Reply(ok=True, data=meta, tables={"positions": msg.frame_to_bytes(frame)}),
             )
         elif isinstance(req, msg.AggregateRequest):
-            error = _check_by(req.by)
-            if error:
-                self._reply(envelope, msg.error_reply(error))
-                return
             table = rollup(self.frame(), req.by)
             self._reply(
                 envelope, msg.Reply(ok=True, tables={"aggregate": msg.frame_to_bytes(table)})
@@ -345,28 +355,22 @@ class Aggregator:
                 msg.Reply(ok=True, data=data, tables={"limits": msg.frame_to_bytes(report.usage)}),
             )
         elif isinstance(req, msg.WhatIfRequest):
-            error = _check_by(req.by)
-            if error:
-                self._reply(envelope, msg.error_reply(error))
-                return
             body = msg.encode(msg.WorkerWhatIf(shocks=req.shocks))
             self._forward(envelope, "whatif", {w: body for w in workers}, req.by, _WHATIF_TIMEOUT_S)
         elif isinstance(req, msg.RepriceRequest):
             body = msg.encode(msg.WorkerReprice())
             self._forward(envelope, "reprice", {w: body for w in workers}, ())
         elif isinstance(req, msg.ProfileRequest | msg.SetOptionRequest):
-            if req.worker not in workers:
-                known = ", ".join(sorted(workers))
-                self._reply(envelope, msg.error_reply(f"unknown worker {req.worker!r} ({known})"))
-                return
             inner: msg.WorkerRequest
             if isinstance(req, msg.ProfileRequest):
                 inner = msg.WorkerProfile(seconds=req.seconds)
-                timeout = min(max(req.seconds, 0.1), 60.0) + _OPTION_TIMEOUT_S
+                timeout = req.seconds + _OPTION_TIMEOUT_S
             else:
                 inner = msg.WorkerSetOption(option=req.option, value=req.value)
                 timeout = _OPTION_TIMEOUT_S
             self._forward(envelope, "worker", {req.worker: msg.encode(inner)}, (), timeout)
+        else:
+            self._reply(envelope, msg.error_reply(f"the aggregator does not answer {req!r}"))
 
     def handle_peer(self, name: str) -> None:
         """A reply from a worker or the supervisor to a forwarded request."""

@@ -76,7 +76,7 @@ class Gateway:
         self._threads: list[threading.Thread] = []
         self._controls: list[zmq.Socket[Any]] = []
         front = self._server(zmq.ROUTER, public, secret)
-        front.setsockopt(zmq.MAXMSGSIZE, msg.MAX_CONTROL_BYTES)
+        front.setsockopt(zmq.MAXMSGSIZE, msg.MAX_WIRE_BYTES)
         self.control = _bind(front, remote.host, remote.control_port)
         back = self.ctx.socket(zmq.DEALER)
         back.connect(endpoints.control)

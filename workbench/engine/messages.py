@@ -18,7 +18,10 @@ import polars as pl
 import zmq
 
 SCHEMA_VERSION = 1
-MAX_CONTROL_BYTES = 1 << 20  # a control request larger than this is refused unread
+MAX_CONTROL_BYTES = 1 << 20
+"""A control request larger than this is refused with an error reply, undecoded."""
+MAX_WIRE_BYTES = 64 * MAX_CONTROL_BYTES
+"""A message larger than this closes the sender's connection unread (libzmq's MAXMSGSIZE)."""
 
 
 class Tick(msgspec.Struct, frozen=True, array_like=True):
@@ -366,9 +369,18 @@ def drain(sock: zmq.Socket[bytes]) -> list[NoticeMessage]:
 def decode_request(payload: bytes) -> ControlRequest:
     """A control request, refused (:class:`msgspec.DecodeError` or :class:`VersionError`) when
     it is not one of this schema version."""
+    check_size(payload)
     req = request_decoder.decode(payload)
     check_version(req)
     return req
+
+
+def check_size(payload: bytes) -> None:
+    """Raise :class:`msgspec.DecodeError` for a request over :data:`MAX_CONTROL_BYTES`."""
+    if len(payload) > MAX_CONTROL_BYTES:
+        raise msgspec.DecodeError(
+            f"request of {len(payload):,} bytes refused: larger than {MAX_CONTROL_BYTES:,}"
+        )
 
 
 def frame_to_bytes(frame: pl.DataFrame) -> bytes:

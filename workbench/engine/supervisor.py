@@ -36,6 +36,7 @@ from workbench.book.io import load_book
 from workbench.book.schema import ASSET_CLASS, Book
 from workbench.engine import logs
 from workbench.engine import messages as msg
+from workbench.engine.admission import admit
 from workbench.engine.config import (
     ASSET_CLASSES,
     Descriptor,
@@ -232,7 +233,7 @@ class Supervisor:
         self.pull = self.ctx.socket(zmq.PULL)
         self.pull.bind(endpoints.heartbeats)
         self.rep = self.ctx.socket(zmq.ROUTER)
-        self.rep.setsockopt(zmq.MAXMSGSIZE, msg.MAX_CONTROL_BYTES)
+        self.rep.setsockopt(zmq.MAXMSGSIZE, msg.MAX_WIRE_BYTES)
         self.rep.bind(endpoints.supervisor)
         self.metrics = Metrics(endpoints.metrics)
         self.policy = RestartPolicy(
@@ -339,8 +340,9 @@ class Supervisor:
         gen = self.config.book_generation + 1
         try:
             frozen, book_id = freeze(source, self.run_dir, "book", gen)
-        except OSError as exc:
-            raise ConfigRefusedError(f"cannot read booking file {source}: {exc.strerror}") from None
+        except (OSError, ValueError) as exc:  # ValueError: a path no file can have
+            why = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise ConfigRefusedError(f"cannot read booking file {source!r}: {why}") from None
         try:
             book = _load_frozen(frozen, source, self.market)
             workers = resolve_workers(msgspec.structs.replace(self.config, workers={}), book)
@@ -630,12 +632,30 @@ class Supervisor:
             self.requests["version_refused"] += 1
             reply = msg.error_reply(str(exc))
         else:
-            reply = self._serve(req)
+            reply = self._serve_safely(req)
         self.requests["answered"] += 1
         try:
             self.rep.send_multipart([*envelope, msg.encode(reply)], zmq.NOBLOCK)
         except zmq.ZMQError:  # the requester is gone or not reading: never wait for it
             self.requests["reply_dropped"] += 1
+
+    def _serve_safely(self, req: msg.ControlRequest) -> msg.Reply:
+        """:meth:`_serve`, refusing what :func:`admit` refuses; a request that fails is an
+        error reply, never the end of the supervisor (and with it, of the service)."""
+        error = admit(req, self.config.endpoints.workers if self.config.endpoints else {})
+        if error and not isinstance(req, msg.ProfileRequest | msg.SetOptionRequest):
+            self.requests["bad"] += 1
+            return msg.error_reply(error)
+        try:
+            return self._serve(req)
+        except Exception as exc:
+            logs.event(
+                log,
+                "request_failed",
+                f"{type(req).__name__} failed: {type(exc).__name__}: {exc}",
+                level=logging.WARNING,
+            )
+            return msg.error_reply(f"{type(exc).__name__}: {exc}")
 
     def _serve(self, req: msg.ControlRequest) -> msg.Reply:
         if isinstance(req, msg.StatusRequest):

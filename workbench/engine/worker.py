@@ -164,7 +164,7 @@ class WorkerProcess:
         self.sub.setsockopt(zmq.RCVHWM, 1000)
         self.sub.connect(self.endpoints.notices)
         self.router = self.ctx.socket(zmq.ROUTER)
-        self.router.setsockopt(zmq.MAXMSGSIZE, msg.MAX_CONTROL_BYTES)
+        self.router.setsockopt(zmq.MAXMSGSIZE, msg.MAX_WIRE_BYTES)
         self.router.bind(self.endpoints.workers[self.name])
         self.push_risk = self.ctx.socket(zmq.PUSH)
         self.push_risk.setsockopt(zmq.SNDHWM, 1000)
@@ -404,6 +404,7 @@ class WorkerProcess:
         parts = self.router.recv_multipart()
         envelope, payload = parts[:-1], parts[-1]
         try:
+            msg.check_size(payload)
             req = msg.worker_request_decoder.decode(payload)
             msg.check_version(req)
         except msgspec.DecodeError as exc:
