@@ -7,6 +7,7 @@ with the environment variable ``HYPOTHESIS_PROFILE``.
 from __future__ import annotations
 
 import os
+from datetime import date, timedelta
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from workbench.market.reference import generate_reference_market
 from workbench.pricing.credit import (
     IndexSimulation,
     cds_schedule,
+    index_pv,
     tranche_expected_loss,
     tranche_pv,
 )
@@ -162,3 +164,62 @@ def test_monte_carlo_is_within_three_standard_errors_of_the_recursion(
     assert np.all(se > 0.0)
     z = (mc - exact) / se
     assert np.all(np.abs(z) <= 3.0), f"{index_id}: MC − recursion in standard errors: {z}"
+
+
+def test_index_legs_follow_the_documented_conventions(market: MarketSnapshot) -> None:
+    """docs/pricing.md, CDX index: quarterly 20ths rolled over weekends only (no calendar),
+    the accrual starting on the unrolled 20th on or before the valuation date, the maturity
+    unrolled; one flat hazard s/(1−R); premium on survival and discount at each period's end;
+    accrued on default half the period's accrual, protection and accrued discounted at the
+    period's middle; protection from the valuation date."""
+    curves = CurveSet(market)
+    for spec in market.credit_indices:
+        sched = cds_schedule(market.as_of, spec.maturity)
+        y = market.as_of.year
+        years = range(y - 1, spec.maturity.year + 1)
+        twentieths = [date(yy, mm, 20) for yy in years for mm in (3, 6, 9, 12)]
+        first = max(d for d in twentieths if d <= market.as_of)
+        dates = [first] + [d for d in twentieths if first < d < spec.maturity] + [spec.maturity]
+
+        def weekday_roll(d: date) -> date:
+            return d + timedelta(days=(7 - d.weekday()) % 7 if d.weekday() >= 5 else 0)
+
+        rolled = [dates[0]] + [weekday_roll(d) for d in dates[1:-1]] + [dates[-1]]
+        days = np.array([(d - market.as_of).days for d in rolled], dtype=float)
+        accrual = np.diff([d.toordinal() for d in rolled]) / 360.0
+        np.testing.assert_array_equal(sched.accrual, accrual)
+        np.testing.assert_array_equal(sched.pay_t, days[1:] / 365.0)
+        np.testing.assert_array_equal(sched.start_t, np.maximum(days[:-1], 0.0) / 365.0)
+
+        s, r, coupon = market.quote(spec.spread_quote), spec.recovery, spec.coupon
+        disc = curves[market.discount_curve_id(spec.currency)]
+        end, start = sched.pay_t, sched.start_t
+        mid = 0.5 * (start + end)
+        q_end, q_start = np.exp(-s / (1 - r) * end), np.exp(-s / (1 - r) * start)
+        premium = np.sum(accrual * disc.discount(end) * q_end)
+        accrued = np.sum(0.5 * accrual * disc.discount(mid) * (q_start - q_end))
+        protection = (1 - r) * np.sum(disc.discount(mid) * (q_start - q_end))
+        got = index_pv(
+            sched,
+            disc.discount(end),
+            disc.discount(mid),
+            spread=s,
+            recovery=r,
+            coupon=np.array([coupon]),
+        )
+        np.testing.assert_allclose(got, protection - coupon * (premium + accrued), rtol=1e-14)
+
+
+def test_tranche_legs_follow_the_documented_conventions() -> None:
+    """Protection on each period's loss increase discounted at its end; premium on the
+    period's average outstanding notional, 1 − (EL_{k−1} + EL_k)/2, with no loss at the
+    valuation date."""
+    sched = cds_schedule(date(2026, 11, 24), date(2031, 12, 20))
+    rng = np.random.default_rng(3)
+    el = np.sort(rng.uniform(0.0, 0.4, sched.pay_t.size))
+    df = np.exp(-0.04 * sched.pay_t)
+    prev = np.concatenate([[0.0], el[:-1]])
+    protection = np.sum(df * (el - prev))
+    premium = np.sum(sched.accrual * df * (1.0 - 0.5 * (prev + el)))
+    got = tranche_pv(el[None, :], sched, df, np.array([0.01]))
+    np.testing.assert_allclose(got, [protection - 0.01 * premium], rtol=1e-14)

@@ -346,6 +346,31 @@ def ql_swap_npv(
     spread: float,
 ) -> float:
     """PV (swap currency) of one swap with QuantLib: + notional receives fixed."""
+    swap = ql_swap(
+        qlc,
+        spec,
+        disc_id,
+        notional=notional,
+        start=start,
+        maturity=maturity,
+        fixed_rate=fixed_rate,
+        spread=spread,
+    )
+    return float(swap.NPV())
+
+
+def ql_swap(
+    qlc: QlCurves,
+    spec: CurveSpec,
+    disc_id: str,
+    *,
+    notional: float,
+    start: date,
+    maturity: date,
+    fixed_rate: float,
+    spread: float,
+) -> ql.Swap:
+    """One swap in QuantLib with its discounting engine: + notional receives fixed."""
     cal = qlc.calendars[spec.calendar]
     bdc = _CONVENTIONS[spec.business_day]
     side = ql.Swap.Receiver if notional > 0 else ql.Swap.Payer
@@ -393,7 +418,7 @@ def ql_swap_npv(
             False,
         )
     swap.setPricingEngine(ql.DiscountingSwapEngine(qlc.handle(disc_id)))
-    return float(swap.NPV())
+    return swap
 
 
 _HAND_SWAPS = [

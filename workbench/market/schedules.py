@@ -119,8 +119,10 @@ def spot_date(as_of: date, lag: int, calendar: Calendar) -> date:
 def year_fraction(start: DateArray, end: DateArray, day_count: DayCount) -> FloatArray:
     """Accrual year fractions between date arrays.
 
-    ``ACT/360`` and ``ACT/365F`` count actual days; ``30/360`` is the bond basis (ISDA 30/360:
-    a 31st start becomes the 30th, a 31st end becomes the 30th when the start is the 30th or 31st).
+    ``ACT/360`` and ``ACT/365F`` count actual days; ``30/360`` is the bond basis (ISDA 2006
+    §4.16(f) "30/360", QuantLib ``Thirty360.BondBasis``; not QuantLib's ``ISDA``, which is
+    30E/360 ISDA): a 31st start becomes the 30th, a 31st end becomes the 30th when the start is
+    the 30th or 31st.
     """
     s = np.asarray(start, dtype="datetime64[D]")
     e = np.asarray(end, dtype="datetime64[D]")
