@@ -315,3 +315,71 @@ def test_the_docs_name_the_quantlib_settings_these_tests_use() -> None:
     assert "`ConvexMonotone(0, 1, False)`" in formats
     assert "one flat hazard rate `spread / (1 − recovery)`" in formats
     assert "premium schedule adjustment" not in formats  # the calendar is not read
+
+
+@pytest.mark.parametrize(
+    "as_of", [date(2026, 11, 30), date(2027, 2, 26), date(2028, 2, 29)], ids=str
+)
+def test_month_end_valuation_dates_match_quantlib(as_of: date) -> None:
+    """Valuation on a month end (and the last business day of February): spot dates, the
+    instruments' end dates rolled from month ends and the curves agree with QuantLib."""
+    market = generate_reference_market(as_of=as_of)
+    for interpolation in ("log_linear", "monotone_convex"):
+        ours = CurveSet(market, interpolation=interpolation)  # type: ignore[arg-type]
+        qlc = QlCurves(market, interpolation=interpolation, currencies={"USD", "EUR", "GBP"})
+        for curve_id, curve in qlc.curves.items():
+            dates = _daily(market, curve, 0)
+            t = np.array([(d - market.as_of).days for d in dates]) / 365.0
+            theirs = np.array([curve.discount(qdate(d)) for d in dates])
+            np.testing.assert_allclose(ours[curve_id].discount(t), theirs, rtol=1e-10)
+        for curve_id in ("EUR.EURIBOR6M", "GBP.SONIA"):
+            spec = market.curve(curve_id)
+            cal = market.calendars[spec.calendar]
+            start = spot_date(market.as_of, spec.spot_lag, cal)
+            end = adjust(add_tenor(start, "10Y"), cal, "MF")
+            _check_swap(market, ours, qlc, curve_id, start, end)
+
+
+def _check_swap(
+    market: MarketSnapshot, ours: CurveSet, qlc: QlCurves, curve_id: str, start: date, end: date
+) -> None:
+    spec = market.curve(curve_id)
+    disc = market.discount_curve_id(spec.currency)
+    group = SwapGroup(
+        spec,
+        disc,
+        market,
+        notional=np.array([1e8]),
+        start=np.array([start], "datetime64[D]"),
+        maturity=np.array([end], "datetime64[D]"),
+        fixed_rate=np.array([0.03]),
+        spread=np.array([0.001]),
+    )
+    pv = float(group.pv(ours, np.datetime64(market.as_of, "D"))[0])
+    swap = ql_swap(
+        qlc,
+        spec,
+        disc,
+        notional=1e8,
+        start=start,
+        maturity=end,
+        fixed_rate=0.03,
+        spread=0.001,
+    )
+    assert pv == pytest.approx(float(swap.NPV()), abs=1e-6 * 1e8), (curve_id, start, end)
+
+
+@pytest.mark.parametrize("curve_id", ["USD.TERMSOFR3M", "JPY.TONA"])
+def test_swaps_past_30_years_match_quantlib_under_log_linear(
+    market: MarketSnapshot, curve_id: str
+) -> None:
+    """A 40Y swap and a 30Y swap starting in 5Y end past the last pillar (30Y from spot): under
+    log-linear both extrapolations are QuantLib's; under monotone convex they differ as the
+    docs say (the forward flat at f_n, not fd_n)."""
+    spec = market.curve(curve_id)
+    cal = market.calendars[spec.calendar]
+    spot = spot_date(market.as_of, spec.spot_lag, cal)
+    ours = CurveSet(market, interpolation="log_linear")
+    qlc = QlCurves(market, currencies={spec.currency})
+    for start, tenor in ((spot, "40Y"), (adjust(add_tenor(spot, "5Y"), cal, "MF"), "30Y")):
+        _check_swap(market, ours, qlc, curve_id, start, adjust(add_tenor(start, tenor), cal, "MF"))

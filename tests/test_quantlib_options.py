@@ -283,3 +283,58 @@ def test_haug_greeks(
         "elasticity": g.delta * S / g.pv,
     }[greek]
     assert abs(float(computed[0]) - value) <= 1e-4
+
+
+# -- a non-flat smile: the strike's vol re-solved at a bumped spot (sticky delta) -------------
+
+
+def test_fx_smile_resolve_is_sticky_in_quantlib_forward_delta() -> None:
+    """docs/pricing.md: at every spot (the base and ±1%) a strike's vol is the smile at that
+    strike's forward, premium-unadjusted call delta, as QuantLib's BlackDeltaCalculator
+    (DeltaVolQuote.Fwd) computes it at that spot and vol; so the vol moves with spot along the
+    reference EURUSD smile, and QuantLib's Garman–Kohlhagen price at it is ours."""
+    from workbench.market.reference import generate_reference_market
+    from workbench.pricing.fx_book import _CALL_DELTA, tenor_times
+    from workbench.pricing.surfaces import FxVolSurfaceModel, SplineCache
+
+    market = generate_reference_market()
+    spec = next(s for s in market.fx_vol_surfaces if s.pair == "EURUSD")
+    model = FxVolSurfaceModel(
+        surface_id=spec.pair,
+        version=1,
+        expiries=tenor_times(market.as_of, spec.expiries),
+        call_deltas=np.array([_CALL_DELTA[d] for d in spec.deltas]),
+        vols=np.array([[market.quote(q) for q in row] for row in spec.quotes]),
+        cache=SplineCache(),
+    )
+    spot, r_d, r_f = market.quote("FX.EURUSD"), 0.038, 0.021
+    strikes = spot * np.array([0.85, 0.95, 1.0, 1.04, 1.12])
+    for days in (55, 219, 620):
+        t = days / 365.0
+        vols = []
+        for move in (0.0, SPOT_BUMP, -SPOT_BUMP):
+            s = spot * (1.0 + move)
+            n = strikes.size
+            sigma = model.vol_for_strike(
+                np.full(n, s), strikes, np.full(n, t), np.full(n, r_d), np.full(n, r_f)
+            )
+            for k, vol in zip(strikes, sigma, strict=True):
+                calc = ql.BlackDeltaCalculator(
+                    ql.Option.Call,
+                    ql.DeltaVolQuote.Fwd,
+                    s,
+                    np.exp(-r_d * t),
+                    np.exp(-r_f * t),
+                    vol * np.sqrt(t),
+                )
+                delta = calc.deltaFromStrike(k)
+                assert model.vol_at_delta(np.array([t]), np.array([delta]))[0] == pytest.approx(
+                    vol, abs=1e-12
+                )
+                price = black_price(
+                    np.array([1.0]), s, np.array([k]), np.array([t]), r_d, r_f, np.array([vol])
+                )[0]
+                ql_price = QlOption(Case(1.0, s, k, days, r_d, r_f, vol), TODAY).option.NPV()
+                assert price == pytest.approx(ql_price, rel=PRICE_RTOL)
+            vols.append(sigma)
+        assert np.max(np.abs(vols[1] - vols[0])) > 1e-4  # the smile is not flat: vols move
