@@ -239,7 +239,7 @@ def test_a_whatif_too_big_for_the_workers_is_refused(files: tuple[Path, Path]) -
 
 
 def test_an_oversize_request_is_answered(files: tuple[Path, Path]) -> None:
-    # was a defect, oversize-unanswered: past MAX_CONTROL_BYTES, ZMQ_MAXMSGSIZE makes libzmq drop the
-    # connection: no error reply, the client waits out its timeout.
+    # was a defect, oversize-unanswered: past MAX_CONTROL_BYTES, ZMQ_MAXMSGSIZE made libzmq
+    # drop the connection: no error reply, the client waited out its timeout.
     raw = pack({"op": "status", "junk": "x" * msg.MAX_CONTROL_BYTES})
     _defect_case(files, "control", None, raw=raw)

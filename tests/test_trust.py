@@ -284,16 +284,20 @@ def _zombie(pid: int) -> bool:
 
 
 def _flood(address: str, payloads: list[bytes], seconds: float) -> tuple[int, int]:
-    """Send every payload to a ROUTER at ``address`` without waiting; (sent, answered)."""
+    """Send every payload to a ROUTER at ``address`` without waiting for each answer (reading
+    those already there as it goes); (sent, answered)."""
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 0)
     sock.setsockopt(zmq.RCVHWM, 0)
     sock.connect(address)
     try:
-        for p in payloads:
-            sock.send_multipart([b"", p])
         answered = 0
+        for p in payloads:  # a client that reads its answers while it sends
+            sock.send_multipart([b"", p])
+            while sock.poll(0):
+                sock.recv_multipart()
+                answered += 1
         deadline = time.monotonic() + seconds
         while answered < len(payloads) and time.monotonic() < deadline:
             if sock.poll(100):

@@ -12,12 +12,15 @@ answered when the replies arrive, so a 5-second profile never blocks the snapsho
 from __future__ import annotations
 
 import contextlib
+import functools
+import heapq
 import itertools
 import logging
 import os
 import signal
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +53,8 @@ log = logging.getLogger(__name__)
 
 _FORWARD_TIMEOUT_S = 120.0
 _STATUS_TIMEOUT_S = 0.8
+_CLIENT_QUEUE = 10_000
+"""Answers queued per client before the next one is dropped (and counted)."""
 _OPTION_TIMEOUT_S = 5.0  # a set_option (and a profile, beyond its seconds) a worker answers at once
 _WHATIF_TIMEOUT_S = 60.0
 _FRAME_COLUMNS = (*RISK_COLUMNS, "stale", "stale_reason", "updated_ns")
@@ -112,6 +117,9 @@ class Aggregator:
         self.tracker = FlushTracker(ep.workers)
         self.control = self.ctx.socket(zmq.ROUTER)
         self.control.setsockopt(zmq.MAXMSGSIZE, msg.MAX_WIRE_BYTES)
+        # an answer that does not fit a client's queue raises (counted) instead of vanishing
+        self.control.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        self.control.setsockopt(zmq.SNDHWM, _CLIENT_QUEUE)
         self.control.bind(ep.control)
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.setsockopt(zmq.SNDHWM, 10)  # a slow client drops snapshots, never blocks us
@@ -130,6 +138,7 @@ class Aggregator:
             self.peers[name] = sock
         self.ids = itertools.count(1)
         self.pending: dict[bytes, _Pending] = {}
+        self.deadlines: list[tuple[int, bytes]] = []  # heap of (deadline, request id)
         self.seq = 0
         self.latency_ms: deque[float] = deque(maxlen=2048)
         self.to_aggregator = LatencyHistogram()  # a worker's write done to its notice read here
@@ -272,13 +281,9 @@ class Aggregator:
         timeout_s: float = _FORWARD_TIMEOUT_S,
     ) -> None:
         rid = str(next(self.ids)).encode()
-        self.pending[rid] = _Pending(
-            envelope,
-            kind,
-            set(targets),
-            by=by,
-            deadline_ns=time.monotonic_ns() + int(timeout_s * 1e9),
-        )
+        deadline = time.monotonic_ns() + int(timeout_s * 1e9)
+        self.pending[rid] = _Pending(envelope, kind, set(targets), by=by, deadline_ns=deadline)
+        heapq.heappush(self.deadlines, (deadline, rid))
         refused = []
         for name, payload in targets.items():
             try:  # a stalled peer's queue is bounded (SNDHWM): drop, never wait for it
@@ -293,7 +298,7 @@ class Aggregator:
 
     def handle_control(self) -> None:
         """One client request: answered (or forwarded to be answered) whatever it holds."""
-        parts = self.control.recv_multipart()
+        parts = self.control.recv_multipart(zmq.NOBLOCK)
         envelope, payload = parts[:-1], parts[-1]
         try:
             req = msg.decode_request(payload)
@@ -374,7 +379,7 @@ class Aggregator:
 
     def handle_peer(self, name: str) -> None:
         """A reply from a worker or the supervisor to a forwarded request."""
-        parts = self.peers[name].recv_multipart()
+        parts = self.peers[name].recv_multipart(zmq.NOBLOCK)
         rid, payload = parts[0], parts[-1]
         pending = self.pending.get(rid)
         if pending is None:
@@ -438,11 +443,12 @@ class Aggregator:
         self._reply(pending.envelope, msg.Reply(ok=True, tables=tables))
 
     def expire(self) -> None:
-        """Answer requests whose peers did not reply in time."""
+        """Answer requests whose peers did not reply in time (earliest deadline first)."""
         now = time.monotonic_ns()
-        for rid, p in list(self.pending.items()):
-            if now > p.deadline_ns:
-                del self.pending[rid]
+        while self.deadlines and self.deadlines[0][0] < now:
+            _, rid = heapq.heappop(self.deadlines)
+            p = self.pending.pop(rid, None)
+            if p is not None:
                 missing = ", ".join(sorted(p.waiting))
                 self._reply(p.envelope, msg.error_reply(f"no reply from {missing} in time"))
 
@@ -507,10 +513,10 @@ class Aggregator:
                         pacer.result(now, expecting=self.tracker.waiting())
             self.tracker.expire(time.monotonic_ns(), _FLUSH_GIVE_UP_NS)
             if self.control in events:
-                self.handle_control()
+                _batch(self.handle_control)
             for sock, name in by_socket.items():
                 if sock in events:
-                    self.handle_peer(name)
+                    _batch(functools.partial(self.handle_peer, name))
             if pacer.due(time.monotonic_ns()):
                 self.publish()
                 pacer.published(self.last_publish_ns)
@@ -525,6 +531,21 @@ class Aggregator:
             sock.close(linger=0)
         self.ctx.term()
         self.risk.close()
+
+
+_BATCH = 64
+"""Requests (or peer replies) taken per socket per turn of the loop: a flood of them is served
+at the rate they come, and a snapshot is never more than one batch away."""
+
+
+def _batch(handle: Callable[[], None]) -> None:
+    """Call ``handle`` (one non-blocking receive and its work) until its socket is empty or
+    :data:`_BATCH` times."""
+    for _ in range(_BATCH):
+        try:
+            handle()
+        except zmq.Again:
+            return
 
 
 def run(config_json: str) -> None:

@@ -234,6 +234,8 @@ class Supervisor:
         self.pull.bind(endpoints.heartbeats)
         self.rep = self.ctx.socket(zmq.ROUTER)
         self.rep.setsockopt(zmq.MAXMSGSIZE, msg.MAX_WIRE_BYTES)
+        self.rep.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an answer dropped is counted
+        self.rep.setsockopt(zmq.SNDHWM, 10_000)
         self.rep.bind(endpoints.supervisor)
         self.metrics = Metrics(endpoints.metrics)
         self.policy = RestartPolicy(

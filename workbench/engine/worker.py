@@ -165,6 +165,7 @@ class WorkerProcess:
         self.sub.connect(self.endpoints.notices)
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.MAXMSGSIZE, msg.MAX_WIRE_BYTES)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # an answer dropped is counted
         self.router.bind(self.endpoints.workers[self.name])
         self.push_risk = self.ctx.socket(zmq.PUSH)
         self.push_risk.setsockopt(zmq.SNDHWM, 1000)
