@@ -66,8 +66,8 @@ class Endpoints(msgspec.Struct, frozen=True, kw_only=True):
     heartbeats: str  # PULL, every child → supervisor: Heartbeat
     control: str  # ROUTER, clients → aggregator: ControlRequest
     snapshots: str  # PUB, aggregator → clients: Snapshot
-    supervisor: str  # REP, aggregator → supervisor: restart/stop
-    workers: dict[str, str]  # REP per worker, aggregator → worker: WorkerRequest
+    supervisor: str  # ROUTER, clients and aggregator → supervisor: status/restart/stop/reload
+    workers: dict[str, str]  # ROUTER per worker, aggregator → worker: WorkerRequest
     metrics: str  # HTTP host:port of the Prometheus exporter
     remote_control: str = ""  # ROUTER (CurveZMQ), remote clients → control, if remote access
     remote_snapshots: str = ""  # XPUB (CurveZMQ), snapshots → remote clients
