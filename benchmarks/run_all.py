@@ -18,6 +18,13 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+LONG: dict[str, list[str]] = {
+    "bench_soak": ["--minutes", "5"],
+    "bench_chaos": ["--worker-kills", "10", "--other-kills", "1"],
+    "bench_fuzz": ["--ticks", "200000", "--requests", "2000"],
+}
+"""The arguments of the long benchmarks in a full run (their own defaults take an hour for the
+soak, ~15 minutes for the chaos): run them alone for the figures of docs/benchmarks.md."""
 
 
 def machine() -> str:
@@ -50,7 +57,10 @@ def main() -> None:
     for script in scripts:
         print(f"== {script.name}", flush=True)
         proc = subprocess.run(
-            [sys.executable, str(script)], capture_output=True, text=True, check=False
+            [sys.executable, str(script), *LONG.get(script.stem, [])],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         out = proc.stdout + (proc.stderr if proc.returncode else "")
         print(out, flush=True)
