@@ -129,6 +129,7 @@ def _service_options(args: argparse.Namespace) -> dict[str, object]:
         "limits": limits,
         "n_paths": args.paths,
         "tranche_method": args.tranche_method,
+        "standby": not getattr(args, "no_standby", False),
     }
     if getattr(args, "remote_host", None):
         from workbench.engine.config import RemoteConfig
@@ -320,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--rate", type=float, default=5_000.0, help="synthetic ticks per second")
     serve.add_argument("--workers", type=_workers, default=None, help="e.g. rates=1,fx=2")
+    serve.add_argument(
+        "--no-standby",
+        action="store_true",
+        dest="no_standby",
+        help="no warm standby process (saves its memory; a dead worker restarts cold)",
+    )
     serve.add_argument("--limits", type=Path, default=None, help="limits JSON (docs/service.md)")
     serve.add_argument("--paths", type=_positive_int, default=50_000, help="tranche MC paths")
     serve.add_argument(
