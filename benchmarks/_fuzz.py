@@ -324,32 +324,17 @@ class TickFuzzer:
         c = self.cls[i]
         ref = self.level[i]
         ulp = math.ulp
+        # a spot: at and past the jump check's 50% each way, and absurd levels
+        spot = [ref * 1.5, ref * 1.5 * (1 + 1e-15), ref * 0.5, ref * 0.49, ref * 100, ref / 100,
+                ulp(0.0), 1e300]  # fmt: skip
         bounds: list[float] = {
             RATE: [-0.2, -0.2 - ulp(0.2), 1.0, 1.0 + ulp(1.0), -0.19999, 0.99999],
             CORR: [ulp(0.0), 1e-300, 1 - ulp(1.0) / 2, 1.0, 0.0, 1 + ulp(1.0)],
             CREDIT: [1.0, 1.0 + ulp(1.0), ulp(0.0), 1e-300],
             FX_VOL: [5.0, 5.0 + ulp(5.0), ulp(0.0), 1e-300],
             EQ_VOL: [5.0, 5.0 + ulp(5.0), ulp(0.0), 1e-300],
-            FX_SPOT: [
-                ref * 1.5,
-                ref * 1.5 * (1 + 1e-15),
-                ref * 0.5,
-                ref * 0.49,
-                ref * 100,
-                ref / 100,
-                ulp(0.0),
-                1e300,
-            ],
-            EQ_SPOT: [
-                ref * 1.5,
-                ref * 1.5 * (1 + 1e-15),
-                ref * 0.5,
-                ref * 0.49,
-                ref * 100,
-                ref / 100,
-                ulp(0.0),
-                1e300,
-            ],
+            FX_SPOT: spot,
+            EQ_SPOT: spot,
         }[c]
         common = [
             math.inf,

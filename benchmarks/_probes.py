@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import platform
 import signal
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import msgspec
 import numpy as np
 import polars as pl
 import zmq
+from _machine import machine
 
 import workbench
 from workbench.engine import messages as msg
@@ -173,22 +173,6 @@ def status_proc(status: dict[str, Any], name: str) -> dict[str, Any] | None:
 
 
 # --- the setting -------------------------------------------------------------------------
-
-
-def machine() -> str:
-    """One line: CPU model, cores, memory, Python, NumPy, kernel."""
-    cpu = platform.processor() or "unknown CPU"
-    mem = "? GiB"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        mem = f"{int(Path('/proc/meminfo').read_text().split()[1]) / 2**20:.0f} GiB"
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {mem}, Python {platform.python_version()}, "
-        f"NumPy {np.__version__}, {platform.system()} {platform.release()}"
-    )
 
 
 def other_load(exclude: set[int], seconds: float = 2.0, min_pct: float = 5.0) -> list[str]:

@@ -14,30 +14,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from _machine import machine
 
 from workbench.book.io import load_book, save_book
 from workbench.book.reference import generate_reference_book
 from workbench.market.reference import generate_reference_market
 from workbench.pricing.credit_book import CreditPricer
 from workbench.pricing.curves import CurveSet
-
-
-def _machine() -> str:
-    cpu = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    threads = os.environ.get("NUMBA_NUM_THREADS", "default")
-    return f"{platform.platform()}; {cpu}; {os.cpu_count()} cores; numba threads {threads}"
 
 
 def main() -> None:
@@ -84,7 +73,7 @@ def main() -> None:
         naive.append(time.perf_counter() - t0)
     naive_total = statistics.median(naive) * tranches.size
 
-    print(_machine())
+    print(machine(f"numba threads {os.environ.get('NUMBA_NUM_THREADS', 'default')}"))
     print(f"positions: {rows.size:,} ({tranches.size} tranches), paths {args.paths:,}")
     print(f"set-up (random numbers, schedules):  {setup:.3f} s")
     for label, runs in (("recursion", rec_runs), ("shared Monte Carlo", mc_runs)):

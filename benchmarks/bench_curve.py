@@ -23,17 +23,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 from datetime import date
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import QuantLib as ql  # noqa: N813 - the conventional alias
+from _machine import machine
 
 from workbench import _ext
 from workbench._ext import curve_kernels_np
@@ -48,23 +46,6 @@ TICK_QUOTE = "USD.SOFR.OIS.5Y"
 TICK = 0.5 * BP
 TOL = 1e-13  # CurveBuilder's tolerance, per unit notional
 METHODS = {"monotone_convex": _ext.MONOTONE_CONVEX, "log_linear": _ext.LOG_LINEAR}
-
-
-def machine() -> str:
-    """Platform, CPU model, Python and library versions."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{platform.platform()}; {cpu}, {os.cpu_count()} logical cores; "
-        f"Python {platform.python_version()}, NumPy {np.__version__}, QuantLib {ql.__version__}; "
-        f"workbench backend {_ext.BACKEND}"
-    )
 
 
 def timed(step: Callable[[int], object], repeat: int, warmup: int = 20) -> list[float]:
@@ -242,7 +223,7 @@ def main() -> None:
     parser.add_argument("--ql-repeat", type=int, default=300, help="QuantLib and NumPy twin")
     args = parser.parse_args()
 
-    print(f"machine: {machine()}")
+    print(f"machine: {machine(f'QuantLib {ql.__version__}', f'workbench backend {_ext.BACKEND}')}")
     market = generate_reference_market()
     spec = pillar_spec(market)
     ids = tuple(i.quote for i in spec.instruments)

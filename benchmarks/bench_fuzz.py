@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -39,9 +38,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
-import numpy as np
 import zmq
 from _fuzz import KNOWN_DEFECTS, FuzzResult, fuzz_service, not_books, restore_options
+from _machine import machine
 
 import workbench
 from workbench.book.reference import generate_reference_book
@@ -49,20 +48,6 @@ from workbench.engine import messages as msg
 from workbench.engine.shm import pid_alive
 from workbench.market.io import load_market, save_market
 from workbench.market.reference import generate_reference_market
-
-
-def machine() -> str:
-    """One line describing this machine."""
-    cpu = platform.processor() or "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return (
-        f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, Python "
-        f"{platform.python_version()}, NumPy {np.__version__}, pyzmq {zmq.__version__} "
-        f"(libzmq {zmq.zmq_version()}), msgspec {msgspec.__version__}"
-    )
 
 
 def _cpu_ticks() -> dict[int, tuple[int, str]]:
@@ -192,7 +177,13 @@ def main() -> int:
     parser.add_argument("--positions", type=int, default=1_000)
     parser.add_argument("--skip-known-defects", action="store_true")
     args = parser.parse_args()
-    print(f"machine: {machine()}")
+    print(
+        "machine: "
+        + machine(
+            f"pyzmq {zmq.__version__} (libzmq {zmq.zmq_version()})",
+            f"msgspec {msgspec.__version__}",
+        )
+    )
     print(f"before the start: {others()}")
     skip = frozenset(KNOWN_DEFECTS) if args.skip_known_defects else frozenset()
     print(

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import msgspec
 import zmq
+from _machine import machine
 
 from workbench.engine import feed, ingest, messages
 from workbench.engine.config import FeedConfig, ServiceConfig, encode_config, loopback_endpoints
@@ -46,24 +47,6 @@ from workbench.market.io import load_market, save_market
 from workbench.market.reference import generate_reference_market
 
 SPAWN = multiprocessing.get_context("spawn")
-
-
-def machine() -> str:
-    """One line describing this machine."""
-    import platform
-
-    import numpy as np
-
-    cpu = platform.processor() or "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return (
-        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"NumPy {np.__version__}, pyzmq {zmq.__version__} (libzmq {zmq.zmq_version()}), "
-        f"msgspec {msgspec.__version__}"
-    )
 
 
 def _sender(endpoint: str, market_path: str, n: int, rate: float, seed: int, out: str) -> None:
@@ -282,7 +265,13 @@ def main() -> None:
     parser.add_argument("--latency-rate", type=float, default=50_000.0)
     parser.add_argument("--parts", default="ab", help="which parts to run: a, b or ab")
     args = parser.parse_args()
-    print(f"machine: {machine()}")
+    print(
+        "machine: "
+        + machine(
+            f"pyzmq {zmq.__version__} (libzmq {zmq.zmq_version()})",
+            f"msgspec {msgspec.__version__}",
+        )
+    )
     with tempfile.TemporaryDirectory() as tmp:
         market_path = Path(tmp, "market.json")
         save_market(generate_reference_market(), market_path)

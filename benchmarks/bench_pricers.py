@@ -18,8 +18,6 @@ Run: ``python benchmarks/bench_pricers.py [--positions 40000] [--repeat 7] [--sa
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -27,6 +25,7 @@ from datetime import date
 
 import numpy as np
 import QuantLib as ql  # noqa: N813 - the conventional alias
+from _machine import machine
 
 from workbench import _ext
 from workbench.book.io import frame_to_book
@@ -65,22 +64,6 @@ def _fmt(per_item: list[float], unit: str = "µs") -> str:
     scale = 1e6 if unit == "µs" else 1e9
     med, lo, hi = (f(per_item) * scale for f in (statistics.median, min, max))
     return f"median {med:9.3f} {unit}  (min {lo:.3f}, max {hi:.3f})"
-
-
-def machine_info() -> str:
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(
-                line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        pass
-    return (
-        f"{platform.platform()}; {cpu}; {os.cpu_count()} cores; "
-        f"Python {platform.python_version()}; numpy {np.__version__}; "
-        f"QuantLib {ql.__version__}; curve backend {_ext.BACKEND}"
-    )
 
 
 # -- (a) swaps ----------------------------------------------------------------------------------
@@ -289,7 +272,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=2_000, help="QuantLib sample size")
     args = parser.parse_args()
 
-    print(machine_info())
+    print(machine(f"QuantLib {ql.__version__}", f"curve backend {_ext.BACKEND}"))
     market = generate_reference_market()
     book = frame_to_book(generate_reference_book(market, positions=args.positions, seed=1))
     rng = np.random.default_rng(5)

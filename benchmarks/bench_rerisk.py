@@ -75,8 +75,8 @@ def main() -> None:
     print(f"file load + validation:         {t_load:.3f} s")
     print(f"set-up (one-off):               {t_setup:.3f} s")
     print(f"full re-risk:                   {_fmt(runs)}")
-    for k, v in stages.items():
-        print(f"  {k:<14} median {statistics.median(v):7.3f} s")
+    for stage, times in stages.items():
+        print(f"  {stage:<14} median {statistics.median(times):7.3f} s")
     print(f"baseline, spline cache off:     {_fmt(base_runs)}")
     ratio = statistics.median(base_runs) / statistics.median(runs)
     print(f"ratio baseline / re-risk:       {ratio:.2f}x")

@@ -9,13 +9,11 @@ Run: ``python benchmarks/run_all.py [--out report.txt] [names …]``
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
+from _machine import machine
 
 HERE = Path(__file__).resolve().parent
 LONG: dict[str, list[str]] = {
@@ -25,24 +23,6 @@ LONG: dict[str, list[str]] = {
 }
 """The arguments of the long benchmarks in a full run (their own defaults take an hour for the
 soak, ~15 minutes for the chaos): run them alone for the figures of docs/benchmarks.md."""
-
-
-def machine() -> str:
-    """One line describing this machine."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f"{mem_kb / 2**20:.0f} GiB"
-    except OSError:
-        mem = "unknown memory"
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {mem}, Python {platform.python_version()}, "
-        f"NumPy {np.__version__}, {platform.system()} {platform.release()}"
-    )
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from multiprocessing import resource_tracker
 from pathlib import Path
 
 import pytest
-from procs import descendants
+from procs import descendants, parents
 
 _RUN_DIR = Path(tempfile.mkdtemp(prefix="workbench-tests-"))
 for _var, _sub in (
@@ -63,17 +63,33 @@ def _ours(segment: str, kids: set[int]) -> bool:
     return pid == os.getpid() or pid in kids or not Path(f"/proc/{pid}").exists()
 
 
+def _under(pid: int, owners: set[int], parent_of: dict[int, int]) -> bool:
+    """Whether ``pid`` descends from any of ``owners``."""
+    seen: set[int] = set()
+    while pid in parent_of and pid not in seen:
+        seen.add(pid)
+        pid = parent_of[pid]
+        if pid in owners:
+            return True
+    return False
+
+
 @pytest.fixture(autouse=True)
 def _no_leaks() -> Iterator[None]:
     """Fail a test that leaves a child process or a ``/dev/shm`` segment behind."""
     shm_before = _shm_names()
     kids_before = _children()
     yield
-    kids_after = _children()
+    parent_of = parents()
+    kids_after = descendants(os.getpid(), parent_of)
     helpers = {pid for pid in kids_after if _is_resource_tracker(pid)}
     kids_after -= helpers
     leaked_shm = {n for n in _shm_names() - shm_before if _ours(n, kids_after)}
-    leaked_kids = kids_after - kids_before
+    # a process started meanwhile by one that outlives this test (a module-scoped service's
+    # supervisor starting its standby or replacing a worker) belongs to that fixture
+    leaked_kids = {
+        k for k in kids_after - kids_before if not _under(k, kids_before & kids_after, parent_of)
+    }
     assert not leaked_shm, f"shared-memory segments left behind: {sorted(leaked_shm)}"
     assert not leaked_kids, f"child processes left behind: {sorted(leaked_kids)}"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def descendants(pid: int) -> set[int]:
-    """Pids of ``pid``'s live (non-zombie) descendants, from /proc (no extra dependency)."""
+def parents() -> dict[int, int]:
+    """Every live (non-zombie) process's parent pid, from /proc (no extra dependency)."""
     parent_of: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -16,6 +16,13 @@ def descendants(pid: int) -> set[int]:
             continue
         if fields[0] != "Z":
             parent_of[int(stat.parent.name)] = int(fields[1])
+    return parent_of
+
+
+def descendants(pid: int, parent_of: dict[int, int] | None = None) -> set[int]:
+    """Pids of ``pid``'s live (non-zombie) descendants (``parent_of``: :func:`parents`)."""
+    if parent_of is None:
+        parent_of = parents()
     found: set[int] = set()
     frontier = {pid}
     while frontier:

@@ -38,65 +38,43 @@ def check_by(by: tuple[str, ...]) -> str | None:
     return None
 
 
-def _check_amount(what: str, value: float | None, bound: float) -> str | None:
-    if value is None:
-        return None
-    if not math.isfinite(value) or abs(value) > bound:
-        return f"{what} {value!r}: expected a finite amount within ±{bound:g}"
-    return None
+_BOUNDS: Final[dict[type, tuple[tuple[str, float], ...]]] = {
+    msg.ParallelShock: (("bp", MAX_BP),),
+    msg.TwistShock: (("short_bp", MAX_BP), ("long_bp", MAX_BP), ("short_years", 100.0),
+                     ("long_years", 100.0)),
+    msg.QuoteShock: (("bp", MAX_BP), ("value", 1e12)),
+    msg.SpotShock: (("pct", MAX_PCT),),
+    msg.VolShock: (("points", MAX_POINTS),),
+    msg.SpreadShock: (("bp", MAX_BP),),
+}  # fmt: skip
+"""Each shock type's amounts and their largest magnitude (a None amount is not checked)."""
 
 
 def check_shock(shock: msg.AnyShock) -> str | None:
     """Why ``shock`` cannot be applied as given (an amount not finite or out of bounds, a
-    pattern too long), or None."""
+    pattern or quote id too long), or None."""
     kind = type(shock).__name__
-    if isinstance(shock, msg.ParallelShock):
-        return _check_amount(f"{kind} bp", shock.bp, MAX_BP)
-    if isinstance(shock, msg.TwistShock):
-        for name in ("short_bp", "long_bp"):
-            error = _check_amount(f"{kind} {name}", getattr(shock, name), MAX_BP)
-            if error:
-                return error
-        for name in ("short_years", "long_years"):
-            error = _check_amount(f"{kind} {name}", getattr(shock, name), 100.0)
-            if error:
-                return error
-        return None
-    if isinstance(shock, msg.QuoteShock):
-        if len(shock.quote_id) > 200:
-            return f"{kind}: quote id of {len(shock.quote_id)} characters"
-        return _check_amount(f"{kind} bp", shock.bp, MAX_BP) or _check_amount(
-            f"{kind} value", shock.value, 1e12
-        )
-    if len(shock.pattern) > MAX_PATTERN:
-        return f"{kind}: pattern of {len(shock.pattern)} characters (at most {MAX_PATTERN})"
-    if isinstance(shock, msg.SpotShock):
-        return _check_amount(f"{kind} pct", shock.pct, MAX_PCT)
-    if isinstance(shock, msg.VolShock):
-        return _check_amount(f"{kind} points", shock.points, MAX_POINTS)
-    return _check_amount(f"{kind} bp", shock.bp, MAX_BP)
+    text = shock.quote_id if isinstance(shock, msg.QuoteShock) else getattr(shock, "pattern", "")
+    if len(text) > MAX_PATTERN:
+        return f"{kind}: {len(text)} characters of pattern or id (at most {MAX_PATTERN})"
+    for name, bound in _BOUNDS[type(shock)]:
+        value = getattr(shock, name)
+        if value is not None and not (math.isfinite(value) and abs(value) <= bound):
+            return f"{kind} {name} {value!r}: expected a finite amount within ±{bound:g}"
+    return None
 
 
 def admit(req: msg.ControlRequest, workers: dict[str, str]) -> str | None:
     """Why the service refuses ``req`` (to be the error reply), or None to serve it.
     ``workers``: the service's worker names (to addresses)."""
-    if isinstance(req, msg.AggregateRequest | msg.WhatIfRequest):
-        error = check_by(req.by)
-        if error:
-            return error
+    if isinstance(req, msg.AggregateRequest | msg.WhatIfRequest) and (error := check_by(req.by)):
+        return error
     if isinstance(req, msg.WhatIfRequest):
         if len(req.shocks) > MAX_SHOCKS:
             return f"what-if of {len(req.shocks)} shocks: at most {MAX_SHOCKS}"
-        for shock in req.shocks:
-            error = check_shock(shock)
-            if error:
-                return error
-    if isinstance(req, msg.ProfileRequest | msg.SetOptionRequest | msg.RestartRequest):
-        if isinstance(req, msg.RestartRequest):
-            return None  # the supervisor knows every process it can restart
-        if req.worker not in workers:
-            known = ", ".join(sorted(workers))
-            return f"unknown worker {req.worker!r} ({known})"
+        return next(filter(None, map(check_shock, req.shocks)), None)
+    if isinstance(req, msg.ProfileRequest | msg.SetOptionRequest) and req.worker not in workers:
+        return f"unknown worker {req.worker!r} ({', '.join(sorted(workers))})"
     if isinstance(req, msg.ProfileRequest) and not 0.0 < req.seconds <= MAX_PROFILE_S:
         return f"profile of {req.seconds!r} s: expected more than 0 and at most {MAX_PROFILE_S:g}"
     if isinstance(req, msg.ReloadBookRequest) and ("\0" in req.path or len(req.path) > 4096):

@@ -267,9 +267,7 @@ class Aggregator:
 
     def _reply(self, envelope: list[bytes], reply: msg.Reply) -> None:
         """Answer a client; never waits (a client gone or not reading loses it, counted)."""
-        try:
-            self.control.send_multipart([*envelope, msg.encode(reply)], zmq.NOBLOCK)
-        except zmq.ZMQError:
+        if not msg.send_reply(self.control, envelope, reply):
             self.counts["reply_dropped"] += 1
 
     def _forward(

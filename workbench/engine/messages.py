@@ -383,6 +383,16 @@ def check_size(payload: bytes) -> None:
         )
 
 
+def send_reply(sock: zmq.Socket[bytes], envelope: list[bytes], reply: Reply) -> bool:
+    """Answer on a ROUTER with the request's envelope echoed back, never waiting: False when
+    the requester is gone or its queue is full (the answer is dropped; count it)."""
+    try:
+        sock.send_multipart([*envelope, encode(reply)], zmq.NOBLOCK)
+    except zmq.ZMQError:  # Again, or EHOSTUNREACH under ROUTER_MANDATORY
+        return False
+    return True
+
+
 def frame_to_bytes(frame: pl.DataFrame) -> bytes:
     """A Polars frame as Arrow IPC bytes (raw buffers, no pickle)."""
     sink = io.BytesIO()

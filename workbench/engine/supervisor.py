@@ -636,16 +636,14 @@ class Supervisor:
         else:
             reply = self._serve_safely(req)
         self.requests["answered"] += 1
-        try:
-            self.rep.send_multipart([*envelope, msg.encode(reply)], zmq.NOBLOCK)
-        except zmq.ZMQError:  # the requester is gone or not reading: never wait for it
+        if not msg.send_reply(self.rep, envelope, reply):
             self.requests["reply_dropped"] += 1
 
     def _serve_safely(self, req: msg.ControlRequest) -> msg.Reply:
         """:meth:`_serve`, refusing what :func:`admit` refuses; a request that fails is an
         error reply, never the end of the supervisor (and with it, of the service)."""
         error = admit(req, self.config.endpoints.workers if self.config.endpoints else {})
-        if error and not isinstance(req, msg.ProfileRequest | msg.SetOptionRequest):
+        if error:
             self.requests["bad"] += 1
             return msg.error_reply(error)
         try:

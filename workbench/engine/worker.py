@@ -376,9 +376,7 @@ class WorkerProcess:
     def _reply(self, envelope: list[bytes], reply: msg.Reply) -> None:
         """Answer with the request's envelope (routing id, request id …) echoed back; never
         waits (a requester gone or not reading loses its answer, counted)."""
-        try:
-            self.router.send_multipart([*envelope, msg.encode(reply)], zmq.NOBLOCK)
-        except zmq.ZMQError:  # Again, or EHOSTUNREACH for a peer that has gone
+        if not msg.send_reply(self.router, envelope, reply):
             self.stats.reply_dropped += 1
 
     def _stats_data(self) -> dict[str, Any]:

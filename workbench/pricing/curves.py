@@ -224,19 +224,7 @@ class CurveBuilder:
         if not self.logdf[1:].any():  # cold start: flat at each quote
             self.logdf[1:] = -k * self.node_t[1:]
         try:
-            _ext.bootstrap(
-                self.method,
-                self.node_t,
-                self.query_t,
-                c0,
-                self.term_ptr,
-                w,
-                self.term_a,
-                self.term_b,
-                self.logdf,
-                _TOL,
-                50,
-            )
+            self._newton(c0, w, self.logdf)
         except ValueError as exc:
             raise MarketError(f"curve {self.spec.id}: {exc}") from None
         self._k, self._dvals = k, dvals
@@ -249,6 +237,14 @@ class CurveBuilder:
             self.node_t,
             self.logdf.copy(),
         )
+
+    def _newton(self, c0: FloatArray, w: FloatArray, y: FloatArray) -> None:
+        """Solve the node log-DFs ``y`` in place (from their values) for the residual
+        coefficients ``c0``, ``w`` (raises ValueError when it does not converge)."""
+        _ext.bootstrap(
+            self.method, self.node_t, self.query_t, c0, self.term_ptr, w, self.term_a,
+            self.term_b, y, _TOL, 50,
+        )  # fmt: skip
 
     def bumped_coefficients(self, node: int, bp: float) -> tuple[FloatArray, FloatArray]:
         """The residual coefficients of the last build with the quote of instrument ``node``
@@ -299,19 +295,7 @@ class CurveBuilder:
         for first in (start, self.logdf):
             y = first.copy()
             try:
-                _ext.bootstrap(
-                    self.method,
-                    self.node_t,
-                    self.query_t,
-                    c0,
-                    self.term_ptr,
-                    w,
-                    self.term_a,
-                    self.term_b,
-                    y,
-                    _TOL,
-                    50,
-                )
+                self._newton(c0, w, y)
             except ValueError as exc:
                 error = str(exc)
                 continue
