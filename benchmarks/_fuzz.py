@@ -5,7 +5,8 @@ Everything is deterministic from a seed (``random.Random``; nothing reads the cl
 ``sent_ns`` and the timeouts).
 
 **Ticks** (:class:`TickFuzzer`): messages of one or more frames, for the ingestion's SUB socket.
-Valid ticks (``[quote_id, value, seq, sent_ns]``, :mod:`workbench.engine.messages`) and mutations
+Valid ticks (``[quote_id, value, seq, sent_ns]``, :mod:`workbench.engine.protocol.messages`) and
+mutations
 of them: truncated, extended, arrays of the wrong length, a map instead of an array, each field of
 a wrong msgpack type, hostile values for valid ids (NaN with any payload, ±inf, ±0, subnormals,
 ±1e308, the bounds of each quote class and one ulp past them, spot jumps and confirmed jumps,
@@ -13,20 +14,20 @@ integers for floats up to 2**64 - 1), hostile sequence numbers (negative, 2**63 
 beyond, equal, decreasing, far ahead), hostile ``sent_ns``, unknown and overlong ids, ids that
 are not UTF-8 or hold NUL, empty frames, multi-part messages (each frame is one tick for the
 ingestion), random bytes, random msgpack, and a sweep of frames of every size from 0 up to and
-past :data:`~workbench.engine.ingest.MAX_TICK_BYTES` (then 8 KiB … 16 MiB).
+past :data:`~workbench.engine.processes.ingest.MAX_TICK_BYTES` (then 8 KiB … 16 MiB).
 
 **Control requests** (:class:`RequestFuzzer`): for the aggregator's control ROUTER and the
 supervisor's ROUTER, one DEALER each: every op with valid and hostile fields (NaN, ±inf, huge
 and negative numbers, unknown and near-miss names, empty, overlong and non-ASCII strings,
 repeated group columns, wrong types), unknown ops, other schema versions, truncated, bit-flipped
 and garbage msgpack, non-map msgpack, extra frames, a missing delimiter frame, large payloads
-under :data:`~workbench.engine.messages.MAX_CONTROL_BYTES` and oversize ones past it.
+under :data:`~workbench.engine.protocol.messages.MAX_CONTROL_BYTES` and oversize ones past it.
 Requests that legitimately end or change the service are never sent (:meth:`RequestFuzzer.safe`
 decodes every candidate as the service would): a stop, a restart of a process that exists, a
 reload of a readable book. So a pid that changes, or a restart counted, is a defect.
 
 **Drivers**: :class:`TickModel` replays every frame through the ingestion's own
-:class:`~workbench.engine.ingest.TickHandler` in this process (the expected count of each
+:class:`~workbench.engine.processes.ingest.TickHandler` in this process (the expected count of each
 outcome), :func:`publish_ticks` sends through a PUB socket, paced on the ingestion's ``offered``
 counter, :class:`RequestRunner` sends the requests (its own DEALER per request, a window of
 them in flight, a deadline per request) and :func:`check` turns what was seen into PASS/FAIL
@@ -54,9 +55,7 @@ import msgspec
 import numpy as np
 import zmq
 
-from workbench.engine import messages as msg
-from workbench.engine.config import ConflationConfig
-from workbench.engine.conflation import (
+from workbench.engine.processes.conflation import (
     CORR,
     CREDIT,
     EQ_SPOT,
@@ -68,8 +67,10 @@ from workbench.engine.conflation import (
     Conflator,
     classify,
 )
-from workbench.engine.ingest import MAX_TICK_BYTES, TickHandler
-from workbench.engine.shm import pid_alive
+from workbench.engine.processes.ingest import MAX_TICK_BYTES, TickHandler
+from workbench.engine.protocol import messages as msg
+from workbench.engine.protocol.config import ConflationConfig
+from workbench.engine.transport.shm import pid_alive
 
 KNOWN_DEFECTS: Final[dict[str, str]] = {}
 """Defects a run can leave out (tag → what happens). Empty: the six the first runs found (a

@@ -23,9 +23,9 @@ import zmq
 from _machine import machine
 
 import workbench
-from workbench.engine import messages as msg
-from workbench.engine.histograms import BUCKETS_MS
-from workbench.engine.shm import SHM_DIR, QuoteTable, RiskTable, pid_alive
+from workbench.engine.protocol import messages as msg
+from workbench.engine.telemetry.histograms import BUCKETS_MS
+from workbench.engine.transport.shm import SHM_DIR, QuoteTable, RiskTable, pid_alive
 from workbench.pricing.conversion import base_per_unit, base_rate_column
 from workbench.pricing.portfolio import PortfolioPricer
 
@@ -119,7 +119,7 @@ def _ours(pid: int) -> bool:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"workbench.engine.supervisor" in cmd or b"spawn_main" in cmd
+    return b"workbench.engine.processes.supervisor" in cmd or b"spawn_main" in cmd
 
 
 def stop_service(svc: workbench.Client | None) -> list[str]:
@@ -471,7 +471,7 @@ class Reference:
 
 
 def bucket_quantile(counts: np.ndarray, q: float) -> tuple[float, float, float]:
-    """The ``q`` quantile of histogram ``counts`` (:mod:`workbench.engine.histograms`
+    """The ``q`` quantile of histogram ``counts`` (:mod:`workbench.engine.telemetry.histograms`
     buckets): (lower edge, upper edge of its bucket, linear interpolation inside it) in ms;
     NaNs when nothing was counted."""
     total = float(counts.sum())

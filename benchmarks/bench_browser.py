@@ -31,7 +31,7 @@ from pathlib import Path
 from _reference import reference_service, service_parser
 from playwright.sync_api import sync_playwright
 
-from workbench.engine.config import free_port
+from workbench.engine.transport.endpoints import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 _COUNTER = """() => {

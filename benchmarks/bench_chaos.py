@@ -76,9 +76,9 @@ from _probes import (
 from _reference import reference_service, service_parser
 
 import workbench
-from workbench.engine import messages as msg
-from workbench.engine.partition import worker_rows
-from workbench.engine.shm import SHM_DIR, QuoteTable, RiskTable, pid_alive
+from workbench.engine.processes.partition import worker_rows
+from workbench.engine.protocol import messages as msg
+from workbench.engine.transport.shm import SHM_DIR, QuoteTable, RiskTable, pid_alive
 
 RECOVERY_TIMEOUT_S = 120.0
 NAME = "chaos"

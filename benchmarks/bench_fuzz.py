@@ -44,8 +44,8 @@ from _machine import machine
 
 import workbench
 from workbench.book.reference import generate_reference_book
-from workbench.engine import messages as msg
-from workbench.engine.shm import pid_alive
+from workbench.engine.protocol import messages as msg
+from workbench.engine.transport.shm import pid_alive
 from workbench.market.io import load_market, save_market
 from workbench.market.reference import generate_reference_market
 

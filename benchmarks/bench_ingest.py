@@ -3,8 +3,8 @@
 Targets (issue 3, ``docs/benchmarks.md``), on the 2-core machine:
 
 (a) ≥ 100,000 ticks/s sustained with zero loss: a sender process publishes pre-generated
-    synthetic ticks (the realistic mix of :func:`workbench.engine.feed.synthetic_ticks`, with its
-    duplicates and swapped pairs) at a fixed rate, stamping ``sent_ns`` at each send; the
+    synthetic ticks (the realistic mix of :func:`workbench.engine.processes.feed.synthetic_ticks`,
+    with its duplicates and swapped pairs) at a fixed rate, stamping ``sent_ns`` at each send; the
     ingestion process must account for every one (sent = accepted + rejected) and keep up
     (its backlog drained within a moment of the sender's end). The same run as fast as the
     sender can go gives the ingestion's capacity.
@@ -40,9 +40,11 @@ import msgspec
 import zmq
 from _machine import machine
 
-from workbench.engine import feed, ingest, messages
-from workbench.engine.config import FeedConfig, ServiceConfig, encode_config, loopback_endpoints
-from workbench.engine.shm import QuoteTable
+from workbench.engine.processes import feed, ingest
+from workbench.engine.protocol import messages
+from workbench.engine.protocol.config import FeedConfig, ServiceConfig, encode_config
+from workbench.engine.transport.endpoints import loopback_endpoints
+from workbench.engine.transport.shm import QuoteTable
 from workbench.market.io import load_market, save_market
 from workbench.market.reference import generate_reference_market
 

@@ -27,7 +27,7 @@ from typing import Any
 from _reference import reference_service, service_parser
 from jupyter_client.manager import start_new_kernel
 
-from workbench.engine.messages import ParallelShock, QuoteShock
+from workbench.risk.shocks import ParallelShock, QuoteShock
 
 _KERNEL_SETUP = """
 import json, sys

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import workbench
 from workbench.book.reference import generate_reference_book
-from workbench.engine.client import Client
+from workbench.client import Client
 from workbench.market.io import save_market
 from workbench.market.reference import generate_reference_market
 

@@ -16,7 +16,9 @@ from polars.testing import assert_frame_equal
 from workbench.book.io import frame_to_book
 from workbench.book.reference import generate_reference_book
 from workbench.book.schema import PRODUCTS, Book, Categorical
-from workbench.engine.aggregation import (
+from workbench.market.reference import generate_reference_market
+from workbench.pricing.portfolio import PortfolioPricer
+from workbench.risk.aggregation import (
     GROUP_COLUMNS,
     MEASURES,
     NETTED,
@@ -27,9 +29,7 @@ from workbench.engine.aggregation import (
     static_frame,
     totals,
 )
-from workbench.engine.cells import CellSums
-from workbench.market.reference import generate_reference_market
-from workbench.pricing.portfolio import PortfolioPricer
+from workbench.risk.cells import CellSums
 
 SECOND = 1_000_000_000
 UNDERLYING = {

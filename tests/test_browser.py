@@ -31,7 +31,7 @@ import requests
 from procs import descendants
 from service_helpers import make_files, start, wait
 
-from workbench.engine.client import Client
+from workbench.client import Client
 from workbench.market.io import load_market
 from workbench.widgets.dashboard import parameterize
 from workbench.widgets.shocks import pillar_shocks, to_shocks

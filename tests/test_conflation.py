@@ -15,8 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from workbench.engine.config import ConflationConfig
-from workbench.engine.conflation import (
+from workbench.engine.processes.conflation import (
     CORR,
     CREDIT,
     QUOTE_CLASSES,
@@ -26,6 +25,7 @@ from workbench.engine.conflation import (
     credit_phase_instants,
     window_ns,
 )
+from workbench.engine.protocol.config import ConflationConfig
 
 settings.register_profile(
     "fast", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow]

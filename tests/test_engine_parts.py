@@ -19,18 +19,29 @@ import zmq
 from workbench.book.io import load_book, save_book
 from workbench.book.reference import generate_reference_book
 from workbench.book.schema import Book
-from workbench.engine import messages as msg
-from workbench.engine.config import ServiceConfig, decode_config, encode_config
-from workbench.engine.histograms import LatencyHistogram, cumulative_buckets, quantile_ms
-from workbench.engine.pacing import FlushTracker, PublishPacer
-from workbench.engine.partition import pricing_groups, worker_rows
-from workbench.engine.repricing import Repricer
-from workbench.engine.restarts import Kill, Restart, RestartPolicy, Roll
-from workbench.engine.shm import QuoteTable, RiskTable, reap, segment_name
-from workbench.engine.whatif import apply_shocks
+from workbench.engine.processes.pacing import FlushTracker, PublishPacer
+from workbench.engine.processes.partition import pricing_groups, worker_rows
+from workbench.engine.processes.repricing import Repricer
+from workbench.engine.processes.restarts import Kill, Restart, RestartPolicy, Roll
+from workbench.engine.protocol import messages as msg
+from workbench.engine.protocol.config import ServiceConfig, decode_config, encode_config
+from workbench.engine.telemetry.histograms import LatencyHistogram, cumulative_buckets, quantile_ms
+from workbench.engine.transport import sockets
+from workbench.engine.transport.shm import QuoteTable, RiskTable, reap, segment_name
 from workbench.market.model import MarketError, MarketSnapshot
 from workbench.market.reference import generate_reference_market
 from workbench.pricing.portfolio import PortfolioPricer
+from workbench.risk.breaches import Breach
+from workbench.risk.shocks import (
+    AnyShock,
+    ParallelShock,
+    QuoteShock,
+    SpotShock,
+    SpreadShock,
+    TwistShock,
+    VolShock,
+)
+from workbench.risk.whatif import apply_shocks
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +58,13 @@ def book(market: MarketSnapshot, tmp_path_factory: pytest.TempPathFactory) -> Bo
 
 # --- wire messages ----------------------------------------------------------------------
 
-_SHOCKS: list[msg.AnyShock] = [
-    msg.ParallelShock(bp=10.0, currency="USD"),
-    msg.TwistShock(short_bp=-5.0, long_bp=5.0),
-    msg.QuoteShock(quote_id="USD.SOFR.OIS.5Y", bp=1.0),
-    msg.SpotShock(pct=-10.0, pattern="EUR*"),
-    msg.VolShock(points=2.0),
-    msg.SpreadShock(bp=25.0, pattern="CDX.*"),
+_SHOCKS: list[AnyShock] = [
+    ParallelShock(bp=10.0, currency="USD"),
+    TwistShock(short_bp=-5.0, long_bp=5.0),
+    QuoteShock(quote_id="USD.SOFR.OIS.5Y", bp=1.0),
+    SpotShock(pct=-10.0, pattern="EUR*"),
+    VolShock(points=2.0),
+    SpreadShock(bp=25.0, pattern="CDX.*"),
 ]
 
 _MESSAGES: list[tuple[Any, Any]] = [
@@ -90,7 +101,7 @@ _MESSAGES: list[tuple[Any, Any]] = [
             seq=1,
             made_ns=2,
             tables={"a": b"1"},
-            breaches=(msg.Breach(scope="firm", measure="dv01", value=2.0, limit=1.0, since_ns=3),),
+            breaches=(Breach(scope="firm", measure="dv01", value=2.0, limit=1.0, since_ns=3),),
             stats={"x": 1.0},
         ),
         msg.snapshot_decoder,
@@ -399,22 +410,22 @@ def test_partition_covers_every_position_once(book: Book, market: MarketSnapshot
 
 def test_shocks_move_the_quotes_they_name(market: MarketSnapshot) -> None:
     q = market.quote_index
-    up = apply_shocks(market, [msg.ParallelShock(bp=10, currency="USD")])
+    up = apply_shocks(market, [ParallelShock(bp=10, currency="USD")])
     assert up.quote("USD.SOFR.OIS.5Y") == pytest.approx(market.quote("USD.SOFR.OIS.5Y") + 1e-3)
     assert up.quote("EUR.ESTR.OIS.5Y") == market.quote("EUR.ESTR.OIS.5Y")
-    spot = apply_shocks(market, [msg.SpotShock(pct=-10, pattern="EUR*")])
+    spot = apply_shocks(market, [SpotShock(pct=-10, pattern="EUR*")])
     assert spot.quote("FX.EURUSD") == pytest.approx(0.9 * market.quote("FX.EURUSD"))
     assert spot.quote("FX.GBPUSD") == market.quote("FX.GBPUSD")
-    twist = apply_shocks(market, [msg.TwistShock(short_bp=-10, long_bp=10, currency="USD")])
+    twist = apply_shocks(market, [TwistShock(short_bp=-10, long_bp=10, currency="USD")])
     assert twist.quote("USD.SOFR.OIS.1M") == pytest.approx(market.quote("USD.SOFR.OIS.1M") - 1e-3)
     assert twist.quote("USD.SOFR.OIS.30Y") == pytest.approx(market.quote("USD.SOFR.OIS.30Y") + 1e-3)
     assert market.quotes[q["FX.EURUSD"]] == market.quote("FX.EURUSD")  # original untouched
     with pytest.raises(MarketError, match="unknown currency"):
-        apply_shocks(market, [msg.ParallelShock(bp=1, currency="XXX")])
+        apply_shocks(market, [ParallelShock(bp=1, currency="XXX")])
     with pytest.raises(MarketError, match="matches no quote"):
-        apply_shocks(market, [msg.SpotShock(pct=1, pattern="NOPE")])
+        apply_shocks(market, [SpotShock(pct=1, pattern="NOPE")])
     with pytest.raises(MarketError, match="exactly one"):
-        apply_shocks(market, [msg.QuoteShock(quote_id="FX.EURUSD")])
+        apply_shocks(market, [QuoteShock(quote_id="FX.EURUSD")])
 
 
 @pytest.mark.parametrize("asset_class", ["rates", "fx", "credit", "equity"])
@@ -461,8 +472,8 @@ def test_ticks_then_incremental_update_equal_a_fresh_full_reprice(
     values = np.array(market.quotes)
     ticks = ["USD.SOFR.OIS.2Y", "EUR.EURIBOR6M.IRS.10Y", "FX.EURUSD", "FXVOL.USDJPY.1Y.25C",
              "CDX.IG.5Y", "EQ.AAPL", "JPY.TONA.OIS.5Y", "FX.USDJPY", "FX.EURUSD"]  # fmt: skip
-    shocks = [msg.VolShock(points=2.0, pattern="EURUSD.*"), msg.ParallelShock(bp=5.0),
-              msg.SpotShock(pct=1.0)]  # fmt: skip
+    shocks = [VolShock(points=2.0, pattern="EURUSD.*"), ParallelShock(bp=5.0),
+              SpotShock(pct=1.0)]  # fmt: skip
     for k, qid in enumerate(ticks):
         q = market.quote_index[qid]
         values[q] *= 1.0 + 0.002 * (k + 1)
@@ -491,13 +502,13 @@ def test_ticks_then_incremental_update_equal_a_fresh_full_reprice(
 @pytest.mark.parametrize(
     ("asset_class", "shock"),
     [
-        ("rates", msg.ParallelShock(bp=10.0, currency="USD")),
-        ("fx", msg.SpotShock(pct=2.0, pattern="EURUSD")),
-        ("credit", msg.ParallelShock(bp=-5.0, currency="EUR")),
+        ("rates", ParallelShock(bp=10.0, currency="USD")),
+        ("fx", SpotShock(pct=2.0, pattern="EURUSD")),
+        ("credit", ParallelShock(bp=-5.0, currency="EUR")),
     ],
 )
 def test_whatif_reprices_only_what_the_shock_touches_and_matches_a_full_reprice(
-    book: Book, market: MarketSnapshot, asset_class: str, shock: msg.AnyShock
+    book: Book, market: MarketSnapshot, asset_class: str, shock: AnyShock
 ) -> None:
     rep = Repricer(book, market, asset_class, n_paths=4096)
     live = rep.full(market).columns["pv"]
@@ -610,8 +621,8 @@ def test_drain_reads_every_queued_notice_and_skips_garbage() -> None:
         push.send(b"\x00 not a notice")
         push.send(msg.encode(sent[1]))
         time.sleep(0.05)
-        assert msg.drain(pull) == sent
-        assert msg.drain(pull) == []  # nothing queued: returns at once
+        assert sockets.drain(pull) == sent
+        assert sockets.drain(pull) == []  # nothing queued: returns at once
     finally:
         push.close(linger=0)
         pull.close(linger=0)

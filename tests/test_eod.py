@@ -17,7 +17,6 @@ import pytest
 
 import workbench
 from workbench.book.reference import generate_reference_book
-from workbench.engine.config import LimitConfig
 from workbench.market.io import save_market
 from workbench.market.reference import generate_reference_market
 from workbench.reports import sections
@@ -29,6 +28,7 @@ from workbench.reports.runner import (
     EXIT_TIMEOUT,
     run_eod,
 )
+from workbench.risk.limits import LimitConfig
 
 TODAY = date(2026, 11, 24)
 YESTERDAY = date(2026, 11, 23)

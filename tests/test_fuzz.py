@@ -40,10 +40,10 @@ from _fuzz import (
 )
 from service_helpers import make_files, start
 
-from workbench.engine import messages as msg
-from workbench.engine.client import Client
-from workbench.engine.conflation import REJECT_REASONS
-from workbench.engine.shm import pid_alive
+from workbench.client import Client
+from workbench.engine.processes.conflation import REJECT_REASONS
+from workbench.engine.protocol import messages as msg
+from workbench.engine.transport.shm import pid_alive
 from workbench.market.io import load_market
 
 TICKS = 20_000

@@ -17,7 +17,7 @@ import polars as pl
 
 from workbench.book.io import load_book
 from workbench.book.reference import generate_reference_book
-from workbench.engine.repricing import Repricer
+from workbench.engine.processes.repricing import Repricer
 from workbench.market.reference import generate_reference_market
 
 MOVES = Path(__file__).parent / "data" / "fx_vol_moves.json"

@@ -30,17 +30,17 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from workbench.engine import feed, ingest, messages
-from workbench.engine.config import (
+from workbench.engine.processes import feed, ingest
+from workbench.engine.processes.conflation import Conflator
+from workbench.engine.protocol import messages
+from workbench.engine.protocol.config import (
     ConflationConfig,
     FeedConfig,
     ServiceConfig,
     encode_config,
-    free_port,
-    loopback_endpoints,
 )
-from workbench.engine.conflation import Conflator
-from workbench.engine.shm import SHM_DIR, QuoteTable
+from workbench.engine.transport.endpoints import free_port, loopback_endpoints
+from workbench.engine.transport.shm import SHM_DIR, QuoteTable
 from workbench.market.io import save_market
 from workbench.market.model import MarketSnapshot
 from workbench.market.reference import generate_reference_market

@@ -10,9 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from workbench.book.schema import PRODUCTS, Book, Categorical
-from workbench.engine.aggregation import RISK_INPUTS, risk_frame, static_frame
-from workbench.engine.config import LimitConfig
-from workbench.engine.limits import LimitMonitor, LimitReport
+from workbench.risk.aggregation import RISK_INPUTS, risk_frame, static_frame
+from workbench.risk.limits import LimitConfig, LimitMonitor, LimitReport
 
 SECOND = 1_000_000_000
 # desk A: two swaps; desk B: one swap and one FX forward

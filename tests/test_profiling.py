@@ -14,9 +14,9 @@ from typing import Any
 import polars as pl
 import pytest
 
-from workbench.engine import messages as msg
-from workbench.engine.client import _profile_frames
-from workbench.engine.profiling import (
+from workbench.client.service import _profile_frames
+from workbench.engine.protocol import messages as msg
+from workbench.engine.telemetry.profiling import (
     MAX_NODES,
     TREE_COLUMNS,
     call_tree,

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from workbench.book.io import load_book, save_book
 from workbench.book.reference import generate_reference_book
-from workbench.engine.aggregation import static_frame
-from workbench.engine.recon import (
+from workbench.market.reference import generate_reference_market
+from workbench.risk.aggregation import static_frame
+from workbench.risk.recon import (
     DUPLICATE_IN_FILE,
     MISSING_IN_ENGINE,
     MISSING_IN_FILE,
@@ -21,7 +22,6 @@ from workbench.engine.recon import (
     recon,
     recon_breach,
 )
-from workbench.market.reference import generate_reference_market
 
 
 def positions(ids: list[str], notionals: list[float]) -> pl.DataFrame:

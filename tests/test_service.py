@@ -16,12 +16,12 @@ import pytest
 import zmq
 from service_helpers import POSITIONS, make_files, start, wait
 
-from workbench.engine import logs
-from workbench.engine import messages as msg
-from workbench.engine.client import Client, ServiceError
-from workbench.engine.config import LimitConfig
-from workbench.engine.messages import ParallelShock, SpotShock
-from workbench.engine.profiling import MAX_NODES, TREE_COLUMNS
+from workbench.client import Client, ServiceError
+from workbench.engine.protocol import messages as msg
+from workbench.engine.telemetry import logs
+from workbench.engine.telemetry.profiling import MAX_NODES, TREE_COLUMNS
+from workbench.risk.limits import LimitConfig
+from workbench.risk.shocks import ParallelShock, SpotShock
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ import polars as pl
 import pytest
 from service_helpers import make_files, start, wait
 
-from workbench.engine import logs
-from workbench.engine.client import Client, ServiceError
+from workbench.client import Client, ServiceError
+from workbench.engine.telemetry import logs
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pytest
 from service_helpers import PATHS, make_files, start, wait
 
 import workbench
-from workbench.engine.client import ServiceError
+from workbench.client import ServiceError
 
 
 @pytest.fixture(scope="module")

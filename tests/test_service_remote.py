@@ -12,10 +12,10 @@ import zmq
 from service_helpers import make_files, start
 
 import workbench
-from workbench.engine import messages as msg
-from workbench.engine.client import ServiceError
-from workbench.engine.config import RemoteConfig
-from workbench.engine.gateway import generate_keys
+from workbench.client import ServiceError
+from workbench.engine.protocol import messages as msg
+from workbench.engine.protocol.config import RemoteConfig
+from workbench.engine.transport.gateway import generate_keys
 
 
 @pytest.fixture(scope="module")

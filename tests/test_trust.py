@@ -24,10 +24,11 @@ import pytest
 import zmq
 from service_helpers import make_files, start, wait
 
-from workbench.engine import logs
-from workbench.engine import messages as msg
-from workbench.engine.client import Client, ServiceError
-from workbench.engine.shm import QuoteTable
+from workbench.client import Client, ServiceError
+from workbench.engine.protocol import messages as msg
+from workbench.engine.telemetry import logs
+from workbench.engine.transport.shm import QuoteTable
+from workbench.risk.breaches import Breach
 
 GREEKS = ("pv", "pv_ccy", "delta", "gamma", "vega", "theta")
 
@@ -65,7 +66,7 @@ def _fresh(svc: Client) -> bool:
     return not svc.positions()["stale"].any()
 
 
-def _recon(svc: Client) -> msg.Breach | None:
+def _recon(svc: Client) -> Breach | None:
     return next((b for b in svc.latest().breaches if b.measure == "recon"), None)
 
 

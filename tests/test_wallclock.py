@@ -32,8 +32,8 @@ import polars as pl
 import pytest
 from service_helpers import make_files, start, wait
 
-from workbench.engine import logs
-from workbench.engine.client import Client, ServiceError
+from workbench.client import Client, ServiceError
+from workbench.engine.telemetry import logs
 
 LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 MEASURES = ["pv", "pv_ccy", "delta", "gamma", "vega", "theta"]

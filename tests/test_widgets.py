@@ -24,9 +24,9 @@ import polars as pl
 import pytest
 from service_helpers import POSITIONS, make_files, start
 
-from workbench.engine.client import Client
-from workbench.engine.config import LimitConfig
-from workbench.engine.messages import Breach
+from workbench.client import Client
+from workbench.risk.breaches import Breach
+from workbench.risk.limits import LimitConfig
 from workbench.widgets import (
     CurveShock,
     GreekGrid,

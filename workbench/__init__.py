@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from workbench.engine.client import (
+    from workbench.client import (
         Client,
         ServiceError,
         connect,
@@ -20,16 +20,16 @@ if TYPE_CHECKING:
         running,
         start,
     )
-    from workbench.engine.config import RemoteConfig
+    from workbench.engine.protocol.config import RemoteConfig
 
 _WHERE = {
-    "Client": "workbench.engine.client",
-    "ServiceError": "workbench.engine.client",
-    "connect": "workbench.engine.client",
-    "connect_remote": "workbench.engine.client",
-    "running": "workbench.engine.client",
-    "start": "workbench.engine.client",
-    "RemoteConfig": "workbench.engine.config",
+    "Client": "workbench.client",
+    "ServiceError": "workbench.client",
+    "connect": "workbench.client",
+    "connect_remote": "workbench.client",
+    "running": "workbench.client",
+    "start": "workbench.client",
+    "RemoteConfig": "workbench.engine.protocol.config",
 }
 
 __all__ = [

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
-from workbench.engine.client import ServiceError
+from workbench.client import ServiceError
 from workbench.market.model import MarketError
 
 
@@ -112,7 +112,7 @@ def _workers(text: str) -> dict[str, int]:
 def _service_options(args: argparse.Namespace) -> dict[str, object]:
     import msgspec
 
-    from workbench.engine.config import LimitConfig
+    from workbench.risk.limits import LimitConfig
 
     limits: tuple[LimitConfig, ...] = ()
     if args.limits is not None:
@@ -132,7 +132,7 @@ def _service_options(args: argparse.Namespace) -> dict[str, object]:
         "standby": not getattr(args, "no_standby", False),
     }
     if getattr(args, "remote_host", None):
-        from workbench.engine.config import RemoteConfig
+        from workbench.engine.protocol.config import RemoteConfig
 
         if args.remote_key is None or args.authorized_keys is None:
             raise ValueError("--remote-host needs --remote-key and --authorized-keys (CurveZMQ)")
@@ -147,7 +147,7 @@ def _service_options(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
-    from workbench.engine.gateway import generate_keys
+    from workbench.engine.transport.gateway import generate_keys
 
     public, secret = generate_keys(args.folder, args.name)
     print(f"public key {public} (give it out); secret key {secret} (keep it; mode 600)")
@@ -246,7 +246,7 @@ def _cmd_reload_book(args: argparse.Namespace) -> int:
 
 
 def _cmd_reap(args: argparse.Namespace) -> int:
-    from workbench.engine.shm import reap
+    from workbench.engine.transport.shm import reap
 
     gone = reap(dry_run=args.dry_run)
     verb = "would unlink" if args.dry_run else "unlinked"

@@ -42,6 +42,9 @@ PRODUCTS: Final[tuple[str, ...]] = (
 )
 """Product names; a position's ``product`` code indexes this tuple."""
 
+ASSET_CLASSES: Final = ("rates", "fx", "credit", "equity")
+"""The asset classes, in the order every table lists them."""
+
 ASSET_CLASS: Final[dict[str, str]] = {
     "IRS": "rates",
     "FX_FWD": "fx",

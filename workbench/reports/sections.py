@@ -19,9 +19,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 import polars as pl
 
-from workbench.engine.aggregation import rollup, totals
-from workbench.engine.config import LimitConfig
-from workbench.engine.limits import LimitMonitor
 from workbench.reports.snapshot import (
     Snapshot,
     SnapshotInputError,
@@ -31,6 +28,8 @@ from workbench.reports.snapshot import (
     take_batch,
     take_service,
 )
+from workbench.risk.aggregation import rollup, totals
+from workbench.risk.limits import LimitConfig, LimitMonitor
 
 if TYPE_CHECKING:
     from IPython.display import Image

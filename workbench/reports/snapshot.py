@@ -7,7 +7,7 @@ re-rendered and audited from them alone:
 file                            content
 ==============================  ==============================================================
 ``snapshot.parquet``            one row per position: labels, raw risk columns and every
-                                measure of :mod:`workbench.engine.aggregation` (USD)
+                                measure of :mod:`workbench.risk.aggregation` (USD)
 ``snapshot_key_rates.parquet``  key-rate DV01s (USD per 1bp), long format, with the quote's
                                 curve, currency, tenor and tenor in years
 ``snapshot_curves.parquet``     zero rates of every curve on a grid (decimal per year)
@@ -32,15 +32,15 @@ import polars as pl
 from workbench.batch import key_rate_frame
 from workbench.book.io import load_book
 from workbench.book.schema import Book
-from workbench.engine import inputs
-from workbench.engine.aggregation import risk_frame, static_frame
-from workbench.engine.client import ServiceError, connect
-from workbench.engine.config import LimitConfig
+from workbench.client import ServiceError, connect
+from workbench.engine.processes import inputs
 from workbench.market.io import load_market
 from workbench.market.model import MarketSnapshot
 from workbench.market.schedules import parse_tenor
 from workbench.pricing.curves import CurveSet
 from workbench.pricing.portfolio import BookRisk, PortfolioPricer
+from workbench.risk.aggregation import risk_frame, static_frame
+from workbench.risk.limits import LimitConfig
 
 POSITIONS_FILE: Final = "snapshot.parquet"
 KEY_RATES_FILE: Final = "snapshot_key_rates.parquet"
@@ -69,7 +69,7 @@ class Snapshot:
         One row per position: ``position_id``, ``desk``, ``book``, ``currency``,
         ``asset_class``, ``product``, ``underlying`` (String), ``notional``, the raw risk
         columns (``pv``, ``pv_ccy``, ``delta``, ``gamma``, ``vega``, ``theta``), ``stale``,
-        ``age_s`` and every measure of :data:`workbench.engine.aggregation.MEASURES` (USD).
+        ``age_s`` and every measure of :data:`workbench.risk.aggregation.MEASURES` (USD).
     key_rates
         ``position_id``, ``quote_id``, ``curve``, ``currency``, ``tenor``, ``years`` and
         ``kr_dv01`` (USD per +1bp on that quote, first order).

@@ -19,8 +19,8 @@ from typing import Any, Generic, TypeVar
 
 import ipywidgets as w  # type: ignore[import-untyped]
 
-from workbench.engine import messages as msg
-from workbench.engine.client import Client, ServiceError, SnapshotView, connect
+from workbench.client import Client, ServiceError, SnapshotView, connect
+from workbench.engine.protocol import messages as msg
 
 T = TypeVar("T")
 

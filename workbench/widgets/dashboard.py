@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Final
 
-from workbench.engine.client import running
+from workbench.client import running
 
 DESK_NOTEBOOK: Final = Path(__file__).resolve().parents[2] / "notebooks" / "desk.ipynb"
 """The desk notebook of a source checkout (``notebooks/desk.ipynb``)."""

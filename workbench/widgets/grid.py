@@ -21,8 +21,8 @@ from typing import Any, Final
 import ipywidgets as w  # type: ignore[import-untyped]
 import polars as pl
 
-from workbench.engine.client import Client, SnapshotView
-from workbench.engine.messages import Breach
+from workbench.client import Client, SnapshotView
+from workbench.risk.breaches import Breach
 from workbench.widgets._live import Latest, LiveWidget, throttled
 
 COLUMNS: Final[tuple[str, ...]] = (
@@ -228,7 +228,7 @@ class GreekGrid(LiveWidget):
     Parameters
     ----------
     service
-        A :class:`~workbench.engine.client.Client`, a service name or None (the only one).
+        A :class:`~workbench.client.Client`, a service name or None (the only one).
     grouping
         A key of :data:`GROUPINGS` (default ``"desk × currency"``).
     max_hz

@@ -15,7 +15,7 @@ import ipywidgets as w  # type: ignore[import-untyped]
 import numpy as np
 import polars as pl
 
-from workbench.engine.client import Client, SnapshotView
+from workbench.client import Client, SnapshotView
 from workbench.widgets._live import Latest, LiveWidget, throttled
 from workbench.widgets.grid import COLUMNS, HEADERS
 

@@ -12,8 +12,8 @@ from datetime import datetime
 import ipywidgets as w  # type: ignore[import-untyped]
 import polars as pl
 
-from workbench.engine.client import Client, SnapshotView
-from workbench.engine.messages import Breach
+from workbench.client import Client, SnapshotView
+from workbench.risk.breaches import Breach
 from workbench.widgets._live import Latest, LiveWidget, throttled
 from workbench.widgets.grid import compact
 

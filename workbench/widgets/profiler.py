@@ -5,7 +5,8 @@ each box as wide as the seconds spent on that call path (callees included) withi
 coloured by source file, details in its tooltip — a bar per function of its cumulative time (the
 heaviest first) and a table of the top functions. cProfile keeps caller → callee totals, not
 whole stacks, so the icicle's first two rows are exact and deeper ones split a function's time
-among its callers in proportion (see :mod:`workbench.engine.profiling`). The worker's waits on
+among its callers in proportion (see :mod:`workbench.engine.telemetry.profiling`). The worker's
+waits on
 its sockets (idle time, :data:`IDLE_FUNCTIONS`) are left out of both charts, which show where
 the work goes, and reported beside them. Beside the bars: the
 worker's stage timings, its spline-cache counters and a switch for the vol-spline cache
@@ -23,8 +24,8 @@ import bqplot as bq  # type: ignore[import-untyped]
 import ipywidgets as w  # type: ignore[import-untyped]
 import polars as pl
 
-from workbench.engine.client import Client
-from workbench.engine.messages import SetOptionRequest
+from workbench.client import Client
+from workbench.engine.protocol.messages import SetOptionRequest
 from workbench.widgets._live import LiveWidget
 
 WORKERS: Final[tuple[str, ...]] = ("rates-0", "fx-0", "credit-0", "equity-0")
@@ -126,7 +127,8 @@ def busy_tree(tree: pl.DataFrame) -> tuple[pl.DataFrame, float]:
 def icicle_html(tree: pl.DataFrame, *, width_px: int = 900, row_px: int = 18) -> str:
     """The call tree of a profile reply as an icicle: one absolutely placed ``div`` per node.
 
-    ``tree`` has the columns of :func:`workbench.engine.profiling.tree_from_stats` (``depth``,
+    ``tree`` has the columns of :func:`workbench.engine.telemetry.profiling.tree_from_stats`
+    (``depth``,
     ``start_s``, ``cum_s``, ``own_s``, ``function``, ``file``, ``line``). A node's box starts at
     ``start_s / total`` of ``width_px`` and is ``cum_s / total`` of it wide, on row ``depth``
     (``row_px`` high), where total is the roots' summed ``cum_s``; its tooltip reads

@@ -7,7 +7,8 @@ The shock is a basis-point move per curve quote (pillar):
 * ``butterfly``: +fly at the 6Y belly, −fly at 2Y and shorter and 10Y and longer, linear between;
 * one key-rate slider per pillar tenor (on every selected curve with that tenor).
 
-It is sent as :class:`~workbench.engine.messages.QuoteShock` s to the service's what-if, which
+It is sent as :class:`~workbench.engine.protocol.messages.QuoteShock` s to the service's what-if,
+which
 reprices a shocked copy of the live market (the live book is never touched). The base curves are
 built from the live quotes in shared memory (read once per refresh; attaching never unlinks).
 """
@@ -24,15 +25,15 @@ import ipywidgets as w  # type: ignore[import-untyped]
 import numpy as np
 import polars as pl
 
-from workbench.engine.client import Client
-from workbench.engine.inputs import market_path
-from workbench.engine.messages import QuoteShock
-from workbench.engine.shm import QuoteTable
-from workbench.engine.whatif import apply_shocks
+from workbench.client import Client
+from workbench.engine.processes.inputs import market_path
+from workbench.engine.transport.shm import QuoteTable
 from workbench.market.io import load_market
 from workbench.market.model import CurveSpec, MarketSnapshot
 from workbench.market.schedules import parse_tenor
 from workbench.pricing.curves import CurveSet
+from workbench.risk.shocks import QuoteShock
+from workbench.risk.whatif import apply_shocks
 from workbench.widgets._live import Latest, LiveWidget, throttled
 from workbench.widgets.grid import GROUPINGS, compact
 

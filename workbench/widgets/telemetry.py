@@ -2,7 +2,8 @@
 
 Rates (ticks and rejects per second) are differences of the ingest counters between two
 status replies on the monotonic clock. Latency histograms per process boundary come from the
-processes' heartbeats (the ones Prometheus exports, see :mod:`workbench.engine.histograms`):
+processes' heartbeats (the ones Prometheus exports, see
+:mod:`workbench.engine.telemetry.histograms`):
 a table of counts and percentiles, and the distribution of the boundary picked in the menu.
 """
 
@@ -18,9 +19,9 @@ import bqplot as bq  # type: ignore[import-untyped]
 import ipywidgets as w  # type: ignore[import-untyped]
 import numpy as np
 
-from workbench.engine.client import Client
-from workbench.engine.histograms import BUCKETS_MS, quantile_ms
-from workbench.engine.messages import StatusRequest
+from workbench.client import Client
+from workbench.engine.protocol.messages import StatusRequest
+from workbench.engine.telemetry.histograms import BUCKETS_MS, quantile_ms
 from workbench.widgets._live import LiveWidget
 
 ROW_STATS: Final[tuple[str, ...]] = (

@@ -24,13 +24,20 @@ from multiprocessing.connection import Connection
 import zmq
 
 from workbench.book.io import load_book
-from workbench.engine import logs
-from workbench.engine import messages as msg
-from workbench.engine.config import ASSET_CLASSES, ServiceConfig, decode_config
-from workbench.engine.inputs import book_path, market_path
-from workbench.engine.lifetime import die_with_parent
-from workbench.engine.shm import QuoteTable
-from workbench.engine.worker import Prepared, WorkerProcess, _Stop, prepare_on, worker_name
+from workbench.book.schema import ASSET_CLASSES
+from workbench.engine.processes.inputs import book_path, market_path
+from workbench.engine.processes.lifetime import die_with_parent
+from workbench.engine.processes.worker import (
+    Prepared,
+    WorkerProcess,
+    _Stop,
+    prepare_on,
+    worker_name,
+)
+from workbench.engine.protocol import messages as msg
+from workbench.engine.protocol.config import ServiceConfig, decode_config
+from workbench.engine.telemetry import logs
+from workbench.engine.transport.shm import QuoteTable
 from workbench.market.io import load_market
 
 log = logging.getLogger(__name__)
@@ -45,7 +52,7 @@ def slots(config: ServiceConfig) -> list[tuple[str, int]]:
 
 
 class Standby:
-    """Every slot's :class:`~workbench.engine.worker.Prepared` state, priced once."""
+    """Every slot's :class:`~workbench.engine.processes.worker.Prepared` state, priced once."""
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config

@@ -9,7 +9,7 @@ the aggregator's requests (status, restart, stop), export Prometheus metrics. Si
 only record the signal; shutdown stops the children (SIGTERM, then SIGKILL after a grace
 period), unlinks the segments and removes the descriptor.
 
-Run it with ``python -m workbench.engine.supervisor CONFIG.json``.
+Run it with ``python -m workbench.engine.processes.supervisor CONFIG.json``.
 """
 
 from __future__ import annotations
@@ -33,26 +33,25 @@ import numpy as np
 import zmq
 
 from workbench.book.io import load_book
-from workbench.book.schema import ASSET_CLASS, Book
-from workbench.engine import logs
-from workbench.engine import messages as msg
-from workbench.engine.admission import admit
-from workbench.engine.config import (
-    ASSET_CLASSES,
+from workbench.book.schema import ASSET_CLASS, ASSET_CLASSES, Book
+from workbench.engine.processes.inputs import freeze
+from workbench.engine.processes.partition import worker_rows
+from workbench.engine.processes.restarts import Kill, RestartPolicy, Roll
+from workbench.engine.processes.worker import worker_name
+from workbench.engine.protocol import messages as msg
+from workbench.engine.protocol.admission import admit
+from workbench.engine.protocol.config import (
     Descriptor,
     ServiceConfig,
     decode_config,
     encode_config,
-    local_endpoints,
-    socket_folder,
 )
-from workbench.engine.gateway import Gateway, RemoteConfigError
-from workbench.engine.inputs import freeze
-from workbench.engine.metrics import Metrics
-from workbench.engine.partition import worker_rows
-from workbench.engine.restarts import Kill, RestartPolicy, Roll
-from workbench.engine.shm import MAX_SLOTS, QuoteTable, RiskTable, reap
-from workbench.engine.worker import worker_name
+from workbench.engine.telemetry import logs
+from workbench.engine.telemetry.metrics import Metrics
+from workbench.engine.transport import sockets
+from workbench.engine.transport.endpoints import local_endpoints, socket_folder
+from workbench.engine.transport.gateway import Gateway, RemoteConfigError
+from workbench.engine.transport.shm import MAX_SLOTS, QuoteTable, RiskTable, reap
 from workbench.market.io import load_market
 from workbench.market.model import MarketError, MarketSnapshot
 
@@ -159,7 +158,7 @@ class _Signals:
 
 
 def _children(config: ServiceConfig) -> list[_ChildSpec]:
-    from workbench.engine import aggregator, feed, ingest, worker
+    from workbench.engine.processes import aggregator, feed, ingest, worker
 
     text = encode_config(config)
     out: list[_ChildSpec] = []
@@ -476,7 +475,7 @@ class Supervisor:
         return True
 
     def _start_standby(self, now: int) -> None:
-        from workbench.engine import standby
+        from workbench.engine.processes import standby
 
         orders, theirs = self.spawn.Pipe(duplex=False)
         proc = self.spawn.Process(
@@ -636,7 +635,7 @@ class Supervisor:
         else:
             reply = self._serve_safely(req)
         self.requests["answered"] += 1
-        if not msg.send_reply(self.rep, envelope, reply):
+        if not sockets.send_reply(self.rep, envelope, reply):
             self.requests["reply_dropped"] += 1
 
     def _serve_safely(self, req: msg.ControlRequest) -> msg.Reply:
@@ -680,7 +679,7 @@ class Supervisor:
 
     def _heartbeats(self) -> None:
         now = time.monotonic_ns()
-        for hb in msg.drain(self.pull):
+        for hb in sockets.drain(self.pull):
             if not isinstance(hb, msg.Heartbeat):
                 continue
             name = hb.role.split(":", 1)[1] if hb.role.startswith("worker:") else hb.role
@@ -799,7 +798,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run a service from a configuration file (JSON of :class:`ServiceConfig`)."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m workbench.engine.supervisor CONFIG.json", file=sys.stderr)
+        print("usage: python -m workbench.engine.processes.supervisor CONFIG.json", file=sys.stderr)
         return 2
     config = decode_config(Path(args[0]).read_text())
     logs.setup(config.name, "supervisor")

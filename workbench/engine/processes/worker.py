@@ -7,7 +7,7 @@ go into the shared risk table under this worker's own generation counter.
 
 Requests (:class:`messages.WorkerRequest`) arrive on a ROUTER socket: what-if (priced on a
 copy of the market), profile (cProfile over N seconds of live work, answered when done with a
-function table and a call tree, see :mod:`workbench.engine.profiling`), set_option
+function table and a call tree, see :mod:`workbench.engine.telemetry.profiling`), set_option
 (``spline_cache`` on/off) and stats.
 """
 
@@ -30,18 +30,19 @@ import zmq
 
 from workbench.book.io import load_book
 from workbench.book.schema import Book
-from workbench.engine import logs
-from workbench.engine import messages as msg
-from workbench.engine.config import ServiceConfig, decode_config
-from workbench.engine.histograms import LatencyHistogram
-from workbench.engine.inputs import book_path, market_path
-from workbench.engine.lifetime import die_with_parent
-from workbench.engine.profiling import call_tree, profile_rows
-from workbench.engine.repricing import Repricer, Update
-from workbench.engine.shm import REPRICE_FAILED, QuoteTable, RiskTable
-from workbench.engine.whatif import apply_shocks
+from workbench.engine.processes.inputs import book_path, market_path
+from workbench.engine.processes.lifetime import die_with_parent
+from workbench.engine.processes.repricing import Repricer, Update
+from workbench.engine.protocol import messages as msg
+from workbench.engine.protocol.config import ServiceConfig, decode_config
+from workbench.engine.telemetry import logs
+from workbench.engine.telemetry.histograms import LatencyHistogram
+from workbench.engine.telemetry.profiling import call_tree, profile_rows
+from workbench.engine.transport import sockets
+from workbench.engine.transport.shm import REPRICE_FAILED, QuoteTable, RiskTable
 from workbench.market.io import load_market
 from workbench.market.model import MarketError, MarketSnapshot
+from workbench.risk.whatif import apply_shocks
 
 log = logging.getLogger(__name__)
 
@@ -376,7 +377,7 @@ class WorkerProcess:
     def _reply(self, envelope: list[bytes], reply: msg.Reply) -> None:
         """Answer with the request's envelope (routing id, request id …) echoed back; never
         waits (a requester gone or not reading loses its answer, counted)."""
-        if not msg.send_reply(self.router, envelope, reply):
+        if not sockets.send_reply(self.router, envelope, reply):
             self.stats.reply_dropped += 1
 
     def _stats_data(self) -> dict[str, Any]:
@@ -510,8 +511,8 @@ class WorkerProcess:
                 "failed_groups": float(len(self._failed_now())),
                 "reply_dropped": float(s.reply_dropped),
                 "bad_requests": float(s.bad_requests),
-                "version_refused": float(s.version_refused + msg.DRAINED.version),
-                "bad_notices": float(msg.DRAINED.bad),
+                "version_refused": float(s.version_refused + sockets.DRAINED.version),
+                "bad_notices": float(sockets.DRAINED.bad),
             },
             histograms={
                 "ingest_to_worker": self.to_worker.wire(),
@@ -533,7 +534,7 @@ class WorkerProcess:
             events = dict(poller.poll(_POLL_MS))
             flushed_ns = time.monotonic_ns()
             if self.sub in events:
-                for notice in msg.drain(self.sub):  # only the latest state matters
+                for notice in sockets.drain(self.sub):  # only the latest state matters
                     if isinstance(notice, msg.QuotesDirty):
                         flushed_ns = notice.flushed_ns
             self.poll_quotes(flushed_ns)

@@ -1,7 +1,7 @@
 """A worker's pricing state: its groups, their last results, and dirty-set repricing.
 
-No sockets and no clock here: the process shell in :mod:`engine.worker` feeds it quote tables
-and writes what it returns. Results are kept in each position's currency so that an FX spot
+No sockets and no clock here: the process shell in :mod:`engine.processes.worker` feeds it quote
+tables and writes what it returns. Results are kept in each position's currency so that an FX spot
 tick only re-converts to USD (a multiplication) instead of repricing.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from workbench._types import FloatArray, IntArray
 from workbench.book.schema import Book
-from workbench.engine.partition import GroupSpec, conversion_quotes, worker_groups
+from workbench.engine.processes.partition import GroupSpec, conversion_quotes, worker_groups
 from workbench.market.model import MarketSnapshot
 from workbench.pricing.conversion import base_rate_column
 from workbench.pricing.credit_book import CreditPricer

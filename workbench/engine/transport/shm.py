@@ -27,13 +27,13 @@ from typing import TypeVar
 import numpy as np
 
 from workbench._types import FloatArray
+from workbench.book.schema import ASSET_CLASSES
 
 SHM_DIR = Path("/dev/shm")
 _R = TypeVar("_R")
 _NAME = re.compile(r"^wb_(\d+)_[A-Za-z0-9]+_[a-z]+[0-9]*$")
 _ALIGN = 64
 RISK_COLUMNS = ("pv", "pv_ccy", "delta", "gamma", "vega", "theta")
-ASSET_CLASSES = ("rates", "fx", "credit", "equity")
 MAX_SLOTS = 8  # workers per asset class; each worker (class, slot) has its own counter
 
 FRESH = 0.0

@@ -41,13 +41,14 @@ import zmq
 import zmq.asyncio
 
 from workbench._types import FloatArray
-from workbench.engine import logs, messages
-from workbench.engine.config import ServiceConfig, decode_config
-from workbench.engine.conflation import Conflator
-from workbench.engine.histograms import LatencyHistogram
-from workbench.engine.inputs import market_path
-from workbench.engine.lifetime import die_with_parent
-from workbench.engine.shm import QuoteTable
+from workbench.engine.processes.conflation import Conflator
+from workbench.engine.processes.inputs import market_path
+from workbench.engine.processes.lifetime import die_with_parent
+from workbench.engine.protocol import messages
+from workbench.engine.protocol.config import ServiceConfig, decode_config
+from workbench.engine.telemetry import logs
+from workbench.engine.telemetry.histograms import LatencyHistogram
+from workbench.engine.transport.shm import QuoteTable
 from workbench.market.io import load_market
 
 log = logging.getLogger(__name__)

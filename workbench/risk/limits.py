@@ -1,7 +1,7 @@
 """Limit monitoring: a state machine fed risk frames, returning usage, breaches and events.
 
 No I/O and no clock: the caller passes ``now_ns`` (``time.monotonic_ns``) with each frame. A
-limit is on the absolute value of a net measure of :mod:`engine.aggregation` (USD), for the
+limit is on the absolute value of a net measure of :mod:`risk.aggregation` (USD), for the
 whole firm or one desk. A breach starts when the value goes over the limit; it keeps its
 ``since_ns`` while it lasts and clears when the value is back at or below
 ``limit * (1 - hysteresis)``.
@@ -12,15 +12,21 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+import msgspec
 import polars as pl
 
-from workbench.engine.aggregation import MEASURES, rollups
-from workbench.engine.messages import Breach
+from workbench.risk.aggregation import MEASURES, rollups
+from workbench.risk.breaches import Breach
 
-if TYPE_CHECKING:  # only its fields are read: measure, limit, desk
-    from workbench.engine.config import LimitConfig
+
+class LimitConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """An absolute limit on a measure (USD) for the firm (``desk`` None) or one desk."""
+
+    measure: str
+    limit: float
+    desk: str | None = None
+
 
 FIRM = "firm"
 """The scope of a firm-wide limit; a desk's is ``desk:<name>``."""
@@ -71,7 +77,7 @@ class LimitMonitor:
     Parameters
     ----------
     limits
-        The limits; each ``measure`` one of :data:`engine.aggregation.MEASURES`, ``limit`` a
+        The limits; each ``measure`` one of :data:`risk.aggregation.MEASURES`, ``limit`` a
         positive finite amount in USD, at most one limit per (scope, measure).
     desks
         The book's desks. When given, a limit on any other desk is refused here; otherwise it is
@@ -160,7 +166,7 @@ class LimitMonitor:
         Parameters
         ----------
         frame
-            :func:`engine.aggregation.risk_frame` of the live risk.
+            :func:`risk.aggregation.risk_frame` of the live risk.
         now_ns
             ``time.monotonic_ns()`` of this evaluation; a new breach's ``since_ns``.
         """
@@ -171,7 +177,7 @@ class LimitMonitor:
 
     def evaluate_rollups(self, firm: pl.DataFrame, desk: pl.DataFrame, now_ns: int) -> LimitReport:
         """:meth:`evaluate` from the firm-wide and per-desk roll-ups of the risk (as
-        :func:`engine.aggregation.rollups` makes them), which the aggregator has anyway."""
+        :func:`risk.aggregation.rollups` makes them), which the aggregator has anyway."""
         values = self._values(firm, desk)
         breaches: list[Breach] = []
         new: list[Breach] = []

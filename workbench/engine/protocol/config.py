@@ -8,14 +8,13 @@ names, to ``<run_dir>/service.json`` where :func:`workbench.connect` finds it.
 from __future__ import annotations
 
 import os
-import socket
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import msgspec
 
-ASSET_CLASSES = ("rates", "fx", "credit", "equity")
+from workbench.book.schema import ASSET_CLASSES
+from workbench.risk.limits import LimitConfig
 
 
 class FeedConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,7 +35,8 @@ class FeedConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ConflationConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """Conflation windows in milliseconds per quote class (see :mod:`engine.conflation`)."""
+    """Conflation windows in milliseconds per quote class (see
+    :mod:`engine.processes.conflation`)."""
 
     fx_spot_ms: float = 200.0
     fx_vol_ms: float = 500.0
@@ -47,14 +47,6 @@ class ConflationConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Credit indices close their windows at this many evenly spaced phases of the credit grid
     (an index's spread and correlation quotes share one), so the tranche repricing of the
     indices is spread over the window instead of all at once; 1: every index together."""
-
-
-class LimitConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """An absolute limit on a measure (USD) for the firm (``desk`` None) or one desk."""
-
-    measure: str
-    limit: float
-    desk: str | None = None
 
 
 class Endpoints(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,7 +67,8 @@ class Endpoints(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class RemoteConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """Listeners for clients on other machines (see :mod:`engine.gateway`): CurveZMQ only."""
+    """Listeners for clients on other machines (see :mod:`engine.transport.gateway`): CurveZMQ
+    only."""
 
     host: str  # address to listen on, e.g. a LAN address or "0.0.0.0"
     server_key: str  # the server's secret certificate file (``workbench keys`` → *.key_secret)
@@ -136,74 +129,6 @@ def default_run_root() -> Path:
     """``$WORKBENCH_RUN_DIR`` or ``~/.workbench/run``: one folder per service name."""
     env = os.environ.get("WORKBENCH_RUN_DIR")
     return Path(env) if env else Path.home() / ".workbench" / "run"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-_IPC_PATH_MAX = 100
-"""Unix socket paths longer than ~107 bytes cannot be bound; keep a margin."""
-
-
-def socket_folder(run_dir: str | Path) -> Path:
-    """Where a service's ipc sockets live: ``<run dir>/sockets``, or a short folder in the
-    temp directory when that path would be too long for a Unix socket."""
-    folder = Path(run_dir) / "sockets"
-    if len(str(folder)) + len("/worker-equity-99.ipc") > _IPC_PATH_MAX:
-        folder = Path(tempfile.mkdtemp(prefix="wb-"))
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def local_endpoints(worker_names: list[str], folder: str | Path) -> Endpoints:
-    """ipc (Unix socket) endpoints in ``folder`` for every socket of a service.
-
-    Not TCP ports: a port picked as free can be taken before it is bound, and a socket that
-    keeps reconnecting to an unbound port of the ephemeral range can end up connected to itself
-    and hold that port. Unix sockets have neither problem (and are faster); only the metrics
-    exporter, which Prometheus scrapes over HTTP, takes a loopback TCP port.
-    """
-    base = Path(folder)
-
-    def ipc(name: str) -> str:
-        return f"ipc://{base / name}.ipc"
-
-    return Endpoints(
-        feed=ipc("feed"),
-        notices=ipc("notices"),
-        risk=ipc("risk"),
-        heartbeats=ipc("heartbeats"),
-        control=ipc("control"),
-        snapshots=ipc("snapshots"),
-        supervisor=ipc("supervisor"),
-        workers={w: ipc(f"worker-{w}") for w in worker_names},
-        metrics=f"127.0.0.1:{free_port()}",
-    )
-
-
-def loopback_endpoints(worker_names: list[str]) -> Endpoints:
-    """Fresh loopback TCP endpoints (for tests of one process pair; a service uses
-    :func:`local_endpoints`, see there why)."""
-
-    def tcp() -> str:
-        return f"tcp://127.0.0.1:{free_port()}"
-
-    return Endpoints(
-        feed=tcp(),
-        notices=tcp(),
-        risk=tcp(),
-        heartbeats=tcp(),
-        control=tcp(),
-        snapshots=tcp(),
-        supervisor=tcp(),
-        workers={w: tcp() for w in worker_names},
-        metrics=f"127.0.0.1:{free_port()}",
-    )
 
 
 def encode_config(config: ServiceConfig) -> str:

@@ -11,8 +11,17 @@ from __future__ import annotations
 import math
 from typing import Final
 
-from workbench.engine import messages as msg
-from workbench.engine.aggregation import GROUP_COLUMNS
+from workbench.engine.protocol import messages as msg
+from workbench.risk.aggregation import GROUP_COLUMNS
+from workbench.risk.shocks import (
+    AnyShock,
+    ParallelShock,
+    QuoteShock,
+    SpotShock,
+    SpreadShock,
+    TwistShock,
+    VolShock,
+)
 
 MAX_SHOCKS: Final = 256
 """Shocks in one what-if."""
@@ -39,22 +48,22 @@ def check_by(by: tuple[str, ...]) -> str | None:
 
 
 _BOUNDS: Final[dict[type, tuple[tuple[str, float], ...]]] = {
-    msg.ParallelShock: (("bp", MAX_BP),),
-    msg.TwistShock: (("short_bp", MAX_BP), ("long_bp", MAX_BP), ("short_years", 100.0),
+    ParallelShock: (("bp", MAX_BP),),
+    TwistShock: (("short_bp", MAX_BP), ("long_bp", MAX_BP), ("short_years", 100.0),
                      ("long_years", 100.0)),
-    msg.QuoteShock: (("bp", MAX_BP), ("value", 1e12)),
-    msg.SpotShock: (("pct", MAX_PCT),),
-    msg.VolShock: (("points", MAX_POINTS),),
-    msg.SpreadShock: (("bp", MAX_BP),),
+    QuoteShock: (("bp", MAX_BP), ("value", 1e12)),
+    SpotShock: (("pct", MAX_PCT),),
+    VolShock: (("points", MAX_POINTS),),
+    SpreadShock: (("bp", MAX_BP),),
 }  # fmt: skip
 """Each shock type's amounts and their largest magnitude (a None amount is not checked)."""
 
 
-def check_shock(shock: msg.AnyShock) -> str | None:
+def check_shock(shock: AnyShock) -> str | None:
     """Why ``shock`` cannot be applied as given (an amount not finite or out of bounds, a
     pattern or quote id too long), or None."""
     kind = type(shock).__name__
-    text = shock.quote_id if isinstance(shock, msg.QuoteShock) else getattr(shock, "pattern", "")
+    text = shock.quote_id if isinstance(shock, QuoteShock) else getattr(shock, "pattern", "")
     if len(text) > MAX_PATTERN:
         return f"{kind}: {len(text)} characters of pattern or id (at most {MAX_PATTERN})"
     for name, bound in _BOUNDS[type(shock)]:

@@ -13,7 +13,9 @@ from fnmatch import fnmatchcase
 
 import numpy as np
 
-from workbench.engine.messages import (
+from workbench.market.model import MarketError, MarketSnapshot
+from workbench.market.schedules import parse_tenor
+from workbench.risk.shocks import (
     AnyShock,
     ParallelShock,
     QuoteShock,
@@ -22,8 +24,6 @@ from workbench.engine.messages import (
     TwistShock,
     VolShock,
 )
-from workbench.market.model import MarketError, MarketSnapshot
-from workbench.market.schedules import parse_tenor
 
 
 def _rate_quotes(market: MarketSnapshot, currency: str | None) -> list[tuple[int, float]]:

@@ -15,7 +15,9 @@ from typing import Any, Literal
 
 import msgspec
 import polars as pl
-import zmq
+
+from workbench.risk.breaches import Breach
+from workbench.risk.shocks import AnyShock
 
 SCHEMA_VERSION = 1
 MAX_CONTROL_BYTES = 1 << 20
@@ -81,66 +83,11 @@ class Heartbeat(Notice, frozen=True, tag="hb"):
     ready: bool
     stats: dict[str, float] = {}
     histograms: dict[str, list[float]] = {}
-    """Latency histograms of this process's boundaries (:mod:`engine.histograms` wire form)."""
+    """Latency histograms of this process's boundaries (:mod:`engine.telemetry.histograms` wire
+    form)."""
 
 
 NoticeMessage = QuotesDirty | RiskUpdated | Heartbeat
-
-
-# --- what-if shocks ---------------------------------------------------------------------------
-
-
-class Shock(msgspec.Struct, frozen=True, tag_field="kind", kw_only=True):
-    """Base of the what-if market shocks."""
-
-
-class ParallelShock(Shock, frozen=True, tag="parallel"):
-    """Every rate quote of ``currency`` (all currencies if None) moved by ``bp`` basis points."""
-
-    bp: float
-    currency: str | None = None
-
-
-class TwistShock(Shock, frozen=True, tag="twist"):
-    """Rate quotes moved linearly in tenor from ``short_bp`` (≤ pivot_short) to ``long_bp``."""
-
-    short_bp: float
-    long_bp: float
-    currency: str | None = None
-    short_years: float = 2.0
-    long_years: float = 10.0
-
-
-class QuoteShock(Shock, frozen=True, tag="quote"):
-    """One quote moved by ``bp`` basis points (a key-rate node shock) or to ``value``."""
-
-    quote_id: str
-    bp: float | None = None
-    value: float | None = None
-
-
-class SpotShock(Shock, frozen=True, tag="spot"):
-    """FX (``FX.EURUSD``) or equity (``EQ.AAPL``) spots matching ``pattern`` moved by ``pct``%."""
-
-    pct: float
-    pattern: str = "*"
-
-
-class VolShock(Shock, frozen=True, tag="vol"):
-    """Vol quotes (``FXVOL.*``, ``EQVOL.*``) matching ``pattern`` moved by ``points`` vol points."""
-
-    points: float
-    pattern: str = "*"
-
-
-class SpreadShock(Shock, frozen=True, tag="spread"):
-    """Credit index spread quotes matching ``pattern`` moved by ``bp`` basis points."""
-
-    bp: float
-    pattern: str = "*"
-
-
-AnyShock = ParallelShock | TwistShock | QuoteShock | SpotShock | VolShock | SpreadShock
 
 
 # --- control plane --------------------------------------------------------------------------
@@ -242,19 +189,6 @@ class Reply(msgspec.Struct, frozen=True, kw_only=True):
     v: int = SCHEMA_VERSION
 
 
-class Breach(msgspec.Struct, frozen=True, kw_only=True):
-    """A limit breached: ``measure`` of ``scope`` (``firm`` or ``desk:<name>``) over ``limit``."""
-
-    scope: str
-    measure: str
-    value: float
-    limit: float
-    since_ns: int
-    detail: str = ""
-    """What a reader needs beyond the numbers (a recon: the positions added, removed and
-    changed, the first few by id)."""
-
-
 class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     """An aggregated view published by the aggregator (≤ 10 per second)."""
 
@@ -334,38 +268,6 @@ def check_version(message: msgspec.Struct) -> None:
         raise VersionError(f"schema version {v} refused: this service speaks {SCHEMA_VERSION}")
 
 
-class Drained:
-    """Counts of what :func:`drain` refused: undecodable bytes and other schema versions."""
-
-    def __init__(self) -> None:
-        self.bad = 0
-        self.version = 0
-
-
-DRAINED = Drained()
-"""This process's counts (one process, one set of counters; exported in its heartbeat)."""
-
-
-def drain(sock: zmq.Socket[bytes]) -> list[NoticeMessage]:
-    """Every notice already queued on ``sock``, decoded, without waiting. A message that is not
-    a notice, or is of another schema version, is skipped and counted in :data:`DRAINED`."""
-    out: list[NoticeMessage] = []
-    while True:
-        try:
-            raw = sock.recv(zmq.NOBLOCK)
-        except zmq.Again:
-            return out
-        try:
-            notice = notice_decoder.decode(raw)
-        except msgspec.DecodeError:
-            DRAINED.bad += 1
-            continue
-        if notice.v != SCHEMA_VERSION:
-            DRAINED.version += 1
-            continue
-        out.append(notice)
-
-
 def decode_request(payload: bytes) -> ControlRequest:
     """A control request, refused (:class:`msgspec.DecodeError` or :class:`VersionError`) when
     it is not one of this schema version."""
@@ -381,16 +283,6 @@ def check_size(payload: bytes) -> None:
         raise msgspec.DecodeError(
             f"request of {len(payload):,} bytes refused: larger than {MAX_CONTROL_BYTES:,}"
         )
-
-
-def send_reply(sock: zmq.Socket[bytes], envelope: list[bytes], reply: Reply) -> bool:
-    """Answer on a ROUTER with the request's envelope echoed back, never waiting: False when
-    the requester is gone or its queue is full (the answer is dropped; count it)."""
-    try:
-        sock.send_multipart([*envelope, encode(reply)], zmq.NOBLOCK)
-    except zmq.ZMQError:  # Again, or EHOSTUNREACH under ROUTER_MANDATORY
-        return False
-    return True
 
 
 def frame_to_bytes(frame: pl.DataFrame) -> bytes:

@@ -3,9 +3,9 @@
 A booking system rewrites its export whenever it likes. The service must not follow it
 silently: a worker that restarts and re-reads the file would price other trades under the same
 risk-table rows. So the supervisor copies the bytes of both files once, at start-up (and at an
-explicit :func:`workbench.engine.client.Client.reload_book`), into ``<run dir>/frozen/``; every
+explicit :func:`workbench.client.Client.reload_book`), into ``<run dir>/frozen/``; every
 process of the service reads those copies and only those. The original files are what the
-recon job compares against (:mod:`engine.recon`): a changed booking file is a ``recon`` breach,
+recon job compares against (:mod:`risk.recon`): a changed booking file is a ``recon`` breach,
 never a new book.
 """
 
@@ -15,7 +15,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from workbench.engine.config import ServiceConfig
+from workbench.engine.protocol.config import ServiceConfig
 
 FROZEN_FOLDER = "frozen"
 

@@ -2,7 +2,7 @@
 
 It reads the risk table (a consistent copy under the workers' generation counters), publishes
 aggregated :class:`messages.Snapshot` s on a PUB socket once the workers' results of a flush
-have settled, at most ``snapshot_hz`` in any second (:mod:`engine.pacing`; once a second
+have settled, at most ``snapshot_hz`` in any second (:mod:`engine.processes.pacing`; once a second
 regardless, so ages keep moving), and answers the
 control plane (ROUTER). Requests that need a worker (what-if, profile, options) or the
 supervisor (status, restart, stop) are forwarded on DEALER sockets with a request id and
@@ -30,24 +30,26 @@ import polars as pl
 import zmq
 
 from workbench.book.io import load_book
-from workbench.engine import logs
-from workbench.engine import messages as msg
-from workbench.engine.admission import admit
-from workbench.engine.aggregation import (
+from workbench.engine.processes.inputs import book_path, file_digest, market_path
+from workbench.engine.processes.lifetime import die_with_parent
+from workbench.engine.processes.pacing import FlushTracker, PublishPacer
+from workbench.engine.protocol import messages as msg
+from workbench.engine.protocol.admission import admit
+from workbench.engine.protocol.config import ServiceConfig, decode_config
+from workbench.engine.telemetry import logs
+from workbench.engine.telemetry.histograms import LatencyHistogram
+from workbench.engine.transport import sockets
+from workbench.engine.transport.shm import RISK_COLUMNS, RiskTable
+from workbench.market.io import load_market
+from workbench.risk.aggregation import (
     risk_frame,
     rollup,
     static_frame,
 )
-from workbench.engine.cells import CellSums
-from workbench.engine.config import ServiceConfig, decode_config
-from workbench.engine.histograms import LatencyHistogram
-from workbench.engine.inputs import book_path, file_digest, market_path
-from workbench.engine.lifetime import die_with_parent
-from workbench.engine.limits import LimitMonitor, LimitReport
-from workbench.engine.pacing import FlushTracker, PublishPacer
-from workbench.engine.recon import recon, recon_breach, terms_frame
-from workbench.engine.shm import RISK_COLUMNS, RiskTable
-from workbench.market.io import load_market
+from workbench.risk.breaches import Breach
+from workbench.risk.cells import CellSums
+from workbench.risk.limits import LimitMonitor, LimitReport
+from workbench.risk.recon import recon, recon_breach, terms_frame
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,7 @@ class Aggregator:
         self.risk = RiskTable.attach(config.segments["risk"], len(self.book))
         self.limits = LimitMonitor(config.limits, desks=list(self.book.desk.labels))
         self.last_report: LimitReport | None = None
-        self.recon_breach: msg.Breach | None = None
+        self.recon_breach: Breach | None = None
         self.last_recon_ns = time.monotonic_ns()
         self.ctx = zmq.Context()
         self.pull = self.ctx.socket(zmq.PULL)
@@ -237,7 +239,7 @@ class Aggregator:
                 return
             on_file = terms_frame(load_book(self.config.book, market=self.market))
         except Exception as exc:  # the file is outside our control: report, don't die
-            self.recon_breach = msg.Breach(
+            self.recon_breach = Breach(
                 scope="firm",
                 measure="recon",
                 value=1.0,
@@ -267,7 +269,7 @@ class Aggregator:
 
     def _reply(self, envelope: list[bytes], reply: msg.Reply) -> None:
         """Answer a client; never waits (a client gone or not reading loses it, counted)."""
-        if not msg.send_reply(self.control, envelope, reply):
+        if not sockets.send_reply(self.control, envelope, reply):
             self.counts["reply_dropped"] += 1
 
     def _forward(
@@ -462,8 +464,8 @@ class Aggregator:
         stats["published"] = float(self.published)
         stats["pending_requests"] = float(len(self.pending))
         stats.update({k: float(v) for k, v in self.counts.items()})
-        stats["version_refused"] += float(msg.DRAINED.version)
-        stats["bad_notices"] = float(msg.DRAINED.bad)
+        stats["version_refused"] += float(sockets.DRAINED.version)
+        stats["bad_notices"] = float(sockets.DRAINED.bad)
         hb = msg.Heartbeat(
             role="aggregator",
             pid=os.getpid(),
@@ -496,12 +498,12 @@ class Aggregator:
             wait_ms = max(0, -(-(pacer.next_due_ns(now) - now) // 1_000_000))  # ceil
             events = dict(poller.poll(min(wait_ms, 100)))
             if self.flush_sub in events:  # before the results: a flush is known when they come
-                for notice in msg.drain(self.flush_sub):
+                for notice in sockets.drain(self.flush_sub):
                     if isinstance(notice, msg.QuotesDirty):
                         self.tracker.flushed(notice.gen, notice.flushed_ns)
                         pacer.result(time.monotonic_ns(), expecting=self.tracker.waiting())
             if self.pull in events:
-                for notice in msg.drain(self.pull):
+                for notice in sockets.drain(self.pull):
                     if isinstance(notice, msg.RiskUpdated):
                         self.failed[notice.worker] = notice.failed
                         self.tracker.priced(notice.worker, notice.quote_gen)

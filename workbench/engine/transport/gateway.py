@@ -24,8 +24,8 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
-from workbench.engine import messages as msg
-from workbench.engine.config import Endpoints, RemoteConfig
+from workbench.engine.protocol import messages as msg
+from workbench.engine.protocol.config import Endpoints, RemoteConfig
 
 
 class RemoteConfigError(ValueError):

@@ -4,7 +4,7 @@ Every child reports its counters in its heartbeats (``Heartbeat.stats``); they a
 ``workbench_process_stat{process, stat}`` (ticks, rejects by reason, conflation ratio, latency
 percentiles in microseconds, reprice times in milliseconds, cache hits …). The supervisor adds
 restarts and staleness read from the risk table, and exports the latency histograms the
-processes count at their boundaries (:mod:`engine.histograms`) as
+processes count at their boundaries (:mod:`engine.telemetry.histograms`) as
 ``workbench_latency_seconds{boundary, process}``.
 """
 
@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from workbench.engine.histograms import cumulative_buckets
-from workbench.engine.shm import RiskTable
+from workbench.engine.telemetry.histograms import cumulative_buckets
+from workbench.engine.transport.shm import RiskTable
 
 
 class _Latencies(Collector):

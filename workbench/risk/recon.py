@@ -12,7 +12,7 @@ import numpy as np
 import polars as pl
 
 from workbench.book.schema import Book, Categorical
-from workbench.engine.messages import Breach
+from workbench.risk.breaches import Breach
 
 MISSING_IN_ENGINE = "missing in engine"
 MISSING_IN_FILE = "missing in file"
@@ -123,7 +123,7 @@ def recon(
         The file's positions: at least ``position_id`` and ``notional`` (signed, in the
         position's currency), e.g. ``polars.read_parquet`` of the book file.
     engine_static
-        The engine's positions: :func:`engine.aggregation.static_frame` (same two columns).
+        The engine's positions: :func:`risk.aggregation.static_frame` (same two columns).
         Every column of :data:`TERM_COLUMNS` present in both frames is compared too
         (:func:`terms_frame` gives them all).
     tol

@@ -40,7 +40,7 @@ import polars as pl
 from workbench.book.schema import ASSET_CLASS, Book, Categorical
 
 ASSET_CLASSES: Final[tuple[str, ...]] = ("rates", "fx", "credit", "equity")
-"""Asset classes in display order (the order of ``engine.shm.ASSET_CLASSES``)."""
+"""Asset classes in display order (the order of ``engine.transport.shm.ASSET_CLASSES``)."""
 
 GROUP_COLUMNS: Final[tuple[str, ...]] = (
     "desk",
@@ -53,10 +53,11 @@ GROUP_COLUMNS: Final[tuple[str, ...]] = (
 """Columns a roll-up may group by."""
 
 STALE_REASON_TEXT: Final[tuple[str, ...]] = ("", "worker down", "reprice failed", "not priced yet")
-"""The text of each ``stale_reason`` code of the risk table (``engine.shm.STALE_REASONS``)."""
+"""The text of each ``stale_reason`` code of the risk table
+(``engine.transport.shm.STALE_REASONS``)."""
 
 RISK_INPUTS: Final[tuple[str, ...]] = ("pv", "pv_ccy", "delta", "gamma", "vega", "theta")
-"""The float64 risk columns :func:`risk_frame` reads (``engine.shm.RISK_COLUMNS``)."""
+"""The float64 risk columns :func:`risk_frame` reads (``engine.transport.shm.RISK_COLUMNS``)."""
 
 NETTED: Final[tuple[str, ...]] = ("pv", "dv01", "cs01", "fx_delta", "eq_delta")
 """Measures reported both net and gross (``<measure>_gross``, the sum of absolute values)."""

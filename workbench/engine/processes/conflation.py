@@ -57,7 +57,7 @@ from typing import Final
 import numpy as np
 
 from workbench._types import FloatArray, IntArray
-from workbench.engine.config import ConflationConfig
+from workbench.engine.protocol.config import ConflationConfig
 
 REJECT_REASONS: Final = (
     "bad_payload",

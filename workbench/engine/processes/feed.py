@@ -44,9 +44,7 @@ import polars as pl
 import zmq
 
 from workbench._types import FloatArray
-from workbench.engine import logs, messages
-from workbench.engine.config import ServiceConfig, decode_config
-from workbench.engine.conflation import (
+from workbench.engine.processes.conflation import (
     CORR,
     CREDIT,
     EQ_SPOT,
@@ -56,8 +54,11 @@ from workbench.engine.conflation import (
     RATE,
     classify,
 )
-from workbench.engine.inputs import market_path
-from workbench.engine.lifetime import die_with_parent
+from workbench.engine.processes.inputs import market_path
+from workbench.engine.processes.lifetime import die_with_parent
+from workbench.engine.protocol import messages
+from workbench.engine.protocol.config import ServiceConfig, decode_config
+from workbench.engine.telemetry import logs
 from workbench.market.model import MarketSnapshot
 
 log = logging.getLogger(__name__)

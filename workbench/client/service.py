@@ -26,22 +26,24 @@ import polars as pl
 import zmq
 import zmq.asyncio
 
-from workbench.engine import messages as msg
-from workbench.engine.config import (
+from workbench.engine.protocol import messages as msg
+from workbench.engine.protocol.config import (
     ConflationConfig,
     Descriptor,
     Endpoints,
     FeedConfig,
-    LimitConfig,
     RemoteConfig,
     ServiceConfig,
     default_run_root,
     encode_config,
 )
-from workbench.engine.gateway import RemoteConfigError, check_remote
-from workbench.engine.histograms import BUCKETS_MS, LatencyHistogram, quantile_ms
-from workbench.engine.profiling import TREE_COLUMNS
-from workbench.engine.shm import pid_alive, reap
+from workbench.engine.telemetry.histograms import BUCKETS_MS, LatencyHistogram, quantile_ms
+from workbench.engine.telemetry.profiling import TREE_COLUMNS
+from workbench.engine.transport.gateway import RemoteConfigError, check_remote
+from workbench.engine.transport.shm import pid_alive, reap
+from workbench.risk.breaches import Breach
+from workbench.risk.limits import LimitConfig
+from workbench.risk.shocks import AnyShock
 
 STATUS_TIMEOUT_S: Final = 1.0
 """How long :meth:`Client.status` waits for the supervisor before it answers from the run
@@ -67,7 +69,7 @@ class SnapshotView:
     seq: int
     made_ns: int
     tables: dict[str, pl.DataFrame]
-    breaches: tuple[msg.Breach, ...]
+    breaches: tuple[Breach, ...]
     stats: dict[str, float]
     received_ns: int = 0
     """When this client read it (monotonic clock, shared with the service's processes)."""
@@ -237,7 +239,7 @@ class Client:
         return msg.bytes_to_frame(reply.tables["positions"])
 
     async def awhatif(
-        self, shocks: Sequence[msg.AnyShock], by: Sequence[str] = ("desk",)
+        self, shocks: Sequence[AnyShock], by: Sequence[str] = ("desk",)
     ) -> pl.DataFrame:
         """:meth:`whatif` without blocking the event loop."""
         reply = await self.arequest(msg.WhatIfRequest(shocks=tuple(shocks), by=tuple(by)))
@@ -384,7 +386,7 @@ class Client:
         """Limit usage (value, limit, utilisation, breached) per configured limit."""
         return msg.bytes_to_frame(self.request(msg.LimitsRequest()).tables["limits"])
 
-    def whatif(self, shocks: Sequence[msg.AnyShock], by: Sequence[str] = ("desk",)) -> pl.DataFrame:
+    def whatif(self, shocks: Sequence[AnyShock], by: Sequence[str] = ("desk",)) -> pl.DataFrame:
         """PnL (USD) of a shocked copy of the live market, grouped by ``by``."""
         reply = self.request(msg.WhatIfRequest(shocks=tuple(shocks), by=tuple(by)))
         return msg.bytes_to_frame(reply.tables["pnl"])
@@ -394,7 +396,7 @@ class Client:
 
         Returns its stage timings, cache counters, a ``functions`` table (per-function
         calls and times, the heaviest first) and a ``tree`` table (the call tree, one row per
-        node, see :func:`workbench.engine.profiling.tree_from_stats`).
+        node, see :func:`workbench.engine.telemetry.profiling.tree_from_stats`).
         """
         reply = self.request(
             msg.ProfileRequest(worker=worker, seconds=seconds), timeout_s=seconds + self.timeout_s
@@ -537,7 +539,8 @@ class Client:
         ``le_ms`` (bucket upper bound, ms; inf for the last), ``count`` (in that bucket).
 
         The service's processes count their boundaries since they started (see
-        :mod:`workbench.engine.histograms`); ``aggregator_to_client`` is this client's own count.
+        :mod:`workbench.engine.telemetry.histograms`); ``aggregator_to_client`` is this client's
+        own count.
         """
         rows: list[dict[str, Any]] = []
         bounds = [*BUCKETS_MS, float("inf")]
@@ -767,7 +770,7 @@ def start(
     (run_dir / "service.json").unlink(missing_ok=True)
     log = (run_dir / "service.log").open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workbench.engine.supervisor", str(cfg_path)],
+        [sys.executable, "-m", "workbench.engine.processes.supervisor", str(cfg_path)],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

@@ -15,7 +15,7 @@ Boundaries (the process that measures, what):
 - ``flush_to_publish`` (aggregator): a conflation flush to the snapshot that includes it
   published — the end-to-end figure;
 - ``aggregator_to_client`` (the client, not exported): a snapshot made to a client reading it,
-  see :meth:`workbench.engine.client.Client.snapshots`.
+  see :meth:`workbench.client.Client.snapshots`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,2 @@
+"""The service's processes (supervisor, feed, ingest, workers, standby, aggregator) and
+what each runs."""

@@ -1,0 +1,1 @@
+"""What the service tells about itself: latency histograms, Prometheus metrics, logs, profiles."""

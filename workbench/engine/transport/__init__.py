@@ -1,0 +1,1 @@
+"""How bytes move between the service's processes: shared memory, sockets, remote access."""

@@ -1,0 +1,59 @@
+"""What-if market shocks: the moves a user asks for, as data (msgspec structs that travel as
+msgpack). :func:`workbench.risk.whatif.apply_shocks` applies them to a market."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Shock(msgspec.Struct, frozen=True, tag_field="kind", kw_only=True):
+    """Base of the what-if market shocks."""
+
+
+class ParallelShock(Shock, frozen=True, tag="parallel"):
+    """Every rate quote of ``currency`` (all currencies if None) moved by ``bp`` basis points."""
+
+    bp: float
+    currency: str | None = None
+
+
+class TwistShock(Shock, frozen=True, tag="twist"):
+    """Rate quotes moved linearly in tenor from ``short_bp`` (≤ pivot_short) to ``long_bp``."""
+
+    short_bp: float
+    long_bp: float
+    currency: str | None = None
+    short_years: float = 2.0
+    long_years: float = 10.0
+
+
+class QuoteShock(Shock, frozen=True, tag="quote"):
+    """One quote moved by ``bp`` basis points (a key-rate node shock) or to ``value``."""
+
+    quote_id: str
+    bp: float | None = None
+    value: float | None = None
+
+
+class SpotShock(Shock, frozen=True, tag="spot"):
+    """FX (``FX.EURUSD``) or equity (``EQ.AAPL``) spots matching ``pattern`` moved by ``pct``%."""
+
+    pct: float
+    pattern: str = "*"
+
+
+class VolShock(Shock, frozen=True, tag="vol"):
+    """Vol quotes (``FXVOL.*``, ``EQVOL.*``) matching ``pattern`` moved by ``points`` vol points."""
+
+    points: float
+    pattern: str = "*"
+
+
+class SpreadShock(Shock, frozen=True, tag="spread"):
+    """Credit index spread quotes matching ``pattern`` moved by ``bp`` basis points."""
+
+    bp: float
+    pattern: str = "*"
+
+
+AnyShock = ParallelShock | TwistShock | QuoteShock | SpotShock | VolShock | SpreadShock
