@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import playwright.sync_api as playwright_sync  # installed by the test extra; never skipped
+import polars as pl
 import pytest
 import requests
 from procs import descendants
 from service_helpers import make_files, start, wait
 
 from workbench.client import Client
-from workbench.market.io import load_market
 from workbench.widgets.dashboard import parameterize
 from workbench.widgets.shocks import pillar_shocks, to_shocks
 
@@ -403,12 +403,12 @@ def test_desk_grid_updates_in_jupyterlab(service: Client, lab_page: Callable[[st
     shot(page, "lab-desk")
 
 
-def curve_specs(files: tuple[Path, Path], choice: str) -> list[Any]:
-    """The curves a CurveShock choice (``all USD`` or a curve id) shocks."""
-    market = load_market(files[1])
+def chosen_pillars(service: Client, choice: str) -> pl.DataFrame:
+    """The pillars a CurveShock choice (``all USD`` or a curve id) shocks."""
+    p = service.market().pillars
     if choice.startswith("all "):
-        return [s for s in market.curves if s.currency == choice[4:]]
-    return [market.curve(choice)]
+        return p.filter(pl.col("currency") == choice[4:])
+    return p.filter(pl.col("curve") == choice)
 
 
 def test_curve_shock_slider_changes_pnl(
@@ -442,7 +442,7 @@ def test_curve_shock_slider_changes_pnl(
     page.mouse.up()
     bp = number(readout.text_content())
     assert bp < 25.0, bp
-    moves = pillar_shocks(curve_specs(files, shown_curve), parallel=bp)
+    moves = pillar_shocks(chosen_pillars(service, shown_curve), parallel=bp)
     by_desk = service.whatif(to_shocks(moves), by=("desk",))["pnl"]
     expected = float(by_desk.sum())
     gross = float(by_desk.abs().sum())

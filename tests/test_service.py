@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 import zmq
@@ -20,6 +21,8 @@ from workbench.client import Client, ServiceError
 from workbench.engine.protocol import messages as msg
 from workbench.engine.telemetry import logs
 from workbench.engine.telemetry.profiling import MAX_NODES, TREE_COLUMNS
+from workbench.market.io import load_market
+from workbench.pricing.curves import CurveSet
 from workbench.risk.limits import LimitConfig
 from workbench.risk.shocks import ParallelShock, SpotShock
 
@@ -225,3 +228,28 @@ def test_a_blocked_snapshot_reader_does_not_stall_the_service(service: Client) -
     finally:
         lazy.close(linger=0)
         ctx.term()
+
+
+def test_the_market_is_one_quote_generation_and_its_curves_are_built_from_it(
+    service: Client, files: tuple[Path, Path]
+) -> None:
+    view = service.market(("USD.SOFR", "EUR.ESTR"), (ParallelShock(bp=10.0, currency="USD"),))
+    assert view.generation >= 0
+    assert view.quotes.height == service.descriptor.n_quotes
+    assert set(view.pillars["curve"]) >= {"USD.SOFR", "EUR.ESTR"}
+    assert view.pillars.filter(pl.col("curve") == "USD.SOFR")["years"].is_sorted()
+    # the curves drawn are those of exactly the quotes returned with them (the live feed ticks)
+    market = load_market(files[1]).with_quote_values(view.quotes["value"].to_numpy())
+    curves = CurveSet(market)
+    for cid, part in view.curves.group_by("curve"):
+        t = part["years"].to_numpy()
+        zero = curves[str(cid[0])].zero_rate(t) * 100.0
+        assert np.allclose(part["zero_pct"].to_numpy(), zero, rtol=0, atol=1e-12)
+    usd = view.curves.filter(pl.col("curve") == "USD.SOFR")
+    eur = view.curves.filter(pl.col("curve") == "EUR.ESTR")
+    assert np.allclose((usd["zero_shocked_pct"] - usd["zero_pct"]).to_numpy() * 100, 10, atol=1.5)
+    assert (eur["zero_shocked_pct"] == eur["zero_pct"]).all()  # a USD shock leaves EUR alone
+    with pytest.raises(ServiceError, match=r"unknown curve 'USD\.NOPE'"):
+        service.market(("USD.NOPE",))
+    with pytest.raises(ServiceError, match="within"):
+        service.market(("USD.SOFR",), years=(float("nan"),))

@@ -3,19 +3,22 @@ remote listener without keys is refused before anything starts."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import zmq
 from service_helpers import make_files, start
 
 import workbench
-from workbench.client import ServiceError
+from workbench.client import Client, ParallelShock, ServiceError
 from workbench.engine.protocol import messages as msg
 from workbench.engine.protocol.config import RemoteConfig
 from workbench.engine.transport.gateway import generate_keys
+from workbench.widgets import CurveShock
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +71,24 @@ def test_a_remote_listener_without_keys_is_refused(
     assert "--remote-host needs --remote-key and --authorized-keys" in out.stderr
 
 
+def curve_shock_works(client: Client) -> None:
+    """The CurveShock widget on ``client``: base and shocked curves drawn, a what-if PnL."""
+
+    async def scenario() -> None:
+        shock = CurveShock(client, curve="USD.SOFR", grouping="desk")
+        try:
+            await asyncio.wait_for(shock._ready.wait(), 60)
+            shock.parallel.value = 10.0
+            pnl = await shock.run()
+            assert float(pnl["pnl"].abs().sum()) > 0.0
+            y = shock.curve_lines.y
+            assert np.allclose((y[1] - y[0]) * 100, 10.0, atol=1.5)
+        finally:
+            shock.close()
+
+    asyncio.run(scenario())
+
+
 def test_only_authorized_clients_get_in(files: tuple[Path, Path], keys: dict[str, Path]) -> None:
     remote = RemoteConfig(host="127.0.0.1", server_key=str(keys["server_secret"]),
                           authorized_keys=str(keys["allowed"]))  # fmt: skip
@@ -88,6 +109,12 @@ def test_only_authorized_clients_get_in(files: tuple[Path, Path], keys: dict[str
             assert st["remote"]["control"] == ep.remote_control
             assert alice.aggregate(("asset_class",))["positions"].sum() == st["positions"]
             assert alice.latest(timeout_s=15).seq >= 1  # snapshots through the XPUB relay
+            view = alice.market(("USD.SOFR",), (ParallelShock(bp=10.0, currency="USD"),))
+            assert view.quotes.height == st["quotes"]
+            assert view.pillars.height > 0
+            moved = (view.curves["zero_shocked_pct"] - view.curves["zero_pct"]).to_numpy()
+            assert np.allclose(moved * 100, 10.0, atol=1.5)
+            curve_shock_works(alice)
         finally:
             alice.close()
         mallory = workbench.connect_remote(

@@ -6,6 +6,7 @@ types); the service's internals stay behind it.
 
 from workbench.client.service import (
     Client,
+    MarketView,
     ServiceError,
     SnapshotView,
     connect,
@@ -15,6 +16,7 @@ from workbench.client.service import (
     start,
 )
 from workbench.engine.protocol.config import ConflationConfig, FeedConfig, RemoteConfig
+from workbench.engine.telemetry.histograms import BUCKETS_MS, quantile_ms
 from workbench.risk.breaches import Breach
 from workbench.risk.limits import LimitConfig
 from workbench.risk.shocks import (
@@ -28,12 +30,14 @@ from workbench.risk.shocks import (
 )
 
 __all__ = [
+    "BUCKETS_MS",
     "AnyShock",
     "Breach",
     "Client",
     "ConflationConfig",
     "FeedConfig",
     "LimitConfig",
+    "MarketView",
     "ParallelShock",
     "QuoteShock",
     "RemoteConfig",
@@ -46,6 +50,7 @@ __all__ = [
     "connect",
     "connect_remote",
     "log_tail",
+    "quantile_ms",
     "running",
     "start",
 ]

@@ -80,6 +80,44 @@ class SnapshotView:
         return (self.received_ns - self.made_ns) / 1e6
 
 
+@dataclass(frozen=True)
+class MarketView:
+    """The market the service prices at, as one worker last priced it (one quote generation).
+
+    ``quotes``: ``quote_id``, ``value`` (the market file's units: rates and spreads as
+    decimals, vols as decimals, spots in quote currency). ``pillars``: one row per curve
+    instrument — ``curve``, ``currency``, ``kind``, ``tenor``, ``years``, ``quote_id``.
+    ``curves``: for the curves asked, per point ``years`` — ``zero_pct``, ``fwd3m_pct`` and
+    their ``*_shocked_pct`` twins (%, continuously compounded zero, 3M simple forward).
+    """
+
+    generation: int
+    as_of: str
+    quotes: pl.DataFrame
+    pillars: pl.DataFrame
+    curves: pl.DataFrame
+
+
+def _market(reply: msg.Reply) -> MarketView:
+    t = reply.tables
+    curves = msg.bytes_to_frame(t["curves"]) if "curves" in t else pl.DataFrame()
+    return MarketView(
+        int(reply.data["generation"]),
+        str(reply.data["as_of"]),
+        msg.bytes_to_frame(t["quotes"]),
+        msg.bytes_to_frame(t["pillars"]),
+        curves,
+    )
+
+
+def _market_request(
+    curves: Sequence[str], shocks: Sequence[AnyShock], years: Sequence[float]
+) -> msg.MarketRequest:
+    return msg.MarketRequest(
+        curves=tuple(curves), shocks=tuple(shocks), years=tuple(float(y) for y in years)
+    )
+
+
 def _view(snap: msg.Snapshot, received_ns: int) -> SnapshotView:
     tables = {k: msg.bytes_to_frame(v) for k, v in snap.tables.items()}
     return SnapshotView(
@@ -245,12 +283,39 @@ class Client:
         reply = await self.arequest(msg.WhatIfRequest(shocks=tuple(shocks), by=tuple(by)))
         return msg.bytes_to_frame(reply.tables["pnl"])
 
+    async def amarket(
+        self,
+        curves: Sequence[str] = (),
+        shocks: Sequence[AnyShock] = (),
+        years: Sequence[float] = (),
+    ) -> MarketView:
+        """:meth:`market` without blocking the event loop."""
+        return _market(await self.arequest(_market_request(curves, shocks, years)))
+
     async def aprofile(self, worker: str, seconds: float = 2.0) -> dict[str, Any]:
         """:meth:`profile` without blocking the event loop."""
         reply = await self.arequest(
             msg.ProfileRequest(worker=worker, seconds=seconds), timeout_s=seconds + self.timeout_s
         )
         return _profile_frames(reply.data)
+
+    async def aping(self, timeout_s: float = 2.0) -> dict[str, Any]:
+        """The status as answered through the service's control socket (the aggregator, which
+        asks the supervisor): what a widget's requests will meet. Raises :class:`ServiceError`
+        when no answer comes within ``timeout_s`` seconds."""
+        return dict((await self.arequest(msg.StatusRequest(), timeout_s=timeout_s)).data)
+
+    async def aset_option(
+        self, worker: str, option: str, value: bool | int | float | str
+    ) -> dict[str, Any]:
+        """:meth:`set_option` without blocking the event loop."""
+        req = msg.SetOptionRequest(worker=worker, option=option, value=value)
+        return dict((await self.arequest(req)).data)
+
+    def alive(self) -> bool:
+        """Whether the service's supervisor process runs (True for a remote service: its
+        process is not on this machine; a request tells)."""
+        return not self.local or pid_alive(self.descriptor.pid)
 
     async def astatus(self) -> dict[str, Any]:
         """:meth:`status` without blocking the event loop (same answer, same 1 s bound)."""
@@ -390,6 +455,17 @@ class Client:
         """PnL (USD) of a shocked copy of the live market, grouped by ``by``."""
         reply = self.request(msg.WhatIfRequest(shocks=tuple(shocks), by=tuple(by)))
         return msg.bytes_to_frame(reply.tables["pnl"])
+
+    def market(
+        self,
+        curves: Sequence[str] = (),
+        shocks: Sequence[AnyShock] = (),
+        years: Sequence[float] = (),
+    ) -> MarketView:
+        """The live quotes and curve pillars at one quote generation, and for ``curves``
+        (ids such as ``USD.SOFR``) their zero and 3M forward rates at ``years`` (default 0.25
+        to 30 years), base and with ``shocks`` applied. Works over :func:`connect_remote`."""
+        return _market(self.request(_market_request(curves, shocks, years)))
 
     def profile(self, worker: str, seconds: float = 2.0) -> dict[str, Any]:
         """Profile ``worker`` (e.g. ``"fx-0"``) for ``seconds`` of live work.

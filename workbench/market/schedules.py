@@ -116,6 +116,12 @@ def spot_date(as_of: date, lag: int, calendar: Calendar) -> date:
     return add_business_days(as_of, lag, calendar)
 
 
+def tenor_years(tenor: str) -> float:
+    """A tenor (``1W``, ``3M``, ``10Y``) in years: days / 365, weeks · 7 / 365, months / 12."""
+    n, unit = parse_tenor(tenor)
+    return {"D": n / 365.0, "W": 7 * n / 365.0, "M": n / 12.0, "Y": float(n)}[unit]
+
+
 def year_fraction(start: DateArray, end: DateArray, day_count: DayCount) -> FloatArray:
     """Accrual year fractions between date arrays.
 

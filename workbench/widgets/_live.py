@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import html
 import inspect
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import Any, Generic, TypeVar
 import ipywidgets as w  # type: ignore[import-untyped]
 
 from workbench.client import Client, ServiceError, SnapshotView, connect
-from workbench.engine.protocol import messages as msg
 
 T = TypeVar("T")
 
@@ -127,16 +125,6 @@ async def throttled(
             await asyncio.sleep(rest)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Connection:
     """A service found by name; reconnects by itself (with backoff) after the service stops.
 
@@ -214,7 +202,7 @@ class Connection:
             else:
                 client.timeout_s = REQUEST_TIMEOUT_S
                 try:
-                    await client.arequest(msg.StatusRequest(), timeout_s=2.0)
+                    await client.aping(timeout_s=2.0)
                 except ServiceError:
                     client.close()
                 else:
@@ -230,17 +218,17 @@ class Connection:
 
     async def healthy(self, client: Client) -> bool:
         """Whether ``client``'s service still answers (its process alive, a status reply)."""
-        if not _pid_alive(client.descriptor.pid):
+        if not client.alive():
             return False
         try:
-            await client.arequest(msg.StatusRequest(), timeout_s=2.0)
+            await client.aping(timeout_s=2.0)
         except ServiceError:
             return False
         return True
 
     def failed(self, client: Client, error: BaseException) -> None:
         """A request on ``client`` failed: if its service is gone, start reconnecting."""
-        if self._client is client and not _pid_alive(client.descriptor.pid):
+        if self._client is client and not client.alive():
             self._drop(str(error) or type(error).__name__)
 
     async def call(self, fn: Callable[[Client], Awaitable[T]]) -> T:

@@ -25,7 +25,6 @@ import ipywidgets as w  # type: ignore[import-untyped]
 import polars as pl
 
 from workbench.client import Client
-from workbench.engine.protocol.messages import SetOptionRequest
 from workbench.widgets._live import LiveWidget
 
 WORKERS: Final[tuple[str, ...]] = ("rates-0", "fx-0", "credit-0", "equity-0")
@@ -253,11 +252,10 @@ class Profiler(LiveWidget):
     async def set_cache(self, on: bool) -> dict[str, Any]:
         """Turn the worker's vol-spline cache on or off."""
         worker = str(self.worker.value)
-        req = SetOptionRequest(worker=worker, option="spline_cache", value=on)
-        reply = await self.conn.call(lambda c: c.arequest(req))
+        data = await self.conn.call(lambda c: c.aset_option(worker, "spline_cache", on))
         if self.cache.value != on:
             self.cache.value = on
-        return dict(reply.data)
+        return data
 
     async def profile(self, seconds: float | None = None) -> dict[str, Any]:
         """Profile the chosen worker and show the result (also returned)."""

@@ -7,10 +7,10 @@ The shock is a basis-point move per curve quote (pillar):
 * ``butterfly``: +fly at the 6Y belly, −fly at 2Y and shorter and 10Y and longer, linear between;
 * one key-rate slider per pillar tenor (on every selected curve with that tenor).
 
-It is sent as :class:`~workbench.engine.protocol.messages.QuoteShock` s to the service's what-if,
-which
-reprices a shocked copy of the live market (the live book is never touched). The base curves are
-built from the live quotes in shared memory (read once per refresh; attaching never unlinks).
+It is sent as :class:`~workbench.client.QuoteShock` s to the service's what-if, which reprices a
+shocked copy of the live market (the live book is never touched). The curves drawn, base and
+shocked, come from the service too (:meth:`~workbench.client.Client.market`): the widget holds
+no pricing code and works on a remote service as on a local one.
 """
 
 from __future__ import annotations
@@ -25,26 +25,12 @@ import ipywidgets as w  # type: ignore[import-untyped]
 import numpy as np
 import polars as pl
 
-from workbench.client import Client
-from workbench.engine.processes.inputs import market_path
-from workbench.engine.transport.shm import QuoteTable
-from workbench.market.io import load_market
-from workbench.market.model import CurveSpec, MarketSnapshot
-from workbench.market.schedules import parse_tenor
-from workbench.pricing.curves import CurveSet
-from workbench.risk.shocks import QuoteShock
-from workbench.risk.whatif import apply_shocks
+from workbench.client import Client, MarketView, QuoteShock
 from workbench.widgets._live import Latest, LiveWidget, throttled
 from workbench.widgets.grid import GROUPINGS, compact
 
 LADDER_BP: Final[tuple[float, ...]] = (-100.0, -75.0, -50.0, -25.0, 0.0, 25.0, 50.0, 75.0, 100.0)
 GRID_T: Final = np.linspace(0.25, 30.0, 120)
-
-
-def tenor_years(tenor: str) -> float:
-    """A tenor (``3M``, ``10Y``) in years."""
-    n, unit = parse_tenor(tenor)
-    return {"D": n / 365.0, "W": 7 * n / 365.0, "M": n / 12.0, "Y": float(n)}[unit]
 
 
 def shape_bp(
@@ -56,42 +42,28 @@ def shape_bp(
 
 
 def pillar_shocks(
-    specs: Sequence[CurveSpec],
+    pillars: pl.DataFrame,
     *,
     parallel: float = 0.0,
     twist: float = 0.0,
     butterfly: float = 0.0,
     key_rates: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """Quote id → bp for the chosen curves; quotes with a zero move are left out."""
-    out: dict[str, float] = {}
+    """Quote id → bp for the pillars of the chosen curves (rows of
+    :attr:`workbench.client.MarketView.pillars`); quotes with a zero move are left out."""
     kr = key_rates or {}
-    for spec in specs:
-        years = np.array([tenor_years(i.tenor) for i in spec.instruments])
-        bp = shape_bp(years, parallel=parallel, twist=twist, butterfly=butterfly)
-        for inst, b in zip(spec.instruments, bp, strict=True):
-            total = float(b) + kr.get(inst.tenor, 0.0)
-            if total != 0.0:
-                out[inst.quote] = total
+    bp = shape_bp(pillars["years"].to_numpy(), parallel=parallel, twist=twist, butterfly=butterfly)
+    out: dict[str, float] = {}
+    for quote, tenor, b in zip(pillars["quote_id"], pillars["tenor"], bp, strict=True):
+        total = float(b) + kr.get(tenor, 0.0)
+        if total != 0.0:
+            out[quote] = total
     return out
 
 
 def to_shocks(moves: dict[str, float]) -> tuple[QuoteShock, ...]:
     """Quote moves as what-if shocks."""
     return tuple(QuoteShock(quote_id=q, bp=bp) for q, bp in moves.items())
-
-
-def live_market(client: Client) -> MarketSnapshot:
-    """The service's market definitions with the live quotes from shared memory."""
-    market = load_market(market_path(client.descriptor.config))
-    table = QuoteTable.attach(
-        client.descriptor.config.segments["quotes"], client.descriptor.n_quotes
-    )
-    try:
-        values, _, _ = table.snapshot()
-    finally:
-        table.close()
-    return market.with_quote_values(values)
 
 
 class CurveShock(LiveWidget):
@@ -119,9 +91,7 @@ class CurveShock(LiveWidget):
         run_root: str | None = None,
     ) -> None:
         super().__init__(service, run_root=run_root)
-        self.market: MarketSnapshot | None = None
-        self._base: CurveSet | None = None
-        self._shocked: CurveSet | None = None
+        self.market: MarketView | None = None
         self.pnl: pl.DataFrame | None = None
         self.ladder_frame: pl.DataFrame | None = None
         self.requests = 0
@@ -206,18 +176,19 @@ class CurveShock(LiveWidget):
 
     # --- state -------------------------------------------------------------------------------
 
-    def specs(self) -> list[CurveSpec]:
-        """The curves the shock applies to."""
+    def pillars(self) -> pl.DataFrame:
+        """The pillars of the curves the shock applies to (rows of ``MarketView.pillars``)."""
         assert self.market is not None
         choice = str(self.curve.value)
+        p = self.market.pillars
         if choice.startswith("all "):
-            return [s for s in self.market.curves if s.currency == choice[4:]]
-        return [self.market.curve(choice)]
+            return p.filter(pl.col("currency") == choice[4:])
+        return p.filter(pl.col("curve") == choice)
 
     def moves(self) -> dict[str, float]:
         """Quote id → bp of the current slider settings."""
         return pillar_shocks(
-            self.specs(),
+            self.pillars(),
             parallel=self.parallel.value,
             twist=self.twist.value,
             butterfly=self.butterfly.value,
@@ -225,9 +196,9 @@ class CurveShock(LiveWidget):
         )
 
     def _build_key_rates(self) -> None:
-        tenors = sorted({i.tenor for s in self.specs() for i in s.instruments}, key=tenor_years)
+        tenors = self.pillars().group_by("tenor").agg(pl.col("years").first()).sort("years")
         self.key_rates = {}
-        for t in tenors:
+        for t in tenors["tenor"]:
             s = w.FloatSlider(
                 description=t, min=-100.0, max=100.0, step=1.0, value=0.0, layout={"width": "250px"}
             )
@@ -249,49 +220,38 @@ class CurveShock(LiveWidget):
             s.value = 0.0
 
     async def refresh(self) -> None:
-        """Re-read the live quotes and rebuild the base curves."""
-        client = await self.conn.client()
-        market = await asyncio.to_thread(live_market, client)
+        """Re-read the live quotes and the curve pillars from the service."""
+        market = await self.conn.call(lambda c: c.amarket())
         first = self.market is None
         self.market = market
         if first:
-            currencies = sorted({s.currency for s in market.curves})
-            options = [f"all {c}" for c in currencies] + [s.id for s in market.curves]
+            curves = market.pillars.unique("curve", maintain_order=True)
+            currencies = sorted(set(curves["currency"]))
+            options = [f"all {c}" for c in currencies] + list(curves["curve"])
             current = self.curve.value if self.curve.value in options else options[0]
             # not under hold_trait_notifications: a new options list resets the value to the
             # first option when notifications are released, after ours
             self.curve.options = options
             self.curve.value = current
             self._build_key_rates()
-        self._base = await asyncio.to_thread(CurveSet, market)
         self._ready.set()
         self._box.put(True)
 
     # --- drawing and what-if -----------------------------------------------------------------
 
-    def _curve_rows(self, moves: dict[str, float]) -> tuple[str, np.ndarray]:
+    async def _curve_rows(self, moves: dict[str, float]) -> tuple[str, np.ndarray]:
         """Base and shocked zero and 3M forward rates (%) of the first chosen curve."""
-        assert self.market is not None
-        assert self._base is not None
-        shocked_market = apply_shocks(self.market, to_shocks(moves))
-        if self._shocked is None:
-            self._shocked = CurveSet(shocked_market)
-        else:
-            self._shocked.rebuild(shocked_market)
-        spec = self.specs()[0]
-        rows = []
-        for cs in (self._base, self._shocked):
-            c = cs[spec.id]
-            rows.append(c.zero_rate(GRID_T) * 100.0)
-        for cs in (self._base, self._shocked):
-            c = cs[spec.id]
-            rows.append(c.forward(GRID_T, GRID_T + 0.25, np.full(GRID_T.size, 0.25)) * 100.0)
-        return spec.id, np.vstack(rows)
+        curve_id = str(self.pillars()["curve"][0])
+        shocks = to_shocks(moves)
+        view = await self.conn.call(lambda c: c.amarket((curve_id,), shocks, GRID_T.tolist()))
+        c = view.curves
+        cols = ("zero_pct", "zero_shocked_pct", "fwd3m_pct", "fwd3m_shocked_pct")
+        return curve_id, np.vstack([c[k].to_numpy() for k in cols])
 
     async def _whatif(self, _flag: bool) -> None:
         await self._ready.wait()
         moves = self.moves()
-        curve_id, rows = await asyncio.to_thread(self._curve_rows, moves)
+        curve_id, rows = await self._curve_rows(moves)
         with self.curve_lines.hold_sync():
             self.curve_lines.y = rows
         self.curve_fig.title = f"{curve_id}: zero and 3M forward (%)"
@@ -336,11 +296,11 @@ class CurveShock(LiveWidget):
     async def ladder(self, shifts: Sequence[float] = LADDER_BP) -> pl.DataFrame:
         """PnL (USD, whole book) against a parallel shift of the chosen curves, also drawn."""
         await self._ready.wait()
-        specs = self.specs()
+        pillars = self.pillars()
         out = []
         self.ladder_fig.title = "ladder: running…"
         for bp in shifts:
-            shocks = to_shocks(pillar_shocks(specs, parallel=bp))
+            shocks = to_shocks(pillar_shocks(pillars, parallel=bp))
             if shocks:
                 pnl = await self.whatif(shocks, ("desk",))
                 out.append(float(pnl["pnl"].sum()))

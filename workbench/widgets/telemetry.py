@@ -19,9 +19,7 @@ import bqplot as bq  # type: ignore[import-untyped]
 import ipywidgets as w  # type: ignore[import-untyped]
 import numpy as np
 
-from workbench.client import Client
-from workbench.engine.protocol.messages import StatusRequest
-from workbench.engine.telemetry.histograms import BUCKETS_MS, quantile_ms
+from workbench.client import BUCKETS_MS, Client, quantile_ms
 from workbench.widgets._live import LiveWidget
 
 ROW_STATS: Final[tuple[str, ...]] = (
@@ -198,8 +196,7 @@ class Telemetry(LiveWidget):
         prev: dict[str, Any] | None = None
         prev_t = 0.0
         while True:
-            reply = await self.conn.call(lambda c: c.arequest(StatusRequest(), timeout_s=3.0))
-            st = dict(reply.data)
+            st = await self.conn.call(lambda c: c.aping(timeout_s=3.0))
             now = time.monotonic()
             if prev is not None and prev.get("pid") != st.get("pid"):
                 prev = None  # a new service: counters restarted

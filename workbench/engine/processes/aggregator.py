@@ -365,6 +365,15 @@ class Aggregator:
         elif isinstance(req, msg.RepriceRequest):
             body = msg.encode(msg.WorkerReprice())
             self._forward(envelope, "reprice", {w: body for w in workers}, ())
+        elif isinstance(req, msg.MarketRequest):
+            if not workers:
+                self._reply(envelope, msg.error_reply("no worker holds a market"))
+                return
+            one = min(workers, key=lambda w: (not w.startswith("rates-"), w))
+            body = msg.encode(
+                msg.WorkerMarket(curves=req.curves, shocks=req.shocks, years=req.years)
+            )
+            self._forward(envelope, "worker", {one: body}, (), _WHATIF_TIMEOUT_S)
         elif isinstance(req, msg.ProfileRequest | msg.SetOptionRequest):
             inner: msg.WorkerRequest
             if isinstance(req, msg.ProfileRequest):

@@ -32,6 +32,7 @@ from workbench.book.io import load_book
 from workbench.book.schema import Book
 from workbench.engine.processes.inputs import book_path, market_path
 from workbench.engine.processes.lifetime import die_with_parent
+from workbench.engine.processes.market_view import market_view
 from workbench.engine.processes.repricing import Repricer, Update
 from workbench.engine.protocol import messages as msg
 from workbench.engine.protocol.config import ServiceConfig, decode_config
@@ -426,6 +427,10 @@ class WorkerProcess:
                     envelope,
                     msg.Reply(ok=True, tables={"pnl": msg.frame_to_bytes(frame)}),
                 )
+            elif isinstance(req, msg.WorkerMarket):
+                tables, data = market_view(self.repricer.market, req.curves, req.shocks, req.years)
+                data["generation"] = self.priced_gen
+                self._reply(envelope, msg.Reply(ok=True, data=data, tables=tables))
             elif isinstance(req, msg.WorkerProfile):
                 if self.profiling is not None:
                     self._reply(envelope, msg.error_reply(f"{self.name} is already profiling"))

@@ -26,6 +26,11 @@ from workbench.risk.shocks import (
 MAX_SHOCKS: Final = 256
 """Shocks in one what-if."""
 MAX_PATTERN: Final = 64
+MAX_CURVES: Final = 64
+"""Curves one market request may ask rates of."""
+MAX_YEARS: Final = 1_000
+"""Points on each curve one market request may ask for."""
+MAX_YEARS_OUT: Final = 100.0
 """Characters in a shock's glob pattern (``FX.EUR*``)."""
 MAX_BP: Final = 1e5
 """Largest move of a rate or spread shock, basis points (1,000%)."""
@@ -81,6 +86,14 @@ def admit(req: msg.ControlRequest, workers: dict[str, str]) -> str | None:
     if isinstance(req, msg.WhatIfRequest):
         if len(req.shocks) > MAX_SHOCKS:
             return f"what-if of {len(req.shocks)} shocks: at most {MAX_SHOCKS}"
+        return next(filter(None, map(check_shock, req.shocks)), None)
+    if isinstance(req, msg.MarketRequest):
+        if len(req.curves) > MAX_CURVES or len(req.years) > MAX_YEARS:
+            return f"market: at most {MAX_CURVES} curves and {MAX_YEARS} points"
+        if len(req.shocks) > MAX_SHOCKS:
+            return f"market of {len(req.shocks)} shocks: at most {MAX_SHOCKS}"
+        if not all(math.isfinite(t) and 0.0 < t <= MAX_YEARS_OUT for t in req.years):
+            return f"market: every point in years must be within (0, {MAX_YEARS_OUT:g}]"
         return next(filter(None, map(check_shock, req.shocks)), None)
     if isinstance(req, msg.ProfileRequest | msg.SetOptionRequest) and req.worker not in workers:
         return f"unknown worker {req.worker!r} ({', '.join(sorted(workers))})"

@@ -164,6 +164,16 @@ class ReloadBookRequest(Request, frozen=True, tag="reload_book"):
     path: str = ""
 
 
+class MarketRequest(Request, frozen=True, tag="market"):
+    """The quotes and curve pillars the service prices at, and for each of ``curves`` its
+    zero and 3M forward rates at ``years`` (years from the as-of date), base and with
+    ``shocks`` applied."""
+
+    curves: tuple[str, ...] = ()
+    shocks: tuple[AnyShock, ...] = ()
+    years: tuple[float, ...] = ()
+
+
 ControlRequest = (
     StatusRequest
     | PositionsRequest
@@ -176,6 +186,7 @@ ControlRequest = (
     | LimitsRequest
     | StopRequest
     | ReloadBookRequest
+    | MarketRequest
 )
 
 
@@ -237,7 +248,17 @@ class WorkerReprice(WorkerRequest, frozen=True, tag="reprice"):
     write the results."""
 
 
-AnyWorkerRequest = WorkerWhatIf | WorkerProfile | WorkerSetOption | WorkerStats | WorkerReprice
+class WorkerMarket(WorkerRequest, frozen=True, tag="market"):
+    """:class:`MarketRequest`, answered from the market the worker last priced."""
+
+    curves: tuple[str, ...] = ()
+    shocks: tuple[AnyShock, ...] = ()
+    years: tuple[float, ...] = ()
+
+
+AnyWorkerRequest = (
+    WorkerWhatIf | WorkerProfile | WorkerSetOption | WorkerStats | WorkerReprice | WorkerMarket
+)
 
 
 # --- codecs ---------------------------------------------------------------------------------
