@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+import workbench
 
 _SERVICE = ("zmq", "ipywidgets", "bqplot", "workbench.engine", "workbench.widgets")
 
@@ -47,9 +51,30 @@ def test_the_protocol_loads_no_sockets_or_processes() -> None:
 
 
 def test_the_client_names_still_load_from_the_package() -> None:
-    import workbench
-
     assert workbench.start.__module__.startswith("workbench.client")
     assert workbench.RemoteConfig.__name__ == "RemoteConfig"
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         _ = workbench.nothing  # type: ignore[attr-defined]
+
+
+def _imports(path: Path) -> set[str]:
+    """Every ``workbench…`` module a source file imports (at any depth of its code)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m.split(".")[0] == "workbench"}
+
+
+def test_widgets_use_only_the_client_and_the_risk_types() -> None:
+    allowed = ("workbench.client", "workbench.risk", "workbench.widgets")
+    package = Path(workbench.__file__).parent / "widgets"
+    bad = {
+        f"{path.name}: {module}"
+        for path in sorted(package.glob("*.py"))
+        for module in _imports(path)
+        if not any(module == a or module.startswith(a + ".") for a in allowed)
+    }
+    assert not bad, f"widgets reach past the client: {sorted(bad)}"
