@@ -25,6 +25,7 @@ import pytest
 from service_helpers import POSITIONS, make_files, start
 
 from workbench.client import Client
+from workbench.engine.processes.market_view import pillar_frame
 from workbench.risk.breaches import Breach
 from workbench.risk.limits import LimitConfig
 from workbench.widgets import (
@@ -235,11 +236,12 @@ def test_pillar_shocks_shape() -> None:
 
     market = generate_reference_market()
     spec = market.curve("USD.SOFR")
-    moves = pillar_shocks([spec], parallel=5.0, key_rates={"10Y": 3.0})
+    pillars = pillar_frame(market).filter(pl.col("curve") == "USD.SOFR")
+    moves = pillar_shocks(pillars, parallel=5.0, key_rates={"10Y": 3.0})
     assert len(moves) == len(spec.instruments)
     ten = next(i.quote for i in spec.instruments if i.tenor == "10Y")
     assert moves[ten] == 8.0
-    assert pillar_shocks([spec]) == {}
+    assert pillar_shocks(pillars) == {}
 
 
 # --- with a service ---------------------------------------------------------------------------
