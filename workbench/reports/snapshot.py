@@ -36,7 +36,7 @@ from workbench.client import ServiceError, connect
 from workbench.engine.processes import inputs
 from workbench.market.io import load_market
 from workbench.market.model import MarketSnapshot
-from workbench.market.schedules import parse_tenor
+from workbench.market.schedules import tenor_years
 from workbench.pricing.curves import CurveSet
 from workbench.pricing.portfolio import BookRisk, PortfolioPricer
 from workbench.risk.aggregation import risk_frame, static_frame
@@ -143,15 +143,10 @@ def _labels_as_strings(frame: pl.DataFrame) -> pl.DataFrame:
     return out.drop([c for c in ("row", "updated_ns") if c in out.columns])
 
 
-def _tenor_years(tenor: str) -> float:
-    n, unit = parse_tenor(tenor)
-    return {"D": n / 365.0, "W": 7.0 * n / 365.0, "M": n / 12.0, "Y": float(n)}[unit]
-
-
 def quote_table(market: MarketSnapshot) -> pl.DataFrame:
     """Every curve quote: ``quote_id``, ``curve``, ``currency``, ``tenor``, ``years``."""
     rows = [
-        (inst.quote, spec.id, spec.currency, inst.tenor, _tenor_years(inst.tenor))
+        (inst.quote, spec.id, spec.currency, inst.tenor, tenor_years(inst.tenor))
         for spec in market.curves
         for inst in spec.instruments
     ]

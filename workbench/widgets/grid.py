@@ -22,23 +22,11 @@ import ipywidgets as w  # type: ignore[import-untyped]
 import polars as pl
 
 from workbench.client import Client, SnapshotView
+from workbench.risk.aggregation import MEASURES
 from workbench.risk.breaches import Breach
 from workbench.widgets._live import Latest, LiveWidget, throttled
 
-COLUMNS: Final[tuple[str, ...]] = (
-    "pv",
-    "dv01",
-    "cs01",
-    "fx_delta",
-    "eq_delta",
-    "rates_gamma",
-    "credit_gamma",
-    "fx_gamma",
-    "eq_gamma",
-    "vega",
-    "corr01",
-    "theta",
-)
+COLUMNS: Final[tuple[str, ...]] = MEASURES
 """Measures shown, in USD (units in ``docs/greeks.md``)."""
 
 HEADERS: Final[dict[str, str]] = {
