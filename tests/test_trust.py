@@ -483,3 +483,71 @@ def test_ingest_killed_mid_write_leaves_a_quote_table_every_reader_can_read(
     after = svc.positions().sort("row")
     for col in GREEKS:  # every quote re-stamped: the curves re-solve from a warm start
         np.testing.assert_allclose(after[col].to_numpy(), before[col].to_numpy(), rtol=1e-9)
+
+
+def _standby(svc: Client) -> dict[str, object] | None:
+    got: dict[str, object] | None = svc.status()["standby"]
+    return got
+
+
+def _log_since(svc: Client, seen: int) -> list[dict[str, object]]:
+    return logs.read(Path(svc.descriptor.config.run_dir) / "service.log")[seen:]
+
+
+def test_workers_killed_one_after_another_each_find_a_ready_standby(quiet: Client) -> None:
+    """A standby that takes a slot forks a ready copy of itself first: a second, third and
+    fourth worker killed the moment the previous slot is fresh again (the same worker twice
+    among them) are each taken over, none cold-started, and no number changes."""
+    svc = quiet
+    wait(lambda: (_standby(svc) or {}).get("state") == "ready", 120, "the standby ready")
+    before = svc.positions().sort("row")
+    seen = len(_log_since(svc, 0))
+    takers: list[int] = []
+    for name in ("fx-0", "equity-0", "fx-0", "rates-0"):
+        ready = _standby(svc)
+        assert ready is not None, f"no standby for {name}"
+        assert ready["state"] == "ready", f"no standby ready for {name}"
+        victim = _pid(svc, name)
+        os.kill(victim, signal.SIGKILL)
+        wait(lambda n=name, v=victim: _pid(svc, n) != v, 30, f"{name} replaced")  # type: ignore[misc]
+        assert _pid(svc, name) == ready["pid"], f"{name}'s slot went to the standby"
+        takers.append(int(str(ready["pid"])))
+        wait(lambda: _fresh(svc), 30, f"{name}'s positions fresh")
+        wait(lambda: _standby(svc) is not None, 10, f"a standby after {name}'s takeover")
+    records = _log_since(svc, seen)
+    exits = [r for r in records if r["event"] == "child_exited" and r.get("child") != "standby"]
+    assert [r["standby"] for r in exits] == [True] * 4, exits
+    spawned = [r for r in records if r["event"] == "child_started"]
+    assert all(r.get("forked") for r in spawned), f"a process was started cold: {spawned}"
+    assert len(set(takers)) == 4
+    after = svc.positions().sort("row")
+    assert not after["stale"].any()
+    for col in GREEKS:  # nothing moved: the same numbers, whichever process priced them
+        np.testing.assert_allclose(after[col].to_numpy(), before[col].to_numpy(), rtol=1e-12)
+
+
+def test_a_worker_that_dies_during_its_start_up_is_restarted_with_backoff(
+    quiet: Client,
+) -> None:
+    """Only a worker that had been serving hands its slot to the standby: one killed while it
+    starts (a crash loop) goes through the restart policy's backoff, the standby stays."""
+    svc = quiet
+    wait(lambda: (_standby(svc) or {}).get("state") == "ready", 120, "the standby ready")
+    standby = _standby(svc)
+    assert standby is not None
+    seen = len(_log_since(svc, 0))
+    old = _pid(svc, "equity-0")
+    svc.restart("equity-0")  # a planned restart: a cold start, not the standby
+    wait(lambda: _pid(svc, "equity-0") != old, 30, "equity-0 restarted")
+    starting = _pid(svc, "equity-0")
+    assert starting != standby["pid"]
+    os.kill(starting, signal.SIGKILL)  # before it is ready (its start-up takes seconds)
+    wait(lambda: _pid(svc, "equity-0") != starting, 60, "equity-0 started again")
+    wait(lambda: _fresh(svc), 120, "fresh")
+    records = _log_since(svc, seen)
+    died = next(r for r in records if r["event"] == "child_exited" and r["child_pid"] == starting)
+    assert died["standby"] is False
+    assert not any(r["event"] == "ready" and r["pid"] == starting for r in records)
+    assert _standby(svc) == standby, "the standby kept, still ready"
+    restarted = svc.status()["processes"]
+    assert next(p for p in restarted if p["name"] == "equity-0")["restarts"] >= 2

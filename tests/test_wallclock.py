@@ -49,8 +49,9 @@ STEPS = [
     (-3600, "back two hours"),
 ]
 # then, on the clock of the last step, kill -9 two workers: the first one's slot goes to the
-# warm standby, the second finds no standby ready (the next one is still setting up) and is
-# started again: both restart paths, on a clock an hour behind
+# warm standby; before the second the standby (the copy the first forked) is killed too, so the
+# second finds none ready (the next one is still setting up) and is started again: both
+# restart paths, on a clock an hour behind
 KILLS = [("fx-0", True), ("equity-0", False)]
 
 
@@ -214,6 +215,12 @@ def _kill_and_recover(
     fake clock too, with the same numbers."""
     log = Path(svc.descriptor.config.run_dir) / "service.log"
     seen = len(logs.read(log))
+    wait(lambda: svc.status()["standby"] is not None, 30, "a standby")
+    if not standby:  # the cold path: the standby's replacement is still setting up
+        spare = int(svc.status()["standby"]["pid"])
+        os.kill(spare, signal.SIGKILL)
+        wait(lambda: (svc.status()["standby"] or {}).get("pid") not in (None, spare), 30,
+             "the standby replaced")  # fmt: skip
     ready = svc.status()["standby"]
     assert bool(ready and ready["state"] == "ready") == standby
     victim = _pids(svc)[name]

@@ -5,9 +5,15 @@ Restarting a worker costs seconds (start Python, load the book, set up schedules
 matrices, compile, price everything): its positions are stale all that time. The standby has
 done all of that in advance: it loaded the frozen book and market, built the repricer of every
 (asset class, slot) and priced each once, then waits. When a worker dies the supervisor tells
-it which slot to take (over a pipe); it binds that worker's sockets, reprices only what moved
-since, writes every row of the slot and from then on *is* that worker (it heartbeats under its
-name). The other slots' state is dropped, and the supervisor starts a new standby.
+it which slot to take (over a pipe). It first forks its successor, a copy of itself that is
+ready at once (the pages stay shared until either copy writes them) and takes the next order
+on the same pipe; then it binds the dead worker's sockets, reprices only what moved since,
+writes every row of the slot and from then on *is* that worker (it heartbeats under its name).
+A second worker death moments after the first therefore finds a standby ready too.
+
+The successor is forked twice so that its parent becomes the supervisor (a child subreaper),
+which watches, stops and reaps it like the children it started. Where that cannot be done the
+supervisor starts a new standby from scratch.
 
 A standby costs memory (one more process holding the book) and no CPU while it waits.
 """
@@ -15,7 +21,9 @@ A standby costs memory (one more process holding the book) and no CPU while it w
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
+import multiprocessing
 import os
 import signal
 import time
@@ -44,6 +52,11 @@ log = logging.getLogger(__name__)
 
 ROLE = "standby"
 _WAIT_S = 0.1
+_REPARENT_S = 2.0
+"""How long a forked successor waits to become the supervisor's child before it gives up."""
+
+Order = tuple[str, int] | None
+"""A slot to take, (asset class, slot); None: stop."""
 
 
 def slots(config: ServiceConfig) -> list[tuple[str, int]]:
@@ -70,11 +83,27 @@ class Standby:
             self.prepared[(cls, slot)] = p
         self.ms = (time.monotonic_ns() - t0) / 1e6
         self.ctx = zmq.Context()
-        assert config.endpoints is not None
-        self.hb = self.ctx.socket(zmq.PUSH)
-        self.hb.setsockopt(zmq.SNDHWM, 10)
-        self.hb.setsockopt(zmq.LINGER, 0)
-        self.hb.connect(config.endpoints.heartbeats)
+        self.hb = self._heartbeat_socket()
+        self.last_hb_ns = 0
+
+    def _heartbeat_socket(self) -> zmq.Socket[bytes]:
+        assert self.config.endpoints is not None
+        hb: zmq.Socket[bytes] = self.ctx.socket(zmq.PUSH)
+        hb.setsockopt(zmq.SNDHWM, 10)
+        hb.setsockopt(zmq.LINGER, 0)
+        hb.connect(self.config.endpoints.heartbeats)
+        return hb
+
+    def release_sockets(self) -> None:
+        """Close the heartbeat socket and its context (no ZeroMQ thread may cross a fork)."""
+        if not self.hb.closed:
+            self.hb.close(linger=0)
+            self.ctx.term()
+
+    def reopen_sockets(self) -> None:
+        """A new context and heartbeat socket (in a forked successor), beating at once."""
+        self.ctx = zmq.Context()
+        self.hb = self._heartbeat_socket()
         self.last_hb_ns = 0
 
     def heartbeat(self) -> None:
@@ -92,9 +121,9 @@ class Standby:
     def become(self, asset_class: str, slot: int) -> WorkerProcess:
         """The worker of ``(asset_class, slot)``, its sockets bound, its rows written."""
         prepared = self.prepared.pop((asset_class, slot))
-        self.prepared.clear()  # the other slots' state: a new standby holds it
-        self.hb.close(linger=0)
-        self.ctx.term()
+        # the other slots' state is left alone: its pages are shared with the forked successor
+        # (frozen out of the cyclic collector), dropping it would copy them
+        self.release_sockets()
         logs.setup(self.config.name, f"worker:{worker_name(asset_class, slot)}")
         worker = WorkerProcess(self.config, asset_class, slot, prepared, self.quotes)
         worker.take_over()
@@ -103,38 +132,82 @@ class Standby:
     def close(self) -> None:
         """Release what :meth:`become` did not take."""
         self.prepared.clear()
-        if not self.hb.closed:
-            self.hb.close(linger=0)
-            self.ctx.term()
+        self.release_sockets()
         self.quotes.close()
 
 
-def run(config_json: str, orders: Connection) -> None:
-    """Process entry point (``spawn``): get ready, wait for a slot to take, then serve it."""
-    config = decode_config(config_json)
-    logs.setup(config.name, ROLE)
-    stop = _Stop()
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    die_with_parent()
-    if config.worker_nice > 0:
-        os.nice(config.worker_nice)
-    standby = Standby(config)
-    logs.event(log, "ready", f"standby ready for {len(standby.prepared)} slots", ms=standby.ms)
-    parent = os.getppid()
-    order: tuple[str, int] | None = None
+def fork_successor(supervisor: int) -> bool:
+    """Fork a copy of this (ready, socket-less) standby whose parent becomes ``supervisor``.
+
+    Returns True in the successor, once it is the supervisor's child and bound to die with it;
+    False in this process (also when the fork failed).
+    """
+    gc.freeze()  # the collector must not write to the pages both copies share
+    try:
+        first = os.fork()
+    except OSError as exc:
+        logs.event(log, "standby_fork_failed", str(exc), level=logging.WARNING)
+        return False
+    if first == 0:  # the intermediate: fork the successor and leave it to the supervisor
+        try:
+            if os.fork() != 0:
+                os._exit(0)
+        except OSError:
+            os._exit(1)
+        deadline = time.monotonic() + _REPARENT_S
+        while os.getppid() != supervisor:  # re-parented when the intermediate exits
+            if time.monotonic() > deadline:
+                os._exit(1)  # not adopted (no subreaper): the supervisor starts a standby
+            time.sleep(0.001)
+        die_with_parent()
+        return True
+    os.waitpid(first, 0)
+    return False
+
+
+def _wait_for_order(standby: Standby, orders: Connection, stop: _Stop, parent: int) -> Order:
+    """Heartbeat until the supervisor names a slot to take; None when stopped or orphaned."""
     while not stop.requested and os.getppid() == parent:
         standby.heartbeat()
         if orders.poll(_WAIT_S):
             try:
                 got = orders.recv()
             except EOFError:  # the supervisor went away
-                break
-            order = (str(got[0]), int(got[1]))
-            break
-    if order is None:
-        standby.close()
-        return
+                return None
+            return (str(got[0]), int(got[1]))
+    return None
+
+
+def run(config_json: str, orders: Connection) -> None:
+    """Process entry point (``spawn``): get ready, wait for a slot to take, then serve it."""
+    config = decode_config(config_json)
+    logs.setup(config.name, ROLE)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the supervisor stops us
+    die_with_parent()
+    if config.worker_nice > 0:
+        os.nice(config.worker_nice)
+    standby = Standby(config)  # SIGTERM meanwhile ends it at once: nothing to clean up yet
+    stop = _Stop()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    logs.event(log, "ready", f"standby ready for {len(standby.prepared)} slots", ms=standby.ms)
+    supervisor = multiprocessing.parent_process()
+    parent = supervisor.pid if supervisor is not None and supervisor.pid else os.getppid()
+    while True:
+        order = _wait_for_order(standby, orders, stop, parent)
+        if order is None:
+            standby.close()
+            return
+        standby.release_sockets()
+        t0 = time.monotonic_ns()
+        if fork_successor(parent):
+            logs.setup(config.name, ROLE)
+            standby.reopen_sockets()
+            logs.event(log, "ready", f"standby forked, ready for {len(standby.prepared)} slots",
+                       ms=(time.monotonic_ns() - t0) / 1e6)  # fmt: skip
+            continue
+        orders.close()  # the successor takes the next order
+        break
     worker = standby.become(*order)
     try:
         worker.run(stop, initial=False)

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,10 @@ import zmq
 from workbench.book.io import load_book
 from workbench.book.schema import ASSET_CLASS, ASSET_CLASSES, Book
 from workbench.engine.processes.inputs import freeze
+from workbench.engine.processes.lifetime import adopt_orphans
 from workbench.engine.processes.partition import worker_rows
 from workbench.engine.processes.restarts import Kill, RestartPolicy, Roll
+from workbench.engine.processes.standby_keeper import GRACE_S, Child, StandbyKeeper
 from workbench.engine.processes.worker import worker_name
 from workbench.engine.protocol import messages as msg
 from workbench.engine.protocol.admission import admit
@@ -57,10 +58,6 @@ from workbench.market.model import MarketError, MarketSnapshot
 
 log = logging.getLogger(__name__)
 
-_GRACE_S = 3.0
-_STANDBY_DELAY_S = 1.0
-"""After a standby took a slot, how long before the next one starts (its set-up takes the CPU
-for a few seconds: let the new worker's first reprices go first)."""
 PROCESSES_FILE = "processes.json"
 """``<run_dir>/processes.json``: every process's pid by name, rewritten at each start, so a
 status can be answered (and a stop carried out) without any process of the service."""
@@ -120,21 +117,11 @@ class _ChildSpec:
 @dataclass
 class _Live:
     spec: _ChildSpec
-    process: BaseProcess
+    process: Child
     started_ns: int
     planned_exit: bool = False
     last_hb: msg.Heartbeat | None = None
     restart_ns: list[int] = field(default_factory=list)
-
-
-@dataclass
-class _Standby:
-    """The warm standby process and the pipe that tells it which slot to take."""
-
-    process: BaseProcess
-    orders: Connection
-    started_ns: int
-    ready: bool = False
 
 
 @dataclass
@@ -250,9 +237,13 @@ class Supervisor:
         self.was_ready = False
         self.rows_of = self._rows_of()
         self.reload: _Reload | None = None
-        self.standby: _Standby | None = None
-        self.standby_failures = 0  # standbys in a row that died before they were ready
-        self.standby_due_ns: int | None = 0 if self.config.standby else None
+        self.standby = StandbyKeeper(
+            self._spawn_standby,
+            lambda: self.spawn.Pipe(duplex=False),
+            enabled=self.config.standby,
+            backoff_s=self.config.restart_backoff_s,
+            max_backoff_s=self.policy.max_backoff_s,
+        )
         self.requests = {"answered": 0, "bad": 0, "version_refused": 0, "reply_dropped": 0}
 
     def _rows_of(self) -> dict[str, np.ndarray]:
@@ -289,8 +280,9 @@ class Supervisor:
         for name, live in self.live.items():
             if live.process.pid is not None:
                 pids[name] = live.process.pid
-        if self.standby is not None and self.standby.process.pid is not None:
-            pids["standby"] = self.standby.process.pid
+        sb = self.standby.process
+        if sb is not None and sb.pid is not None:
+            pids["standby"] = sb.pid
         tmp = self.processes_path.with_suffix(".tmp")
         tmp.write_bytes(msgspec.json.encode(pids))
         tmp.replace(self.processes_path)
@@ -298,6 +290,11 @@ class Supervisor:
     def start(self) -> None:
         """Start every child and write the descriptor."""
         os.environ["NUMBA_NUM_THREADS"] = str(self.config.numba_threads)
+        # the standby forks its successor: Numba's workqueue threads survive a fork, OpenMP's
+        # (the default where present) may not
+        os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+        if self.config.standby:
+            adopt_orphans()  # the standby's forked successor becomes our child
         now = time.monotonic_ns()
         for spec in self.specs.values():
             self._start(spec)
@@ -370,16 +367,14 @@ class Supervisor:
             return
         self.reload = None
         t0 = time.monotonic_ns()
-        self._stop_standby()  # it holds the old book
-        if self.config.standby:
-            self.standby_due_ns = 0
+        self.standby.stop(restart=True)  # it holds the old book
         swapped = [n for n, lv in self.live.items() if lv.spec.asset_class or n == "aggregator"]
         for name in swapped:
             live = self.live[name]
             live.planned_exit = True
             if live.process.exitcode is None:
                 live.process.terminate()
-        deadline = time.monotonic() + _GRACE_S
+        deadline = time.monotonic() + GRACE_S
         for name in swapped:
             proc = self.live[name].process
             proc.join(max(0.0, deadline - time.monotonic()))
@@ -455,89 +450,34 @@ class Supervisor:
 
     def _take_over(self, name: str, live: _Live, now: int) -> bool:
         """Hand the dead worker ``name``'s slot to a ready standby; False if there is none."""
-        sb = self.standby
-        if sb is None or not sb.ready or sb.process.exitcode is not None:
-            return False
         spec = live.spec
-        try:
-            sb.orders.send((spec.asset_class, spec.slot))
-        except OSError:
+        assert spec.asset_class is not None
+        process = self.standby.take(spec.asset_class, spec.slot, now)
+        if process is None:
             return False
-        sb.orders.close()
-        self.standby = None
-        self.standby_due_ns = now + int(_STANDBY_DELAY_S * 1e9)
         self.policy.died(name, now_ns=now)
         self.policy.started(name, now_ns=now)
-        taken = _Live(spec, sb.process, now)
+        taken = _Live(spec, process, now)
         taken.restart_ns = [*live.restart_ns, now]
         self.live[name] = taken
         self._write_processes()
         return True
 
-    def _start_standby(self, now: int) -> None:
+    def _spawn_standby(self, orders: Connection) -> Child:
         from workbench.engine.processes import standby
 
-        orders, theirs = self.spawn.Pipe(duplex=False)
         proc = self.spawn.Process(
             target=standby.run, args=(encode_config(self.config), orders), name="wb-standby"
         )
         proc.start()
-        orders.close()  # the child's end: ours is `theirs`, the sending one
-        self.standby = _Standby(proc, theirs, now)
-        self.standby_due_ns = None
-        self._write_processes()
-        logs.event(log, "child_started", f"standby started (pid {proc.pid})", child="standby",
-                   child_pid=proc.pid)  # fmt: skip
+        return proc
 
     def _check_standby(self) -> None:
-        """Start the standby when due (once the service is ready); after one that died before
-        it was ready, wait ``restart_backoff_s``, doubling."""
+        """Start, adopt or forget the standby as due (see :class:`StandbyKeeper`)."""
+        known = {lv.process.pid for lv in self.live.values() if lv.process.pid is not None}
         now = time.monotonic_ns()
-        sb = self.standby
-        if sb is not None and sb.process.exitcode is not None:
-            sb.process.join(0)
-            sb.orders.close()
-            self.standby = None
-            if sb.ready:
-                self.standby_failures = 0
-                delay = 0.0
-            else:
-                self.standby_failures += 1
-                delay = min(
-                    self.config.restart_backoff_s * 2 ** (self.standby_failures - 1),
-                    self.policy.max_backoff_s,
-                )
-            self.standby_due_ns = now + int(delay * 1e9)
-            logs.event(
-                log,
-                "child_exited",
-                f"standby (pid {sb.process.pid}) exited with {sb.process.exitcode}",
-                level=logging.WARNING,
-                child="standby",
-                child_pid=sb.process.pid,
-                exit_code=sb.process.exitcode,
-                planned=False,
-            )
-        if (
-            self.standby is None
-            and self.standby_due_ns is not None
-            and now >= self.standby_due_ns
-            and self.was_ready
-        ):
-            self._start_standby(now)
-
-    def _stop_standby(self) -> None:
-        sb = self.standby
-        self.standby = None
-        if sb is None:
-            return
-        if sb.process.exitcode is None:
-            sb.process.terminate()
-        sb.process.join(_GRACE_S)
-        if sb.process.exitcode is None:
-            sb.process.kill()
-            sb.process.join(1.0)
-        sb.orders.close()
+        if self.standby.check(now, service_ready=self.was_ready, known=known):
+            self._write_processes()
 
     def _check_children(self) -> None:
         now = time.monotonic_ns()
@@ -599,12 +539,7 @@ class Supervisor:
             "book_generation": self.config.book_generation,
             "aggregator": dict(agg.last_hb.stats) if agg and agg.last_hb else {},
             "requests": dict(self.requests),
-            "standby": {
-                "pid": self.standby.process.pid,
-                "state": "ready" if self.standby.ready else "starting",
-            }
-            if self.standby is not None
-            else None,
+            "standby": self.standby.status(),
             "quotes": len(self.market.quote_ids),
             "reaped_at_start": self.reaped,
             "ready": all(self.policy.children[n].ready for n in self.live),
@@ -683,11 +618,9 @@ class Supervisor:
             if not isinstance(hb, msg.Heartbeat):
                 continue
             name = hb.role.split(":", 1)[1] if hb.role.startswith("worker:") else hb.role
-            sb = self.standby
-            if name == "standby" and sb is not None and sb.process.pid == hb.pid:
-                if not sb.ready:
-                    sb.ready = True
-                    self.standby_failures = 0
+            if name == "standby":
+                if self.standby.heartbeat(hb, now):
+                    self._write_processes()
                 continue
             live = self.live.get(name)
             if live is None or live.process.pid != hb.pid:
@@ -730,7 +663,7 @@ class Supervisor:
         """Wake the loop the moment a child exits: poll every live child's sentinel (a pipe
         the kernel closes at its exit) beside the sockets."""
         procs = [lv.process for lv in self.live.values()]
-        if self.standby is not None:
+        if self.standby.process is not None:
             procs.append(self.standby.process)
         want = {p.sentinel for p in procs if p.exitcode is None}
         for fd in watched - want:
@@ -742,11 +675,12 @@ class Supervisor:
 
     def shutdown(self) -> None:
         """Stop every child, then release sockets, segments and the descriptor."""
-        self._stop_standby()
+        self.standby.terminate()
         for live in self.live.values():
             if live.process.exitcode is None:
                 live.process.terminate()
-        deadline = time.monotonic() + _GRACE_S
+        self.standby.stop()
+        deadline = time.monotonic() + GRACE_S
         for live in self.live.values():
             live.process.join(max(0.0, deadline - time.monotonic()))
             if live.process.exitcode is None:
