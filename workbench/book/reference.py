@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from workbench.market.crosses import base_per_unit
 from workbench.market.model import MarketSnapshot
 from workbench.market.schedules import adjust_array, spot_date
-from workbench.pricing.conversion import base_per_unit
 
 SHARES: dict[str, float] = {
     "IRS": 22_000 / 40_000,
