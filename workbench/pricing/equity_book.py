@@ -25,12 +25,8 @@ from workbench.pricing.risk import (
     SelectionPricer,
     selected,
 )
-from workbench.pricing.surfaces import (
-    EquityVolSurfaceModel,
-    SplineCache,
-    equity_vols,
-    surface_version,
-)
+from workbench.pricing.splines import SplineCache
+from workbench.pricing.surfaces import EquityVolSurfaceModel, equity_vols, surface_version
 
 
 class _Underlying:

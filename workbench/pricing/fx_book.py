@@ -33,11 +33,10 @@ from workbench.pricing.risk import (
     SelectionPricer,
     selected,
 )
+from workbench.pricing.splines import PackedSplines, SplineCache
 from workbench.pricing.surfaces import (
     FxVolSurfaceModel,
-    PackedSplines,
     SmileRows,
-    SplineCache,
     fx_smile_vols,
     smile_basis,
     smile_rows,
