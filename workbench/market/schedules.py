@@ -122,6 +122,13 @@ def tenor_years(tenor: str) -> float:
     return {"D": n / 365.0, "W": 7 * n / 365.0, "M": n / 12.0, "Y": float(n)}[unit]
 
 
+def tenor_days(tenor: str) -> float:
+    """A tenor's mean length in calendar days (a month 365.25 / 12 days, a year 365.25): the
+    measure tenors are ordered by (``52W`` < ``1Y``, ``365D`` < ``1Y``, ``12M`` = ``1Y``)."""
+    n, unit = parse_tenor(tenor)
+    return n * {"D": 1.0, "W": 7.0, "M": 365.25 / 12.0, "Y": 365.25}[unit]
+
+
 def year_fraction(start: DateArray, end: DateArray, day_count: DayCount) -> FloatArray:
     """Accrual year fractions between date arrays.
 
