@@ -246,7 +246,7 @@ def shifted(
     basis points."""
     ids = rate_quote_ids(market, currency)
     values = market.quotes.copy()
-    values[[market.quote_index[q] for q in ids]] += bp * BP
+    values[market.quote_rows(ids)] += bp * BP
     return market.with_quote_values(values)
 
 

@@ -14,13 +14,14 @@ import numpy as np
 from workbench._types import SPOT_BUMP, VOL_POINT, FloatArray, IntArray, KeyRateMethod
 from workbench.book.schema import Book
 from workbench.market.model import EquitySpec, MarketSnapshot
+from workbench.market.schedules import tenor_times, year_fractions_from
 from workbench.pricing.black import black_greeks, black_price
 from workbench.pricing.curves import CurveSet
-from workbench.pricing.fx_book import tenor_times, year_fractions
 from workbench.pricing.risk import (
     ClassRisk,
     KeptByDate,
     KeyRates,
+    PositionRows,
     QuoteGrids,
     SelectionPricer,
     selected,
@@ -29,14 +30,14 @@ from workbench.pricing.splines import SplineCache
 from workbench.pricing.surfaces import EquityVolSurfaceModel, equity_vols, surface_version
 
 
-class _Underlying:
-    def __init__(self, book: Book, rows: IntArray, spec: EquitySpec, market: MarketSnapshot):
+class _Underlying(PositionRows):
+    """The book rows of one underlying with their static columns and its discount curve."""
+
+    def __init__(
+        self, book: Book, rows: IntArray, spec: EquitySpec, market: MarketSnapshot
+    ) -> None:
+        super().__init__(book, rows)
         self.spec = spec
-        self.rows = rows
-        self.notional = book.notional[rows]
-        self.strike = book.strike[rows]
-        self.sign = book.option_sign[rows]
-        self.maturity = book.maturity[rows]
         self.curve = market.discount_curve_id(spec.currency)
 
 
@@ -96,8 +97,7 @@ class EquityPricer(SelectionPricer):
         spot for all of them)."""
         picked = [self._groups[k] for k in selected(self._names, only)]
         if not picked:
-            empty = np.empty(0)
-            return ClassRisk(np.empty(0, np.int64), empty, empty, empty, empty, KeyRates.empty())
+            return ClassRisk.empty()
         sizes = [g.rows.size for g in picked]
         rows = np.concatenate([g.rows for g in picked])
         notional = np.concatenate([g.notional for g in picked])
@@ -108,7 +108,7 @@ class EquityPricer(SelectionPricer):
         t = np.concatenate(
             [
                 self._times.get(
-                    g.spec.id, market.as_of, partial(year_fractions, g.maturity, market.as_of)
+                    g.spec.id, market.as_of, partial(year_fractions_from, market.as_of, g.maturity)
                 )
                 for g in picked
             ]
@@ -144,7 +144,7 @@ class EquityPricer(SelectionPricer):
             for curve_id in dict.fromkeys(g.curve for g in picked):
                 at = np.flatnonzero(curve_of == curve_id)
                 qids, sens = curves.log_df_change(curve_id, t[at], self.key_rate_method)
-                quotes = np.array([market.quote_index[x] for x in qids], dtype=np.int64)
+                quotes = market.quote_rows(qids)
                 key_parts.append(KeyRates.from_dense(rows[at], quotes, d_log_df[at, None] * sens))
         return ClassRisk(
             rows,

@@ -15,6 +15,7 @@ from typing import Generic, Protocol, TypeVar
 import numpy as np
 
 from workbench._types import FloatArray, IntArray
+from workbench.book.schema import Book
 from workbench.market.model import MarketSnapshot
 from workbench.pricing.curves import CurveSet
 
@@ -77,6 +78,26 @@ class ClassRisk:
     gamma: FloatArray
     vega: FloatArray
     key_rates: KeyRates
+
+    @staticmethod
+    def empty() -> ClassRisk:
+        """The risk of no positions."""
+        empty = np.empty(0)
+        return ClassRisk(np.empty(0, np.int64), empty, empty, empty, empty, KeyRates.empty())
+
+
+class PositionRows:
+    """The book rows of one group of FX or equity positions and the static columns their
+    pricers read: ``notional`` (signed, in units of the underlying), ``strike`` (price of one
+    unit, in the quote currency), ``sign`` (+1 call, −1 put, NaN for a forward) and ``maturity``
+    (``datetime64[D]``)."""
+
+    def __init__(self, book: Book, rows: IntArray) -> None:
+        self.rows = rows
+        self.notional = book.notional[rows]
+        self.strike = book.strike[rows]
+        self.sign = book.option_sign[rows]
+        self.maturity = book.maturity[rows]
 
 
 class ClassPricer(Protocol):
