@@ -12,7 +12,7 @@ from datetime import date, timedelta
 
 import numpy as np
 
-from workbench._types import DateArray, FloatArray, IntArray
+from workbench._types import DAYS_PER_YEAR, DateArray, FloatArray, IntArray
 from workbench.market.model import BusinessDayConvention, Calendar, DayCount
 
 _TENOR = re.compile(r"^(\d+)([DWMY])$")
@@ -217,7 +217,7 @@ def year_fractions_from(as_of: date | np.datetime64, dates: DateArray) -> FloatA
         if isinstance(as_of, np.datetime64)
         else np.datetime64(as_of, "D")
     )
-    return (d - origin).astype(np.int64).astype(np.float64) / 365.0
+    return (d - origin).astype(np.int64).astype(np.float64) / DAYS_PER_YEAR
 
 
 def tenor_times(as_of: date, tenors: Sequence[str]) -> FloatArray:
