@@ -11,7 +11,7 @@ from functools import partial
 
 import numpy as np
 
-from workbench._types import SPOT_BUMP, VOL_POINT, FloatArray, IntArray, KeyRateMethod
+from workbench._types import SPOT_BUMP, VOL_POINT, FloatArray, IntArray
 from workbench.book.schema import Book
 from workbench.market.model import EquitySpec, MarketSnapshot
 from workbench.market.schedules import tenor_times, year_fractions_from
@@ -23,7 +23,7 @@ from workbench.pricing.risk import (
     KeyRates,
     PositionRows,
     QuoteGrids,
-    SelectionPricer,
+    SurfacePricer,
     selected,
 )
 from workbench.pricing.splines import SplineCache
@@ -41,7 +41,7 @@ class _Underlying(PositionRows):
         self.curve = market.discount_curve_id(spec.currency)
 
 
-class EquityPricer(SelectionPricer):
+class EquityPricer(SurfacePricer):
     """Equity options of a book (asset class ``equity``), grouped by underlying.
 
     ``risk``: PV, +1% spot delta and gamma (sticky moneyness), vol-point vega and key-rate
@@ -53,10 +53,7 @@ class EquityPricer(SelectionPricer):
     def __init__(
         self, book: Book, rows: IntArray, market: MarketSnapshot, *, cache: SplineCache
     ) -> None:
-        self.rows = rows
-        self.cache = cache
-        self.with_key_rates = True  # off in the live worker, which does not publish them
-        self.key_rate_method: KeyRateMethod = "bump"
+        super().__init__(rows, cache)
         specs = {e.id: e for e in market.equities}
         underlying = book.underlying.codes[rows]
         self._groups = [

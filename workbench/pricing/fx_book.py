@@ -31,7 +31,7 @@ from workbench.pricing.risk import (
     KeyRates,
     PositionRows,
     QuoteGrids,
-    SelectionPricer,
+    SurfacePricer,
     selected,
 )
 from workbench.pricing.splines import PackedSplines, SplineCache
@@ -60,7 +60,7 @@ class _PairRows(PositionRows):
         self.quote_curve = market.discount_curve_id(pair.quote_ccy)
 
 
-class FxPricer(SelectionPricer):
+class FxPricer(SurfacePricer):
     """FX forwards and options of a book (asset class ``fx``), grouped by pair.
 
     ``risk``: PV, 1% spot delta and gamma (smile re-solved at each bumped spot: sticky delta),
@@ -72,10 +72,7 @@ class FxPricer(SelectionPricer):
     def __init__(
         self, book: Book, rows: IntArray, market: MarketSnapshot, *, cache: SplineCache
     ) -> None:
-        self.rows = rows
-        self.cache = cache
-        self.with_key_rates = True  # off in the live worker, which does not publish them
-        self.key_rate_method: KeyRateMethod = "bump"
+        super().__init__(rows, cache)
         pairs = {p.pair: p for p in market.fx_pairs}
         surfaces = {s.pair: s for s in market.fx_vol_surfaces}
         underlying = book.underlying.codes[rows]
