@@ -78,3 +78,27 @@ def test_widgets_use_only_the_client_and_the_risk_types() -> None:
         if not any(module == a or module.startswith(a + ".") for a in allowed)
     }
     assert not bad, f"widgets reach past the client: {sorted(bad)}"
+
+
+_ABOVE_DATA = ("workbench.pricing", "workbench.risk", "workbench.engine", "workbench.client",
+               "workbench.widgets", "workbench.reports", "workbench.batch",
+               "workbench.cli")  # fmt: skip
+
+
+def _every_module(package: str) -> str:
+    """``package`` and each of its modules, as one ``import`` list (found on disk, not imported)."""
+    path = Path(workbench.__file__).parent / package.split(".", 1)[1]
+    names = sorted(p.stem for p in path.glob("*.py") if p.stem != "__init__")
+    return ", ".join([package, *(f"{package}.{n}" for n in names)])
+
+
+@pytest.mark.parametrize("package", ["workbench.book", "workbench.market"])
+def test_the_data_layers_load_no_pricing_or_anything_above(package: str) -> None:
+    mods = _every_module(package)
+    assert "reference" in mods  # the generators are among what is imported
+    assert _loaded(mods, _ABOVE_DATA) == "", f"{package} reaches above the data layer"
+
+
+def test_pricing_loads_no_risk_engine_or_client() -> None:
+    mods = _every_module("workbench.pricing")
+    assert _loaded(mods, tuple(m for m in _ABOVE_DATA if m != "workbench.pricing")) == ""

@@ -22,6 +22,7 @@ from workbench.book.schema import (
     DATE_COLUMNS,
     FLOAT_COLUMNS,
     PRODUCTS,
+    REQUIRED_COLUMNS,
     STRING_COLUMNS,
     Book,
     Categorical,
@@ -30,16 +31,6 @@ from workbench.book.validation import MAX_EXACT_INTEGER, BookError, BookIssue, c
 from workbench.market.model import MarketSnapshot
 
 _INT_TEXT = re.compile(r"^\s*[+-]?\d+\s*$")
-_REQUIRED_COLUMNS = (
-    "position_id",
-    "product",
-    "desk",
-    "book",
-    "currency",
-    "underlying",
-    "notional",
-    "maturity",
-)
 
 
 def _read(path: Path, name: str) -> tuple[pl.DataFrame, bool]:
@@ -109,7 +100,7 @@ def _typed(frame: pl.DataFrame, file: str, csv: bool) -> tuple[pl.DataFrame, lis
                 file, 0, c, "", "unknown column (see docs/book-format.md)", 1 if csv else None
             )
         )
-    missing = [c for c in _REQUIRED_COLUMNS if c not in frame.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     for c in missing:
         issues.append(BookIssue(file, 0, c, "", "required column is missing", 1 if csv else None))
     if unknown or missing:

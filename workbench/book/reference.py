@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+from workbench.market.crosses import base_per_unit
 from workbench.market.model import MarketSnapshot
-from workbench.market.schedules import adjust_array, spot_date
-from workbench.pricing.conversion import base_per_unit
+from workbench.market.schedules import add_months_array, adjust_array, spot_date
 
 SHARES: dict[str, float] = {
     "IRS": 22_000 / 40_000,
@@ -60,19 +60,6 @@ def _books(desk: str) -> list[str]:
     """Three books per desk, named after the whole desk name (initials alone collide)."""
     short = "".join(w[:3] for w in desk.split()).upper()
     return [f"{short}-{k}" for k in ("FLOW", "EXOTIC", "HEDGE")]
-
-
-def _add_months(d: np.ndarray, months: np.ndarray) -> np.ndarray:
-    m = d.astype("datetime64[M]")
-    day = (d - m).astype(np.int64)
-    target = m + months.astype("timedelta64[M]")
-    length = (
-        (target + np.timedelta64(1, "M")).astype("datetime64[D]") - target.astype("datetime64[D]")
-    ).astype(np.int64)
-    out: np.ndarray = target.astype("datetime64[D]") + np.minimum(day, length - 1).astype(
-        "timedelta64[D]"
-    )
-    return out
 
 
 def generate_reference_book(
@@ -126,10 +113,10 @@ def _swaps(
         term = next(s for s in market.curves if s.currency == c and s.kind == "term")
         cal = market.calendars[ois.calendar]
         spot = np.datetime64(spot_date(market.as_of, ois.spot_lag, cal), "D")
-        s = adjust_array(_add_months(np.full(rows.size, spot), fwd_months[rows]), cal, "MF")
+        s = adjust_array(add_months_array(np.full(rows.size, spot), fwd_months[rows]), cal, "MF")
         s = np.maximum(s, spot)
         start[rows] = s
-        maturity[rows] = adjust_array(_add_months(s, 12 * years[rows]), cal, "MF")
+        maturity[rows] = adjust_array(add_months_array(s, 12 * years[rows]), cal, "MF")
         curve[rows] = np.where(use_term[rows], term.id, ois.id)
         level = np.interp(
             years[rows],

@@ -75,6 +75,12 @@ FLOAT_COLUMNS: Final[tuple[str, ...]] = (
     "coupon",
 )
 ALL_COLUMNS: Final[tuple[str, ...]] = STRING_COLUMNS + DATE_COLUMNS + FLOAT_COLUMNS
+REQUIRED_COLUMNS: Final[tuple[str, ...]] = (
+    *(c for c in STRING_COLUMNS if c != "option_type"),
+    "notional",
+    "maturity",
+)
+"""The columns every book file has; the others may be left out (``docs/book-format.md``)."""
 
 REQUIRED: Final[dict[str, tuple[str, ...]]] = {
     "IRS": ("start", "maturity", "fixed_rate"),

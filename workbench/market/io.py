@@ -7,9 +7,8 @@ value (``market.json: curves[3].instruments[5].tenor = '5X': bad tenor …``).
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable, Iterable
-from dataclasses import MISSING, asdict, fields
+from collections.abc import Callable
+from dataclasses import asdict
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,8 @@ from workbench.market.model import (
     MarketError,
     MarketSnapshot,
 )
-from workbench.market.schedules import is_business_day, parse_tenor
+from workbench.market.reader import JsonReader
+from workbench.market.schedules import is_business_day
 
 SCHEMA = "workbench.market/1"
 _TOP = (
@@ -110,124 +110,13 @@ def load_market(path: str | Path) -> MarketSnapshot:
     return market_from_dict(obj, source=str(p))
 
 
-_TENOR_DAYS = {"D": 1.0, "W": 7.0, "M": 365.25 / 12.0, "Y": 365.25}
-
-
-def _tenor_days(tenor: str) -> float:
-    n, unit = parse_tenor(tenor)
-    return n * _TENOR_DAYS[unit]
-
-
-class _Reader:
-    """Typed access to plain JSON data; every failure names source, JSON path and value."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def fail(self, where: str, value: Any, why: str) -> MarketError:
-        shown = repr(value)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        return MarketError(f"{self.source}: {where} = {shown}: {why}")
-
-    def obj(
-        self, value: Any, where: str, allowed: Iterable[str], required: Iterable[str] = ()
-    ) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(where, value, "expected an object")
-        names = set(allowed)
-        prefix = "" if where == "(top)" else f"{where}."
-        for key in value:
-            if key not in names:
-                raise self.fail(f"{prefix}{key}", value[key], "unknown key")
-        for key in required:
-            if key not in value:
-                raise self.fail(f"{prefix}{key}", None, "missing key")
-        return value
-
-    def fields_of(self, value: Any, where: str, cls: type) -> dict[str, Any]:
-        """An object with exactly the keys of dataclass ``cls`` (defaults may be left out)."""
-        fs = [f for f in fields(cls) if f.init]
-        required = [f.name for f in fs if f.default is MISSING and f.default_factory is MISSING]
-        return self.obj(value, where, [f.name for f in fs], required)
-
-    def mapping(self, value: Any, where: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(where, value, "expected an object")
-        return value
-
-    def items(self, value: Any, where: str) -> list[Any]:
-        if not isinstance(value, list):
-            raise self.fail(where, value, "expected a list")
-        return value
-
-    def text(self, value: Any, where: str) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(where, value, "expected a non-empty string")
-        return value
-
-    def choice(self, value: Any, where: str, options: tuple[str, ...]) -> str:
-        if value not in options:
-            raise self.fail(where, value, f"expected one of {', '.join(options)}")
-        return str(value)
-
-    def integer(self, value: Any, where: str, minimum: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.fail(where, value, "expected a whole number")
-        if value < minimum:
-            raise self.fail(where, value, f"must be at least {minimum}")
-        return value
-
-    def number(self, value: Any, where: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(where, value, "expected a number")
-        out = float(value)
-        if not math.isfinite(out):
-            raise self.fail(where, value, "not a finite number")
-        return out
-
-    def day(self, value: Any, where: str) -> date:
-        if not isinstance(value, str) or len(value) != 10:
-            raise self.fail(where, value, "expected a date YYYY-MM-DD")
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            raise self.fail(where, value, "expected a date YYYY-MM-DD") from None
-
-    def tenor(self, value: Any, where: str) -> str:
-        try:
-            parse_tenor(value)
-        except (ValueError, AttributeError):
-            raise self.fail(where, value, "bad tenor (expected ON, nD, nW, nM or nY)") from None
-        return str(value)
-
-    def tenors(self, value: Any, where: str) -> tuple[str, ...]:
-        """A non-empty list of tenors, strictly increasing."""
-        out = tuple(self.tenor(t, f"{where}[{i}]") for i, t in enumerate(self.items(value, where)))
-        if not out:
-            raise self.fail(where, value, "expected at least one tenor")
-        for i in range(1, len(out)):
-            if _tenor_days(out[i]) <= _tenor_days(out[i - 1]):
-                raise self.fail(
-                    f"{where}[{i}]", out[i], f"tenors must increase (follows {out[i - 1]!r})"
-                )
-        return out
-
-    def unique(self, ids: list[str], where: str, what: str) -> None:
-        seen: set[str] = set()
-        for i, x in enumerate(ids):
-            if x in seen:
-                raise self.fail(f"{where}[{i}]", x, f"duplicate {what}")
-            seen.add(x)
-
-
 def market_from_dict(obj: Any, *, source: str = "<market>") -> MarketSnapshot:
     """Validate plain data (as read from JSON) and build the snapshot.
 
     Every rule of ``docs/formats.md`` is checked here, once; the first broken rule raises a
     :class:`MarketError` naming ``source``, the JSON path and the value.
     """
-    r = _Reader(source)
+    r = JsonReader(source)
     if not isinstance(obj, dict):
         raise r.fail("(top)", obj, "expected an object")
     r.obj(obj, "(top)", _TOP, ("schema", "as_of", "quotes", "curves", "calendars"))
@@ -424,7 +313,7 @@ def market_from_dict(obj: Any, *, source: str = "<market>") -> MarketSnapshot:
 _Ref = Callable[[Any, str], str]
 
 
-def _curve(r: _Reader, raw: Any, where: str, quote_ref: _Ref, cal_ref: _Ref) -> CurveSpec:
+def _curve(r: JsonReader, raw: Any, where: str, quote_ref: _Ref, cal_ref: _Ref) -> CurveSpec:
     d = r.fields_of(raw, where, CurveSpec)
     kinds: tuple[str, ...] = ("deposit", "ois", "irs")
     insts = []
@@ -440,13 +329,7 @@ def _curve(r: _Reader, raw: Any, where: str, quote_ref: _Ref, cal_ref: _Ref) -> 
         )
     if not insts:
         raise r.fail(f"{where}.instruments", [], "a curve needs at least one instrument")
-    for j in range(1, len(insts)):
-        if _tenor_days(insts[j].tenor) <= _tenor_days(insts[j - 1].tenor):
-            raise r.fail(
-                f"{where}.instruments[{j}].tenor",
-                insts[j].tenor,
-                f"tenors must increase (follows {insts[j - 1].tenor!r})",
-            )
+    r.increasing([x.tenor for x in insts], lambda j: f"{where}.instruments[{j}].tenor")
     day_counts: tuple[str, ...] = ("ACT/360", "ACT/365F", "30/360")
     disc = d.get("discount_curve")
     if disc is not None:
@@ -483,7 +366,7 @@ def _curve(r: _Reader, raw: Any, where: str, quote_ref: _Ref, cal_ref: _Ref) -> 
 
 
 def _credit_index(
-    r: _Reader,
+    r: JsonReader,
     raw: Any,
     where: str,
     as_of: date,

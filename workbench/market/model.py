@@ -17,14 +17,14 @@ Units of quotes (see ``docs/formats.md``):
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
 
 import numpy as np
 
-from workbench._types import FloatArray
+from workbench._types import FloatArray, IntArray
 
 InstrumentKind = Literal["deposit", "ois", "irs"]
 CurveKind = Literal["ois", "term"]
@@ -246,13 +246,17 @@ class MarketSnapshot:
         except KeyError:
             raise MarketError(f"unknown quote id {quote_id!r}") from None
 
-    def quote_values(self, quote_ids: tuple[str, ...] | list[str]) -> FloatArray:
-        """The values of several quotes, in the order given."""
+    def quote_rows(self, quote_ids: Sequence[str]) -> IntArray:
+        """The rows of several quotes in the quote table (``quotes``), in the order given."""
         try:
             idx = [self.quote_index[q] for q in quote_ids]
         except KeyError as exc:
             raise MarketError(f"unknown quote id {exc.args[0]!r}") from None
-        return self.quotes[np.asarray(idx, dtype=np.int64)]
+        return np.asarray(idx, dtype=np.int64)
+
+    def quote_values(self, quote_ids: tuple[str, ...] | list[str]) -> FloatArray:
+        """The values of several quotes, in the order given."""
+        return self.quotes[self.quote_rows(quote_ids)]
 
     def with_quotes(self, updates: Mapping[str, float]) -> MarketSnapshot:
         """A new snapshot with some quotes replaced and ``version + 1``."""

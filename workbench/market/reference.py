@@ -22,6 +22,7 @@ from workbench.market.model import (
     FxVolSurface,
     MarketSnapshot,
 )
+from workbench.market.schedules import tenor_years
 
 # currency: OIS id, term id, term months, OIS day count, fixed day count, fixed months, spot lag,
 # short rate, long rate, term basis (decimal)
@@ -35,45 +36,10 @@ _CCY: dict[str, tuple[str, str, int, DayCount, DayCount, int, int, float, float,
     "AUD": ("AONIA", "BBSW6M", 6, "ACT/365F", "ACT/365F", 12, 2, 0.0360, 0.0450, 0.0020),
 }
 _OIS_TENORS = (
-    "1M",
-    "2M",
-    "3M",
-    "6M",
-    "9M",
-    "1Y",
-    "18M",
-    "2Y",
-    "3Y",
-    "4Y",
-    "5Y",
-    "6Y",
-    "7Y",
-    "8Y",
-    "9Y",
-    "10Y",
-    "12Y",
-    "15Y",
-    "20Y",
-    "25Y",
-    "30Y",
-)
-_IRS_TENORS = (
-    "1Y",
-    "2Y",
-    "3Y",
-    "4Y",
-    "5Y",
-    "6Y",
-    "7Y",
-    "8Y",
-    "9Y",
-    "10Y",
-    "12Y",
-    "15Y",
-    "20Y",
-    "25Y",
-    "30Y",
-)
+    "1M", "2M", "3M", "6M", "9M", "1Y", "18M", "2Y", "3Y", "4Y", "5Y", "6Y", "7Y", "8Y", "9Y",
+    "10Y", "12Y", "15Y", "20Y", "25Y", "30Y",
+)  # fmt: skip
+_IRS_TENORS = tuple(t for t in _OIS_TENORS if t.endswith("Y"))
 _FIXED_HOLIDAYS: dict[str, tuple[tuple[int, int], ...]] = {
     "USD": ((1, 1), (6, 19), (7, 4), (11, 11), (12, 25)),
     "EUR": ((1, 1), (5, 1), (12, 25), (12, 26)),
@@ -163,11 +129,6 @@ def _calendar(ccy: str, first: int, last: int) -> Calendar:
     return Calendar(ccy, (5, 6), tuple(sorted(set(days))))
 
 
-def _tenor_years(tenor: str) -> float:
-    n, unit = int(tenor[:-1]), tenor[-1]
-    return {"D": n / 365.0, "W": n * 7 / 365.0, "M": n / 12.0, "Y": float(n)}[unit]
-
-
 def _par(short: float, long: float, years: float, hump: float) -> float:
     shape = 1.0 - np.exp(-years / 4.0)
     return float(short + (long - short) * shape + hump * years * np.exp(-years / 3.0))
@@ -187,7 +148,7 @@ def generate_reference_market(*, as_of: date = date(2026, 11, 24), seed: int = 7
         for tenor in _OIS_TENORS:
             q = f"{ois_id}.OIS.{tenor}"
             inst.append(CurveInstrument(q, "ois", tenor))
-            y = _tenor_years(tenor)
+            y = tenor_years(tenor)
             quotes[q] = round(_par(short, long, y, hump) + float(rng.normal(0, 3e-5)), 6)
         curves.append(
             CurveSpec(
@@ -209,7 +170,7 @@ def generate_reference_market(*, as_of: date = date(2026, 11, 24), seed: int = 7
         for tenor in _IRS_TENORS:
             q = f"{term_id}.IRS.{tenor}"
             tinst.append(CurveInstrument(q, "irs", tenor))
-            y = _tenor_years(tenor)
+            y = tenor_years(tenor)
             quotes[q] = round(
                 _par(short, long, y, hump)
                 + basis * (0.6 + 0.4 * np.exp(-y / 10))
@@ -257,7 +218,7 @@ def generate_reference_market(*, as_of: date = date(2026, 11, 24), seed: int = 7
         rr = float(rng.normal(-0.004, 0.003))
         rows: list[tuple[str, ...]] = []
         for expiry in _FX_EXPIRIES:
-            y = _tenor_years(expiry)
+            y = tenor_years(expiry)
             atm = atm_base[pair] * (1.0 + 0.25 * np.exp(-y * 2)) + 0.004 * np.log1p(y)
             row: list[str] = []
             for pillar in FX_DELTA_PILLARS:
@@ -280,7 +241,7 @@ def generate_reference_market(*, as_of: date = date(2026, 11, 24), seed: int = 7
         skew = float(rng.uniform(-0.35, -0.10))
         vq: list[tuple[str, ...]] = []
         for expiry in _EQ_EXPIRIES:
-            y = _tenor_years(expiry)
+            y = tenor_years(expiry)
             row = []
             for m in _EQ_MONEYNESS:
                 vol = (

@@ -7,11 +7,12 @@ Arrays of dates are ``datetime64[D]``; scalar dates are :class:`datetime.date`.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import date, timedelta
 
 import numpy as np
 
-from workbench._types import DateArray, FloatArray
+from workbench._types import DAYS_PER_YEAR, DateArray, FloatArray, IntArray
 from workbench.market.model import BusinessDayConvention, Calendar, DayCount
 
 _TENOR = re.compile(r"^(\d+)([DWMY])$")
@@ -39,6 +40,18 @@ def add_months(d: date, months: int) -> date:
 def _month_end(year: int, month: int) -> int:
     nxt = date(year + month // 12, month % 12 + 1, 1)
     return (nxt - timedelta(days=1)).day
+
+
+def add_months_array(dates: DateArray, months: IntArray) -> DateArray:
+    """``datetime64[D]`` dates plus whole calendar months each, the day clipped to the target
+    month's end (:func:`add_months` over arrays)."""
+    m = dates.astype("datetime64[M]")
+    day = (dates - m.astype("datetime64[D]")).astype(np.int64)
+    target = m + months.astype("timedelta64[M]")
+    first = target.astype("datetime64[D]")
+    length = ((target + np.timedelta64(1, "M")).astype("datetime64[D]") - first).astype(np.int64)
+    out: DateArray = first + np.minimum(day, length - 1).astype("timedelta64[D]")
+    return out
 
 
 def add_tenor(d: date, tenor: str) -> date:
@@ -122,6 +135,13 @@ def tenor_years(tenor: str) -> float:
     return {"D": n / 365.0, "W": 7 * n / 365.0, "M": n / 12.0, "Y": float(n)}[unit]
 
 
+def tenor_days(tenor: str) -> float:
+    """A tenor's mean length in calendar days (a month 365.25 / 12 days, a year 365.25): the
+    measure tenors are ordered by (``52W`` < ``1Y``, ``365D`` < ``1Y``, ``12M`` = ``1Y``)."""
+    n, unit = parse_tenor(tenor)
+    return n * {"D": 1.0, "W": 7.0, "M": 365.25 / 12.0, "Y": 365.25}[unit]
+
+
 def year_fraction(start: DateArray, end: DateArray, day_count: DayCount) -> FloatArray:
     """Accrual year fractions between date arrays.
 
@@ -188,7 +208,20 @@ def schedule(
     return adjust_array(raw, calendar, convention)
 
 
-def year_fractions_from(as_of: date, dates: DateArray) -> FloatArray:
-    """ACT/365F year fractions of dates from ``as_of`` (curve and option time)."""
+def year_fractions_from(as_of: date | np.datetime64, dates: DateArray) -> FloatArray:
+    """ACT/365F year fractions of dates from ``as_of`` (curve and option time, in years;
+    negative before ``as_of``)."""
     d = np.asarray(dates, dtype="datetime64[D]")
-    return (d - np.datetime64(as_of, "D")).astype(np.int64).astype(np.float64) / 365.0
+    origin = (
+        as_of.astype("datetime64[D]")
+        if isinstance(as_of, np.datetime64)
+        else np.datetime64(as_of, "D")
+    )
+    return (d - origin).astype(np.int64).astype(np.float64) / DAYS_PER_YEAR
+
+
+def tenor_times(as_of: date, tenors: Sequence[str]) -> FloatArray:
+    """ACT/365F times (years) of the dates ``tenors`` (``1M``, ``2Y`` …) after ``as_of``, with
+    no business-day adjustment."""
+    dates = np.array([add_tenor(as_of, tenor) for tenor in tenors], dtype="datetime64[D]")
+    return year_fractions_from(as_of, dates)

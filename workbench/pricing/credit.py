@@ -31,6 +31,7 @@ from scipy.special import ndtri
 from scipy.stats import qmc
 
 from workbench._types import FloatArray
+from workbench.market.schedules import add_months, year_fraction, year_fractions_from
 
 _BATCHES = 16
 
@@ -53,21 +54,16 @@ def cds_schedule(as_of: date, maturity: date) -> PremiumSchedule:
     prev = max(date(yy, mm, 20) for yy in (y - 1, y) for mm in months if date(yy, mm, 20) <= as_of)
     dates = [prev]
     while dates[-1] < maturity:
-        d = dates[-1]
-        nm = d.month + 3
-        dates.append(date(d.year + (nm - 1) // 12, (nm - 1) % 12 + 1, 20))
+        dates.append(add_months(dates[-1], 3))
     dates[-1] = maturity
     raw = np.array(dates, dtype="datetime64[D]")
     adj = np.busday_offset(raw, 0, roll="forward")
     adj[-1] = raw[-1]
     adj[0] = raw[0]
-    a = np.datetime64(as_of, "D")
-    accrual = (adj[1:] - adj[:-1]).astype(np.int64) / 360.0
-    pay_t = (adj[1:] - a).astype(np.int64) / 365.0
-    start_t = np.maximum((adj[:-1] - a).astype(np.int64) / 365.0, 0.0)
-    return PremiumSchedule(
-        pay_t.astype(np.float64), accrual.astype(np.float64), start_t.astype(np.float64)
-    )
+    accrual = year_fraction(adj[:-1], adj[1:], "ACT/360")
+    pay_t = year_fractions_from(as_of, adj[1:])
+    start_t = np.maximum(year_fractions_from(as_of, adj[:-1]), 0.0)
+    return PremiumSchedule(pay_t, accrual, start_t)
 
 
 def index_pv(

@@ -11,40 +11,37 @@ from functools import partial
 
 import numpy as np
 
-from workbench._types import SPOT_BUMP, VOL_POINT, FloatArray, IntArray, KeyRateMethod
+from workbench._types import SPOT_BUMP, VOL_POINT, FloatArray, IntArray
 from workbench.book.schema import Book
 from workbench.market.model import EquitySpec, MarketSnapshot
+from workbench.market.schedules import tenor_times, year_fractions_from
 from workbench.pricing.black import black_greeks, black_price
 from workbench.pricing.curves import CurveSet
-from workbench.pricing.fx_book import tenor_times, year_fractions
 from workbench.pricing.risk import (
     ClassRisk,
     KeptByDate,
     KeyRates,
+    PositionRows,
     QuoteGrids,
-    SelectionPricer,
+    SurfacePricer,
     selected,
 )
-from workbench.pricing.surfaces import (
-    EquityVolSurfaceModel,
-    SplineCache,
-    equity_vols,
-    surface_version,
-)
+from workbench.pricing.splines import SplineCache
+from workbench.pricing.surfaces import EquityVolSurfaceModel, equity_vols, surface_version
 
 
-class _Underlying:
-    def __init__(self, book: Book, rows: IntArray, spec: EquitySpec, market: MarketSnapshot):
+class _Underlying(PositionRows):
+    """The book rows of one underlying with their static columns and its discount curve."""
+
+    def __init__(
+        self, book: Book, rows: IntArray, spec: EquitySpec, market: MarketSnapshot
+    ) -> None:
+        super().__init__(book, rows)
         self.spec = spec
-        self.rows = rows
-        self.notional = book.notional[rows]
-        self.strike = book.strike[rows]
-        self.sign = book.option_sign[rows]
-        self.maturity = book.maturity[rows]
         self.curve = market.discount_curve_id(spec.currency)
 
 
-class EquityPricer(SelectionPricer):
+class EquityPricer(SurfacePricer):
     """Equity options of a book (asset class ``equity``), grouped by underlying.
 
     ``risk``: PV, +1% spot delta and gamma (sticky moneyness), vol-point vega and key-rate
@@ -56,10 +53,7 @@ class EquityPricer(SelectionPricer):
     def __init__(
         self, book: Book, rows: IntArray, market: MarketSnapshot, *, cache: SplineCache
     ) -> None:
-        self.rows = rows
-        self.cache = cache
-        self.with_key_rates = True  # off in the live worker, which does not publish them
-        self.key_rate_method: KeyRateMethod = "bump"
+        super().__init__(rows, cache)
         specs = {e.id: e for e in market.equities}
         underlying = book.underlying.codes[rows]
         self._groups = [
@@ -100,8 +94,7 @@ class EquityPricer(SelectionPricer):
         spot for all of them)."""
         picked = [self._groups[k] for k in selected(self._names, only)]
         if not picked:
-            empty = np.empty(0)
-            return ClassRisk(np.empty(0, np.int64), empty, empty, empty, empty, KeyRates.empty())
+            return ClassRisk.empty()
         sizes = [g.rows.size for g in picked]
         rows = np.concatenate([g.rows for g in picked])
         notional = np.concatenate([g.notional for g in picked])
@@ -112,7 +105,7 @@ class EquityPricer(SelectionPricer):
         t = np.concatenate(
             [
                 self._times.get(
-                    g.spec.id, market.as_of, partial(year_fractions, g.maturity, market.as_of)
+                    g.spec.id, market.as_of, partial(year_fractions_from, market.as_of, g.maturity)
                 )
                 for g in picked
             ]
@@ -148,7 +141,7 @@ class EquityPricer(SelectionPricer):
             for curve_id in dict.fromkeys(g.curve for g in picked):
                 at = np.flatnonzero(curve_of == curve_id)
                 qids, sens = curves.log_df_change(curve_id, t[at], self.key_rate_method)
-                quotes = np.array([market.quote_index[x] for x in qids], dtype=np.int64)
+                quotes = market.quote_rows(qids)
                 key_parts.append(KeyRates.from_dense(rows[at], quotes, d_log_df[at, None] * sens))
         return ClassRisk(
             rows,

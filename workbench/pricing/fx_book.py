@@ -22,22 +22,22 @@ import numpy as np
 from workbench._types import SPOT_BUMP, VOL_POINT, FloatArray, IntArray, KeyRateMethod
 from workbench.book.schema import Book
 from workbench.market.model import FX_DELTA_PILLARS, FxPair, MarketSnapshot
-from workbench.market.schedules import add_tenor, spot_date
+from workbench.market.schedules import spot_date, tenor_times, year_fractions_from
 from workbench.pricing.black import black_greeks, black_price
 from workbench.pricing.curves import Curve, CurveSet
 from workbench.pricing.risk import (
     ClassRisk,
     KeptByDate,
     KeyRates,
+    PositionRows,
     QuoteGrids,
-    SelectionPricer,
+    SurfacePricer,
     selected,
 )
+from workbench.pricing.splines import PackedSplines, SplineCache
 from workbench.pricing.surfaces import (
     FxVolSurfaceModel,
-    PackedSplines,
     SmileRows,
-    SplineCache,
     fx_smile_vols,
     smile_basis,
     smile_rows,
@@ -49,34 +49,18 @@ _V = TypeVar("_V")
 _CALL_DELTA = {"10P": 0.90, "25P": 0.75, "ATM": 0.50, "25C": 0.25, "10C": 0.10}
 
 
-def year_fractions(dates: np.ndarray, as_of: date) -> FloatArray:
-    """ACT/365F year fractions of ``datetime64[D]`` dates from ``as_of``."""
-    days = (dates - np.datetime64(as_of, "D")).astype(np.int64)
-    return days.astype(np.float64) / 365.0
-
-
-def tenor_times(as_of: date, tenors: Sequence[str]) -> FloatArray:
-    """ACT/365F times (years) of the dates ``tenors`` (``1M``, ``2Y`` …) after ``as_of``."""
-    dates = np.array([add_tenor(as_of, tenor) for tenor in tenors], dtype="datetime64[D]")
-    return year_fractions(dates, as_of)
-
-
-class _PairRows:
-    """The book rows of one pair, split by product, with their static columns."""
+class _PairRows(PositionRows):
+    """The book rows of one pair with their static columns, and which of them are options."""
 
     def __init__(self, book: Book, rows: IntArray, pair: FxPair, market: MarketSnapshot) -> None:
+        super().__init__(book, rows)
         self.pair = pair
-        self.rows = rows
-        self.notional = book.notional[rows]
-        self.strike = book.strike[rows]
-        self.sign = book.option_sign[rows]
-        self.maturity = book.maturity[rows]
         self.is_option = book.product.codes[rows] == book.product.labels.index("FX_OPTION")
         self.base_curve = market.discount_curve_id(pair.base_ccy)
         self.quote_curve = market.discount_curve_id(pair.quote_ccy)
 
 
-class FxPricer(SelectionPricer):
+class FxPricer(SurfacePricer):
     """FX forwards and options of a book (asset class ``fx``), grouped by pair.
 
     ``risk``: PV, 1% spot delta and gamma (smile re-solved at each bumped spot: sticky delta),
@@ -88,10 +72,7 @@ class FxPricer(SelectionPricer):
     def __init__(
         self, book: Book, rows: IntArray, market: MarketSnapshot, *, cache: SplineCache
     ) -> None:
-        self.rows = rows
-        self.cache = cache
-        self.with_key_rates = True  # off in the live worker, which does not publish them
-        self.key_rate_method: KeyRateMethod = "bump"
+        super().__init__(rows, cache)
         pairs = {p.pair: p for p in market.fx_pairs}
         surfaces = {s.pair: s for s in market.fx_vol_surfaces}
         underlying = book.underlying.codes[rows]
@@ -181,8 +162,8 @@ class FxPricer(SelectionPricer):
         def make() -> tuple[FloatArray, FloatArray]:
             cal = market.calendars[g.pair.calendar]
             spot_day = spot_date(market.as_of, g.pair.spot_lag, cal)
-            ts = year_fractions(np.array([spot_day], dtype="datetime64[D]"), market.as_of)
-            return ts, year_fractions(g.maturity, market.as_of)
+            ts = year_fractions_from(market.as_of, np.array([spot_day], dtype="datetime64[D]"))
+            return ts, year_fractions_from(market.as_of, g.maturity)
 
         return self._times.get(g.pair.pair, market.as_of, make)
 
@@ -200,8 +181,7 @@ class FxPricer(SelectionPricer):
         one compiled smile solve per spot."""
         picked = [self._groups[k] for k in selected(self._names, only)]
         if not picked:
-            empty = np.empty(0)
-            return ClassRisk(np.empty(0, np.int64), empty, empty, empty, empty, KeyRates.empty())
+            return ClassRisk.empty()
         sizes = [g.rows.size for g in picked]
         inputs = self._forward_inputs(market, curves, picked)
 
@@ -396,12 +376,8 @@ def _key_rates(
         qids, sens = curves.log_df_change(curve_id, np.append(t, ts), method)
         sens_t, sens_s = sens[:-1], sens[-1]
         matrix = at_t[:, None] * sens_t + at_s[:, None] * sens_s[None, :]
-        blocks.append(KeyRates.from_dense(g.rows, _quote_index(market, qids), matrix))
+        blocks.append(KeyRates.from_dense(g.rows, market.quote_rows(qids), matrix))
     return KeyRates.concat(blocks)
 
 
-def _quote_index(market: MarketSnapshot, quote_ids: Sequence[str]) -> IntArray:
-    return np.array([market.quote_index[q] for q in quote_ids], dtype=np.int64)
-
-
-__all__ = ["FX_DELTA_PILLARS", "FxPricer", "year_fractions"]
+__all__ = ["FX_DELTA_PILLARS", "FxPricer", "tenor_times"]

@@ -24,7 +24,7 @@ from workbench.pricing.equity_book import EquityPricer
 from workbench.pricing.fx_book import FxPricer
 from workbench.pricing.rates_book import RatesPricer
 from workbench.pricing.risk import ClassPricer, KeyRates, forget_kept
-from workbench.pricing.surfaces import SplineCache
+from workbench.pricing.splines import SplineCache
 
 ASSET_CLASSES: tuple[str, ...] = ("rates", "fx", "credit", "equity")
 

@@ -14,9 +14,11 @@ from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
-from workbench._types import FloatArray, IntArray
+from workbench._types import FloatArray, IntArray, KeyRateMethod
+from workbench.book.schema import Book
 from workbench.market.model import MarketSnapshot
 from workbench.pricing.curves import CurveSet
+from workbench.pricing.splines import SplineCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,26 @@ class ClassRisk:
     gamma: FloatArray
     vega: FloatArray
     key_rates: KeyRates
+
+    @staticmethod
+    def empty() -> ClassRisk:
+        """The risk of no positions."""
+        empty = np.empty(0)
+        return ClassRisk(np.empty(0, np.int64), empty, empty, empty, empty, KeyRates.empty())
+
+
+class PositionRows:
+    """The book rows of one group of FX or equity positions and the static columns their
+    pricers read: ``notional`` (signed, in units of the underlying), ``strike`` (price of one
+    unit, in the quote currency), ``sign`` (+1 call, −1 put, NaN for a forward) and ``maturity``
+    (``datetime64[D]``)."""
+
+    def __init__(self, book: Book, rows: IntArray) -> None:
+        self.rows = rows
+        self.notional = book.notional[rows]
+        self.strike = book.strike[rows]
+        self.sign = book.option_sign[rows]
+        self.maturity = book.maturity[rows]
 
 
 class ClassPricer(Protocol):
@@ -141,6 +163,18 @@ class SelectionPricer:
     ) -> ClassRisk:
         """PV and Greeks of the positions of the groups in ``only``, each position's currency."""
         return self._price(market, curves, greeks=True, only=only)
+
+
+class SurfacePricer(SelectionPricer):
+    """A :class:`SelectionPricer` of options whose vols come from cached vol splines (FX,
+    equity): its book ``rows``, the spline ``cache``, ``with_key_rates`` (off in the live
+    worker, which does not publish them) and ``key_rate_method``."""
+
+    def __init__(self, rows: IntArray, cache: SplineCache) -> None:
+        self.rows = rows
+        self.cache = cache
+        self.with_key_rates = True
+        self.key_rate_method: KeyRateMethod = "bump"
 
 
 def selected_rows(

@@ -26,19 +26,13 @@ import scipy.sparse as sp
 
 from workbench._types import BoolArray, DateArray, FloatArray, IntArray, KeyRateMethod
 from workbench.market.model import CurveSpec, MarketSnapshot
-from workbench.market.schedules import adjust_array, year_fraction
+from workbench.market.schedules import (
+    add_months_array,
+    adjust_array,
+    year_fraction,
+    year_fractions_from,
+)
 from workbench.pricing.curves import CurveSet
-
-
-def _add_months(d: np.ndarray, months: np.ndarray) -> np.ndarray:
-    """Dates plus months, the day clipped to the target month's end (vectorised)."""
-    m = d.astype("datetime64[M]")
-    day = (d - m.astype("datetime64[D]")).astype(np.int64)
-    target = m + months.astype("timedelta64[M]")
-    first = target.astype("datetime64[D]")
-    length = ((target + np.timedelta64(1, "M")).astype("datetime64[D]") - first).astype(np.int64)
-    out: np.ndarray = first + np.minimum(day, length - 1).astype("timedelta64[D]")
-    return out
 
 
 def backward_periods(
@@ -52,7 +46,7 @@ def backward_periods(
     span = (end.astype("datetime64[M]") - start.astype("datetime64[M]")).astype(np.int64)
     k_max = int(span.max() // months) + 2 if span.size else 1
     k = np.arange(k_max)
-    dates = _add_months(
+    dates = add_months_array(
         np.repeat(end[:, None], k_max, axis=1), -months * np.broadcast_to(k, (end.size, k_max))
     )
     inside = dates > start[:, None]
@@ -129,7 +123,7 @@ class SwapGroup:
     def _times(self, as_of: np.datetime64) -> FloatArray:
         """ACT/365F years from ``as_of`` to each of the group's dates (kept for the last date)."""
         if self._times_for != as_of:
-            self._t = (self.dates - as_of).astype(np.int64).astype(np.float64) / 365.0
+            self._t = year_fractions_from(as_of, self.dates)
             self._times_for = as_of
         return self._t
 
@@ -202,7 +196,7 @@ class SwapGroup:
                 _by_quote(qids, q_d, j_d.T, zero),
                 _by_quote(qids, q_p, j_p.T, zero),
             )
-        quotes = np.array([market.quote_index[q] for q in qids], dtype=np.int64)
+        quotes = market.quote_rows(qids)
         matrix: FloatArray = ex.matrix @ np.ascontiguousarray(change.T)
         return quotes, matrix
 
