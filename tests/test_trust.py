@@ -22,11 +22,15 @@ import numpy as np
 import polars as pl
 import pytest
 import zmq
+import zmq.auth
 from service_helpers import make_files, start, wait
 
+import workbench
 from workbench.client import Client, ServiceError
 from workbench.engine.protocol import messages as msg
+from workbench.engine.protocol.config import RemoteConfig
 from workbench.engine.telemetry import logs
+from workbench.engine.transport.gateway import generate_keys
 from workbench.engine.transport.shm import QuoteTable
 from workbench.risk.breaches import Breach
 
@@ -551,3 +555,66 @@ def test_a_worker_that_dies_during_its_start_up_is_restarted_with_backoff(
     assert _standby(svc) == standby, "the standby kept, still ready"
     restarted = svc.status()["processes"]
     assert next(p for p in restarted if p["name"] == "equity-0")["restarts"] >= 2
+
+
+def test_the_remote_gateway_never_waits_on_a_stalled_aggregator(
+    files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """With the aggregator stopped, a remote client's status still answers (the gateway asks
+    the supervisor), a flood of remote requests is answered at once with an error beyond what
+    the queue to the aggregator holds (counted), and everything queued is answered once it
+    reads again."""
+    _, server = generate_keys(tmp_path / "server", "server")
+    alice_public, alice = generate_keys(tmp_path / "clients", "alice")
+    allowed = tmp_path / "authorized"
+    allowed.mkdir()
+    (allowed / alice_public.name).write_bytes(alice_public.read_bytes())
+    remote = RemoteConfig(host="127.0.0.1", server_key=str(server), authorized_keys=str(allowed))
+    svc = start(files, "trustremote", feed="none", remote=remote)
+    ep = svc.descriptor.config.endpoints
+    assert ep is not None
+    client = workbench.connect_remote(ep.remote_control, ep.remote_snapshots,
+                                      server_key=ep.server_public_key, client_key=alice,
+                                      timeout_s=20)  # fmt: skip
+    ctx = zmq.Context()
+    flood = ctx.socket(zmq.DEALER)
+    flood.setsockopt(zmq.LINGER, 0)
+    flood.setsockopt(zmq.SNDHWM, 0)
+    flood.setsockopt(zmq.RCVHWM, 0)
+    flood.curve_serverkey = ep.server_public_key.encode()
+    flood.curve_publickey, flood.curve_secretkey = zmq.auth.load_certificate(alice)
+    flood.connect(ep.remote_control)
+    aggregator = _pid(svc, "aggregator")
+    n = 5_000
+    try:
+        assert client.status()["ready"]
+        os.kill(aggregator, signal.SIGSTOP)
+        t0 = time.monotonic()
+        st = client.status()
+        assert time.monotonic() - t0 < 1.0
+        assert st["answered_by"] == "supervisor"
+        request = msg.encode(msg.AggregateRequest(by=("desk",)))
+        for _ in range(n):
+            flood.send(request)
+        busy = 0
+        while flood.poll(2000):
+            reply = msg.reply_decoder.decode(flood.recv())
+            assert not reply.ok
+            assert "not reading requests" in reply.error
+            busy += 1
+        assert 0 < busy < n
+        relay = client.status()["remote"]["relay"]
+        assert relay["request_dropped"] == busy
+        os.kill(aggregator, signal.SIGCONT)
+        answered = 0
+        while answered < n - busy and flood.poll(30_000):
+            assert msg.reply_decoder.decode(flood.recv()).ok
+            answered += 1
+        assert answered == n - busy
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(aggregator, signal.SIGCONT)
+        flood.close(linger=0)
+        ctx.term()
+        client.close()
+        svc.stop()

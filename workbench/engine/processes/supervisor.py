@@ -548,6 +548,7 @@ class Supervisor:
                 "control": self.config.endpoints.remote_control,
                 "snapshots": self.config.endpoints.remote_snapshots,
                 "server_public_key": self.config.endpoints.server_public_key,
+                "relay": dict(self.gateway.relay.counts) if self.gateway else {},
             }
             if self.config.endpoints and self.config.endpoints.remote_control
             else None,

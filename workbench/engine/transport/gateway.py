@@ -1,11 +1,15 @@
 """Remote access: CurveZMQ listeners that relay to the service's loopback sockets.
 
 Every socket of a service binds 127.0.0.1. To let clients on other machines in, the supervisor
-starts a gateway (two threads of its own process) listening on ``RemoteConfig.host``:
+starts a gateway (a relay thread and the authenticator's thread, in its own process) listening
+on ``RemoteConfig.host``:
 
-- a ROUTER for control requests, relayed to the aggregator's control socket (a ROUTER↔DEALER
-  proxy keeps each client's envelope, so replies find their way back);
+- a ROUTER for control requests, relayed to the aggregator's control socket, or to the
+  supervisor's for status (each client's envelope kept, so replies find their way back);
 - an XPUB for snapshots, fed by an XSUB subscribed to the aggregator's snapshot PUB.
+
+The relay (:mod:`workbench.engine.transport.relay`) never waits on a peer: what a stalled peer
+cannot take is answered with an error or dropped, and counted.
 
 Both are CurveZMQ servers: traffic is encrypted with the server's key pair, and a ZAP
 authenticator admits only clients whose public key is in the ``authorized_keys`` folder
@@ -16,7 +20,6 @@ authorized key, before anything binds.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from workbench.engine.protocol import messages as msg
 from workbench.engine.protocol.config import Endpoints, RemoteConfig
+from workbench.engine.transport.relay import Relay
 
 
 class RemoteConfigError(ValueError):
@@ -64,7 +68,7 @@ def generate_keys(folder: str | Path, name: str) -> tuple[Path, Path]:
 
 
 class Gateway:
-    """The remote listeners of one service and the threads relaying them."""
+    """The remote listeners of one service and the thread relaying them."""
 
     def __init__(self, remote: RemoteConfig, endpoints: Endpoints) -> None:
         public, secret = check_remote(remote)
@@ -73,20 +77,13 @@ class Gateway:
         self.auth = ThreadAuthenticator(self.ctx)
         self.auth.start()
         self.auth.configure_curve(domain="*", location=str(remote.authorized_keys))
-        self._threads: list[threading.Thread] = []
-        self._controls: list[zmq.Socket[Any]] = []
         front = self._server(zmq.ROUTER, public, secret)
         front.setsockopt(zmq.MAXMSGSIZE, msg.MAX_WIRE_BYTES)
         self.control = _bind(front, remote.host, remote.control_port)
-        back = self.ctx.socket(zmq.DEALER)
-        back.connect(endpoints.control)
-        self._relay(front, back, "control")
         pub = self._server(zmq.XPUB, public, secret)
         pub.setsockopt(zmq.SNDHWM, 10)  # a slow remote reader drops snapshots, never blocks
         self.snapshots = _bind(pub, remote.host, remote.snapshots_port)
-        sub = self.ctx.socket(zmq.XSUB)
-        sub.connect(endpoints.snapshots)
-        self._relay(pub, sub, "snapshots")
+        self.relay = Relay(self.ctx, front, pub, endpoints)
 
     def _server(self, kind: int, public: bytes, secret: bytes) -> zmq.Socket[Any]:
         sock = self.ctx.socket(kind)
@@ -96,35 +93,9 @@ class Gateway:
         sock.curve_secretkey = secret
         return sock
 
-    def _relay(self, front: zmq.Socket[Any], back: zmq.Socket[Any], name: str) -> None:
-        address = f"inproc://gateway-{name}"
-        control = self.ctx.socket(zmq.PAIR)
-        control.bind(address)
-        self._controls.append(control)
-
-        def run() -> None:
-            listen = self.ctx.socket(zmq.PAIR)
-            listen.connect(address)
-            try:
-                zmq.proxy_steerable(front, back, None, listen)
-            except zmq.ContextTerminated:
-                pass
-            finally:
-                for sock in (front, back, listen):
-                    sock.close(linger=0)
-
-        thread = threading.Thread(target=run, name=f"gateway-{name}", daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
     def close(self) -> None:
         """Stop relaying, close the listeners and the authenticator."""
-        for control in self._controls:
-            control.send(b"TERMINATE")
-        for thread in self._threads:
-            thread.join(5.0)
-        for control in self._controls:
-            control.close(linger=0)
+        self.relay.close()
         self.auth.stop()
         self.ctx.term()
 
