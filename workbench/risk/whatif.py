@@ -14,7 +14,7 @@ from fnmatch import fnmatchcase
 import numpy as np
 
 from workbench.market.model import MarketError, MarketSnapshot
-from workbench.market.schedules import parse_tenor
+from workbench.market.schedules import tenor_years
 from workbench.risk.shocks import (
     AnyShock,
     ParallelShock,
@@ -33,9 +33,7 @@ def _rate_quotes(market: MarketSnapshot, currency: str | None) -> list[tuple[int
         if currency is not None and spec.currency != currency:
             continue
         for inst in spec.instruments:
-            n, unit = parse_tenor(inst.tenor)
-            years = {"D": n / 365.0, "W": 7 * n / 365.0, "M": n / 12.0, "Y": float(n)}[unit]
-            out.append((market.quote_index[inst.quote], years))
+            out.append((market.quote_index[inst.quote], tenor_years(inst.tenor)))
     return out
 
 
