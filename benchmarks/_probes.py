@@ -119,7 +119,7 @@ def _ours(pid: int) -> bool:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"workbench.engine.processes.supervisor" in cmd or b"spawn_main" in cmd
+    return b"workbench.engine.processes.supervise" in cmd or b"spawn_main" in cmd
 
 
 def stop_service(svc: workbench.Client | None) -> list[str]:

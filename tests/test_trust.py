@@ -618,3 +618,30 @@ def test_the_remote_gateway_never_waits_on_a_stalled_aggregator(
         ctx.term()
         client.close()
         svc.stop()
+
+
+def test_the_market_view_holds_every_quote_of_its_generation(files: tuple[Path, Path]) -> None:
+    """client.market() is answered by a rates worker: an equity spot that moved (which that
+    worker does not price) is in it at its new value, under the generation that holds it."""
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        svc = start(files, "trustview", feed=f"tcp://127.0.0.1:{port}")
+        try:
+            before = svc.market()
+            spot = next(q for q in before.quotes["quote_id"] if q.startswith("EQ."))
+            old = float(before.quotes.filter(pl.col("quote_id") == spot)["value"][0])
+
+            def moved() -> bool:
+                pub.send(msgspec.msgpack.encode([spot, old * 1.01, 1, time.monotonic_ns()]))
+                return svc.market().generation > before.generation
+
+            wait(moved, 30, "a new quote generation")
+            view = svc.market()
+            got = float(view.quotes.filter(pl.col("quote_id") == spot)["value"][0])
+            assert got == pytest.approx(old * 1.01, rel=1e-12)
+        finally:
+            svc.stop()
+    finally:
+        pub.close()

@@ -846,7 +846,7 @@ def start(
     (run_dir / "service.json").unlink(missing_ok=True)
     log = (run_dir / "service.log").open("ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workbench.engine.processes.supervisor", str(cfg_path)],
+        [sys.executable, "-m", "workbench.engine.processes.supervise", str(cfg_path)],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

@@ -15,6 +15,8 @@ import hashlib
 import os
 from pathlib import Path
 
+import msgspec
+
 from workbench.engine.protocol.config import ServiceConfig
 
 FROZEN_FOLDER = "frozen"
@@ -55,3 +57,10 @@ def book_path(config: ServiceConfig) -> str:
 def market_path(config: ServiceConfig) -> str:
     """The market file the service's processes were started on: its frozen copy."""
     return config.frozen_market or config.market
+
+
+def write_json(path: Path, value: object) -> None:
+    """Write ``value`` as JSON to ``path`` atomically (a reader sees the old or the new file)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(msgspec.json.encode(value))
+    tmp.replace(path)

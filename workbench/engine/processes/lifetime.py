@@ -74,3 +74,20 @@ def zombie_children() -> list[int]:
         if fields[0] == "Z" and int(fields[1]) == me:
             out.append(int(entry.name))
     return out
+
+
+def yield_to_interactive(nice: int) -> bool:
+    """Lower the CPU share of this process's session — the whole service — against other
+    sessions (a notebook kernel, JupyterLab) when the cores are busy.
+
+    The service runs in a session of its own; Linux schedules sessions as groups (autogroup),
+    between which per-process nice values do nothing, so the group's own nice is set
+    (``/proc/self/autogroup``). Returns whether it could (no autogroup: nothing to do).
+    """
+    if nice <= 0:
+        return False
+    try:
+        Path("/proc/self/autogroup").write_text(str(min(nice, 19)))
+    except OSError:
+        return False
+    return True

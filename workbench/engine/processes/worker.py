@@ -427,9 +427,11 @@ class WorkerProcess:
                     envelope,
                     msg.Reply(ok=True, tables={"pnl": msg.frame_to_bytes(frame)}),
                 )
-            elif isinstance(req, msg.WorkerMarket):
-                tables, data = market_view(self.repricer.market, req.curves, req.shocks, req.years)
-                data["generation"] = self.priced_gen
+            elif isinstance(req, msg.WorkerMarket):  # every quote of one generation
+                values, _, gen = self.quotes.snapshot()  # (the repricer's market holds only
+                market = self.repricer.market.with_quote_values(values)  # the ones it reads)
+                tables, data = market_view(market, req.curves, req.shocks, req.years)
+                data["generation"] = gen
                 self._reply(envelope, msg.Reply(ok=True, data=data, tables=tables))
             elif isinstance(req, msg.WorkerProfile):
                 if self.profiling is not None:

@@ -9,7 +9,10 @@ its heartbeat. :func:`admit` names what is wrong, so the request gets an error r
 from __future__ import annotations
 
 import math
-from typing import Final
+from collections.abc import Mapping
+from typing import Final, NamedTuple
+
+import msgspec
 
 from workbench.engine.protocol import messages as msg
 from workbench.risk.aggregation import GROUP_COLUMNS
@@ -26,12 +29,13 @@ from workbench.risk.shocks import (
 MAX_SHOCKS: Final = 256
 """Shocks in one what-if."""
 MAX_PATTERN: Final = 64
+"""Characters in a shock's glob pattern (``FX.EUR*``)."""
 MAX_CURVES: Final = 64
 """Curves one market request may ask rates of."""
 MAX_YEARS: Final = 1_000
 """Points on each curve one market request may ask for."""
 MAX_YEARS_OUT: Final = 100.0
-"""Characters in a shock's glob pattern (``FX.EUR*``)."""
+"""Longest maturity a market request may ask a curve's rate at, years."""
 MAX_BP: Final = 1e5
 """Largest move of a rate or spread shock, basis points (1,000%)."""
 MAX_PCT: Final = 1e4
@@ -102,3 +106,25 @@ def admit(req: msg.ControlRequest, workers: dict[str, str]) -> str | None:
     if isinstance(req, msg.ReloadBookRequest) and ("\0" in req.path or len(req.path) > 4096):
         return "reload_book: not a file path"
     return None
+
+
+class Refused(NamedTuple):
+    """A request refused before it is served: its error reply, and what to count it as
+    (``"bad"``: undecodable or not admitted; ``"version"``: another schema version)."""
+
+    reply: msg.Reply
+    counter: str
+
+
+def take(payload: bytes, workers: Mapping[str, str]) -> msg.ControlRequest | Refused:
+    """The control request in ``payload``, decoded and admitted (:func:`admit`), or why not."""
+    try:
+        req = msg.decode_request(payload)
+    except msgspec.DecodeError as exc:
+        return Refused(msg.error_reply(f"bad request: {exc}"), "bad")
+    except msg.VersionError as exc:
+        return Refused(msg.error_reply(str(exc)), "version")
+    error = admit(req, dict(workers))
+    if error:
+        return Refused(msg.error_reply(error), "bad")
+    return req
