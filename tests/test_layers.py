@@ -78,3 +78,15 @@ def test_widgets_use_only_the_client_and_the_risk_types() -> None:
         if not any(module == a or module.startswith(a + ".") for a in allowed)
     }
     assert not bad, f"widgets reach past the client: {sorted(bad)}"
+
+
+def test_the_cli_and_widgets_import_nothing_of_the_engine() -> None:
+    package = Path(workbench.__file__).parent
+    sources = [package / "cli.py", *sorted((package / "widgets").glob("*.py"))]
+    bad = {
+        f"{path.relative_to(package)}: {module}"
+        for path in sources
+        for module in _imports(path)
+        if module == "workbench.engine" or module.startswith("workbench.engine.")
+    }
+    assert not bad, f"reaching past workbench.client into the engine: {sorted(bad)}"
