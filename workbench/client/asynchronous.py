@@ -59,18 +59,14 @@ class AsyncClient(Attached):
 
     async def _run(self, plan: calls.Plan[calls.T]) -> calls.T:
         """Carry out ``plan``'s steps on the event loop; return what it returns."""
-        sent: Any = None
-        error: ServiceError | None = None
-        while True:
+        step = calls.resume(plan, None)
+        while not isinstance(step, calls.Done):
             try:
-                step = plan.send(sent) if error is None else plan.throw(error)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            sent, error = None, None
-            try:
-                sent = await self._do(step)
+                outcome = await self._do(step)
             except ServiceError as exc:
-                error = exc
+                outcome = exc
+            step = calls.resume(plan, outcome)
+        return step.value
 
     async def _do(self, step: calls.Step) -> Any:
         if self._closed:

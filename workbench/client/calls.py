@@ -15,7 +15,7 @@ import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import polars as pl
 
@@ -61,6 +61,24 @@ class Sleep:
 
 Step = Ask | Listen | Sleep
 Plan = Generator[Step, Any, T]
+
+
+@dataclass(frozen=True)
+class Done(Generic[T]):
+    """A plan has finished with ``value``."""
+
+    value: T
+
+
+def resume(plan: Plan[T], outcome: Any) -> Step | Done[T]:
+    """Hand ``plan`` the outcome of its last step (a :class:`ServiceError` is thrown into it;
+    None to start it) and return its next step, or :class:`Done` with its result."""
+    try:
+        if isinstance(outcome, ServiceError):
+            return plan.throw(outcome)
+        return plan.send(outcome)
+    except StopIteration as stop:
+        return Done(stop.value)
 
 
 def request(req: msg.Request, timeout_s: float | None) -> Plan[msg.Reply]:

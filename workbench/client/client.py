@@ -59,19 +59,15 @@ class Client(Attached):
     # --- running a plan ----------------------------------------------------------------
 
     def _run(self, plan: calls.Plan[calls.T]) -> calls.T:
-        """Carry out ``plan``'s steps with blocking sockets; return what it returns."""
-        sent: Any = None
-        error: ServiceError | None = None
-        while True:
+        """Carry out ``plan``'s steps on blocking sockets; return what it returns."""
+        step = calls.resume(plan, None)
+        while not isinstance(step, calls.Done):
             try:
-                step = plan.send(sent) if error is None else plan.throw(error)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            sent, error = None, None
-            try:
-                sent = self._do(step)
+                outcome = self._do(step)
             except ServiceError as exc:
-                error = exc
+                outcome = exc
+            step = calls.resume(plan, outcome)
+        return step.value
 
     def _do(self, step: calls.Step) -> Any:
         if isinstance(step, calls.Sleep):
