@@ -102,3 +102,15 @@ def test_the_data_layers_load_no_pricing_or_anything_above(package: str) -> None
 def test_pricing_loads_no_risk_engine_or_client() -> None:
     mods = _every_module("workbench.pricing")
     assert _loaded(mods, tuple(m for m in _ABOVE_DATA if m != "workbench.pricing")) == ""
+
+
+def test_the_cli_and_widgets_import_nothing_of_the_engine() -> None:
+    package = Path(workbench.__file__).parent
+    sources = [package / "cli.py", *sorted((package / "widgets").glob("*.py"))]
+    bad = {
+        f"{path.relative_to(package)}: {module}"
+        for path in sources
+        for module in _imports(path)
+        if module == "workbench.engine" or module.startswith("workbench.engine.")
+    }
+    assert not bad, f"reaching past workbench.client into the engine: {sorted(bad)}"

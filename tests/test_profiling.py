@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 import pytest
 
-from workbench.client.service import _profile_frames
+from workbench.client.views import profile_frames as _profile_frames
 from workbench.engine.protocol import messages as msg
 from workbench.engine.telemetry.profiling import (
     MAX_NODES,

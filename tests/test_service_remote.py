@@ -14,10 +14,16 @@ import zmq
 from service_helpers import make_files, start
 
 import workbench
-from workbench.client import Client, ParallelShock, ServiceError
+from workbench.client import (
+    AsyncClient,
+    Client,
+    ParallelShock,
+    RemoteConfig,
+    ServiceError,
+    generate_keys,
+)
 from workbench.engine.protocol import messages as msg
-from workbench.engine.protocol.config import RemoteConfig
-from workbench.engine.transport.gateway import generate_keys
+from workbench.engine.protocol.config import Endpoints
 from workbench.widgets import CurveShock
 
 
@@ -89,6 +95,32 @@ def curve_shock_works(client: Client) -> None:
     asyncio.run(scenario())
 
 
+def async_client_works(ep: Endpoints, keys: dict[str, Path]) -> None:
+    """The awaited client over CurveZMQ: alice gets answers and snapshots, mallory none."""
+
+    async def scenario() -> None:
+        alice = workbench.connect_remote(
+            ep.remote_control, ep.remote_snapshots, server_key=keys["server_public"],
+            client_key=keys["alice"], timeout_s=20, asynchronous=True,
+        )  # fmt: skip
+        assert isinstance(alice, AsyncClient)
+        assert not alice.local
+        async with alice:
+            st = await alice.status()
+            assert st["name"] == "remote"
+            by_class = await alice.aggregate(("asset_class",))
+            assert by_class["positions"].sum() == st["positions"]
+            assert (await alice.latest(timeout_s=15)).seq >= 1
+        mallory = workbench.connect_remote(
+            ep.remote_control, ep.remote_snapshots, server_key=ep.server_public_key,
+            client_key=keys["mallory"], timeout_s=3, asynchronous=True,
+        )  # fmt: skip
+        with pytest.raises(ServiceError, match="no reply"):
+            await mallory.status()
+
+    asyncio.run(scenario())
+
+
 def test_only_authorized_clients_get_in(files: tuple[Path, Path], keys: dict[str, Path]) -> None:
     remote = RemoteConfig(host="127.0.0.1", server_key=str(keys["server_secret"]),
                           authorized_keys=str(keys["allowed"]))  # fmt: skip
@@ -126,6 +158,7 @@ def test_only_authorized_clients_get_in(files: tuple[Path, Path], keys: dict[str
                 mallory.status()
         finally:
             mallory.close()
+        async_client_works(ep, keys)
         # a client without CurveZMQ cannot even complete the handshake
         ctx = zmq.Context()
         plain = ctx.socket(zmq.REQ)

@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from workbench.client import (
+        AsyncClient,
         Client,
         ServiceError,
         connect,
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from workbench.engine.protocol.config import RemoteConfig
 
 _WHERE = {
+    "AsyncClient": "workbench.client",
     "Client": "workbench.client",
     "ServiceError": "workbench.client",
     "connect": "workbench.client",
@@ -33,6 +35,7 @@ _WHERE = {
 }
 
 __all__ = [
+    "AsyncClient",
     "Client",
     "RemoteConfig",
     "ServiceError",

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
-from workbench.client import ServiceError
+from workbench.client import ServiceError, connect, start
 from workbench.market.model import MarketError
 
 
@@ -112,7 +112,7 @@ def _workers(text: str) -> dict[str, int]:
 def _service_options(args: argparse.Namespace) -> dict[str, object]:
     import msgspec
 
-    from workbench.risk.limits import LimitConfig
+    from workbench.client import LimitConfig
 
     limits: tuple[LimitConfig, ...] = ()
     if args.limits is not None:
@@ -132,7 +132,7 @@ def _service_options(args: argparse.Namespace) -> dict[str, object]:
         "standby": not getattr(args, "no_standby", False),
     }
     if getattr(args, "remote_host", None):
-        from workbench.engine.protocol.config import RemoteConfig
+        from workbench.client import RemoteConfig
 
         if args.remote_key is None or args.authorized_keys is None:
             raise ValueError("--remote-host needs --remote-key and --authorized-keys (CurveZMQ)")
@@ -147,7 +147,7 @@ def _service_options(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
-    from workbench.engine.transport.gateway import generate_keys
+    from workbench.client import generate_keys
 
     public, secret = generate_keys(args.folder, args.name)
     print(f"public key {public} (give it out); secret key {secret} (keep it; mode 600)")
@@ -158,9 +158,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import signal
     import time
 
-    import workbench
-
-    svc = workbench.start(args.book, args.market, **_service_options(args))  # type: ignore[arg-type]
+    svc = start(args.book, args.market, **_service_options(args))  # type: ignore[arg-type]
     where = svc.descriptor.config.run_dir
     print(f"service {svc.name} ready (pid {svc.descriptor.pid}); run dir {where}")
     if args.detach:
@@ -174,9 +172,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     print("serving; Ctrl-C stops the service")
-    while not stop["now"] and svc._process is not None and svc._process.poll() is None:
+    while not stop["now"] and svc.process is not None and svc.process.poll() is None:
         time.sleep(0.2)
-    if svc._process is not None and svc._process.poll() is None:
+    if svc.process is not None and svc.process.poll() is None:
         svc.stop()
     return 0
 
@@ -184,9 +182,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    import workbench
-
-    svc = workbench.connect(args.name)
+    svc = connect(args.name)
     try:
         st = svc.status(timeout_s=0.5)  # the whole command answers within a second
     finally:
@@ -222,18 +218,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_stop(args: argparse.Namespace) -> int:
-    import workbench
-
-    svc = workbench.connect(args.name)
+    svc = connect(args.name)
     svc.stop()
     print(f"service {svc.name} stopped")
     return 0
 
 
 def _cmd_reload_book(args: argparse.Namespace) -> int:
-    import workbench
-
-    svc = workbench.connect(args.name)
+    svc = connect(args.name)
     try:
         out = svc.reload_book(args.book)
     finally:
@@ -246,7 +238,7 @@ def _cmd_reload_book(args: argparse.Namespace) -> int:
 
 
 def _cmd_reap(args: argparse.Namespace) -> int:
-    from workbench.engine.transport.shm import reap
+    from workbench.client import reap
 
     gone = reap(dry_run=args.dry_run)
     verb = "would unlink" if args.dry_run else "unlinked"

@@ -1,0 +1,158 @@
+"""What the service's replies become on the client: typed views and Polars frames.
+
+Pure decoding, no sockets: the synchronous and the asynchronous client share every function
+here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import polars as pl
+
+from workbench.engine.protocol import messages as msg
+from workbench.engine.telemetry.histograms import BUCKETS_MS, quantile_ms
+from workbench.engine.telemetry.profiling import TREE_COLUMNS
+from workbench.risk.breaches import Breach
+
+_BUCKET_SCHEMA: Final = {
+    "process": pl.String,
+    "boundary": pl.String,
+    "le_ms": pl.Float64,
+    "count": pl.Int64,
+}
+_SUMMARY_SCHEMA: Final = {
+    "process": pl.String,
+    "boundary": pl.String,
+    "count": pl.Int64,
+    "p50_ms": pl.Float64,
+    "p99_ms": pl.Float64,
+}
+_POLARS_TYPES: Final = {int: pl.Int64, float: pl.Float64, str: pl.String}
+_TREE_SCHEMA: Final = {k: _POLARS_TYPES[t] for k, t in TREE_COLUMNS.items()}
+
+
+@dataclass(frozen=True)
+class SnapshotView:
+    """A decoded aggregated snapshot: tables as Polars frames (USD measures)."""
+
+    seq: int
+    made_ns: int
+    tables: dict[str, pl.DataFrame]
+    breaches: tuple[Breach, ...]
+    stats: dict[str, float]
+    received_ns: int = 0
+    """When this client read it (monotonic clock, shared with the service's processes, ns)."""
+
+    @property
+    def transit_ms(self) -> float:
+        """Aggregator → client: from the snapshot made to this client reading it (ms)."""
+        return (self.received_ns - self.made_ns) / 1e6
+
+
+@dataclass(frozen=True)
+class MarketView:
+    """The market the service prices at, as one worker last priced it (one quote generation).
+
+    ``quotes``: ``quote_id``, ``value`` (the market file's units: rates and spreads as
+    decimals, vols as decimals, spots in quote currency). ``pillars``: one row per curve
+    instrument — ``curve``, ``currency``, ``kind``, ``tenor``, ``years``, ``quote_id``.
+    ``curves``: for the curves asked, per point ``years`` — ``zero_pct``, ``fwd3m_pct`` and
+    their ``*_shocked_pct`` twins (%, continuously compounded zero, 3M simple forward).
+    """
+
+    generation: int
+    as_of: str
+    quotes: pl.DataFrame
+    pillars: pl.DataFrame
+    curves: pl.DataFrame
+
+
+def market_view(reply: msg.Reply) -> MarketView:
+    """A market reply as a :class:`MarketView`."""
+    t = reply.tables
+    curves = msg.bytes_to_frame(t["curves"]) if "curves" in t else pl.DataFrame()
+    return MarketView(
+        int(reply.data["generation"]),
+        str(reply.data["as_of"]),
+        msg.bytes_to_frame(t["quotes"]),
+        msg.bytes_to_frame(t["pillars"]),
+        curves,
+    )
+
+
+def snapshot_view(snap: msg.Snapshot, received_ns: int) -> SnapshotView:
+    """A published snapshot as a :class:`SnapshotView` read at ``received_ns`` (monotonic)."""
+    tables = {k: msg.bytes_to_frame(v) for k, v in snap.tables.items()}
+    return SnapshotView(
+        snap.seq, snap.made_ns, tables, snap.breaches, dict(snap.stats), received_ns
+    )
+
+
+def table(reply: msg.Reply, name: str) -> pl.DataFrame:
+    """The reply's table ``name`` as a Polars frame."""
+    return msg.bytes_to_frame(reply.tables[name])
+
+
+def profile_frames(data: dict[str, Any]) -> dict[str, Any]:
+    """A profile reply's ``functions`` and ``tree`` as Polars frames (the tree keeps its
+    columns when empty; a worker that sends no tree gives an empty one)."""
+    out = dict(data)
+    out["functions"] = pl.DataFrame(data.get("functions", []))
+    out["tree"] = pl.DataFrame(data.get("tree") or [], schema=_TREE_SCHEMA, orient="row")
+    return out
+
+
+def reprice_table(reply: msg.Reply) -> pl.DataFrame:
+    """A re-risk reply: one row per worker, ``positions`` repriced and ``ms`` taken."""
+    workers = reply.data["workers"]
+    return pl.DataFrame(
+        [{"worker": k, "positions": v["positions"], "ms": v["ms"]} for k, v in workers.items()]
+    )
+
+
+def processes_table(status: dict[str, Any]) -> pl.DataFrame:
+    """A status answer's processes, one row each (without their stats and histograms)."""
+    skip = ("stats", "histograms")
+    rows = [{k: v for k, v in r.items() if k not in skip} for r in status["processes"]]
+    return pl.DataFrame(rows).sort("name")
+
+
+def latency_buckets(status: dict[str, Any], to_client: list[float]) -> pl.DataFrame:
+    """Every process boundary's histogram in long form: ``process``, ``boundary``, ``le_ms``
+    (bucket upper bound, ms; inf for the last), ``count`` — from a status answer, plus
+    ``to_client`` (this client's own aggregator → client histogram, wire form)."""
+    rows: list[dict[str, Any]] = []
+    bounds = [*BUCKETS_MS, float("inf")]
+    found: list[tuple[str, str, Sequence[float]]] = [
+        (p["name"], boundary, wire)
+        for p in status["processes"]
+        for boundary, wire in (p.get("histograms") or {}).items()
+    ]
+    found.append(("client", "aggregator_to_client", to_client))
+    for process, boundary, wire in found:
+        rows.extend(
+            {"process": process, "boundary": boundary, "le_ms": le, "count": int(c)}
+            for le, c in zip(bounds, wire[:-1], strict=True)
+        )
+    return pl.DataFrame(rows, schema=_BUCKET_SCHEMA)
+
+
+def latency_summary(buckets: pl.DataFrame) -> pl.DataFrame:
+    """Per boundary of :func:`latency_buckets`: ``count``, ``p50_ms``, ``p99_ms`` (bucket upper
+    bounds: an overestimate by at most one bucket)."""
+    rows = []
+    for (process, boundary), part in buckets.group_by(["process", "boundary"], maintain_order=True):
+        wire = [*map(float, part["count"]), 0.0]
+        rows.append(
+            {
+                "process": process,
+                "boundary": boundary,
+                "count": int(part["count"].sum()),
+                "p50_ms": quantile_ms(wire, 0.5),
+                "p99_ms": quantile_ms(wire, 0.99),
+            }
+        )
+    return pl.DataFrame(rows, schema=_SUMMARY_SCHEMA)
