@@ -80,14 +80,21 @@ def risk_frame(book: Book, risk: BookRisk) -> pl.DataFrame:
             "currency": book.currency.values(),
             "product": products,
             "asset_class": [ASSET_CLASS[p] for p in products],
-            "pv": risk.pv,
-            "pv_ccy": risk.pv_ccy,
-            "delta": risk.delta,
-            "gamma": risk.gamma,
-            "vega": risk.vega,
-            "theta": risk.theta,
+            **_risk_columns(risk),
         }
     )
+
+
+def _risk_columns(risk: BookRisk) -> dict[str, FloatArray]:
+    """``pv``, ``pv_ccy`` and the Greeks of ``risk``, by column name (book row order)."""
+    return {
+        "pv": risk.pv,
+        "pv_ccy": risk.pv_ccy,
+        "delta": risk.delta,
+        "gamma": risk.gamma,
+        "vega": risk.vega,
+        "theta": risk.theta,
+    }
 
 
 def key_rate_frame(book: Book, market: MarketSnapshot, risk: BookRisk) -> pl.DataFrame:
@@ -317,12 +324,7 @@ def rerisk(
     now = time.monotonic_ns()
     n = len(book)
     cols = {
-        "pv": risk.pv,
-        "pv_ccy": risk.pv_ccy,
-        "delta": risk.delta,
-        "gamma": risk.gamma,
-        "vega": risk.vega,
-        "theta": risk.theta,
+        **_risk_columns(risk),
         "stale": np.zeros(n),
         "updated_ns": np.full(n, now, dtype=np.int64),
     }
