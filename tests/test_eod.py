@@ -18,7 +18,7 @@ import pytest
 from service_helpers import wait
 
 import workbench
-from workbench.batch import key_rate_frame
+from workbench.batch import BatchInputError, key_rate_frame, pin_market, rerisk
 from workbench.book.io import load_book
 from workbench.book.reference import generate_reference_book
 from workbench.client import FeedConfig
@@ -26,6 +26,7 @@ from workbench.market.io import load_market, save_market
 from workbench.market.reference import generate_reference_market
 from workbench.pricing.portfolio import PortfolioPricer
 from workbench.reports import sections
+from workbench.reports.close import SAME_QUOTES_RELATIVE, pv_disagreement
 from workbench.reports.runner import (
     EXIT_BAD_INPUT,
     EXIT_CELL_FAILED,
@@ -429,3 +430,36 @@ def test_live_report_is_one_snapshot_rebuilt_from_its_folder(
     rebuilt_totals = json.loads((again / "summary.json").read_text())["totals"]
     for measure in ("pv", "dv01", "cs01", "vega", "theta"):
         assert rebuilt_totals[measure] == pytest.approx(live_totals[measure], rel=1e-9, abs=1e-3)
+
+
+def test_pinned_quotes_must_be_the_markets_and_a_moved_pv_is_caught(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    market = load_market(files["market"])
+    quotes = pl.DataFrame({"quote_id": list(market.quote_ids), "value": market.quotes * 1.001})
+    pinned = pin_market(files["market"], quotes, tmp_path / "close.json")
+    assert (pinned.as_of, pinned.quotes, pinned.moved) == (
+        TODAY,
+        len(market.quote_ids),
+        len(market.quote_ids),
+    )
+    assert np.array_equal(load_market(tmp_path / "close.json").quotes, market.quotes * 1.001)
+    with pytest.raises(BatchInputError, match="do not fit"):
+        pin_market(files["market"], quotes.head(10), tmp_path / "short.json")
+    with pytest.raises(BatchInputError, match="do not fit"):
+        pin_market(
+            files["market"], pl.concat([quotes.head(1), quotes.tail(-2)]), tmp_path / "x.json"
+        )
+
+    # the check that refuses a read whose risk is not of the pinned quotes
+    done = rerisk(files["book"], files["market"], as_of=TODAY, n_paths=PATHS)
+    same = done.positions.with_columns(pl.col("position_id").cast(pl.String))
+    assert pv_disagreement(same, same) == (0.0, 0.0)
+    one_tick = same.with_columns(
+        pl.when(pl.col("position_id") == same["position_id"][7])
+        .then(pl.col("pv_ccy") * (1 + 1e-6))
+        .otherwise(pl.col("pv_ccy"))
+        .alias("pv_ccy")
+    )
+    assert pv_disagreement(one_tick, same)[1] > SAME_QUOTES_RELATIVE
+    assert pv_disagreement(same.head(10), same) == (float("inf"), float("inf"))
