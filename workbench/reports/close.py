@@ -8,9 +8,9 @@ does not publish, are priced here (:func:`workbench.batch.rerisk`) on the pinned
 close market (the service's start-of-day market file with the quotes it held at the snapshot)
 and the book it runs.
 
-One generation: the quotes are read before and after the risk; when the service priced other
-quotes in between (the two reads name different quote generations), or when the service's PVs
-do not agree with the reprice on the pinned quotes to :data:`SAME_QUOTES_RELATIVE` of each
+One generation: the quotes are read before and after the risk. When the service priced other
+quotes in between (the two reads differ in quote generation or in quotes), or when the service's
+PVs do not agree with the reprice on the pinned quotes to :data:`SAME_QUOTES_RELATIVE` of each
 position's notional or PV (a worker had not yet priced that generation), all three reads are
 taken again, until ``timeout_s`` has passed.
 """
@@ -96,10 +96,10 @@ def pv_disagreement(service: pl.DataFrame, reprice: pl.DataFrame) -> tuple[float
     Returns
     -------
     tuple[float, float]
-        The largest \\|PV difference\\| over the positions (USD), and the largest difference in
-        own currency as a fraction of the larger of the position's \\|notional\\| and \\|PV\\|
-        (compare with :data:`SAME_QUOTES_RELATIVE`). ``inf`` for both when the two do not hold
-        the same positions.
+        The largest absolute PV difference over the positions (USD), and the largest absolute
+        difference in own currency as a fraction of the larger of the position's absolute
+        notional and absolute PV (compare with :data:`SAME_QUOTES_RELATIVE`); ``inf`` for both
+        when the two do not hold the same positions.
     """
     keep = ["position_id", "notional", "pv", "pv_ccy"]
     joined = service.select(keep).join(
@@ -217,7 +217,9 @@ def _take(
                 )
             if reads.ident.get("book_id", config.book_id) != config.book_id:
                 raise SnapshotError(f"service {client.name} reloaded its book meanwhile: run again")
-            if reads.before.generation != reads.after.generation:
+            if reads.before.generation != reads.after.generation or not (
+                reads.before.quotes.equals(reads.after.quotes)
+            ):
                 why = (
                     f"quotes moved during the read (generation {reads.before.generation} "
                     f"then {reads.after.generation})"
