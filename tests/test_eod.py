@@ -383,7 +383,9 @@ def test_live_report_is_one_snapshot_rebuilt_from_its_folder(
     assert ident["quotes_moved"] == np.count_nonzero(close.quotes != start_quotes)
     assert ident["quote_generation"] >= 1
     assert ident["attempts"] >= 1
-    assert str(ident["quote_generation"]) in ident["key_rates_basis"]
+    basis = f"quotes of generation {ident['quote_generation']} (snapshot_market.json)"
+    assert basis in ident["key_rates_basis"]
+    assert basis in (folder / "report.html").read_text()  # the ladder's caption says so
 
     # key rates: a reprice on the pinned quotes, not on the start-of-day file
     snap_kr = pl.read_parquet(folder / "snapshot_key_rates.parquet")
