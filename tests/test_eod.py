@@ -12,14 +12,21 @@ from datetime import date
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import polars as pl
 import pytest
+from service_helpers import wait
 
 import workbench
+from workbench.batch import BatchInputError, key_rate_frame, pin_market, rerisk
+from workbench.book.io import load_book
 from workbench.book.reference import generate_reference_book
-from workbench.market.io import save_market
+from workbench.client import FeedConfig
+from workbench.market.io import load_market, save_market
 from workbench.market.reference import generate_reference_market
+from workbench.pricing.portfolio import PortfolioPricer
 from workbench.reports import sections
+from workbench.reports.close import SAME_QUOTES_RELATIVE, pv_disagreement
 from workbench.reports.runner import (
     EXIT_BAD_INPUT,
     EXIT_CELL_FAILED,
@@ -107,6 +114,9 @@ def test_batch_report_has_every_section_and_no_code(reports: Path, files: dict[s
     for f in ("report.ipynb", "report.html", "summary.json", "snapshot.parquet"):
         assert f in names
     assert "snapshot_key_rates.parquet" in names
+    # the inputs priced are pinned: the report can be rebuilt from the folder alone
+    assert (day / "snapshot_market.json").read_bytes() == files["market"].read_bytes()
+    assert (day / "snapshot_book.parquet").read_bytes() == files["book"].read_bytes()
     text = (day / "report.html").read_text()
     for title in SECTIONS:
         assert f">{title}<" in text, title
@@ -291,3 +301,167 @@ def test_service_report_records_generation_and_engine_figures(
     stale = run_eod(**common, stale_after_s=1e-6)  # type: ignore[arg-type]
     assert stale == EXIT_SERVICE
     assert "stale" in stream.getvalue()
+
+
+# --- a live service with a feed: one snapshot, rebuilt from its folder ------------------------
+
+NUMERIC = ("pv", "pv_ccy", "delta", "gamma", "vega", "theta", "dv01", "cs01", "fx_delta",
+           "eq_delta", "rates_gamma", "credit_gamma", "fx_gamma", "eq_gamma", "corr01")  # fmt: skip
+
+
+def _close(a: np.ndarray, b: np.ndarray, floor: np.ndarray | float) -> float:
+    """The largest |a - b| as a fraction of max(|a|, |b|, floor)."""
+    scale = np.maximum(np.maximum(np.abs(a), np.abs(b)), floor)
+    return float(np.max(np.abs(a - b) / scale)) if a.size else 0.0
+
+
+def _key_rates_on(book_file: Path, market_file: Path) -> pl.DataFrame:
+    """Key-rate DV01s of the book repriced here on ``market_file`` (USD per 1bp)."""
+    market = load_market(market_file)
+    book = load_book(book_file, market=market)
+    risk = PortfolioPricer(book, market, n_paths=PATHS).risk(market)
+    return key_rate_frame(book, market, risk)
+
+
+def _kr_gap(snapshot: pl.DataFrame, other: pl.DataFrame) -> float:
+    joined = snapshot.join(other, on=["position_id", "quote_id"], how="full", suffix="_o")
+    a = joined["kr_dv01"].fill_null(0.0).to_numpy()
+    b = joined["kr_dv01_o"].fill_null(0.0).to_numpy()
+    return _close(a, b, 1e-6)
+
+
+@pytest.fixture
+def live(files: dict[str, Path]) -> Iterator[workbench.Client]:
+    """A service whose synthetic feed moves its quotes away from the start-of-day file."""
+    svc = workbench.start(
+        files["book"],
+        files["market"],
+        name="eodlive",
+        n_paths=PATHS,
+        feed=FeedConfig(mode="synthetic", rate=1_000.0),
+        timeout_s=240,
+    )
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+def test_live_report_is_one_snapshot_rebuilt_from_its_folder(
+    live: workbench.Client, files: dict[str, Path], tmp_path: Path
+) -> None:
+    start_quotes = load_market(files["market"]).quotes
+
+    def moved() -> bool:
+        q = live.market().quotes["value"].to_numpy()
+        return int(np.count_nonzero(q != start_quotes)) > 50
+
+    wait(moved, 60.0, "the feed moving the service's quotes")
+    stream = io.StringIO()
+    code = run_eod(
+        as_of=TODAY,
+        out_dir=tmp_path / "live",
+        service="eodlive",
+        batch=False,
+        book=None,
+        market=None,
+        parameters={},
+        stale_after_s=120.0,
+        stream=stream,
+    )
+    assert code == EXIT_OK, stream.getvalue()
+    folder = tmp_path / "live" / TODAY.isoformat()
+    ident = json.loads((folder / "snapshot.json").read_text())["identity"]
+
+    # the folder pins the close: the service's quotes (not the start-of-day file) and its book
+    pinned = folder / "snapshot_market.json"
+    book = folder / "snapshot_book.parquet"
+    assert book.read_bytes() == files["book"].read_bytes()
+    close = load_market(pinned)
+    assert close.as_of == TODAY
+    assert np.count_nonzero(close.quotes != start_quotes) > 50
+    assert ident["quotes_moved"] == np.count_nonzero(close.quotes != start_quotes)
+    assert ident["quote_generation"] >= 1
+    assert ident["attempts"] >= 1
+    basis = f"quotes of generation {ident['quote_generation']} (snapshot_market.json)"
+    assert basis in ident["key_rates_basis"]
+    assert basis in (folder / "report.html").read_text()  # the ladder's caption says so
+
+    # key rates: a reprice on the pinned quotes, not on the start-of-day file
+    snap_kr = pl.read_parquet(folder / "snapshot_key_rates.parquet")
+    assert snap_kr.height > 0
+    assert _kr_gap(snap_kr, _key_rates_on(book, pinned)) < 1e-9
+    assert _kr_gap(snap_kr, _key_rates_on(book, files["market"])) > 1e-6
+
+    # the service's Greeks are of those quotes: its PVs agree with the reprice
+    positions = pl.read_parquet(folder / "snapshot.parquet")
+    notional = positions["notional"].abs().to_numpy()
+    assert 0.0 <= ident["service_pv_max_diff_usd"] < 1e-9 * float(notional.max())
+    assert ident["service_pv_max_diff_relative"] <= 1e-9
+
+    # rebuilt from the folder alone (the batch path on the pinned files): the same numbers
+    code = run_eod(
+        as_of=TODAY,
+        out_dir=tmp_path / "rebuilt",
+        service=None,
+        batch=True,
+        book=book,
+        market=pinned,
+        parameters={"n_paths": PATHS},
+        stale_after_s=120.0,
+        stream=stream,
+    )
+    assert code == EXIT_OK, stream.getvalue()
+    again = tmp_path / "rebuilt" / TODAY.isoformat()
+    rebuilt = pl.read_parquet(again / "snapshot.parquet")
+    assert rebuilt["position_id"].to_list() == positions["position_id"].to_list()
+    for col in NUMERIC:
+        # the service re-solves its curves from the last solution, the rebuild from the file:
+        # they agree to solver rounding, far below 1e-9 of a position's notional
+        gap = _close(positions[col].to_numpy(), rebuilt[col].to_numpy(), np.maximum(notional, 1.0))
+        assert gap < 1e-9, col
+    rebuilt_kr = pl.read_parquet(again / "snapshot_key_rates.parquet")
+    assert _kr_gap(snap_kr, rebuilt_kr) < 1e-12
+    curves = pl.read_parquet(folder / "snapshot_curves.parquet")
+    rebuilt_curves = pl.read_parquet(again / "snapshot_curves.parquet")
+    assert curves.select("curve", "years").equals(rebuilt_curves.select("curve", "years"))
+    assert (
+        _close(curves["zero_rate"].to_numpy(), rebuilt_curves["zero_rate"].to_numpy(), 1e-6) < 1e-12
+    )
+    live_totals = json.loads((folder / "summary.json").read_text())["totals"]
+    rebuilt_totals = json.loads((again / "summary.json").read_text())["totals"]
+    for measure in ("pv", "dv01", "cs01", "vega", "theta"):
+        assert rebuilt_totals[measure] == pytest.approx(live_totals[measure], rel=1e-9, abs=1e-3)
+
+
+def test_pinned_quotes_must_be_the_markets_and_a_moved_pv_is_caught(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    market = load_market(files["market"])
+    quotes = pl.DataFrame({"quote_id": list(market.quote_ids), "value": market.quotes * 1.001})
+    pinned = pin_market(files["market"], quotes, tmp_path / "close.json")
+    assert (pinned.as_of, pinned.quotes, pinned.moved) == (
+        TODAY,
+        len(market.quote_ids),
+        len(market.quote_ids),
+    )
+    assert np.array_equal(load_market(tmp_path / "close.json").quotes, market.quotes * 1.001)
+    with pytest.raises(BatchInputError, match="do not fit"):
+        pin_market(files["market"], quotes.head(10), tmp_path / "short.json")
+    with pytest.raises(BatchInputError, match="do not fit"):
+        pin_market(
+            files["market"], pl.concat([quotes.head(1), quotes.tail(-2)]), tmp_path / "x.json"
+        )
+
+    # the check that refuses a read whose risk is not of the pinned quotes
+    done = rerisk(files["book"], files["market"], as_of=TODAY, n_paths=PATHS)
+    same = done.positions.with_columns(pl.col("position_id").cast(pl.String))
+    assert pv_disagreement(same, same) == (0.0, 0.0)
+    one_tick = same.with_columns(
+        pl.when(pl.col("position_id") == same["position_id"][7])
+        .then(pl.col("pv_ccy") * (1 + 1e-6))
+        .otherwise(pl.col("pv_ccy"))
+        .alias("pv_ccy")
+    )
+    assert pv_disagreement(one_tick, same)[1] > SAME_QUOTES_RELATIVE
+    assert pv_disagreement(same.head(10), same) == (float("inf"), float("inf"))

@@ -114,3 +114,15 @@ def test_the_cli_and_widgets_import_nothing_of_the_engine() -> None:
         if module == "workbench.engine" or module.startswith("workbench.engine.")
     }
     assert not bad, f"reaching past workbench.client into the engine: {sorted(bad)}"
+
+
+def test_reports_use_only_the_client_the_risk_types_and_the_batch_door() -> None:
+    allowed = ("workbench.client", "workbench.risk", "workbench.batch", "workbench.reports")
+    package = Path(workbench.__file__).parent / "reports"
+    bad = {
+        f"{path.name}: {module}"
+        for path in sorted(package.glob("*.py"))
+        for module in _imports(path)
+        if not any(module == a or module.startswith(a + ".") for a in allowed)
+    }
+    assert not bad, f"reports reach past the client and the batch door: {sorted(bad)}"

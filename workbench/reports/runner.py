@@ -34,16 +34,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from workbench.book.validation import BookError
-from workbench.market.model import MarketError
+from workbench.reports.close import take_service
 from workbench.reports.sections import RESULTS_FILE
-from workbench.reports.snapshot import (
-    Snapshot,
-    SnapshotError,
-    SnapshotInputError,
-    take_batch,
-    take_service,
-)
+from workbench.reports.snapshot import Snapshot, SnapshotError, SnapshotInputError, take_batch
 
 EXIT_OK: Final = 0
 EXIT_BAD_INPUT: Final = 2
@@ -328,7 +321,7 @@ def run_eod(
         except SnapshotError as exc:
             print(f"eod: error: {exc}", file=out)
             return EXIT_SERVICE
-        except (SnapshotInputError, MarketError, BookError, OSError, ValueError) as exc:
+        except (SnapshotInputError, OSError, ValueError) as exc:  # bad book or market too
             print(f"eod: error: {exc}", file=out)
             return EXIT_BAD_INPUT
         summary["snapshot_id"] = snap.identity["snapshot_id"]

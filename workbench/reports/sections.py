@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import polars as pl
 
+from workbench.reports.close import take_service
 from workbench.reports.snapshot import (
     Snapshot,
     SnapshotInputError,
@@ -26,7 +27,6 @@ from workbench.reports.snapshot import (
     load_snapshot,
     read_limits,
     take_batch,
-    take_service,
 )
 from workbench.risk.aggregation import rollup, totals
 from workbench.risk.limits import LimitConfig, LimitMonitor
