@@ -178,7 +178,7 @@ class Feed:
                     self.dropped += 1
                 else:
                     self.sent += 1
-                if not sent and scale:  # once per group: ~0.3 µs
+                if not sent and scale:  # once per group (under 1 µs), not per tick
                     self.lateness.observe_ms(max(sent_ns - start - due, 0.0) / 1e6)
                 pending = None
                 sent += 1
