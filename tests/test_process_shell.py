@@ -44,7 +44,7 @@ class Polling:
         self.latency = LatencyHistogram()
 
     def stats(self) -> dict[str, float]:
-        return {"turns": float(self.turns), "begun": float(self.begun)}
+        return {"turns": float(self.turns), "begun": float(self.begun), "nice": os.nice(0)}
 
     def histograms(self) -> dict[str, list[float]]:
         return {"turn": self.latency.wire()}
@@ -72,7 +72,7 @@ class Tasks:
         self.fail = fail
 
     def stats(self) -> dict[str, float]:
-        return {"ticks": float(self.ticks)}
+        return {"ticks": float(self.ticks), "nice": os.nice(0)}
 
     def histograms(self) -> dict[str, list[float]]:
         return {}
@@ -97,7 +97,7 @@ class Tasks:
 
 
 def run_polling(config_json: str) -> None:
-    config, stop = shell.start(config_json, "polling")
+    config, stop = shell.start(config_json, "polling", niced=True)
     shell.run_polling(lambda: Polling(config, stop))
 
 
@@ -115,6 +115,7 @@ def supervised(tmp_path: Path) -> Iterator[tuple[ServiceConfig, zmq.Socket[bytes
         book="unused.csv",
         market="unused.json",
         heartbeat_s=0.05,
+        worker_nice=3,
         endpoints=loopback_endpoints([]),
     )
     ctx = zmq.Context()
@@ -167,6 +168,7 @@ def test_a_polling_body_heartbeats_and_stops_on_sigterm_with_a_last_beat(
             assert {b.pid for b in got} == {proc.pid}
             assert all(b.ready for b in got)
             assert got[-1].stats["begun"] == 1.0  # begin ran before the first turn
+            assert got[-1].stats["nice"] == min(os.nice(0) + 3, 19)  # niced: worker_nice
             assert got[-1].stats["turns"] > got[0].stats["turns"]
             assert got[-1].stats["heartbeats_sent"] >= 3
             assert got[-1].stats["heartbeats_dropped"] == 0
@@ -197,6 +199,7 @@ def test_an_asyncio_body_stops_on_sigterm_and_a_failed_task_ends_the_process(
             got = _beats(beats, 3)
             assert {b.role for b in got} == {"tasks"}
             assert got[-1].stats["ticks"] > 0
+            assert got[-1].stats["nice"] == os.nice(0)  # not niced unless asked
             assert proc.pid is not None
             os.kill(proc.pid, signal.SIGTERM)
             proc.join(2.0)

@@ -5,7 +5,7 @@ the same way):
 
 * :func:`start` — decode the configuration, JSON logs under the child's role, SIGTERM and
   SIGINT only recorded (:class:`Stop`), SIGKILL when the supervisor dies
-  (:func:`~.lifetime.die_with_parent`), an optional ``nice`` increment;
+  (:func:`~.lifetime.die_with_parent`), optionally the workers' ``nice`` increment;
 * :class:`Shell` — the heartbeat PUSH socket to ``endpoints.heartbeats`` (bounded queue, never
   waits; a heartbeat that does not fit is counted in ``heartbeats_dropped``), one
   :class:`~.messages.Heartbeat` every ``heartbeat_s`` with the body's counters and latency
@@ -67,9 +67,10 @@ class Stop:
         await self._event.wait()
 
 
-def start(config_json: str, role: str, *, nice: int = 0) -> tuple[ServiceConfig, Stop]:
+def start(config_json: str, role: str, *, niced: bool = False) -> tuple[ServiceConfig, Stop]:
     """Set a child process up: its configuration, JSON logs as ``role``, SIGTERM and SIGINT
-    recorded in the returned :class:`Stop`, death with the parent, ``nice`` (if > 0).
+    recorded in the returned :class:`Stop`, death with the parent, and (``niced``) a lower
+    priority.
 
     Parameters
     ----------
@@ -77,9 +78,9 @@ def start(config_json: str, role: str, *, nice: int = 0) -> tuple[ServiceConfig,
         The service configuration as JSON (:func:`~.config.encode_config`).
     role
         The name in logs and heartbeats (``feed``, ``ingest``, ``worker:rates-0`` …).
-    nice
-        Increment of the process's nice value (0: none), so latency-bound processes get the
-        cores first.
+    niced
+        Raise the nice value by ``config.worker_nice`` (a worker, a standby), so that ingestion
+        (tick latency) and the aggregator (snapshots, requests) get the cores first.
     """
     config = decode_config(config_json)
     logs.setup(config.name, role)
@@ -87,8 +88,8 @@ def start(config_json: str, role: str, *, nice: int = 0) -> tuple[ServiceConfig,
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     die_with_parent()
-    if nice > 0:
-        os.nice(nice)
+    if niced and config.worker_nice > 0:
+        os.nice(config.worker_nice)
     return config, stop
 
 
