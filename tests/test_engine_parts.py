@@ -25,7 +25,13 @@ from workbench.engine.processes.repricing import Repricer
 from workbench.engine.processes.restarts import Kill, Restart, RestartPolicy, Roll
 from workbench.engine.protocol import messages as msg
 from workbench.engine.protocol.config import ServiceConfig, decode_config, encode_config
-from workbench.engine.telemetry.histograms import LatencyHistogram, cumulative_buckets, quantile_ms
+from workbench.engine.telemetry.histograms import (
+    BUCKETS_MS,
+    FINE_EDGES_MS,
+    LatencyHistogram,
+    cumulative_buckets,
+    quantile_ms,
+)
 from workbench.engine.transport import sockets
 from workbench.engine.transport.shm import QuoteTable, RiskTable, reap, segment_name
 from workbench.market.model import MarketError, MarketSnapshot
@@ -648,3 +654,47 @@ def test_a_flush_looks_each_dirty_smile_up_once_per_price(
     before = (cache.hits, cache.misses)
     rep.update(values, np.array([spot]))
     assert (cache.hits, cache.misses) == (before[0] + 2, before[1])
+
+
+# --- the one latency-histogram type ------------------------------------------------------
+
+
+def test_latency_histogram_exports_exact_prometheus_buckets_from_its_fine_ones() -> None:
+    rng = np.random.default_rng(7)
+    values = np.concatenate([rng.lognormal(np.log(0.5), 2.0, 20_000), np.asarray(BUCKETS_MS)])
+    batch, one_by_one = LatencyHistogram(), LatencyHistogram()
+    batch.observe_ms(values)
+    for v in values.tolist():
+        one_by_one.observe_ms(v)
+    assert np.array_equal(batch.counts, one_by_one.counts)  # the scalar path counts the same
+    assert one_by_one.sum_ms == pytest.approx(batch.sum_ms)
+    # the exported buckets are exactly the Prometheus "le" buckets, bounds included
+    expected = np.bincount(np.searchsorted(BUCKETS_MS, values), minlength=len(BUCKETS_MS) + 1)
+    assert batch.wire()[:-1] == [float(c) for c in expected]
+    assert batch.wire()[-1] == pytest.approx(values.sum())
+    assert batch.count == values.size
+    for q in (0.5, 0.9, 0.99, 0.999):
+        exact = float(np.quantile(values, q, method="inverted_cdf"))
+        assert exact <= batch.quantile_ms(q) <= exact * 1.036, q  # one fine bucket, 3.5%
+    ratios = FINE_EDGES_MS[1:] / FINE_EDGES_MS[:-1]
+    assert ratios.max() < 1.036
+    assert set(BUCKETS_MS) <= set(FINE_EDGES_MS.tolist())
+    assert np.isnan(LatencyHistogram().quantile_ms(0.5))
+    past = LatencyHistogram()
+    past.observe_ms(200_000.0)  # 200 s: past the last bound
+    assert past.quantile_ms(0.5) == float("inf")
+    assert past.wire()[len(BUCKETS_MS)] == 1.0
+
+
+def test_latency_histogram_recent_quantiles_follow_the_latest_latencies() -> None:
+    h = LatencyHistogram(recent=100)
+    for _ in range(300):
+        h.observe_ms(1.0)
+    h.observe_ms(np.full(150, 40.0))
+    assert h.quantile_ms(0.5) == 1.0  # the whole run: 300 of 1 ms, 150 of 40 ms
+    assert h.quantile_ms(0.5, recent=True) == pytest.approx(40.0, rel=0.036)  # the latest 150
+    assert h.quantile_ms(0.01, recent=True) == pytest.approx(40.0, rel=0.036)
+    assert h.count == 450
+    window = LatencyHistogram(recent=100)
+    window.observe_ms([2.0] * 50)
+    assert window.quantile_ms(0.5, recent=True) == pytest.approx(2.0, rel=0.036)  # all so far

@@ -39,6 +39,7 @@ from workbench.engine.protocol.config import (
     ServiceConfig,
     encode_config,
 )
+from workbench.engine.telemetry.histograms import quantile_ms
 from workbench.engine.transport.endpoints import free_port, loopback_endpoints
 from workbench.engine.transport.shm import SHM_DIR, QuoteTable
 from workbench.market.io import save_market
@@ -605,3 +606,36 @@ def test_a_bad_replay_file_is_refused(tmp_path: Path) -> None:
     pl.DataFrame({"quote_id": ["FX.EURUSD"], "value": [1.0], "seq": [1]}).write_parquet(path)
     with pytest.raises(ValueError, match="no column 't_ns'"):
         list(feed.read_replay(path))
+
+
+def test_the_feed_heartbeat_counts_how_late_its_ticks_leave(
+    market: MarketSnapshot, market_file: Path
+) -> None:
+    config = _feed_config(market_file, FeedConfig(mode="synthetic", rate=4_000.0, seed=5))
+    assert config.endpoints is not None
+    ctx = zmq.Context()
+    beats: zmq.Socket[bytes] = ctx.socket(zmq.PULL)
+    beats.setsockopt(zmq.LINGER, 0)
+    beats.bind(config.endpoints.heartbeats)
+    try:
+        with feed_rig(config) as (_, sub):
+            received = 0
+            deadline = time.monotonic() + 15.0
+            while received < 1_000 and time.monotonic() < deadline:
+                if sub.poll(100):
+                    sub.recv()
+                    received += 1
+            assert received >= 1_000
+            wire: list[float] = []
+            while time.monotonic() < deadline and sum(wire[:-1]) < 20:
+                if beats.poll(100):
+                    beat = messages.notice_decoder.decode(beats.recv())
+                    assert isinstance(beat, messages.Heartbeat)
+                    assert beat.role == "feed"
+                    wire = beat.histograms["feed_lateness"]
+            # one lateness per paced group (~200 a second below 20,000 ticks/s), not per tick
+            groups = sum(wire[:-1])
+            assert 20 <= groups < beat.stats["sent"]
+            assert quantile_ms(wire, 0.5) <= 100.0  # on schedule, give or take a slow machine
+    finally:
+        ctx.destroy(linger=0)

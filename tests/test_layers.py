@@ -126,3 +126,26 @@ def test_reports_use_only_the_client_the_risk_types_and_the_batch_door() -> None
         if not any(module == a or module.startswith(a + ".") for a in allowed)
     }
     assert not bad, f"reports reach past the client and the batch door: {sorted(bad)}"
+
+
+def _calls(path: Path) -> set[str]:
+    """The names every call in a source file goes to (``Heartbeat``, ``signal.signal`` …)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            out.add(ast.unparse(node.func).rsplit(".", 1)[-1])
+    return out
+
+
+def test_processes_on_the_shell_hold_no_shell_of_their_own() -> None:
+    processes = Path(workbench.__file__).parent / "engine" / "processes"
+    shell_calls = {"Heartbeat", "signal", "add_signal_handler", "die_with_parent", "getppid"}
+    for name in ("feed.py", "ingest.py", "aggregator.py", "control.py", "tickstreams.py"):
+        own = _calls(processes / name) & shell_calls
+        assert not own, f"{name} does itself what engine/processes/shell.py does: {sorted(own)}"
+        imports = _imports(processes / name)
+        assert "workbench.engine.processes.lifetime" not in imports, name
+    # one latency-histogram type: no process keeps its own bucket edges or percentile window
+    for path in sorted(processes.glob("*.py")):
+        assert "geomspace" not in path.read_text(), f"{path.name} builds its own buckets"
+    assert "percentile" not in (processes / "aggregator.py").read_text()

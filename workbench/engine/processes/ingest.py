@@ -10,29 +10,24 @@ One asyncio loop (``zmq.asyncio``) runs three tasks:
   clock grid: a few times a second; every :data:`FLUSH_S` with a 0 window), the quotes whose
   window expired are written to the shared-memory :class:`~.shm.QuoteTable` and announced with
   a :class:`~.messages.QuotesDirty` notice on a PUB socket bound at ``endpoints.notices``.
-* **heartbeat**: every ``heartbeat_s`` a :class:`~.messages.Heartbeat` with the counters goes
-  to the supervisor's PULL socket (``endpoints.heartbeats``).
+* **heartbeat**: the process shell's (:mod:`~.shell`): every ``heartbeat_s`` a
+  :class:`~.messages.Heartbeat` with the counters and the ``feed_to_ingest`` histogram.
 
-No send can block: every socket has a send high-water mark and every send is ``NOBLOCK``; a
-heartbeat that does not fit is counted in ``heartbeats_dropped``. The notices PUB drops for a
-subscriber that does not read (ZeroMQ PUB semantics) and never for the others; a subscriber
-sees the gap in ``QuotesDirty.gen`` and can re-read the whole table.
+No send can block: every socket has a send high-water mark and every send is ``NOBLOCK``. The
+notices PUB drops for a subscriber that does not read (ZeroMQ PUB semantics) and never for the
+others; a subscriber sees the gap in ``QuotesDirty.gen`` and can re-read the whole table.
 
-SIGTERM and SIGINT only set an event; the loop then sends a last heartbeat (``ready`` False,
-the final counters), closes the sockets (linger 0; 200 ms for that heartbeat) and its handle
-on the table (the supervisor owns and unlinks the segment) and :func:`run` returns.
-The process also stops when its parent is gone (its parent pid changed).
+The shell stops the tasks on SIGTERM, SIGINT or the parent's exit and sends a last heartbeat;
+:meth:`Ingest.close` then closes the sockets (linger 0) and its handle on the table (the
+supervisor owns and unlinks the segment).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import logging
-import os
-import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from typing import Any, Final
 
 import msgspec
@@ -41,17 +36,14 @@ import zmq
 import zmq.asyncio
 
 from workbench._types import FloatArray
+from workbench.engine.processes import shell
 from workbench.engine.processes.conflation import Conflator
 from workbench.engine.processes.inputs import market_path
-from workbench.engine.processes.lifetime import die_with_parent
 from workbench.engine.protocol import messages
-from workbench.engine.protocol.config import ServiceConfig, decode_config
-from workbench.engine.telemetry import logs
+from workbench.engine.protocol.config import ServiceConfig
 from workbench.engine.telemetry.histograms import LatencyHistogram
 from workbench.engine.transport.shm import QuoteTable
 from workbench.market.io import load_market
-
-log = logging.getLogger(__name__)
 
 FLUSH_S: Final = 0.002
 """Interval of the flush task when a class has a 0 window (flush at once), seconds."""
@@ -62,15 +54,9 @@ RCVHWM: Final = 1_000_000
 MAX_TICK_BYTES: Final = 4_096
 """A larger message is not a tick (one is about 40 bytes): ``bad_payload``, not decoded."""
 NOTICE_HWM: Final = 10_000
-HEARTBEAT_HWM: Final = 16
-FINAL_BEAT_LINGER_MS: Final = 200
-"""How long the last heartbeat (``ready`` False, final counters) may take to leave at exit."""
 MAX_LATENCY_NS: Final = 60_000_000_000
 """A feed-to-acceptance latency above this (or negative) is not a latency: the publisher's
 ``sent_ns`` is not this machine's monotonic clock. Such ticks count in ``latency_ignored``."""
-
-_HIST_EDGES_US: Final = np.geomspace(0.1, 1.0e8, 601)
-"""Log-spaced bucket edges (µs) of the whole-run latency histogram: 3.5% apart."""
 
 
 def _settle() -> None:
@@ -92,17 +78,16 @@ def _configure(sock: zmq.Socket[Any], options: Mapping[int, int | bytes]) -> Non
 
 
 class LatencyStats:
-    """Feed-to-acceptance latencies: exact per interval, bucketed since the start."""
+    """Feed-to-acceptance latencies: exact per interval, in a :class:`LatencyHistogram` (the
+    exported ``feed_to_ingest`` buckets, quantiles within 3.5%) since the start."""
 
     def __init__(self) -> None:
         self.samples: list[int] = []
         self.ignored = 0
-        self._hist = np.zeros(_HIST_EDGES_US.size + 1, dtype=np.int64)
         self.histogram = LatencyHistogram()
-        """The same latencies in the exported buckets (``feed_to_ingest``)."""
 
     def add(self, latency_ns: int) -> None:
-        """Record one latency in nanoseconds."""
+        """Record one latency in nanoseconds (a list append: the per-tick cost)."""
         if 0 <= latency_ns < MAX_LATENCY_NS:
             self.samples.append(latency_ns)
         else:
@@ -120,15 +105,9 @@ class LatencyStats:
             out["latency_p99_us"] = float(p99)
             out["latency_max_us"] = float(us.max())
             self.histogram.observe_ms(us / 1e3)
-            self._hist += np.bincount(
-                np.searchsorted(_HIST_EDGES_US, us), minlength=self._hist.size
-            )
-        total = int(self._hist.sum())
-        if total:
-            cum = np.cumsum(self._hist)
+        if self.histogram.count:
             for name, q in (("latency_run_p50_us", 0.5), ("latency_run_p99_us", 0.99)):
-                k = min(int(np.searchsorted(cum, q * total)), _HIST_EDGES_US.size - 1)
-                out[name] = float(_HIST_EDGES_US[k])  # the bucket's upper edge
+                out[name] = self.histogram.quantile_ms(q) * 1e3  # the bucket's upper edge
         return out
 
 
@@ -171,7 +150,7 @@ class TickHandler:
 class Ingest:
     """The ingestion process's sockets, table and tasks (built and run by :func:`run`)."""
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, stop: shell.Stop) -> None:
         if config.endpoints is None:
             raise ValueError("ingest: the configuration has no endpoints")
         if "quotes" not in config.segments:
@@ -179,13 +158,11 @@ class Ingest:
         market = load_market(market_path(config))
         self.config = config
         self.endpoints = config.endpoints
-        self.parent = os.getppid()
         self.table = QuoteTable.attach(config.segments["quotes"], len(market.quote_ids))
         values: FloatArray = self.table.snapshot()[0]
         self.handler = TickHandler(
             market.quote_index, Conflator(market.quote_ids, values, config.conflation)
         )
-        self.stop = asyncio.Event()
         self.ctx = zmq.asyncio.Context()
         # sends are NOBLOCK and never awaited: plain sockets (an asyncio socket would put a
         # full queue's zmq.Again into a future instead of raising it)
@@ -202,21 +179,18 @@ class Ingest:
             raise ValueError("ingest: feed mode 'external' needs feed.address")
         self.sub.connect(feed)
         self.notices = self.plain_ctx.socket(zmq.PUB)
-        self.beats = self.plain_ctx.socket(zmq.PUSH)
-        self.sockets += [self.notices, self.beats]
+        self.sockets.append(self.notices)
         _configure(self.notices, {zmq.SNDHWM: NOTICE_HWM})
-        _configure(self.beats, {zmq.SNDHWM: HEARTBEAT_HWM})
         self.notices.bind(self.endpoints.notices)
-        self.beats.connect(self.endpoints.heartbeats)
+        self.shell = shell.Shell(config, "ingest", stop, self.plain_ctx)
         self.received = 0
         self.depth = 0
         self.depth_max = 0
         self.flushes = 0
         self.notices_sent = 0
         self.notices_dropped = 0
-        self.heartbeats_sent = 0
-        self.heartbeats_dropped = 0
         self.generation = self.table.generation
+        _settle()
 
     # --- tasks ----------------------------------------------------------------------------
 
@@ -281,74 +255,25 @@ class Ingest:
             "generation": float(self.generation),
             "notices_sent": float(self.notices_sent),
             "notices_dropped": float(self.notices_dropped),
-            "heartbeats_sent": float(self.heartbeats_sent),
-            "heartbeats_dropped": float(self.heartbeats_dropped),
         }
         self.depth_max = 0
         return out
 
-    def beat(self, *, ready: bool = True) -> None:
-        """Send one heartbeat now (``ready`` False: the last one, on the way out)."""
-        beat = messages.Heartbeat(
-            role="ingest",
-            pid=os.getpid(),
-            sent_ns=time.monotonic_ns(),
-            ready=ready,
-            stats=self.stats(),
-            histograms={"feed_to_ingest": self.handler.latency.histogram.wire()},
-        )
-        try:
-            self.beats.send(messages.encode(beat), zmq.NOBLOCK)
-            self.heartbeats_sent += 1
-        except zmq.Again:
-            self.heartbeats_dropped += 1
+    def histograms(self) -> dict[str, list[float]]:
+        """The ``feed_to_ingest`` histogram, for the heartbeat."""
+        return {"feed_to_ingest": self.handler.latency.histogram.wire()}
 
-    async def heartbeat_loop(self) -> None:
-        """Send a heartbeat every ``heartbeat_s``; stop if the parent process is gone."""
-        while True:
-            self.beat()
-            if os.getppid() != self.parent:
-                log.warning("ingest: parent process %d is gone, stopping", self.parent)
-                self.stop.set()
-            await asyncio.sleep(self.config.heartbeat_s)
-
-    async def serve(self) -> None:
-        """Run the tasks until a signal, the parent's exit, or a task's failure."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop.set)
-        _settle()
-        tasks = [
-            asyncio.create_task(self.receive(), name="receive"),
-            asyncio.create_task(self.flush_loop(), name="flush"),
-            asyncio.create_task(self.heartbeat_loop(), name="heartbeat"),
-        ]
-        stopper = asyncio.create_task(self.stop.wait(), name="stop")
-        try:
-            done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (stopper, *tasks):
-                task.cancel()
-            await asyncio.gather(stopper, *tasks, return_exceptions=True)
-            self.beat(ready=False)  # final counters
-        for task in tasks:
-            if task in done and task.exception() is not None:
-                raise RuntimeError(f"ingest: task {task.get_name()} failed") from task.exception()
+    def tasks(self) -> dict[str, Coroutine[Any, Any, None]]:
+        """Receive and flush."""
+        return {"receive": self.receive(), "flush": self.flush_loop()}
 
     def close(self) -> None:
         """Close the sockets (linger 0), the table handle (never unlinked here), the context."""
+        self.shell.close()
         for sock in self.sockets:
-            sock.close(linger=FINAL_BEAT_LINGER_MS if sock is self.beats else 0)
+            sock.close(linger=0)
         self.table.close()
         self.ctx.term()
-
-
-async def _main(config: ServiceConfig) -> None:
-    ingest = Ingest(config)
-    try:
-        await ingest.serve()
-    finally:
-        ingest.close()
 
 
 def run(config_json: str) -> None:
@@ -359,7 +284,5 @@ def run(config_json: str) -> None:
     config_json
         The service configuration as JSON (:func:`~.config.encode_config`).
     """
-    config = decode_config(config_json)
-    logs.setup(config.name, "ingest")
-    die_with_parent()
-    asyncio.run(_main(config))
+    config, stop = shell.start(config_json, "ingest")
+    shell.run_tasks(lambda: Ingest(config, stop))

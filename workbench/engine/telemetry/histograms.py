@@ -1,9 +1,10 @@
-"""Latency histograms at the process boundaries, in Prometheus' cumulative-bucket form.
+"""Latency histograms at the process boundaries: one type, fine buckets, Prometheus export.
 
-Each process counts its own boundary's latencies into fixed buckets since it started and sends
-the counts in its heartbeats (``Heartbeat.histograms``); the supervisor exports the latest counts
-of every process as one Prometheus histogram ``workbench_latency_seconds{boundary, process}``.
-Every process measures with the machine's monotonic clock, which all processes share.
+Each process counts its own boundary's latencies since it started in one
+:class:`LatencyHistogram` and sends the counts in its heartbeats (``Heartbeat.histograms``, the
+:data:`BUCKETS_MS` buckets); the supervisor exports the latest counts of every process as one
+Prometheus histogram ``workbench_latency_seconds{boundary, process}``. Every process measures
+with the machine's monotonic clock, which all processes share.
 
 Boundaries (the process that measures, what):
 
@@ -14,12 +15,15 @@ Boundaries (the process that measures, what):
   notice;
 - ``flush_to_publish`` (aggregator): a conflation flush to the snapshot that includes it
   published — the end-to-end figure;
+- ``feed_lateness`` (feed): a tick's scheduled send time to its actual send, one per batch;
 - ``aggregator_to_client`` (the client, not exported): a snapshot made to a client reading it,
   see :meth:`workbench.client.Client.snapshots`.
 """
 
 from __future__ import annotations
 
+import bisect
+import math
 from typing import Final
 
 import numpy as np
@@ -29,35 +33,98 @@ BUCKETS_MS: Final = (
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0,
     1_000.0, 2_500.0, 5_000.0, 10_000.0,
 )  # fmt: skip
-"""Upper bounds (ms) of the buckets; one more bucket (+Inf) takes the rest."""
+"""Upper bounds (ms) of the exported buckets; one more bucket (+Inf) takes the rest."""
 
 _EDGES = np.asarray(BUCKETS_MS)
 
+FINE_EDGES_MS: Final = np.unique(np.concatenate([np.geomspace(1e-4, 1e5, 601), _EDGES]))
+"""Upper bounds (ms) of the counted buckets: 0.1 µs to 100 s, at most 3.5% apart (600 log-spaced
+steps), every :data:`BUCKETS_MS` bound among them; one more bucket takes the rest."""
+
+_FINE_LIST: Final = FINE_EDGES_MS.tolist()
+_SCALARS: Final = (float, int)
+_EXPORT_STARTS: Final = np.concatenate([[0], np.searchsorted(FINE_EDGES_MS, _EDGES) + 1]).astype(
+    np.intp
+)
+"""The first counted bucket of each exported one (each exported bound is a counted bound)."""
+
 
 class LatencyHistogram:
-    """Counts of latencies per bucket (not cumulative) and their sum, since the start."""
+    """Latencies (ms) counted since the start in :data:`FINE_EDGES_MS` buckets, and their sum.
 
-    def __init__(self) -> None:
-        self.counts = np.zeros(_EDGES.size + 1, dtype=np.int64)
+    Bucket ``i`` holds ``FINE_EDGES_MS[i-1] < v ≤ FINE_EDGES_MS[i]`` (Prometheus' ``le``). A
+    negative or non-finite value is not a latency (clocks apart) and is not counted.
+
+    Parameters
+    ----------
+    recent
+        Also tell the quantiles of the latest ``recent`` to ``2 * recent`` latencies
+        (:meth:`quantile_ms` with ``recent=True``); 0: only those of the whole run.
+
+    Examples
+    --------
+    >>> h = LatencyHistogram()
+    >>> h.observe_ms(0.8)
+    >>> h.observe_ms([0.04, 3.0, -1.0])
+    >>> h.count, h.wire()[:6]
+    (3, [1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+    """
+
+    def __init__(self, *, recent: int = 0) -> None:
+        self.counts = np.zeros(FINE_EDGES_MS.size + 1, dtype=np.int64)
         self.sum_ms = 0.0
+        self._recent = recent
+        self._since_mark = 0
+        self._marks = [self.counts.copy(), self.counts.copy()]
 
     def observe_ms(self, values: float | npt.ArrayLike) -> None:
-        """Count latencies in milliseconds (negative ones, clocks apart, are dropped)."""
+        """Count latencies in milliseconds: one number (under 1 µs) or an array (~50-90 ns each)."""
+        if isinstance(values, _SCALARS):
+            if 0.0 <= values < math.inf:
+                self.counts[bisect.bisect_left(_FINE_LIST, values)] += 1
+                self.sum_ms += values
+                if self._recent:
+                    self._counted(1)
+            return
         v = np.atleast_1d(np.asarray(values, dtype=np.float64))
         v = v[np.isfinite(v) & (v >= 0.0)]
         if v.size:
-            # bucket i holds BUCKETS_MS[i-1] < v ≤ BUCKETS_MS[i] (Prometheus' "le")
-            self.counts += np.bincount(np.searchsorted(_EDGES, v), minlength=self.counts.size)
+            self.counts += np.bincount(
+                np.searchsorted(FINE_EDGES_MS, v), minlength=self.counts.size
+            )
             self.sum_ms += float(v.sum())
+            if self._recent:
+                self._counted(int(v.size))
+
+    def _counted(self, n: int) -> None:
+        self._since_mark += n
+        if self._since_mark >= self._recent:  # the window moves on by `recent` latencies
+            self._marks = [self._marks[1], self.counts.copy()]
+            self._since_mark = 0
 
     @property
     def count(self) -> int:
         """Latencies counted."""
         return int(self.counts.sum())
 
+    def quantile_ms(self, q: float, *, recent: bool = False) -> float:
+        """The ``q`` quantile (0…1) in ms: the upper bound of the bucket that holds it (at most
+        3.5% above the exact value); inf past 100 s, NaN when nothing was counted.
+
+        ``recent``: of the latest ``recent`` to ``2 * recent`` latencies only (see the class).
+        """
+        counts = self.counts - self._marks[0] if recent else self.counts
+        cum = np.cumsum(counts)
+        total = int(cum[-1])
+        if total <= 0:
+            return math.nan
+        i = int(np.searchsorted(cum, q * total))
+        return float(FINE_EDGES_MS[i]) if i < FINE_EDGES_MS.size else math.inf
+
     def wire(self) -> list[float]:
-        """Counts per bucket then the sum (ms), as sent in a heartbeat."""
-        return [*map(float, self.counts), self.sum_ms]
+        """Counts per :data:`BUCKETS_MS` bucket (then +Inf) and the sum (ms), as sent in a
+        heartbeat."""
+        return [*map(float, np.add.reduceat(self.counts, _EXPORT_STARTS)), self.sum_ms]
 
 
 def cumulative_buckets(wire: list[float]) -> tuple[list[tuple[str, float]], float]:
@@ -72,8 +139,9 @@ def cumulative_buckets(wire: list[float]) -> tuple[list[tuple[str, float]], floa
 
 
 def quantile_ms(wire: list[float], q: float) -> float:
-    """The ``q`` quantile (0…1) estimated from the buckets: the upper bound of the bucket that
-    holds it (an overestimate by at most one bucket); NaN when nothing was counted."""
+    """The ``q`` quantile (0…1) estimated from the :meth:`LatencyHistogram.wire` buckets: the
+    upper bound of the bucket that holds it (an overestimate by at most one bucket); NaN when
+    nothing was counted."""
     counts = np.asarray(wire[:-1], dtype=np.float64)
     total = counts.sum()
     if total <= 0:
