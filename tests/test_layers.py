@@ -140,7 +140,15 @@ def _calls(path: Path) -> set[str]:
 def test_processes_on_the_shell_hold_no_shell_of_their_own() -> None:
     processes = Path(workbench.__file__).parent / "engine" / "processes"
     shell_calls = {"Heartbeat", "signal", "add_signal_handler", "die_with_parent", "getppid"}
-    for name in ("feed.py", "ingest.py", "aggregator.py", "control.py", "tickstreams.py"):
+    for name in (
+        "feed.py",
+        "ingest.py",
+        "aggregator.py",
+        "control.py",
+        "tickstreams.py",
+        "worker.py",
+        "worker_requests.py",
+    ):
         own = _calls(processes / name) & shell_calls
         assert not own, f"{name} does itself what engine/processes/shell.py does: {sorted(own)}"
         imports = _imports(processes / name)

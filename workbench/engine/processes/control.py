@@ -24,7 +24,7 @@ import polars as pl
 import zmq
 
 from workbench.engine.protocol import messages as msg
-from workbench.engine.protocol.admission import admit
+from workbench.engine.protocol.admission import Refused, take
 from workbench.engine.protocol.config import ServiceConfig
 from workbench.engine.telemetry import logs
 from workbench.engine.transport import sockets
@@ -204,21 +204,11 @@ class ControlPlane:
         """One client request: answered (or forwarded to be answered) whatever it holds."""
         parts = self.control.recv_multipart(zmq.NOBLOCK)
         envelope, payload = parts[:-1], parts[-1]
-        try:
-            req = msg.decode_request(payload)
-        except msgspec.DecodeError as exc:
-            self.counts["bad_requests"] += 1
-            self._reply(envelope, msg.error_reply(f"bad request: {exc}"))
-            return
-        except msg.VersionError as exc:
-            self.counts["version_refused"] += 1
-            self._reply(envelope, msg.error_reply(str(exc)))
-            return
         workers = self.workers
-        error = admit(req, workers)
-        if error:
-            self.counts["bad_requests"] += 1
-            self._reply(envelope, msg.error_reply(error))
+        req = take(payload, workers)
+        if isinstance(req, Refused):
+            self.counts["version_refused" if req.counter == "version" else "bad_requests"] += 1
+            self._reply(envelope, req.reply)
             return
         try:
             self._serve(envelope, payload, req, workers)

@@ -20,7 +20,6 @@ A standby costs memory (one more process holding the book) and no CPU while it w
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import multiprocessing
@@ -33,16 +32,10 @@ import zmq
 
 from workbench.book.io import load_book
 from workbench.book.schema import ASSET_CLASSES
+from workbench.engine.processes import shell
 from workbench.engine.processes.inputs import book_path, market_path
 from workbench.engine.processes.lifetime import die_with_parent
-from workbench.engine.processes.worker import (
-    Prepared,
-    WorkerProcess,
-    _Stop,
-    prepare_on,
-    worker_name,
-)
-from workbench.engine.protocol import messages as msg
+from workbench.engine.processes.worker import Prepared, WorkerProcess, prepare_on, worker_name
 from workbench.engine.protocol.config import ServiceConfig, decode_config
 from workbench.engine.telemetry import logs
 from workbench.engine.transport.shm import QuoteTable
@@ -67,8 +60,9 @@ def slots(config: ServiceConfig) -> list[tuple[str, int]]:
 class Standby:
     """Every slot's :class:`~workbench.engine.processes.worker.Prepared` state, priced once."""
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, stop: shell.Stop) -> None:
         self.config = config
+        self.stop = stop
         t0 = time.monotonic_ns()
         market = load_market(market_path(config))
         book = load_book(book_path(config), market=market)
@@ -83,40 +77,26 @@ class Standby:
             self.prepared[(cls, slot)] = p
         self.ms = (time.monotonic_ns() - t0) / 1e6
         self.ctx = zmq.Context()
-        self.hb = self._heartbeat_socket()
-        self.last_hb_ns = 0
+        self.shell = shell.Shell(config, ROLE, stop, self.ctx, hwm=10)
 
-    def _heartbeat_socket(self) -> zmq.Socket[bytes]:
-        assert self.config.endpoints is not None
-        hb: zmq.Socket[bytes] = self.ctx.socket(zmq.PUSH)
-        hb.setsockopt(zmq.SNDHWM, 10)
-        hb.setsockopt(zmq.LINGER, 0)
-        hb.connect(self.config.endpoints.heartbeats)
-        return hb
+    def stats(self) -> dict[str, float]:
+        """The heartbeat's counters: how long the set-up took (ms)."""
+        return {"setup_ms": self.ms}
+
+    def histograms(self) -> dict[str, list[float]]:
+        """No latency is measured while waiting."""
+        return {}
 
     def release_sockets(self) -> None:
         """Close the heartbeat socket and its context (no ZeroMQ thread may cross a fork)."""
-        if not self.hb.closed:
-            self.hb.close(linger=0)
+        if not self.shell.beats.closed:
+            self.shell.beats.close(linger=0)
             self.ctx.term()
 
     def reopen_sockets(self) -> None:
         """A new context and heartbeat socket (in a forked successor), beating at once."""
         self.ctx = zmq.Context()
-        self.hb = self._heartbeat_socket()
-        self.last_hb_ns = 0
-
-    def heartbeat(self) -> None:
-        """Tell the supervisor the standby is ready (non-blocking)."""
-        now = time.monotonic_ns()
-        if now - self.last_hb_ns < self.config.heartbeat_s * 1e9:
-            return
-        self.last_hb_ns = now
-        beat = msg.Heartbeat(
-            role=ROLE, pid=os.getpid(), sent_ns=now, ready=True, stats={"setup_ms": self.ms}
-        )
-        with contextlib.suppress(zmq.Again):
-            self.hb.send(msg.encode(beat), zmq.NOBLOCK)
+        self.shell = shell.Shell(self.config, ROLE, self.stop, self.ctx, hwm=10)
 
     def become(self, asset_class: str, slot: int) -> WorkerProcess:
         """The worker of ``(asset_class, slot)``, its sockets bound, its rows written."""
@@ -125,12 +105,12 @@ class Standby:
         # (frozen out of the cyclic collector), dropping it would copy them
         self.release_sockets()
         logs.setup(self.config.name, f"worker:{worker_name(asset_class, slot)}")
-        worker = WorkerProcess(self.config, asset_class, slot, prepared, self.quotes)
+        worker = WorkerProcess(self.config, asset_class, slot, self.stop, prepared, self.quotes)
         worker.take_over()
         return worker
 
     def close(self) -> None:
-        """Release what :meth:`become` did not take."""
+        """Release what :meth:`become` did not take (the body's close, for the shell)."""
         self.prepared.clear()
         self.release_sockets()
         self.quotes.close()
@@ -165,10 +145,10 @@ def fork_successor(supervisor: int) -> bool:
     return False
 
 
-def _wait_for_order(standby: Standby, orders: Connection, stop: _Stop, parent: int) -> Order:
+def _wait_for_order(standby: Standby, orders: Connection) -> Order:
     """Heartbeat until the supervisor names a slot to take; None when stopped or orphaned."""
-    while not stop.requested and os.getppid() == parent:
-        standby.heartbeat()
+    while standby.shell.running():
+        standby.shell.beat_if_due(standby)
         if orders.poll(_WAIT_S):
             try:
                 got = orders.recv()
@@ -186,15 +166,15 @@ def run(config_json: str, orders: Connection) -> None:
     die_with_parent()
     if config.worker_nice > 0:
         os.nice(config.worker_nice)
-    standby = Standby(config)  # SIGTERM meanwhile ends it at once: nothing to clean up yet
-    stop = _Stop()
+    stop = shell.Stop()
+    standby = Standby(config, stop)  # SIGTERM meanwhile ends it at once: nothing to clean up
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     logs.event(log, "ready", f"standby ready for {len(standby.prepared)} slots", ms=standby.ms)
     supervisor = multiprocessing.parent_process()
     parent = supervisor.pid if supervisor is not None and supervisor.pid else os.getppid()
     while True:
-        order = _wait_for_order(standby, orders, stop, parent)
+        order = _wait_for_order(standby, orders)
         if order is None:
             standby.close()
             return
@@ -208,8 +188,4 @@ def run(config_json: str, orders: Connection) -> None:
             continue
         orders.close()  # the successor takes the next order
         break
-    worker = standby.become(*order)
-    try:
-        worker.run(stop, initial=False)
-    finally:
-        worker.close()
+    shell.run_polling(lambda: standby.become(*order))

@@ -13,37 +13,28 @@ function table and a call tree, see :mod:`workbench.engine.telemetry.profiling`)
 
 from __future__ import annotations
 
-import contextlib
-import cProfile
 import gc
 import logging
-import os
-import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
-import msgspec
 import numpy as np
-import polars as pl
 import zmq
 
 from workbench.book.io import load_book
 from workbench.book.schema import Book
+from workbench.engine.processes import shell
 from workbench.engine.processes.inputs import book_path, market_path
-from workbench.engine.processes.lifetime import die_with_parent
-from workbench.engine.processes.market_view import market_view
 from workbench.engine.processes.repricing import Repricer, Update
+from workbench.engine.processes.worker_requests import WorkerRequests, _Profiling
 from workbench.engine.protocol import messages as msg
-from workbench.engine.protocol.config import ServiceConfig, decode_config
+from workbench.engine.protocol.config import ServiceConfig
 from workbench.engine.telemetry import logs
 from workbench.engine.telemetry.histograms import LatencyHistogram
-from workbench.engine.telemetry.profiling import call_tree, profile_rows
 from workbench.engine.transport import sockets
 from workbench.engine.transport.shm import REPRICE_FAILED, QuoteTable, RiskTable
 from workbench.market.io import load_market
-from workbench.market.model import MarketError, MarketSnapshot
-from workbench.risk.whatif import apply_shocks
+from workbench.market.model import MarketSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +49,6 @@ def worker_name(asset_class: str, slot: int) -> str:
 
 
 @dataclass
-class _Profiling:
-    envelope: list[bytes]
-    until_ns: int
-    profiler: cProfile.Profile
-    started_ns: int
-
-
-@dataclass
 class _Stats:
     reprices: int = 0
     repriced_positions: int = 0
@@ -77,14 +60,6 @@ class _Stats:
     reply_dropped: int = 0
     bad_requests: int = 0
     version_refused: int = 0
-
-
-class _Stop:
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self, signum: int, frame: Any) -> None:  # signal handler: only records
-        self.requested = True
 
 
 @dataclass
@@ -128,14 +103,15 @@ def prepare_on(
     return Prepared(repricer, seen_ns, gen)
 
 
-class WorkerProcess:
-    """The process shell around :class:`Repricer`."""
+class WorkerProcess(WorkerRequests):
+    """A worker: its :class:`Repricer` on the quote table, its sockets, on the process shell."""
 
     def __init__(
         self,
         config: ServiceConfig,
         asset_class: str,
         slot: int,
+        stop: shell.Stop,
         prepared: Prepared | None = None,
         quotes: QuoteTable | None = None,
     ) -> None:
@@ -158,7 +134,7 @@ class WorkerProcess:
         self.broken = ""  # why the last reprice failed as a whole ("" when it did not)
         self.failed: dict[str, str] = {}  # group key → why its last reprice failed
         self.last_try_ns = 0  # when the last reprice (or retry) ran
-        self.stats = _Stats()
+        self.tally = _Stats()
         self.profiling: _Profiling | None = None
         self.ctx = zmq.Context()
         self.sub = self.ctx.socket(zmq.SUB)
@@ -173,12 +149,11 @@ class WorkerProcess:
         self.push_risk.setsockopt(zmq.SNDHWM, 1000)
         self.push_risk.setsockopt(zmq.LINGER, 0)
         self.push_risk.connect(self.endpoints.risk)
-        self.push_hb = self.ctx.socket(zmq.PUSH)
-        self.push_hb.setsockopt(zmq.SNDHWM, 100)
-        self.push_hb.setsockopt(zmq.LINGER, 0)
-        self.push_hb.connect(self.endpoints.heartbeats)
-        self.last_hb = 0
+        self.shell = shell.Shell(config, f"worker:{self.name}", stop, self.ctx, hwm=100)
         self.ready = False
+        self.poller = zmq.Poller()
+        self.poller.register(self.sub, zmq.POLLIN)
+        self.poller.register(self.router, zmq.POLLIN)
         self.to_worker = LatencyHistogram()  # a flush to this worker starting to reprice
         self.reprice = LatencyHistogram()  # one incremental reprice and its write
 
@@ -193,13 +168,13 @@ class WorkerProcess:
         self._report_failures(update.failed)
         update.timings_ns["shm_write"] = time.perf_counter_ns() - t0
         spent = sum(update.timings_ns.values())
-        self.stats.reprices += 1
-        self.stats.repriced_positions += int(update.rows.size)
-        self.stats.last_reprice_ns = spent
-        self.stats.total_reprice_ns += spent
+        self.tally.reprices += 1
+        self.tally.repriced_positions += int(update.rows.size)
+        self.tally.last_reprice_ns = spent
+        self.tally.total_reprice_ns += spent
         for k, v in update.timings_ns.items():
             stage = k.split(":")[0] if ":" in k else k
-            self.stats.stage_ns[stage] = self.stats.stage_ns.get(stage, 0) + v
+            self.tally.stage_ns[stage] = self.tally.stage_ns.get(stage, 0) + v
         self._notify(int(update.rows.size), flushed_ns, quote_gen, now, spent)
 
     def _report_failures(self, failed: dict[str, str]) -> None:
@@ -207,7 +182,7 @@ class WorkerProcess:
         before = self.failed
         self.failed = dict(failed)
         for key in sorted(failed.keys() - before.keys()):
-            self.stats.stage_ns["errors"] = self.stats.stage_ns.get("errors", 0) + 1
+            self.tally.stage_ns["errors"] = self.tally.stage_ns.get("errors", 0) + 1
             logs.event(
                 log,
                 "reprice_failed",
@@ -230,7 +205,7 @@ class WorkerProcess:
                 level=logging.WARNING,
                 error=why,
             )
-        self.stats.stage_ns["errors"] = self.stats.stage_ns.get("errors", 0) + 1
+        self.tally.stage_ns["errors"] = self.tally.stage_ns.get("errors", 0) + 1
         self.broken = why
         self.risk.mark_stale(self.asset_class, self.slot, self.repricer.rows, REPRICE_FAILED)
 
@@ -243,19 +218,19 @@ class WorkerProcess:
         except Exception as exc:  # a market this worker cannot price at all: stale, retried
             self._fail_all(exc)
             self.ready = True
-            self._heartbeat(force=True)
+            self._heartbeat()
             return
         self._write(update, time.monotonic_ns(), self.priced_gen)
-        self.stats.full_reprice_ns = time.monotonic_ns() - t0
+        self.tally.full_reprice_ns = time.monotonic_ns() - t0
         self.ready = True
         logs.event(
             log,
             "ready",
             f"{self.name} priced {update.rows.size:,} positions",
             positions=int(update.rows.size),
-            ms=self.stats.full_reprice_ns / 1e6,
+            ms=self.tally.full_reprice_ns / 1e6,
         )
-        self._heartbeat(force=True)
+        self._heartbeat()
 
     def take_over(self) -> None:
         """Start serving a slot whose worker died, from a repricer priced ahead of time: reprice
@@ -273,7 +248,7 @@ class WorkerProcess:
             self._fail_all(exc)
         else:
             self._write(update, t0, gen)
-        self.stats.full_reprice_ns = time.monotonic_ns() - t0
+        self.tally.full_reprice_ns = time.monotonic_ns() - t0
         self.ready = True
         logs.event(
             log,
@@ -281,10 +256,10 @@ class WorkerProcess:
             f"{self.name} taken over by a standby: {self.repricer.rows.size:,} positions "
             f"({changed.size} quotes moved since it priced them)",
             positions=int(self.repricer.rows.size),
-            ms=self.stats.full_reprice_ns / 1e6,
+            ms=self.tally.full_reprice_ns / 1e6,
             took_over=True,
         )
-        self._heartbeat(force=True)
+        self._heartbeat()
 
     def poll_quotes(self, flushed_ns: int) -> None:
         """Reprice what the quote table's changes since the last look make dirty, then tell the
@@ -313,7 +288,7 @@ class WorkerProcess:
             self.push_risk.send(msg.encode(notice), zmq.NOBLOCK)
             self.reported_gen = max(self.reported_gen, quote_gen)
         except zmq.Again:
-            self.stats.dropped_notices += 1
+            self.tally.dropped_notices += 1
 
     def _failed_now(self) -> dict[str, str]:
         """Every pricing group of this worker whose last reprice failed, and why."""
@@ -373,187 +348,67 @@ class WorkerProcess:
         if update is not None:
             self._write(update, now, gen)
 
-    # --- requests ----------------------------------------------------------------------
-
-    def _reply(self, envelope: list[bytes], reply: msg.Reply) -> None:
-        """Answer with the request's envelope (routing id, request id …) echoed back; never
-        waits (a requester gone or not reading loses its answer, counted)."""
-        if not sockets.send_reply(self.router, envelope, reply):
-            self.stats.reply_dropped += 1
-
-    def _stats_data(self) -> dict[str, Any]:
-        s = self.stats
-        return {
-            "worker": self.name,
-            "asset_class": self.asset_class,
-            "positions": int(self.repricer.rows.size),
-            "groups": len(self.repricer.groups),
-            "reprices": s.reprices,
-            "repriced_positions": s.repriced_positions,
-            "last_reprice_ms": s.last_reprice_ns / 1e6,
-            "total_reprice_ms": s.total_reprice_ns / 1e6,
-            "stage_ms": {k: v / 1e6 for k, v in s.stage_ns.items()},
-            "spline_cache": self.repricer.cache.stats(),
-            "spline_cache_enabled": self.repricer.cache.enabled,
-            "fail_reprice": ",".join(self.repricer.fail_patterns),
-            "failed": self._failed_now(),
-            "pid": os.getpid(),
-        }
-
-    def handle_request(self) -> None:
-        """Answer one request from the router socket."""
-        parts = self.router.recv_multipart()
-        envelope, payload = parts[:-1], parts[-1]
-        try:
-            msg.check_size(payload)
-            req = msg.worker_request_decoder.decode(payload)
-            msg.check_version(req)
-        except msgspec.DecodeError as exc:
-            self.stats.bad_requests += 1
-            self._reply(envelope, msg.error_reply(f"bad request: {exc}"))
-            return
-        except msg.VersionError as exc:
-            self.stats.version_refused += 1
-            self._reply(envelope, msg.error_reply(str(exc)))
-            return
-        try:
-            if isinstance(req, msg.WorkerWhatIf):
-                shocked = apply_shocks(self.repricer.market, req.shocks)
-                rows, base, new = self.repricer.whatif(shocked)
-                moved = new != base  # the rest: PnL exactly 0, the aggregator fills them in
-                frame = pl.DataFrame({"row": rows[moved], "pv": base[moved],
-                                      "pv_shocked": new[moved]})  # fmt: skip
-                self._reply(
-                    envelope,
-                    msg.Reply(ok=True, tables={"pnl": msg.frame_to_bytes(frame)}),
-                )
-            elif isinstance(req, msg.WorkerMarket):  # every quote of one generation
-                values, _, gen = self.quotes.snapshot()  # (the repricer's market holds only
-                market = self.repricer.market.with_quote_values(values)  # the ones it reads)
-                tables, data = market_view(market, req.curves, req.shocks, req.years)
-                data["generation"] = gen
-                self._reply(envelope, msg.Reply(ok=True, data=data, tables=tables))
-            elif isinstance(req, msg.WorkerProfile):
-                if self.profiling is not None:
-                    self._reply(envelope, msg.error_reply(f"{self.name} is already profiling"))
-                    return
-                seconds = min(max(req.seconds, 0.1), 60.0)
-                prof = cProfile.Profile()
-                now = time.monotonic_ns()
-                self.profiling = _Profiling(envelope, now + int(seconds * 1e9), prof, now)
-                prof.enable()
-            elif isinstance(req, msg.WorkerReprice):
-                self.repricer.forget()  # cold: as if every quote had moved
-                t0 = time.monotonic_ns()
-                try:
-                    update = self.repricer.full(self.repricer.market)
-                except Exception as exc:
-                    self._fail_all(exc)
-                    self._reply(envelope, msg.error_reply(f"{self.name}: {self.broken}"))
-                    return
-                self.broken = ""
-                self._write(update, t0, self.priced_gen)
-                spent = time.monotonic_ns() - t0
-                self.stats.full_reprice_ns = spent
-                self._reply(
-                    envelope,
-                    msg.Reply(
-                        ok=True, data={"positions": int(update.rows.size), "ms": spent / 1e6}
-                    ),
-                )
-            elif isinstance(req, msg.WorkerSetOption):
-                if req.option == "spline_cache":
-                    self.repricer.cache.enabled = bool(req.value)
-                    self.repricer.cache.clear()
-                    self._reply(envelope, msg.Reply(ok=True, data=self._stats_data()))
-                elif req.option == "fail_reprice":  # fault injection (docs/service.md)
-                    text = str(req.value)
-                    patterns = tuple(p.strip() for p in text.split(",") if p.strip())
-                    self.repricer.fail_patterns = patterns
-                    self.last_try_ns = 0  # retry (or fail) at the next look
-                    self._reply(envelope, msg.Reply(ok=True, data=self._stats_data()))
-                else:
-                    self._reply(envelope, msg.error_reply(f"unknown option {req.option!r}"))
-            else:
-                self._reply(envelope, msg.Reply(ok=True, data=self._stats_data()))
-        except (MarketError, ValueError) as exc:
-            self._reply(envelope, msg.error_reply(str(exc)))
-        except Exception as exc:  # a request this worker cannot serve never ends its loop
-            self._reply(envelope, msg.error_reply(f"{self.name}: {type(exc).__name__}: {exc}"))
-
-    def finish_profile(self, *, force: bool = False) -> None:
-        """Answer a profile request whose time is up."""
-        p = self.profiling
-        if p is None or (not force and time.monotonic_ns() < p.until_ns):
-            return
-        p.profiler.disable()
-        self.profiling = None
-        data = self._stats_data()
-        data["profiled_s"] = (time.monotonic_ns() - p.started_ns) / 1e9
-        data["functions"] = profile_rows(p.profiler)
-        data["tree"] = call_tree(p.profiler)
-        self._reply(p.envelope, msg.Reply(ok=True, data=data))
-
     # --- loop --------------------------------------------------------------------------
 
-    def _heartbeat(self, *, force: bool = False) -> None:
-        now = time.monotonic_ns()
-        if not force and now - self.last_hb < self.config.heartbeat_s * 1e9:
-            return
-        self.last_hb = now
-        s = self.stats
-        hb = msg.Heartbeat(
-            role=f"worker:{self.name}",
-            pid=os.getpid(),
-            sent_ns=now,
-            ready=self.ready,
-            stats={
-                "reprices": float(s.reprices),
-                "repriced_positions": float(s.repriced_positions),
-                "last_reprice_ms": s.last_reprice_ns / 1e6,
-                "full_reprice_ms": s.full_reprice_ns / 1e6,
-                "cache_hits": float(self.repricer.cache.hits),
-                "cache_misses": float(self.repricer.cache.misses),
-                "dropped_notices": float(s.dropped_notices),
-                "failed_groups": float(len(self._failed_now())),
-                "reply_dropped": float(s.reply_dropped),
-                "bad_requests": float(s.bad_requests),
-                "version_refused": float(s.version_refused + sockets.DRAINED.version),
-                "bad_notices": float(sockets.DRAINED.bad),
-            },
-            histograms={
-                "ingest_to_worker": self.to_worker.wire(),
-                "reprice": self.reprice.wire(),
-            },
-        )
-        with contextlib.suppress(zmq.Again):
-            self.push_hb.send(msg.encode(hb), zmq.NOBLOCK)
+    @property
+    def ready(self) -> bool:
+        """Whether the heartbeats say ready (once every position was priced once)."""
+        return self.shell.ready
 
-    def run(self, stop: _Stop, *, initial: bool = True) -> None:
-        """Serve until asked to stop or orphaned (``initial``: price everything first)."""
-        parent = os.getppid()
-        poller = zmq.Poller()
-        poller.register(self.sub, zmq.POLLIN)
-        poller.register(self.router, zmq.POLLIN)
-        if initial:
+    @ready.setter
+    def ready(self, value: bool) -> None:
+        self.shell.ready = value
+
+    def _heartbeat(self) -> None:
+        self.shell.beat(self)
+
+    def stats(self) -> dict[str, float]:
+        """The heartbeat's counters."""
+        s = self.tally
+        return {
+            "reprices": float(s.reprices),
+            "repriced_positions": float(s.repriced_positions),
+            "last_reprice_ms": s.last_reprice_ns / 1e6,
+            "full_reprice_ms": s.full_reprice_ns / 1e6,
+            "cache_hits": float(self.repricer.cache.hits),
+            "cache_misses": float(self.repricer.cache.misses),
+            "dropped_notices": float(s.dropped_notices),
+            "failed_groups": float(len(self._failed_now())),
+            "reply_dropped": float(s.reply_dropped),
+            "bad_requests": float(s.bad_requests),
+            "version_refused": float(s.version_refused + sockets.DRAINED.version),
+            "bad_notices": float(sockets.DRAINED.bad),
+        }
+
+    def histograms(self) -> dict[str, list[float]]:
+        """The heartbeat's latency histograms: a flush to this worker starting to reprice,
+        and one incremental reprice with its write (ms)."""
+        return {"ingest_to_worker": self.to_worker.wire(), "reprice": self.reprice.wire()}
+
+    def begin(self) -> None:
+        """Price everything first, unless the worker took over a slot priced ahead of time."""
+        if not self.ready:
             self.initial()
-        while not stop.requested and os.getppid() == parent:
-            events = dict(poller.poll(_POLL_MS))
-            flushed_ns = time.monotonic_ns()
-            if self.sub in events:
-                for notice in sockets.drain(self.sub):  # only the latest state matters
-                    if isinstance(notice, msg.QuotesDirty):
-                        flushed_ns = notice.flushed_ns
-            self.poll_quotes(flushed_ns)
-            if self.router in events:
-                self.handle_request()
-            self.finish_profile()
-            self._heartbeat()
-        self.finish_profile(force=True)
+
+    def turn(self) -> None:
+        """One poll of the notices and requests, and the work it found."""
+        events = dict(self.poller.poll(_POLL_MS))
+        flushed_ns = time.monotonic_ns()
+        if self.sub in events:
+            for notice in sockets.drain(self.sub):  # only the latest state matters
+                if isinstance(notice, msg.QuotesDirty):
+                    flushed_ns = notice.flushed_ns
+        self.poll_quotes(flushed_ns)
+        if self.router in events:
+            self.handle_request()
+        self.finish_profile()
 
     def close(self) -> None:
-        """Close sockets and detach from shared memory (never unlink: not the owner)."""
-        for sock in (self.sub, self.router, self.push_risk, self.push_hb):
+        """Answer a profile still running, close sockets and detach from shared memory (never
+        unlink: not the owner)."""
+        self.finish_profile(force=True)
+        self.shell.close()
+        for sock in (self.sub, self.router, self.push_risk):
             sock.close(linger=0)
         self.ctx.term()
         self.quotes.close()
@@ -562,22 +417,16 @@ class WorkerProcess:
 
 def run(config_json: str, asset_class: str, slot: int) -> None:
     """Process entry point (``spawn``): serve one worker until SIGTERM/SIGINT."""
-    config = decode_config(config_json)
-    logs.setup(config.name, f"worker:{worker_name(asset_class, slot)}")
-    stop = _Stop()
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    if config.worker_nice > 0:
-        # on a small machine the workers can keep every core busy; ingestion (tick latency)
-        # and the aggregator (snapshots, requests) must not queue behind them
-        os.nice(config.worker_nice)
+    # niced: on a small machine the workers can keep every core busy; ingestion (tick latency)
+    # and the aggregator (snapshots, requests) must not queue behind them
+    config, stop = shell.start(config_json, f"worker:{worker_name(asset_class, slot)}", niced=True)
     if config.rolling_restart_s > 0:
         gc.disable()  # only together with rolling restarts, which bound the garbage
-    die_with_parent()
-    worker = WorkerProcess(config, asset_class, slot)
-    if config.rolling_restart_s > 0:
-        gc.freeze()
-    try:
-        worker.run(stop)
-    finally:
-        worker.close()
+
+    def make() -> WorkerProcess:
+        worker = WorkerProcess(config, asset_class, slot, stop)
+        if config.rolling_restart_s > 0:
+            gc.freeze()
+        return worker
+
+    shell.run_polling(make)
