@@ -16,6 +16,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 from service_helpers import POSITIONS, make_files, start
 
 import workbench
@@ -114,7 +115,9 @@ def test_connect_gives_the_async_client_and_its_answers_equal_the_blocking_ones(
     assert got["ping"]["name"] == "asyncsvc"
     assert got["sup"].data["pid"] == service.descriptor.pid
     assert got["by_desk"].select(_MEASURES).equals(service.aggregate(("desk",)).select(_MEASURES))
-    assert got["pnl"].equals(service.whatif(shocks))
+    # two what-ifs re-solve the shocked curves from different warm starts: equal to the
+    # solver's precision (a last-digit difference in a desk's sum was seen), not bit for bit
+    assert_frame_equal(got["pnl"], service.whatif(shocks), check_exact=False, rel_tol=1e-12)
     assert got["positions"].height == service.positions("fx").height > 0
     frame, identity = got["snapshot"]
     assert frame.height == POSITIONS

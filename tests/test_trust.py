@@ -410,29 +410,36 @@ def test_a_message_of_another_schema_version_is_refused_and_counted(quiet: Clien
     )
 
 
-def test_sequence_gaps_are_counted(files: tuple[Path, Path]) -> None:
-    pub = zmq.Context.instance().socket(zmq.PUB)
+@contextlib.contextmanager
+def _fed(files: tuple[Path, Path], name: str) -> Iterator[tuple[Client, zmq.Socket[bytes]]]:
+    """A service reading an external feed, and the PUB socket that is that feed."""
+    pub: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.PUB)
     pub.setsockopt(zmq.LINGER, 0)
     port = pub.bind_to_random_port("tcp://127.0.0.1")
     try:
-        svc = start(files, "trustgaps", feed=f"tcp://127.0.0.1:{port}")
+        svc = start(files, name, feed=f"tcp://127.0.0.1:{port}")
         try:
-            now = time.monotonic_ns()
-            for seq in (1, 2, 5, 6, 20):  # gaps after 2 (3 missing... 2 seqs) and 6 (13)
-                pub.send(msgspec.msgpack.encode(["FX.EURUSD", 1.1 + seq * 1e-5, seq, now]))
-                time.sleep(0.05)
-
-            def ingest() -> dict[str, float]:
-                st = svc.status()
-                return dict(next(p for p in st["processes"] if p["name"] == "ingest")["stats"])
-
-            wait(lambda: ingest().get("accepted", 0) >= 5, 20, "the ticks accepted")
-            wait(lambda: ingest().get("gaps", 0) == 2, 10, "two gaps")
-            assert ingest()["gap_ticks"] == 15
+            yield svc, pub
         finally:
             svc.stop()
     finally:
         pub.close()
+
+
+def test_sequence_gaps_are_counted(files: tuple[Path, Path]) -> None:
+    with _fed(files, "trustgaps") as (svc, pub):
+        now = time.monotonic_ns()
+        for seq in (1, 2, 5, 6, 20):  # gaps after 2 (3 missing... 2 seqs) and 6 (13)
+            pub.send(msgspec.msgpack.encode(["FX.EURUSD", 1.1 + seq * 1e-5, seq, now]))
+            time.sleep(0.05)
+
+        def ingest() -> dict[str, float]:
+            st = svc.status()
+            return dict(next(p for p in st["processes"] if p["name"] == "ingest")["stats"])
+
+        wait(lambda: ingest().get("accepted", 0) >= 5, 20, "the ticks accepted")
+        wait(lambda: ingest().get("gaps", 0) == 2, 10, "two gaps")
+        assert ingest()["gap_ticks"] == 15
 
 
 @pytest.mark.parametrize(
@@ -623,25 +630,16 @@ def test_the_remote_gateway_never_waits_on_a_stalled_aggregator(
 def test_the_market_view_holds_every_quote_of_its_generation(files: tuple[Path, Path]) -> None:
     """client.market() is answered by a rates worker: an equity spot that moved (which that
     worker does not price) is in it at its new value, under the generation that holds it."""
-    pub = zmq.Context.instance().socket(zmq.PUB)
-    pub.setsockopt(zmq.LINGER, 0)
-    port = pub.bind_to_random_port("tcp://127.0.0.1")
-    try:
-        svc = start(files, "trustview", feed=f"tcp://127.0.0.1:{port}")
-        try:
-            before = svc.market()
-            spot = next(q for q in before.quotes["quote_id"] if q.startswith("EQ."))
-            old = float(before.quotes.filter(pl.col("quote_id") == spot)["value"][0])
+    with _fed(files, "trustview") as (svc, pub):
+        before = svc.market()
+        spot = next(q for q in before.quotes["quote_id"] if q.startswith("EQ."))
+        old = float(before.quotes.filter(pl.col("quote_id") == spot)["value"][0])
 
-            def moved() -> bool:
-                pub.send(msgspec.msgpack.encode([spot, old * 1.01, 1, time.monotonic_ns()]))
-                return svc.market().generation > before.generation
+        def moved() -> bool:
+            pub.send(msgspec.msgpack.encode([spot, old * 1.01, 1, time.monotonic_ns()]))
+            return svc.market().generation > before.generation
 
-            wait(moved, 30, "a new quote generation")
-            view = svc.market()
-            got = float(view.quotes.filter(pl.col("quote_id") == spot)["value"][0])
-            assert got == pytest.approx(old * 1.01, rel=1e-12)
-        finally:
-            svc.stop()
-    finally:
-        pub.close()
+        wait(moved, 30, "a new quote generation")
+        view = svc.market()
+        got = float(view.quotes.filter(pl.col("quote_id") == spot)["value"][0])
+        assert got == pytest.approx(old * 1.01, rel=1e-12)
