@@ -199,6 +199,7 @@ def test_bad_ticks_are_counted_and_only_valid_latest_values_reach_the_table(
             ENCODE(["FX.EURUSD", "1.09", 4, 0]),  # value as a string
             ENCODE({"quote_id": "FX.EURUSD"}),
             ENCODE(["FX.EURUSD", 1.09, 4]),  # a field missing
+            ENCODE(["FX.EURUSD", 1.09, 4, 0, "x"]),  # a fifth element
             _tick(rate, math.nan, 2),
             _tick("EQ.AAPL", -260.0, 1),
             _tick("FX.NOSUCH", 1.0, 1),
@@ -212,7 +213,7 @@ def test_bad_ticks_are_counted_and_only_valid_latest_values_reach_the_table(
         assert stats["offered"] == len(payloads)
         assert stats["accepted"] == 4
         expected = {
-            "bad_payload": 5,
+            "bad_payload": 6,
             "unknown_id": 1,
             "nan": 1,
             "non_positive": 1,

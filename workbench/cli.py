@@ -15,13 +15,7 @@ from pathlib import Path
 
 from workbench.client import ServiceError, connect, start
 from workbench.market.model import MarketError
-
-
-def _parse_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+from workbench.reports.cli import iso_date
 
 
 def _positive_int(text: str) -> int:
@@ -256,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen = market.add_parser("generate", help="write the reference market snapshot")
     gen.add_argument("--out", type=Path, required=True, help="output JSON file")
-    gen.add_argument("--as-of", type=_parse_date, default=date(2026, 11, 24), dest="as_of")
+    gen.add_argument("--as-of", type=iso_date, default=date(2026, 11, 24), dest="as_of")
     gen.add_argument("--seed", type=int, default=7)
     gen.set_defaults(func=_cmd_market_generate)
 

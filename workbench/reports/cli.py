@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _date(text: str) -> date:
+def iso_date(text: str) -> date:
+    """An argparse type: a ``YYYY-MM-DD`` date, or a usage error naming the text."""
     try:
         return date.fromisoformat(text)
     except ValueError:
@@ -39,7 +40,7 @@ def add_eod_parser(subparsers: Any) -> argparse.ArgumentParser:
         "OUT/<as-of>/ (report.ipynb, report.html, summary.json, snapshot files). Exit codes: "
         "0 ok, 2 bad input, 3 failed cell, 4 service missing or stale, 5 timeout.",
     )
-    eod.add_argument("--as-of", type=_date, required=True, dest="as_of", help="YYYY-MM-DD")
+    eod.add_argument("--as-of", type=iso_date, required=True, dest="as_of", help="YYYY-MM-DD")
     eod.add_argument("--out", type=Path, required=True, help="reports folder")
     source = eod.add_mutually_exclusive_group()
     source.add_argument("--service", default=None, help="service name (default: the only one)")

@@ -26,8 +26,8 @@ MAX_WIRE_BYTES = 64 * MAX_CONTROL_BYTES
 """A message larger than this closes the sender's connection unread (libzmq's MAXMSGSIZE)."""
 
 
-class Tick(msgspec.Struct, frozen=True, array_like=True):
-    """One quote update from a feed.
+class Tick(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
+    """One quote update from a feed: an array of exactly four elements.
 
     ``value`` in the quote's unit (docs/formats.md); ``seq`` increases per quote id at the
     publisher (duplicates and older values are dropped); ``sent_ns`` is the publisher's
