@@ -1,13 +1,24 @@
-"""Shared by the service benchmarks: the reference market and book written to a folder, and a
-service started on them with its own run folder."""
+"""Shared by the service benchmarks: the reference market and book written to a folder, a
+service started on them with its own run folder, and its desk dashboard open in a browser."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+from playwright.sync_api import Page, sync_playwright
 
 import workbench
 from workbench.book.reference import generate_reference_book
+from workbench.engine.transport.endpoints import free_port
 from workbench.market.io import save_market
 from workbench.market.model import MarketSnapshot
 from workbench.market.reference import generate_reference_market
@@ -38,3 +49,44 @@ def service_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--positions", type=int, default=40_000)
     parser.add_argument("--rate", type=float, default=5_000.0)
     return parser
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@contextlib.contextmanager
+def desk_in_browser(folder: Path, root: Path, name: str) -> Iterator[Page]:
+    """The desk dashboard (``workbench dashboard``, Voila) of service ``name`` (run folder
+    ``root``) open in headless Chromium, its grid drawn; yields the page. Stops both."""
+    port = free_port()
+    env = {**os.environ, "WORKBENCH_RUN_DIR": str(root), "HOME": str(folder)}
+    log = (folder / "voila.log").open("wb")
+    voila = subprocess.Popen(
+        [sys.executable, "-m", "workbench.widgets.dashboard", "--name", name, "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                break
+            time.sleep(0.5)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                         args=["--no-sandbox", "--disable-gpu"])  # fmt: skip
+            try:
+                page = browser.new_page(viewport={"width": 1600, "height": 1000})
+                page.set_default_timeout(180_000)
+                page.goto(f"http://127.0.0.1:{port}/")
+                page.locator(".wbg-r.wbg-t").wait_for()
+                page.locator(".widget-html-content", has_text="snapshot ").first.wait_for()
+                yield page
+            finally:
+                browser.close()
+    finally:
+        voila.send_signal(signal.SIGTERM)
+        try:
+            voila.wait(60)
+        except subprocess.TimeoutExpired:
+            voila.kill()
+        log.close()

@@ -15,23 +15,14 @@ Run: ``python benchmarks/bench_browser.py [--minutes 10] [--positions 40000] [--
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
 import re
-import signal
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _reference import reference_service, service_parser
-from playwright.sync_api import sync_playwright
-
-from workbench.engine.transport.endpoints import free_port
+from _reference import desk_in_browser, reference_service, service_parser
 
 CHROMIUM = "/usr/bin/chromium"
 _COUNTER = """() => {
@@ -53,28 +44,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         svc, root, _ = reference_service(folder, "browse", positions=args.positions, rate=args.rate)
-        port = free_port()
-        env = {**os.environ, "WORKBENCH_RUN_DIR": str(root), "HOME": str(folder)}
-        log = (folder / "voila.log").open("wb")
-        voila = subprocess.Popen(
-            [sys.executable, "-m", "workbench.widgets.dashboard", "--name", "browse",
-             "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
         try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
-                    break
-                time.sleep(0.5)
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=["--no-sandbox", "--disable-gpu"])  # fmt: skip
-                page = browser.new_page(viewport={"width": 1600, "height": 1000})
-                page.set_default_timeout(180_000)
-                page.goto(f"http://127.0.0.1:{port}/")
-                page.locator(".wbg-r.wbg-t").wait_for()
-                page.locator(".widget-html-content", has_text="snapshot ").first.wait_for()
+            with desk_in_browser(folder, root, "browse") as page:
                 page.evaluate(_COUNTER)
                 t0 = time.monotonic()
                 samples: list[tuple[float, int, int, int]] = []  # t, changes, drawn, service
@@ -85,7 +56,6 @@ def main() -> None:
                     drawn = int(re.search(r"snapshot (\d+)", state["last"]).group(1))  # type: ignore[union-attr]
                     latest = svc.latest(timeout_s=10).seq
                     samples.append((time.monotonic() - t0, state["changes"], drawn, latest))
-                browser.close()
             rates = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(samples)]
             backlog = [s[3] - s[2] for s in samples]
             total_rate = samples[-1][1] / samples[-1][0]
@@ -97,12 +67,6 @@ def main() -> None:
                   f"{statistics.median(backlog[:third]):.0f}, last third median "
                   f"{statistics.median(backlog[-third:]):.0f}, max {max(backlog)}")  # fmt: skip
         finally:
-            voila.send_signal(signal.SIGTERM)
-            try:
-                voila.wait(60)
-            except subprocess.TimeoutExpired:
-                voila.kill()
-            log.close()
             svc.stop()
 
 

@@ -36,6 +36,10 @@ Measured for each kill:
   before the first kill, after every kill of a non-worker, after every 10th worker kill and
   at the end (``--compare-every``).
 
+``--browser``: the desk dashboard (``workbench dashboard``: Voila and its kernel) of the service
+stays open in headless Chromium through the kills, as a desk runs it (its processes share the
+cores; printed with the setting).
+
 ``--supervisor-kill``: then ``kill -9`` of the supervisor: every child (the pids of
 ``processes.json``) must be gone within 2 s, and the next start of a service must reap every
 segment the dead one left in ``/dev/shm`` (listed before and after).
@@ -48,6 +52,7 @@ Run: ``python benchmarks/bench_chaos.py [--worker-kills 100] [--other-kills 5] [
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -73,7 +78,7 @@ from _probes import (
     status_proc,
     stop_service,
 )
-from _reference import reference_service, service_parser
+from _reference import desk_in_browser, reference_service, service_parser
 
 import workbench
 from workbench.engine.processes.partition import worker_rows
@@ -293,6 +298,7 @@ def main() -> int:
                         help="compare the numbers after every n-th worker kill")  # fmt: skip
     parser.add_argument("--tolerance", type=float, default=1e-9)
     parser.add_argument("--supervisor-kill", action="store_true", dest="supervisor_kill")
+    parser.add_argument("--browser", action="store_true", help="the desk open in Chromium")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up below
 
@@ -303,14 +309,20 @@ def main() -> int:
     goals: dict[str, bool] = {}
     kills: list[Kill] = []
     t_run = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="bench-chaos-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-chaos-") as tmp,
+        contextlib.ExitStack() as desk,
+    ):
         svc: workbench.Client | None = None
         nxt: workbench.Client | None = None
         chaos: Chaos | None = None
         try:
             t0 = time.monotonic()
-            svc, _, _ = reference_service(Path(tmp), NAME, positions=args.positions,
-                                          rate=args.rate)  # fmt: skip
+            svc, root, _ = reference_service(Path(tmp), NAME, positions=args.positions,
+                                             rate=args.rate)  # fmt: skip
+            if args.browser:  # the user's setting: the desk dashboard drawn in a browser
+                desk.enter_context(desk_in_browser(Path(tmp), root, NAME))
+                print("attached: the desk dashboard (Voila, its kernel) in headless Chromium")
             print(f"service: {args.positions:,} positions, synthetic feed at {args.rate:,.0f} "
                   f"ticks/s, workers {svc.descriptor.config.workers}, standby on; ready "
                   f"after {time.monotonic() - t0:.1f} s")  # fmt: skip
