@@ -47,6 +47,16 @@ def _standby_ready(svc: workbench.Client) -> bool:
     return bool(sb and sb["state"] == "ready")
 
 
+def _print_pss(svc: workbench.Client, when: str) -> None:
+    """Print the total PSS of the service's processes, the standby included."""
+    st = svc.status()
+    pids = [p["pid"] for p in st["processes"]] + [svc.descriptor.pid]
+    if st.get("standby"):
+        pids.append(st["standby"]["pid"])
+    pss = sum(_pss_mb(p) for p in pids)
+    print(f"total PSS of {len(pids)} processes (standby included){when}: {pss:.0f} MB")
+
+
 def _kills(svc: workbench.Client, n: int, seed: int, *, standby: bool) -> list[float]:
     """Seconds from ``kill -9`` of a random worker until none of the book is stale, n times."""
     rng = random.Random(seed)
@@ -131,13 +141,10 @@ def main() -> None:
             deadline = time.monotonic() + 120
             while not _standby_ready(svc) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            st = svc.status()
-            pids = [p["pid"] for p in st["processes"]] + [svc.descriptor.pid]
-            if st.get("standby"):
-                pids.append(st["standby"]["pid"])
-            pss = sum(_pss_mb(p) for p in pids)
-            print(f"total PSS of {len(pids)} processes (standby included): {pss:.0f} MB")
+            _print_pss(svc, "")
             with_standby = _kills(svc, args.kills, seed=7, standby=True)
+            time.sleep(10.0)  # the takers' pages diverge from their successors' as they work
+            _print_pss(svc, f", 10 s after {args.kills} kills (each slot taken by a standby)")
         finally:
             svc.stop()
         print(_summary("kill -9 → fresh, warm standby", with_standby))
