@@ -68,16 +68,21 @@ def _imports(path: Path) -> set[str]:
     return {m for m in found if m.split(".")[0] == "workbench"}
 
 
-def test_widgets_use_only_the_client_and_the_risk_types() -> None:
-    allowed = ("workbench.client", "workbench.risk", "workbench.widgets")
-    package = Path(workbench.__file__).parent / "widgets"
-    bad = {
+def _outside(package: str, allowed: tuple[str, ...]) -> list[str]:
+    """``file: module`` for every workbench import in ``workbench/<package>`` not under
+    ``allowed``."""
+    folder = Path(workbench.__file__).parent / package
+    return sorted(
         f"{path.name}: {module}"
-        for path in sorted(package.glob("*.py"))
+        for path in sorted(folder.glob("*.py"))
         for module in _imports(path)
         if not any(module == a or module.startswith(a + ".") for a in allowed)
-    }
-    assert not bad, f"widgets reach past the client: {sorted(bad)}"
+    )
+
+
+def test_widgets_use_only_the_client_and_the_risk_types() -> None:
+    bad = _outside("widgets", ("workbench.client", "workbench.risk", "workbench.widgets"))
+    assert not bad, f"widgets reach past the client: {bad}"
 
 
 _ABOVE_DATA = ("workbench.pricing", "workbench.risk", "workbench.engine", "workbench.client",
@@ -118,14 +123,8 @@ def test_the_cli_and_widgets_import_nothing_of_the_engine() -> None:
 
 def test_reports_use_only_the_client_the_risk_types_and_the_batch_door() -> None:
     allowed = ("workbench.client", "workbench.risk", "workbench.batch", "workbench.reports")
-    package = Path(workbench.__file__).parent / "reports"
-    bad = {
-        f"{path.name}: {module}"
-        for path in sorted(package.glob("*.py"))
-        for module in _imports(path)
-        if not any(module == a or module.startswith(a + ".") for a in allowed)
-    }
-    assert not bad, f"reports reach past the client and the batch door: {sorted(bad)}"
+    bad = _outside("reports", allowed)
+    assert not bad, f"reports reach past the client and the batch door: {bad}"
 
 
 def _calls(path: Path) -> set[str]:

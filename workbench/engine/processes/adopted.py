@@ -38,12 +38,15 @@ class AdoptedProcess:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
         except ChildProcessError:  # not ours to wait for: tell its end by the pidfd alone
             if select.select([self.sentinel], [], [], 0)[0]:
-                self._exitcode = -1
+                self._ended(-1)
             return
         if pid != 0:
-            self._exitcode = os.waitstatus_to_exitcode(status)
-            os.close(self.sentinel)
-            self.sentinel = -1
+            self._ended(os.waitstatus_to_exitcode(status))
+
+    def _ended(self, exitcode: int) -> None:
+        self._exitcode = exitcode
+        os.close(self.sentinel)
+        self.sentinel = -1
 
     def is_alive(self) -> bool:
         """Whether the process still runs."""

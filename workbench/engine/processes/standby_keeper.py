@@ -168,6 +168,7 @@ class StandbyKeeper:
         if succ is not None and now_ns >= succ.due_ns:
             self.successor = None
             succ.orders.close()  # a successor that comes after all reads EOF and leaves
+            self._strays = True  # (and is reaped here)
             self.due_ns = now_ns + int(_SPAWN_DELAY_S * 1e9)
             logs.event(
                 log,
@@ -184,10 +185,12 @@ class StandbyKeeper:
             mine = set(known)
             if self.standby is not None and self.standby.process.pid is not None:
                 mine.add(self.standby.process.pid)
-            for pid in zombie_children():
-                if pid not in mine:  # an adopted process nobody else waits for
-                    with contextlib.suppress(ChildProcessError):
-                        os.waitpid(pid, os.WNOHANG)
+            strays = [pid for pid in zombie_children() if pid not in mine]
+            for pid in strays:  # an adopted process nobody else waits for
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+            # look again only while a fork may still leave one (not every second for ever)
+            self._strays = bool(strays) or self.successor is not None
         return changed
 
     def _exited(self, sb: _Standby, now_ns: int) -> None:
