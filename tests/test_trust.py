@@ -530,6 +530,9 @@ def test_workers_killed_one_after_another_each_find_a_ready_standby(quiet: Clien
     assert [r["standby"] for r in exits] == [True] * 4, exits
     spawned = [r for r in records if r["event"] == "child_started"]
     assert all(r.get("forked") for r in spawned), f"a process was started cold: {spawned}"
+    takes = [r for r in records if r["event"] == "ready" and r.get("took_over")]
+    threads = svc.descriptor.config.takeover_threads
+    assert [r.get("threads") for r in takes] == [threads] * 4, "each takeover on both cores"
     assert len(set(takers)) == 4
     after = svc.positions().sort("row")
     assert not after["stale"].any()

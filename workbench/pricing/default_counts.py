@@ -40,6 +40,12 @@ remain; the dropped mass is 1.6e-16), so the cost is that of 58 nodes. On the re
 indices the tranche expected losses are within 1.5e-7 (of the tranche notional) of an 800-node
 Gauss–Legendre integration; with 64 nodes 2.6e-5, with 48 nodes 9e-5."""
 
+NEGLIGIBLE = 1e-280
+"""Conditional count probabilities below this are set to 0 as the recursion goes: in the far
+tails of the factor they would otherwise pass through the subnormal range (below 2.2e-308),
+where each operation costs ~100 cycles: the recursion ran 2.4× slower on the reference
+indices. What is dropped weighs below 1e-280 in any probability (a node's weight is ≤ 1)."""
+
 TAYLOR_SHIFT = 0.02
 """Largest shift of a standardised threshold ``(c_s − c_0)/√(1 − ρ)`` served by the Taylor
 series (sixth order: remainder below ~2e-15 in probability); larger shifts get a fresh erfc."""
@@ -140,14 +146,16 @@ def _count_recursion(
         for q in range(n_nodes):
             mean += w[q] * pi[q]
             prev[q] = d[0, q]
-            d[0, q] = prev[q] * (1.0 - pi[q])
+            v = prev[q] * (1.0 - pi[q])
+            d[0, q] = v if v > NEGLIGIBLE else 0.0
         top = min(i + 1, keep)  # at most i + 1 defaults among the first i + 1 names
         for n in range(1, top + 1):
             row = d[n]
             if n < keep:
                 for q in range(n_nodes):  # nodes innermost: contiguous, vectorised
                     cur = row[q]
-                    row[q] = cur + (prev[q] - cur) * pi[q]
+                    v = cur + (prev[q] - cur) * pi[q]
+                    row[q] = v if v > NEGLIGIBLE else 0.0
                     prev[q] = cur
             else:  # "at least keep" absorbs: nothing leaves it
                 for q in range(n_nodes):

@@ -15,7 +15,9 @@ The successor is forked twice so that its parent becomes the supervisor (a child
 which watches, stops and reaps it like the children it started. Where that cannot be done the
 supervisor starts a new standby from scratch.
 
-A standby costs memory (one more process holding the book) and no CPU while it waits.
+A standby costs memory (one more process holding the book) and no CPU while it waits. Its
+takeover reprice runs on ``takeover_threads`` Numba threads (2: both cores, for the ~0.1 s it
+lasts), then the worker it became runs on ``numba_threads`` like the others.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import signal
 import time
 from multiprocessing.connection import Connection
 
+import numba
 import zmq
 
 from workbench.book.io import load_book
@@ -106,7 +109,11 @@ class Standby:
         self.release_sockets()
         logs.setup(self.config.name, f"worker:{worker_name(asset_class, slot)}")
         worker = WorkerProcess(self.config, asset_class, slot, self.stop, prepared, self.quotes)
-        worker.take_over()
+        numba.set_num_threads(_threads(self.config.takeover_threads))
+        try:
+            worker.take_over()
+        finally:
+            numba.set_num_threads(_threads(self.config.numba_threads))
         return worker
 
     def close(self) -> None:
@@ -114,6 +121,11 @@ class Standby:
         self.prepared.clear()
         self.release_sockets()
         self.quotes.close()
+
+
+def _threads(wanted: int) -> int:
+    """``wanted`` Numba threads, at most the pool this process was started with."""
+    return max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))
 
 
 def fork_successor(supervisor: int) -> bool:
@@ -166,6 +178,7 @@ def run(config_json: str, orders: Connection) -> None:
     die_with_parent()
     if config.worker_nice > 0:
         os.nice(config.worker_nice)
+    numba.set_num_threads(_threads(config.numba_threads))  # its pool is for takeovers
     stop = shell.Stop()
     standby = Standby(config, stop)  # SIGTERM meanwhile ends it at once: nothing to clean up
     signal.signal(signal.SIGTERM, stop)

@@ -326,7 +326,13 @@ class Supervisor(ControlPlane):
         proc = self.spawn.Process(
             target=standby.run, args=(encode_config(self.config), orders), name="wb-standby"
         )
-        proc.start()
+        # the standby's thread pool is sized for its takeover burst; it uses numba_threads
+        threads = max(self.config.numba_threads, self.config.takeover_threads)
+        os.environ["NUMBA_NUM_THREADS"] = str(threads)
+        try:
+            proc.start()
+        finally:
+            os.environ["NUMBA_NUM_THREADS"] = str(self.config.numba_threads)
         return proc
 
     def _check_standby(self) -> None:

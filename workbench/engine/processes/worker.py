@@ -18,6 +18,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 import zmq
 
@@ -236,6 +237,7 @@ class WorkerProcess(WorkerRequests):
         """Start serving a slot whose worker died, from a repricer priced ahead of time: reprice
         what moved since, write every row, declare readiness (a fraction of :meth:`initial`)."""
         t0 = time.monotonic_ns()
+        cpu0 = time.process_time_ns()
         values, stamps, gen = self.quotes.snapshot()
         changed = np.flatnonzero(stamps != self.seen_ns)
         self.seen_ns, self.priced_gen = stamps, gen
@@ -257,6 +259,8 @@ class WorkerProcess(WorkerRequests):
             f"({changed.size} quotes moved since it priced them)",
             positions=int(self.repricer.rows.size),
             ms=self.tally.full_reprice_ns / 1e6,
+            cpu_ms=(time.process_time_ns() - cpu0) / 1e6,  # of every thread of the process
+            threads=numba.get_num_threads(),
             took_over=True,
         )
         self._heartbeat()

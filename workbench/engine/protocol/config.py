@@ -98,6 +98,9 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     rolling_restart_s: float = 0.0  # 0 = off; workers keep the cyclic GC on unless this is on
     recon_s: float = 60.0
     numba_threads: int = 1
+    takeover_threads: int = 2
+    """Numba threads of a standby while it reprices a dead worker's slot (then
+    ``numba_threads``): a takeover is a burst that both cores finish sooner."""
     worker_nice: int = 5  # pricing workers yield the CPU to ingestion and aggregation (0: off)
     service_nice: int = 5  # the whole service yields to notebook kernels and JupyterLab (0: off)
     remote: RemoteConfig | None = None  # None: nothing listens beyond 127.0.0.1
