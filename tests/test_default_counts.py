@@ -234,5 +234,5 @@ def test_the_recursion_never_computes_in_the_subnormal_range() -> None:
     assert d[d != 0.0].min() >= NEGLIGIBLE
     # the same distribution as the plain recursion (which keeps every tiny value)
     full = _numpy_recursion(c[:, None], rho, QUADRATURE_NODES)[0]
-    kept = full[:keep].tolist() + [full[keep:].sum()]
+    kept = [*full[:keep].tolist(), full[keep:].sum()]
     np.testing.assert_allclose(out, kept, rtol=1e-9, atol=1e-15)

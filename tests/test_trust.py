@@ -505,6 +505,15 @@ def _log_since(svc: Client, seen: int) -> list[dict[str, object]]:
     return logs.read(Path(svc.descriptor.config.run_dir) / "service.log")[seen:]
 
 
+def _nice(pid: int) -> set[int]:
+    """The nice values of every thread of process ``pid``."""
+    out = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            out.add(int((task / "stat").read_text().rsplit(")", 1)[1].split()[16]))
+    return out
+
+
 def test_workers_killed_one_after_another_each_find_a_ready_standby(quiet: Client) -> None:
     """A standby that takes a slot forks a ready copy of itself first: a second, third and
     fourth worker killed the moment the previous slot is fresh again (the same worker twice
@@ -533,6 +542,15 @@ def test_workers_killed_one_after_another_each_find_a_ready_standby(quiet: Clien
     takes = [r for r in records if r["event"] == "ready" and r.get("took_over")]
     threads = svc.descriptor.config.takeover_threads
     assert [r.get("threads") for r in takes] == [threads] * 4, "each takeover on both cores"
+    # the standby waits at the service's priority (its takeover is not starved); the worker
+    # it became runs, every thread of it, at the workers' lower one
+    base = _nice(svc.descriptor.pid)
+    standby = _standby(svc)
+    assert standby is not None
+    assert _nice(int(str(standby["pid"]))) == base
+    lowered = min(19, next(iter(base)) + svc.descriptor.config.worker_nice)
+    for name in ("fx-0", "equity-0", "rates-0"):
+        assert _nice(_pid(svc, name)) == {lowered}, f"{name}'s threads"
     assert len(set(takers)) == 4
     after = svc.positions().sort("row")
     assert not after["stale"].any()

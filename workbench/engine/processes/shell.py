@@ -23,11 +23,13 @@ the same way):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import time
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, Final, Protocol
 
 import zmq
@@ -91,6 +93,19 @@ def start(config_json: str, role: str, *, niced: bool = False) -> tuple[ServiceC
     if niced and config.worker_nice > 0:
         os.nice(config.worker_nice)
     return config, stop
+
+
+def lower_priority(by: int) -> None:
+    """Raise the nice value of every thread of this process by ``by`` (Linux nice values are
+    per thread: ``os.nice`` would change the calling thread only, not the threads already
+    started — a Numba pool, ZeroMQ's I/O thread)."""
+    if by <= 0:
+        return
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(ProcessLookupError, FileNotFoundError):
+            tid = int(task.name)
+            now = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, now + by))
 
 
 class Body(Protocol):

@@ -15,9 +15,11 @@ The successor is forked twice so that its parent becomes the supervisor (a child
 which watches, stops and reaps it like the children it started. Where that cannot be done the
 supervisor starts a new standby from scratch.
 
-A standby costs memory (one more process holding the book) and no CPU while it waits. Its
-takeover reprice runs on ``takeover_threads`` Numba threads (2: both cores, for the ~0.1 s it
-lasts), then the worker it became runs on ``numba_threads`` like the others.
+A standby costs memory (one more process holding the book) and no CPU while it waits. It runs
+at the service's priority, not the workers' lower one (``worker_nice``), and its takeover
+reprice on ``takeover_threads`` Numba threads (2: both cores, for the ~0.1 s it lasts): under
+a busy desk a niced takeover waited up to 0.5 s for CPU. The worker it became then lowers its
+priority and runs on ``numba_threads`` like the others.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ class Standby:
             worker.take_over()
         finally:
             numba.set_num_threads(_threads(self.config.numba_threads))
+            shell.lower_priority(self.config.worker_nice)  # a worker from now on
         return worker
 
     def close(self) -> None:
@@ -176,8 +179,9 @@ def run(config_json: str, orders: Connection) -> None:
     logs.setup(config.name, ROLE)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the supervisor stops us
     die_with_parent()
-    if config.worker_nice > 0:
-        os.nice(config.worker_nice)
+    # the standby keeps the service's priority (it uses no CPU while it waits) so that its
+    # takeover, the burst that ends a slot's staleness, is not starved; the worker it becomes
+    # then yields like the others (Standby.become)
     numba.set_num_threads(_threads(config.numba_threads))  # its pool is for takeovers
     stop = shell.Stop()
     standby = Standby(config, stop)  # SIGTERM meanwhile ends it at once: nothing to clean up
