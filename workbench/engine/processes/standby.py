@@ -128,7 +128,8 @@ class Standby:
 
 def _threads(wanted: int) -> int:
     """``wanted`` Numba threads, at most the pool this process was started with."""
-    return max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))
+    pool = int(getattr(numba.config, "NUMBA_NUM_THREADS", 1))
+    return max(1, min(wanted, pool))
 
 
 def fork_successor(supervisor: int) -> bool:
