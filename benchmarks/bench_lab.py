@@ -59,6 +59,7 @@ from workbench.engine.transport.endpoints import free_port
 from workbench.widgets.dashboard import parameterize
 
 NAME = "lab"
+SERVICE_ROLES = ("feed", "ingest", "aggregator", "rates", "fx", "credit", "equity")
 KERNEL = "workbench-bench"
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 LAB_SETTINGS: dict[str, dict[str, Any]] = {
@@ -291,6 +292,11 @@ def _print(w: Window) -> None:
                                 else ""))  # fmt: skip
     print(f"        CPU, % of one core (all counted: {total:.0f}%): "
           + ", ".join(f"{k} {v:.0f}" for k, v in busy if v >= 0.5))  # fmt: skip
+    rate = w.flushes / w.seconds
+    if rate > 0:
+        service = [k for k in w.cpu if k in SERVICE_ROLES or k.split("-")[0] in SERVICE_ROLES]
+        per = ", ".join(f"{k} {w.cpu[k] * 10.0 / rate:.1f}" for k in sorted(service))
+        print(f"        CPU per flush, ms: {per}")
 
 
 def _summary(windows: list[Window], setting: str) -> dict[str, float]:
