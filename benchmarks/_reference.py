@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from playwright.sync_api import Page, sync_playwright
 
@@ -25,11 +26,11 @@ from workbench.market.reference import generate_reference_market
 
 
 def reference_service(
-    folder: Path, name: str, *, positions: int, rate: float
+    folder: Path, name: str, *, positions: int, rate: float, **options: Any
 ) -> tuple[workbench.Client, Path, MarketSnapshot]:
     """Write ``market.json`` and ``book.parquet`` (seed 1) in ``folder``, start a service on
     them (feed at ``rate`` ticks/s, run folder ``folder/run``) and return it when ready, with
-    its run folder and the market."""
+    its run folder and the market. ``options``: service configuration (``workbench.start``)."""
     market = generate_reference_market()
     save_market(market, folder / "market.json")
     generate_reference_book(market, positions=positions, seed=1).write_parquet(
@@ -37,7 +38,12 @@ def reference_service(
     )
     root = folder / "run"
     svc = workbench.start(
-        folder / "book.parquet", folder / "market.json", name=name, rate=rate, run_root=root
+        folder / "book.parquet",
+        folder / "market.json",
+        name=name,
+        rate=rate,
+        run_root=root,
+        **options,
     )
     return svc, root, market
 

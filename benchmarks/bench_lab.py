@@ -323,7 +323,10 @@ def main() -> int:
     parser = service_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--service-nice", type=int, default=None, dest="service_nice",
+                        help="the service session nice value (default: its own)")  # fmt: skip
     args = parser.parse_args()
+    options = {} if args.service_nice is None else {"service_nice": args.service_nice}
     goal_ms = 25.0 if args.rate <= 5_000 else 50.0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     windows: list[Window] = []
@@ -334,10 +337,11 @@ def main() -> int:
         try:
             t0 = time.monotonic()
             svc, root, _ = reference_service(folder, NAME, positions=args.positions,
-                                             rate=args.rate)  # fmt: skip
+                                             rate=args.rate, **options)  # fmt: skip
             lab = Lab(folder, root)
             print(f"setting: the service ({args.positions:,} positions, synthetic feed at "
-                  f"{args.rate:,.0f} ticks/s, workers {svc.descriptor.config.workers}) and "
+                  f"{args.rate:,.0f} ticks/s, workers {svc.descriptor.config.workers}, "
+                  f"service_nice {svc.descriptor.config.service_nice}) and "
                   f"JupyterLab ready after {time.monotonic() - t0:.1f} s; machine: "
                   f"{machine()}")  # fmt: skip
             for r in range(1, args.rounds + 1):
