@@ -50,11 +50,19 @@ def reference_service(
 
 def service_parser(doc: str) -> argparse.ArgumentParser:
     """A parser for a service benchmark (description: the first line of ``doc``) with the
-    options they all take: ``--positions`` (40,000) and ``--rate`` (5,000 ticks/s)."""
+    options they all take: ``--positions`` (40,000), ``--rate`` (5,000 ticks/s) and
+    ``--service-nice``."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--positions", type=int, default=40_000)
     parser.add_argument("--rate", type=float, default=5_000.0)
+    parser.add_argument("--service-nice", type=int, default=None, dest="service_nice",
+                        help="the service session's nice value (default: the service's)")  # fmt: skip
     return parser
+
+
+def service_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The service configuration the common options ask for (``--service-nice``)."""
+    return {} if args.service_nice is None else {"service_nice": args.service_nice}
 
 
 CHROMIUM = "/usr/bin/chromium"

@@ -50,7 +50,7 @@ import numpy as np
 import requests
 from _machine import machine
 from _probes import bucket_quantile, cpu_seconds, service_pids, status_proc, stop_service
-from _reference import CHROMIUM, reference_service, service_parser
+from _reference import CHROMIUM, reference_service, service_options, service_parser
 from playwright.sync_api import Page, sync_playwright
 
 import workbench
@@ -323,10 +323,8 @@ def main() -> int:
     parser = service_parser(__doc__)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--service-nice", type=int, default=None, dest="service_nice",
-                        help="the service session nice value (default: its own)")  # fmt: skip
     args = parser.parse_args()
-    options = {} if args.service_nice is None else {"service_nice": args.service_nice}
+    options = service_options(args)
     goal_ms = 25.0 if args.rate <= 5_000 else 50.0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     windows: list[Window] = []

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _reference import reference_service, service_parser
+from _reference import reference_service, service_options, service_parser
 from jupyter_client.manager import start_new_kernel
 
 from workbench.risk.shocks import ParallelShock, QuoteShock
@@ -118,8 +118,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         svc, root, market = reference_service(
-            folder, "nb", positions=args.positions, rate=args.rate
+            folder, "nb", positions=args.positions, rate=args.rate, **service_options(args)
         )
+        print(f"service_nice {svc.descriptor.config.service_nice}")
         try:
             time.sleep(5.0)
             usd_sofr = [i.quote for i in market.curve("USD.SOFR").instruments]
