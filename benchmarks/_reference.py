@@ -56,7 +56,7 @@ def service_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--positions", type=int, default=40_000)
     parser.add_argument("--rate", type=float, default=5_000.0)
     parser.add_argument("--service-nice", type=int, default=None, dest="service_nice",
-                        help="the service session's nice value (default: the service's)")  # fmt: skip
+                        help="the service session's nice value (default: its own)")  # fmt: skip
     return parser
 
 
