@@ -1,6 +1,7 @@
 """The ``workbench`` command.
 
 ``workbench market generate``  write the reference market snapshot (JSON)
+``workbench market history``   write a reference history ending on a market (Parquet)
 ``workbench book generate``    write the reference book (Parquet or CSV)
 ``workbench price``            re-risk a book against a market, write one row per position
 """
@@ -26,6 +27,22 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive: {value}")
     return value
+
+
+def _cmd_market_history(args: argparse.Namespace) -> int:
+    from workbench.market.history import save_history
+    from workbench.market.io import load_market
+    from workbench.market.reference_history import generate_history
+
+    market = load_market(args.market)
+    frame = generate_history(market, days=args.days, seed=args.seed)
+    save_history(frame, args.out)
+    first, last = str(frame["date"].min()), str(frame["date"].max())
+    print(
+        f"wrote {args.out}: {args.days} days ({first} to {last}) × {len(market.quote_ids)} "
+        f"quotes, the last day equal to {args.market}"
+    )
+    return 0
 
 
 def _cmd_market_generate(args: argparse.Namespace) -> int:
@@ -253,6 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--as-of", type=iso_date, default=date(2026, 11, 24), dest="as_of")
     gen.add_argument("--seed", type=int, default=7)
     gen.set_defaults(func=_cmd_market_generate)
+    hist = market.add_parser(
+        "history", help="write a reference history of daily quotes ending on a market"
+    )
+    hist.add_argument("--market", type=Path, required=True, help="market snapshot JSON")
+    hist.add_argument("--days", type=int, default=750, help="weekdays of history (750)")
+    hist.add_argument("--seed", type=int, default=7)
+    hist.add_argument("--out", type=Path, required=True, help="output Parquet file")
+    hist.set_defaults(func=_cmd_market_history)
 
     book = sub.add_parser("book", help="position books").add_subparsers(
         dest="action", required=True
