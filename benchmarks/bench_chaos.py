@@ -56,6 +56,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import sys
@@ -156,7 +157,10 @@ class Chaos:
         sb = st.get("standby")
         ready = bool(sb and sb["state"] == "ready")
         t_kill_ns = time.monotonic_ns()
-        os.kill(pid, signal.SIGKILL)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # it died by itself meanwhile (e.g. killed for silence)
+            print(f"  {name} (pid {pid}) was already gone: its replacement is measured")
         stale_s = float("inf")
         stamps, stale = self.risk.columns["updated_ns"], self.risk.columns["stale"]
         while (time.monotonic_ns() - t_kill_ns) / 1e9 < RECOVERY_TIMEOUT_S:
@@ -330,6 +334,8 @@ def main() -> int:
     parser.add_argument("--tolerance", type=float, default=1e-9)
     parser.add_argument("--supervisor-kill", action="store_true", dest="supervisor_kill")
     parser.add_argument("--browser", action="store_true", help="the desk open in Chromium")
+    parser.add_argument("--keep-log", type=Path, default=None, dest="keep_log",
+                        help="copy the service log here at the end")  # fmt: skip
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the clean-up below
 
@@ -414,6 +420,8 @@ def main() -> int:
             for line in setting_lines(nxt or svc):
                 print(f"(at the end) {line}")
         finally:
+            if args.keep_log is not None and (Path(tmp) / "run" / NAME / "service.log").exists():
+                shutil.copyfile(Path(tmp) / "run" / NAME / "service.log", args.keep_log)
             if chaos is not None:
                 chaos.close()
             for s in (svc, nxt):
