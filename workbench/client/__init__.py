@@ -27,6 +27,7 @@ from workbench.risk.breaches import Breach
 from workbench.risk.limits import LimitConfig
 from workbench.risk.shocks import (
     AnyShock,
+    CorrelationShock,
     ParallelShock,
     QuoteShock,
     SpotShock,
@@ -43,6 +44,7 @@ __all__ = [
     "Breach",
     "Client",
     "ConflationConfig",
+    "CorrelationShock",
     "FeedConfig",
     "LimitConfig",
     "MarketView",

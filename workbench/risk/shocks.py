@@ -3,6 +3,8 @@ msgpack). :func:`workbench.risk.whatif.apply_shocks` applies them to a market.""
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 
@@ -36,17 +38,21 @@ class QuoteShock(Shock, frozen=True, tag="quote"):
 
 
 class SpotShock(Shock, frozen=True, tag="spot"):
-    """FX (``FX.EURUSD``) or equity (``EQ.AAPL``) spots matching ``pattern`` moved by ``pct``%."""
+    """FX (``FX.EURUSD``) or equity (``EQ.AAPL``) spots matching ``pattern`` moved by ``pct``%
+    (only FX or only equity spots with ``asset``)."""
 
     pct: float
     pattern: str = "*"
+    asset: Literal["fx", "equity"] | None = None
 
 
 class VolShock(Shock, frozen=True, tag="vol"):
-    """Vol quotes (``FXVOL.*``, ``EQVOL.*``) matching ``pattern`` moved by ``points`` vol points."""
+    """Vol quotes (``FXVOL.*``, ``EQVOL.*``) matching ``pattern`` moved by ``points`` vol points
+    (only FX or only equity vols with ``asset``)."""
 
     points: float
     pattern: str = "*"
+    asset: Literal["fx", "equity"] | None = None
 
 
 class SpreadShock(Shock, frozen=True, tag="spread"):
@@ -56,4 +62,14 @@ class SpreadShock(Shock, frozen=True, tag="spread"):
     pattern: str = "*"
 
 
-AnyShock = ParallelShock | TwistShock | QuoteShock | SpotShock | VolShock | SpreadShock
+class CorrelationShock(Shock, frozen=True, tag="correlation"):
+    """Credit index correlation quotes (``CDX.IG.5Y.CORR``) matching ``pattern`` (on the index
+    id, ``CDX.IG``) moved by ``points`` correlation points (0.01)."""
+
+    points: float
+    pattern: str = "*"
+
+
+AnyShock = (
+    ParallelShock | TwistShock | QuoteShock | SpotShock | VolShock | SpreadShock | CorrelationShock
+)

@@ -1,7 +1,8 @@
 """What-if shocks applied to a copy of a market snapshot (the live one is never touched).
 
 Units: ``bp`` basis points (1e-4 on rate and spread quotes, which are decimals), ``pct`` percent
-of spot (a relative move), ``points`` vol points (0.01 on vol quotes, which are decimals).
+of spot (a relative move), ``points`` vol or correlation points (0.01 on vol and correlation
+quotes, which are decimals).
 Patterns are shell-style (``fnmatch``) on the part of the quote id after the prefix, e.g.
 ``SpotShock(pct=-10, pattern="EUR*")`` moves ``FX.EURUSD``, ``FX.EURGBP``, ….
 """
@@ -17,6 +18,7 @@ from workbench.market.model import MarketError, MarketSnapshot
 from workbench.market.schedules import tenor_years
 from workbench.risk.shocks import (
     AnyShock,
+    CorrelationShock,
     ParallelShock,
     QuoteShock,
     SpotShock,
@@ -24,6 +26,9 @@ from workbench.risk.shocks import (
     TwistShock,
     VolShock,
 )
+
+CORRELATION_MAX = 0.99
+"""Largest correlation a shock or scenario leaves (the copula needs ρ < 1)."""
 
 
 def _rate_quotes(market: MarketSnapshot, currency: str | None) -> list[tuple[int, float]]:
@@ -80,12 +85,25 @@ def apply_shocks(market: MarketSnapshot, shocks: Sequence[AnyShock]) -> MarketSn
                 values[at] += shock.bp * 1e-4
             else:
                 raise MarketError(f"QuoteShock {shock.quote_id}: give exactly one of bp, value")
+        elif isinstance(shock, CorrelationShock):
+            hits = [
+                market.quote_index[ix.correlation_quote]
+                for ix in market.credit_indices
+                if fnmatchcase(ix.id, shock.pattern)
+            ]
+            if not hits:
+                raise MarketError(f"CorrelationShock: pattern {shock.pattern!r} matches no index")
+            idx = np.asarray(hits, dtype=np.int64)
+            values[idx] = np.clip(values[idx] + shock.points * 0.01, 0.0, CORRELATION_MAX)
         else:
-            prefixes = {
+            prefixes: tuple[str, ...] = {
                 SpotShock: ("FX.", "EQ."),
                 VolShock: ("FXVOL.", "EQVOL."),
                 SpreadShock: ("CDX.", "ITRAXX."),
             }[type(shock)]
+            asset = getattr(shock, "asset", None)
+            if asset is not None:
+                prefixes = prefixes[:1] if asset == "fx" else prefixes[1:]
             hits = _matching(market, prefixes, shock.pattern)
             if isinstance(shock, SpreadShock):
                 hits = [i for i in hits if not market.quote_ids[i].endswith(".CORR")]
