@@ -115,6 +115,17 @@ class PortfolioPricer:
         solutions); the spline cache stays (it has its own switch)."""
         forget_kept(self.pricers.values())
 
+    def pv(self, market: MarketSnapshot) -> FloatArray:
+        """Every position's PV in the base currency (USD) against ``market``, PV only: no
+        Greeks, no theta (what a scenario revaluation needs). Curves are re-solved on it."""
+        self.curves.rebuild(market)
+        pv_ccy = np.full(len(self.book), np.nan)
+        for pricer in self.pricers.values():
+            pv_ccy[pricer.rows_for(None)] = pricer.pv(market, self.curves)
+        fx = base_rate_column(market, self.book.currency.codes, self.book.currency.labels)
+        out: FloatArray = pv_ccy * fx
+        return out
+
     def risk(self, market: MarketSnapshot) -> BookRisk:
         """PV, Greeks and key rates of every position against ``market``, in USD."""
         n = len(self.book)

@@ -1,0 +1,100 @@
+"""Loss measures (VaR, ES, their allocation) and full revaluation under scenarios."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workbench.book.io import load_book
+from workbench.book.reference import generate_reference_book
+from workbench.book.schema import Book
+from workbench.market.model import MarketSnapshot
+from workbench.market.reference import generate_reference_market
+from workbench.pricing.portfolio import PortfolioPricer
+from workbench.pricing.revaluation import scenario_pnl, scenario_pvs
+from workbench.risk.loss import (
+    expected_shortfall,
+    group_pnl,
+    measures,
+    tail_size,
+    var,
+    worst_scenarios,
+)
+from workbench.risk.shocks import ParallelShock
+from workbench.risk.whatif import apply_shocks
+
+# --- the measures ------------------------------------------------------------------------------
+
+
+def test_the_tail_rule_var_and_es_on_a_known_vector() -> None:
+    assert tail_size(500, 0.99) == 5
+    assert tail_size(500, 0.975) == 13  # 12.5 rounds up
+    assert tail_size(250, 0.975) == 7
+    assert tail_size(100, 0.99) == 1
+    rng = np.random.default_rng(1)
+    pnl = -rng.permutation(np.arange(1.0, 101.0))  # losses 1 … 100
+    assert var(pnl, 0.99) == 100.0
+    assert expected_shortfall(pnl, 0.99) == 100.0
+    assert var(pnl, 0.975) == 98.0
+    assert expected_shortfall(pnl, 0.975) == 99.0
+    top = worst_scenarios(pnl, [f"d{i}" for i in range(100)], n=3)
+    assert top["pnl"].to_list() == [-100.0, -99.0, -98.0]
+    with pytest.raises(ValueError, match="in \\(0, 1\\)"):
+        var(pnl, 1.0)
+
+
+def test_es_is_at_least_var_and_components_sum_to_the_firm() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        by_desk = rng.standard_t(4, (500, 6)) * rng.uniform(0.5, 3.0, 6)
+        table = measures(by_desk, [f"desk{g}" for g in range(6)])
+        firm = table.filter(table["group"] == "Firm").row(0, named=True)
+        desks = table.filter(table["group"] != "Firm")
+        assert firm["es_97.5"] >= firm["var_97.5"]
+        assert (desks["es_97.5"] >= desks["var_97.5"]).all()
+        assert desks["component_es"].sum() == pytest.approx(firm["es_97.5"], rel=1e-12)
+        one = by_desk[:, 2]
+        rest = by_desk.sum(axis=1) - one
+        row = desks.row(2, named=True)
+        assert row["incremental_var"] == pytest.approx(
+            var(by_desk.sum(axis=1), 0.99) - var(rest, 0.99)
+        )
+    codes = np.array([0, 1, 0, 2, 1])
+    pnl = np.arange(10.0).reshape(2, 5)
+    np.testing.assert_array_equal(group_pnl(pnl, codes, 3), [[2.0, 5.0, 3.0], [12.0, 15.0, 8.0]])
+
+
+# --- full revaluation --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def priced(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[MarketSnapshot, Book, PortfolioPricer]:
+    market = generate_reference_market()
+    path = tmp_path_factory.mktemp("loss") / "book.parquet"
+    generate_reference_book(market, positions=600, seed=4).write_parquet(path)
+    book = load_book(path, market=market)
+    return market, book, PortfolioPricer(book, market)
+
+
+def test_a_scenario_of_today_changes_nothing_and_a_1bp_move_is_the_dv01(
+    priced: tuple[MarketSnapshot, Book, PortfolioPricer],
+) -> None:
+    market, book, pricer = priced
+    today = np.asarray(market.quotes, dtype=np.float64)
+    up = np.asarray(apply_shocks(market, [ParallelShock(bp=1.0)]).quotes)
+    down = np.asarray(apply_shocks(market, [ParallelShock(bp=-1.0)]).quotes)
+    pnl, base, seconds = scenario_pnl(pricer, market, np.stack([today, up, down]))
+    assert seconds > 0.0
+    np.testing.assert_array_equal(pnl[0], np.zeros(len(book)))
+    risk = pricer.risk(market)
+    # the same PVs, each to the curve solve's 1e-12 per unit of notional (a warm start)
+    np.testing.assert_array_less(np.abs(base - risk.pv), 1e-11 * np.abs(book.notional) + 1e-9)
+    swaps = book.product.codes == book.product.labels.index("IRS")
+    central = (pnl[1] - pnl[2]) / 2.0
+    # both are differences of PVs on curves solved to ~1e-12 per unit notional (from different
+    # starts): equal to 1e-8 of the DV01
+    np.testing.assert_allclose(central[swaps], risk.delta[swaps], rtol=1e-8)
+    with pytest.raises(ValueError, match="expected \\(scenarios, 2934\\)"):
+        scenario_pvs(pricer, market, today[None, :10])
