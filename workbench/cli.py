@@ -4,6 +4,8 @@
 ``workbench market history``   write a reference history ending on a market (Parquet)
 ``workbench book generate``    write the reference book (Parquet or CSV)
 ``workbench price``            re-risk a book against a market, write one row per position
+``workbench var``              historical VaR and ES of a book by full revaluation
+``workbench stress``           a book's PnL under named stress scenarios
 """
 
 from __future__ import annotations
@@ -42,6 +44,26 @@ def _cmd_market_history(args: argparse.Namespace) -> int:
         f"wrote {args.out}: {args.days} days ({first} to {last}) × {len(market.quote_ids)} "
         f"quotes, the last day equal to {args.market}"
     )
+    return 0
+
+
+def _cmd_var(args: argparse.Namespace) -> int:
+    from workbench import scenario_risk
+
+    result = scenario_risk.historical(
+        args.book, args.market, args.history, window=args.window, progress=sys.stderr
+    )
+    scenario_risk.write(result, args.out)
+    return 0
+
+
+def _cmd_stress(args: argparse.Namespace) -> int:
+    from workbench import scenario_risk
+    from workbench.risk.scenarios import STRESS_LIBRARY
+
+    path = args.scenarios if args.scenarios is not None else STRESS_LIBRARY
+    result = scenario_risk.stress(args.book, args.market, path, progress=sys.stderr)
+    scenario_risk.write(result, args.out)
     return 0
 
 
@@ -288,6 +310,21 @@ def build_parser() -> argparse.ArgumentParser:
     bgen.add_argument("--seed", type=int, default=1)
     bgen.add_argument("--out", type=Path, required=True, help="output .parquet or .csv")
     bgen.set_defaults(func=_cmd_book_generate)
+
+    var = sub.add_parser("var", help="historical VaR and ES of a book by full revaluation")
+    var.add_argument("--book", required=True, help="book .parquet or .csv")
+    var.add_argument("--market", type=Path, required=True, help="market snapshot JSON")
+    var.add_argument("--history", type=Path, required=True, help="market history .parquet")
+    var.add_argument("--window", type=_positive_int, default=500, help="1-day changes (500)")
+    var.add_argument("--out", type=Path, required=True, help="output folder")
+    var.set_defaults(func=_cmd_var)
+    stress = sub.add_parser("stress", help="a book's PnL under named stress scenarios")
+    stress.add_argument("--book", required=True, help="book .parquet or .csv")
+    stress.add_argument("--market", type=Path, required=True, help="market snapshot JSON")
+    stress.add_argument("--scenarios", type=Path, default=None,
+                        help="stress file JSON (default: the shipped library)")  # fmt: skip
+    stress.add_argument("--out", type=Path, required=True, help="output folder")
+    stress.set_defaults(func=_cmd_stress)
 
     price = sub.add_parser("price", help="re-risk a book: pv and Greeks per position")
     price.add_argument("--book", required=True, help="book .parquet or .csv")

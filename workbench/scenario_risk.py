@@ -1,0 +1,161 @@
+"""Scenario risk in batch: historical VaR/ES and stresses of a book by full revaluation.
+
+The door the ``workbench var`` and ``workbench stress`` commands go through: load the book,
+the market and the history or stress file, build the scenarios
+(:mod:`workbench.risk.scenarios`), revalue every position under each
+(:mod:`workbench.pricing.revaluation`), sum the PnL by desk and compute the measures
+(:mod:`workbench.risk.loss`). Results are Polars frames, written as Parquet by the commands.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import polars as pl
+
+from workbench._types import FloatArray
+from workbench.book.io import load_book
+from workbench.market.history import MAX_FILL_DAYS, load_history
+from workbench.market.io import load_market
+from workbench.pricing.portfolio import PortfolioPricer
+from workbench.pricing.revaluation import scenario_pnl
+from workbench.risk.loss import ES_LEVEL, LEVELS, group_pnl, measures, worst_scenarios
+from workbench.risk.scenarios import (
+    DEFAULT_WINDOW,
+    STRESS_LIBRARY,
+    Scenarios,
+    historical_scenarios,
+    stress_scenarios,
+)
+
+
+@dataclass(frozen=True)
+class ScenarioRisk:
+    """What a run of scenarios gives.
+
+    ``pnl``: PnL per scenario and desk, long (``scenario``, ``desk``, ``pnl`` USD), the firm
+    as desk ``"Firm"``; ``measures``: :func:`workbench.risk.loss.measures` by desk and firm
+    (historical runs) or None; ``worst``: the firm's worst scenarios; ``seconds``: the
+    revaluation's wall time; ``scenarios``: how many.
+    """
+
+    pnl: pl.DataFrame
+    measures: pl.DataFrame | None
+    worst: pl.DataFrame
+    seconds: float
+    scenarios: int
+
+
+def _progress(out: TextIO) -> Callable[[int, int], None]:
+    start = time.perf_counter()
+    shown = [0.0]
+
+    def show(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - shown[0] < 1.0 and done < total:
+            return
+        shown[0] = now
+        width = 30
+        bar = "#" * (width * done // total)
+        rate = done / max(now - start, 1e-9)
+        out.write(f"\r[{bar:<{width}}] {done}/{total} scenarios, {rate:.1f}/s")
+        if done == total:
+            out.write("\n")
+        out.flush()
+
+    return show
+
+
+def run(
+    book_path: str | Path,
+    market_path: str | Path,
+    scenarios: Callable[..., Scenarios],
+    *,
+    historical: bool,
+    levels: Sequence[float] = LEVELS,
+    es_level: float = ES_LEVEL,
+    progress: TextIO | None = None,
+) -> ScenarioRisk:
+    """Revalue the book under ``scenarios(market)`` and measure the PnL by desk."""
+    market = load_market(market_path)
+    book = load_book(book_path, market=market)
+    scen = scenarios(market)
+    pricer = PortfolioPricer(book, market)
+    values = scen.values(market)
+    show = _progress(progress) if progress is not None else None
+    pnl, _, seconds = scenario_pnl(pricer, market, values, progress=show)
+    desks = list(book.desk.labels)
+    by_desk: FloatArray = group_pnl(pnl, book.desk.codes, len(desks))
+    firm = by_desk.sum(axis=1)
+    names = list(scen.names)
+    frame = pl.DataFrame(
+        {
+            "scenario": np.repeat(np.array(names, dtype=object), len(desks) + 1),
+            "desk": np.tile(np.array([*desks, "Firm"], dtype=object), len(names)),
+            "pnl": np.column_stack([by_desk, firm]).ravel(),
+        },
+        schema={"scenario": pl.String, "desk": pl.String, "pnl": pl.Float64},
+    )
+    table = measures(by_desk, desks, levels=levels, es_level=es_level) if historical else None
+    return ScenarioRisk(frame, table, worst_scenarios(firm, names), seconds, len(names))
+
+
+def historical(
+    book_path: str | Path,
+    market_path: str | Path,
+    history_path: str | Path,
+    *,
+    window: int = DEFAULT_WINDOW,
+    max_fill_days: int = MAX_FILL_DAYS,
+    progress: TextIO | None = None,
+) -> ScenarioRisk:
+    """Historical VaR/ES of a book: the latest ``window`` 1-day changes of the history."""
+
+    def make(market: object) -> Scenarios:
+        from workbench.market.model import MarketSnapshot
+
+        assert isinstance(market, MarketSnapshot)
+        hist = load_history(history_path, market, max_fill_days=max_fill_days)
+        return historical_scenarios(hist, market, window=window)
+
+    return run(book_path, market_path, make, historical=True, progress=progress)
+
+
+def stress(
+    book_path: str | Path,
+    market_path: str | Path,
+    stresses_path: str | Path = STRESS_LIBRARY,
+    *,
+    progress: TextIO | None = None,
+) -> ScenarioRisk:
+    """The PnL of a book under each named stress of a stress file (the library by default)."""
+    return run(book_path, market_path, lambda m: stress_scenarios(m, stresses_path),
+               historical=False, progress=progress)  # fmt: skip
+
+
+def write(result: ScenarioRisk, out: Path, stream: TextIO = sys.stdout) -> None:
+    """Write ``pnl.parquet`` (and ``measures.parquet``, ``worst.parquet``) in ``out`` and print
+    a summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    result.pnl.write_parquet(out / "pnl.parquet")
+    result.worst.write_parquet(out / "worst.parquet")
+    per = result.seconds / max(result.scenarios, 1)
+    stream.write(f"{result.scenarios} scenarios revalued in {result.seconds:.1f} s "
+                 f"({per * 1e3:.0f} ms each); wrote {out}/pnl.parquet\n")  # fmt: skip
+    if result.measures is not None:
+        result.measures.write_parquet(out / "measures.parquet")
+        with pl.Config(tbl_rows=50, float_precision=0, tbl_cols=10, thousands_separator=","):
+            stream.write(f"{result.measures}\n")
+    else:
+        wide = result.pnl.pivot(on="desk", index="scenario", values="pnl")
+        with pl.Config(tbl_rows=50, float_precision=0, tbl_cols=12, thousands_separator=","):
+            stream.write(f"{wide}\n")
+
+
+__all__ = ["ScenarioRisk", "historical", "run", "stress", "write"]
