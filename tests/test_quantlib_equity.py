@@ -6,7 +6,8 @@ dividend yield (``FlatForward``, ACT/365F) and ``AnalyticEuropeanEngine``. The v
 ``BlackVarianceSurface`` in *strikes*, built at a given spot from the book's moneyness surface
 (strike = moneyness × that spot), so rebuilding it at a bumped spot is the sticky-moneyness
 re-solve of docs/greeks.md. It is sampled every 0.001 of moneyness on the expiry pillars and
-interpolated bicubically, so QuantLib's vol is the surface's own to about 1e-7.
+interpolated bicubically: at the options' strikes and pillar expiries QuantLib's vol is the
+surface's own to 3e-14, while the ±1% spot moves move those vols by up to 0.0039.
 """
 
 from __future__ import annotations
