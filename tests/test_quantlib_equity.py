@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 import pytest
 import QuantLib as ql  # noqa: N813 - the conventional alias
-from test_quantlib_curves import QlCurves, qdate
+from test_quantlib_curves import QlCurves, qdate, ql_curves_rolled_first
 
 from workbench._types import SPOT_BUMP, VOL_POINT
 from workbench.book.io import frame_to_book
@@ -201,42 +201,6 @@ def test_equity_deltas_on_a_smile_are_quantlibs_with_the_surface_rebuilt_at_each
     assert apart > len(book) // 2, apart
 
 
-def _ql_curves_rolled_first(market: MarketSnapshot, **kwargs: object) -> QlCurves:
-    """``QlCurves`` whose deposits and OIS start where ours do when as-of is not a business
-    day: the date rolled to the next business day, then ``spot_lag`` on (QuantLib 1.44's
-    ``SwapRateHelper`` does this; its ``DepositRateHelper`` and ``OISRateHelper`` count the
-    lag from the holiday itself, one business day earlier)."""
-    lags = {i.quote: s.spot_lag for s in market.curves for i in s.instruments}
-    deposit, ois = ql.DepositRateHelper, ql.OISRateHelper
-
-    def rolled(index: ql.InterestRateIndex) -> ql.Date:
-        return index.fixingCalendar().adjust(qdate(market.as_of))
-
-    def dated_deposit(quote: ql.QuoteHandle, index: ql.IborIndex) -> ql.DepositRateHelper:
-        start = ql.IborIndex(
-            index.familyName(),
-            index.tenor(),
-            lags[index.familyName()],
-            index.currency(),
-            index.fixingCalendar(),
-            index.businessDayConvention(),
-            index.endOfMonth(),
-            index.dayCounter(),
-        )
-        return deposit(quote, rolled(index), start)
-
-    def rolled_ois(lag: int, *args: object, **kw: object) -> ql.OISRateHelper:
-        index = args[2]
-        assert isinstance(index, ql.OvernightIndex)
-        late = lag > 0 and rolled(index) != qdate(market.as_of)
-        return ois(lag + late, *args, **kw)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ql, "DepositRateHelper", dated_deposit)
-        patch.setattr(ql, "OISRateHelper", rolled_ois)
-        return QlCurves(market, **kwargs)  # type: ignore[arg-type]
-
-
 @pytest.mark.parametrize("interpolation", ["log_linear", "monotone_convex"])
 def test_friday_theta_rolls_one_calendar_day_to_saturday(interpolation: str) -> None:
     """docs/greeks.md: theta rolls the valuation date one *calendar* day, so a Friday's theta
@@ -254,7 +218,7 @@ def test_friday_theta_rolls_one_calendar_day_to_saturday(interpolation: str) -> 
     pv: dict[date, np.ndarray] = {}
     for market in (friday, saturday):
         ql.Settings.instance().evaluationDate = qdate(market.as_of)
-        qlc = _ql_curves_rolled_first(market, interpolation=interpolation, currencies=ccy)
+        qlc = ql_curves_rolled_first(market, interpolation=interpolation, currencies=ccy)
         eq = QlEquity(market, qlc, _spec(market, tickers[0]))
         vols = eq.model.vol_for_strike(
             np.full(len(book), eq.spot),
