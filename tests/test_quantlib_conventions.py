@@ -25,6 +25,7 @@ from test_quantlib_curves import (
     pydate,
     qdate,
     ql_calendar,
+    ql_curves_rolled_first,
     ql_swap,
 )
 
@@ -213,10 +214,15 @@ def _ql_pv_with_implied_fixings(
     today = qdate(market.as_of)
     if spec.kind == "ois":
         index = qlc.overnight[spec.id]
-        day = qdate(start)
+        cal, dc, curve = index.fixingCalendar(), index.dayCounter(), qlc.curves[spec.id]
+        day = cal.adjust(qdate(start))
         while day < today:
-            index.addFixing(day, 0.0)
-            day = day + 1
+            # a fixing's period that runs past the valuation date (a Friday's, seen from the
+            # Saturday) compounds from the valuation date on the rolled curve
+            end = cal.advance(day, 1, ql.Days)
+            growth = curve.discount(today) / curve.discount(end) - 1.0 if end > today else 0.0
+            index.addFixing(day, growth / dc.yearFraction(day, end))
+            day = end
     else:
         index = qlc.term_index[spec.id]
         proj = qlc.curves[spec.id]
@@ -229,10 +235,16 @@ def _ql_pv_with_implied_fixings(
     return float(swap.NPV())
 
 
-def test_swap_theta_matches_quantlib_with_the_implied_fixings(market: MarketSnapshot) -> None:
+@pytest.mark.parametrize("as_of", [None, date(2026, 12, 4)], ids=["reference", "friday"])
+def test_swap_theta_matches_quantlib_with_the_implied_fixings(
+    market: MarketSnapshot, as_of: date | None
+) -> None:
     """Theta rolls the valuation date one calendar day with quotes and trades held and no
     fixings stored; QuantLib reproduces it once given the fixings this implies. Swaps that
-    start on the valuation date roll into seasoned ones."""
+    start on the valuation date roll into seasoned ones. A Friday rolls to the Saturday, whose
+    curve instruments start where the Monday's do (QuantLib's deposits and OIS moved there)."""
+    if as_of is not None:
+        market = generate_reference_market(as_of=as_of)
     rolled = market.with_as_of(market.as_of + timedelta(days=1))
     ccys = {market.curve(c).currency for c, *_ in _THETA_SWAPS}
     ql_today = QlCurves(market, interpolation="monotone_convex", currencies=ccys)
@@ -248,7 +260,7 @@ def test_swap_theta_matches_quantlib_with_the_implied_fixings(market: MarketSnap
         base[curve_id] = _ql_pv_with_implied_fixings(
             ql_today, curve_id, start=start, maturity=maturity, rate=rate, notional=notional
         )
-    ql_next = QlCurves(rolled, interpolation="monotone_convex", currencies=ccys)
+    ql_next = ql_curves_rolled_first(rolled, interpolation="monotone_convex", currencies=ccys)
     for curve_id, (start, maturity, rate, notional) in today_pv.items():
         ql.IndexManager.instance().clearHistories()
         pv_next = _ql_pv_with_implied_fixings(

@@ -501,3 +501,39 @@ def test_reference_book_swaps_match_quantlib(
             theirs,
         )
     assert len(seen) >= 10
+
+
+def ql_curves_rolled_first(market: MarketSnapshot, **kwargs: object) -> QlCurves:
+    """``QlCurves`` whose instruments start where ours do when as-of is not a business day: the
+    date rolled to the next business day, then ``spot_lag`` business days on. QuantLib 1.44's
+    helpers given their settlement days, as ``QlCurves`` builds them, count the lag from the
+    holiday itself, one business day earlier (a ``SwapRateHelper`` that takes them from its
+    index rolls first, as ours); so deposits are given their fixing date (the rolled date) and
+    OIS and swaps one more settlement day."""
+    deposit, ois, swap = ql.DepositRateHelper, ql.OISRateHelper, ql.SwapRateHelper
+
+    def rolled(calendar: ql.Calendar) -> ql.Date:
+        return calendar.adjust(qdate(market.as_of))
+
+    def late(lag: int, calendar: ql.Calendar) -> int:
+        return int(lag > 0 and rolled(calendar) != qdate(market.as_of))
+
+    def dated_deposit(quote: ql.QuoteHandle, index: ql.IborIndex) -> ql.DepositRateHelper:
+        return deposit(quote, rolled(index.fixingCalendar()), index)
+
+    def rolled_ois(lag: int, *args: object, **kw: object) -> ql.OISRateHelper:
+        index = args[2]
+        assert isinstance(index, ql.OvernightIndex)
+        return ois(lag + late(lag, index.fixingCalendar()), *args, **kw)
+
+    def rolled_swap(*args: object) -> ql.SwapRateHelper:
+        calendar, lag = args[2], args[10]
+        assert isinstance(calendar, ql.Calendar)
+        assert isinstance(lag, int)
+        return swap(*args[:10], lag + late(lag, calendar), *args[11:])
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ql, "DepositRateHelper", dated_deposit)
+        patch.setattr(ql, "OISRateHelper", rolled_ois)
+        patch.setattr(ql, "SwapRateHelper", rolled_swap)
+        return QlCurves(market, **kwargs)  # type: ignore[arg-type]
