@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+import polars as pl
 import pytest
 
 from workbench.book.io import load_book
 from workbench.book.reference import generate_reference_book
 from workbench.book.schema import Book
+from workbench.market.history import save_history
+from workbench.market.io import save_market
 from workbench.market.model import MarketSnapshot
 from workbench.market.reference import generate_reference_market
+from workbench.market.reference_history import generate_history
 from workbench.pricing.portfolio import PortfolioPricer
 from workbench.pricing.revaluation import scenario_pnl, scenario_pvs
 from workbench.risk.loss import (
@@ -98,3 +107,47 @@ def test_a_scenario_of_today_changes_nothing_and_a_1bp_move_is_the_dv01(
     np.testing.assert_allclose(central[swaps], risk.delta[swaps], rtol=1e-8)
     with pytest.raises(ValueError, match="expected \\(scenarios, 2934\\)"):
         scenario_pvs(pricer, market, today[None, :10])
+
+
+# --- the commands ------------------------------------------------------------------------------
+
+
+def test_workbench_var_and_stress_write_their_tables_and_refuse_bad_input(tmp_path: Path) -> None:
+    folder = tmp_path
+    market = generate_reference_market()
+    save_market(market, folder / "market.json")
+    generate_reference_book(market, positions=300, seed=6).write_parquet(folder / "book.parquet")
+    save_history(generate_history(market, days=12, seed=2), folder / "history.parquet")
+    base = [sys.executable, "-m", "workbench.cli"]
+    files = ["--book", str(folder / "book.parquet"), "--market", str(folder / "market.json")]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*base, *args], capture_output=True, text=True, timeout=300,
+                              check=False)  # fmt: skip
+
+    done = cli("var", *files, "--history", str(folder / "history.parquet"), "--window", "10",
+               "--out", str(folder / "var"))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "10 scenarios revalued" in done.stdout
+    table = pl.read_parquet(folder / "var" / "measures.parquet")
+    firm = table.filter(pl.col("group") == "Firm").row(0, named=True)
+    assert firm["es_97.5"] >= firm["var_97.5"] > 0.0
+    pnl = pl.read_parquet(folder / "var" / "pnl.parquet")
+    assert pnl.height == 10 * (table.height)  # every desk and the firm, per scenario
+    assert "10/10 scenarios" in done.stderr  # the progress bar
+    done = cli("stress", *files, "--out", str(folder / "stress"))
+    assert done.returncode == 0, done.stderr
+    stress = pl.read_parquet(folder / "stress" / "pnl.parquet")
+    assert stress["scenario"].n_unique() >= 8
+    # bad input: one line, exit 2
+    missing = folder / "nope.parquet"
+    done = cli("var", *files, "--history", str(missing), "--out", str(folder / "x"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"workbench: error: {missing}: no such file"]
+    bad = folder / "bad.json"
+    bad.write_text(json.dumps({"scenarios": [{"name": "x", "quotes": {"EQ.NOPE": {"pct": 1}}}]}))
+    done = cli("stress", *files, "--scenarios", str(bad), "--out", str(folder / "y"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"workbench: error: {bad}: scenarios[0] ('x'): quotes.EQ.NOPE: not a quote of the market"
+    ]
