@@ -1,6 +1,6 @@
 """Shared test set-up: private caches, and accounting for processes and shared memory.
 
-Jupyter, Numba and Chromium write to ``$HOME`` caches; every run gets its own folder so runs do
+Jupyter, Numba, Dask and Chromium write to ``$HOME`` caches; every run gets its own folder so runs do
 not interfere. After each test, no child process and no new ``/dev/shm`` segment may remain.
 """
 
@@ -23,6 +23,8 @@ for _var, _sub in (
     ("JUPYTER_DATA_DIR", "jupyter/data"),
     ("JUPYTER_RUNTIME_DIR", "jupyter/runtime"),
     ("IPYTHONDIR", "ipython"),
+    ("DASK_TEMPORARY_DIRECTORY", "dask"),  # workers' scratch space
+    ("DASK_CONFIG", "dask-config"),
 ):
     (_RUN_DIR / _sub).mkdir(parents=True, exist_ok=True)
     os.environ[_var] = str(_RUN_DIR / _sub)

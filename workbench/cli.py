@@ -50,8 +50,9 @@ def _cmd_market_history(args: argparse.Namespace) -> int:
 def _cmd_var(args: argparse.Namespace) -> int:
     from workbench import scenario_risk
 
+    where = scenario_risk.Where(args.in_process, args.scheduler, args.dask_workers)
     result = scenario_risk.historical(
-        args.book, args.market, args.history, window=args.window, progress=sys.stderr
+        args.book, args.market, args.history, window=args.window, where=where, progress=sys.stderr
     )
     scenario_risk.write(result, args.out)
     return 0
@@ -317,6 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     var.add_argument("--history", type=Path, required=True, help="market history .parquet")
     var.add_argument("--window", type=_positive_int, default=500, help="1-day changes (500)")
     var.add_argument("--out", type=Path, required=True, help="output folder")
+    var.add_argument("--scheduler", default=None,
+                     help="a Dask scheduler (tcp://host:8786); default $DASK_SCHEDULER_ADDRESS, "
+                          "else a local cluster of one worker per core")  # fmt: skip
+    var.add_argument("--workers", type=_positive_int, default=None, dest="dask_workers",
+                     help="workers of the local cluster (default: one per core)")  # fmt: skip
+    var.add_argument("--in-process", action="store_true", dest="in_process",
+                     help="revalue in this process, without Dask")  # fmt: skip
     var.set_defaults(func=_cmd_var)
     stress = sub.add_parser("stress", help="a book's PnL under named stress scenarios")
     stress.add_argument("--book", required=True, help="book .parquet or .csv")

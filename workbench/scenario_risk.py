@@ -33,6 +33,7 @@ from workbench.risk.scenarios import (
     historical_scenarios,
     stress_scenarios,
 )
+from workbench.scenario_cluster import cluster, distributed_group_pnl
 
 
 @dataclass(frozen=True)
@@ -72,12 +73,24 @@ def _progress(out: TextIO) -> Callable[[int, int], None]:
     return show
 
 
+@dataclass(frozen=True)
+class Where:
+    """Where scenarios are revalued: ``in_process`` (this process, no Dask), else on Dask —
+    ``scheduler`` (an address, or ``$DASK_SCHEDULER_ADDRESS``) or an embedded LocalCluster of
+    ``workers`` processes (one per core by default)."""
+
+    in_process: bool = False
+    scheduler: str | None = None
+    workers: int | None = None
+
+
 def run(
     book_path: str | Path,
     market_path: str | Path,
     scenarios: Callable[..., Scenarios],
     *,
     historical: bool,
+    where: Where = Where(),
     levels: Sequence[float] = LEVELS,
     es_level: float = ES_LEVEL,
     progress: TextIO | None = None,
@@ -86,12 +99,18 @@ def run(
     market = load_market(market_path)
     book = load_book(book_path, market=market)
     scen = scenarios(market)
-    pricer = PortfolioPricer(book, market)
     values = scen.values(market)
     show = _progress(progress) if progress is not None else None
-    pnl, _, seconds = scenario_pnl(pricer, market, values, progress=show)
     desks = list(book.desk.labels)
-    by_desk: FloatArray = group_pnl(pnl, book.desk.codes, len(desks))
+    t0 = time.perf_counter()
+    if where.in_process:
+        pnl, _, _ = scenario_pnl(PortfolioPricer(book, market), market, values, progress=show)
+        by_desk: FloatArray = group_pnl(pnl, book.desk.codes, len(desks))
+    else:
+        with cluster(where.scheduler, workers=where.workers) as client:
+            by_desk = distributed_group_pnl(client, book, market, values, book.desk.codes,
+                                            len(desks), progress=show)  # fmt: skip
+    seconds = time.perf_counter() - t0
     firm = by_desk.sum(axis=1)
     names = list(scen.names)
     frame = pl.DataFrame(
@@ -113,6 +132,7 @@ def historical(
     *,
     window: int = DEFAULT_WINDOW,
     max_fill_days: int = MAX_FILL_DAYS,
+    where: Where = Where(),
     progress: TextIO | None = None,
 ) -> ScenarioRisk:
     """Historical VaR/ES of a book: the latest ``window`` 1-day changes of the history."""
@@ -124,7 +144,7 @@ def historical(
         hist = load_history(history_path, market, max_fill_days=max_fill_days)
         return historical_scenarios(hist, market, window=window)
 
-    return run(book_path, market_path, make, historical=True, progress=progress)
+    return run(book_path, market_path, make, historical=True, where=where, progress=progress)
 
 
 def stress(
@@ -132,11 +152,13 @@ def stress(
     market_path: str | Path,
     stresses_path: str | Path = STRESS_LIBRARY,
     *,
+    where: Where = Where(in_process=True),
     progress: TextIO | None = None,
 ) -> ScenarioRisk:
-    """The PnL of a book under each named stress of a stress file (the library by default)."""
+    """The PnL of a book under each named stress of a stress file (the library by default;
+    a handful of scenarios: in this process unless ``where`` says otherwise)."""
     return run(book_path, market_path, lambda m: stress_scenarios(m, stresses_path),
-               historical=False, progress=progress)  # fmt: skip
+               historical=False, where=where, progress=progress)  # fmt: skip
 
 
 def write(result: ScenarioRisk, out: Path, stream: TextIO = sys.stdout) -> None:
@@ -158,4 +180,4 @@ def write(result: ScenarioRisk, out: Path, stream: TextIO = sys.stdout) -> None:
             stream.write(f"{wide}\n")
 
 
-__all__ = ["ScenarioRisk", "historical", "run", "stress", "write"]
+__all__ = ["ScenarioRisk", "Where", "historical", "run", "stress", "write"]

@@ -25,7 +25,7 @@ pair's quote currency, the index or equity currency.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Final
 
 import numpy as np
@@ -133,6 +133,19 @@ class Book:
 
     def __len__(self) -> int:
         return len(self.position_id)
+
+    def take(self, rows: IntArray) -> Book:
+        """The positions at ``rows``, in that order; categorical columns keep their labels (a
+        code means the same desk, currency … in the part as in the whole)."""
+        idx = np.asarray(rows, dtype=np.int64)
+        out: dict[str, object] = {"position_id": tuple(self.position_id[i] for i in idx.tolist())}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Categorical):
+                out[f.name] = Categorical(value.codes[idx], value.labels)
+            elif isinstance(value, np.ndarray):
+                out[f.name] = value[idx]
+        return Book(**out, source=self.source)  # type: ignore[arg-type]
 
     def rows(self, product: str) -> IntArray:
         """Row indices of every position of one product, ascending."""

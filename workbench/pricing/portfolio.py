@@ -117,11 +117,22 @@ class PortfolioPricer:
 
     def pv(self, market: MarketSnapshot) -> FloatArray:
         """Every position's PV in the base currency (USD) against ``market``, PV only: no
-        Greeks, no theta (what a scenario revaluation needs). Curves are re-solved on it."""
+        Greeks, no theta. The pricer's curves are re-solved on it (warm-started from their last
+        solution)."""
         self.curves.rebuild(market)
+        return self._pv_on(market, self.curves)
+
+    def scenario_pv(self, market: MarketSnapshot) -> FloatArray:
+        """:meth:`pv` on a scenario's market, its curves solved from the pricer's current ones
+        (today's, after :meth:`pv` of today's market) and the pricer's own left as they were: a
+        scenario's PVs depend on today's curves and its own quotes only, never on which
+        scenarios were priced before it (in this process or another)."""
+        return self._pv_on(market, self.curves.shocked(market, self.curves.ids()))
+
+    def _pv_on(self, market: MarketSnapshot, curves: CurveSet) -> FloatArray:
         pv_ccy = np.full(len(self.book), np.nan)
         for pricer in self.pricers.values():
-            pv_ccy[pricer.rows_for(None)] = pricer.pv(market, self.curves)
+            pv_ccy[pricer.rows_for(None)] = pricer.pv(market, curves)
         fx = base_rate_column(market, self.book.currency.codes, self.book.currency.labels)
         out: FloatArray = pv_ccy * fx
         return out

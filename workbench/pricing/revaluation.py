@@ -27,7 +27,9 @@ def scenario_pvs(
     progress: Callable[[int, int], None] | None = None,
 ) -> FloatArray:
     """(scenarios × positions) PV in USD of every position of ``pricer``'s book under each row
-    of ``values`` (scenarios × ``market``'s quotes); ``progress(done, total)`` after each.
+    of ``values`` (scenarios × ``market``'s quotes), each scenario's curves solved from the
+    pricer's current ones (today's: call ``pricer.pv(market)`` first, as :func:`scenario_pnl`
+    does); ``progress(done, total)`` after each.
 
     Raises
     ------
@@ -39,7 +41,7 @@ def scenario_pvs(
         raise ValueError(f"scenario values are {values.shape}, expected (scenarios, {n_quotes})")
     out = np.empty((values.shape[0], len(pricer.book)))
     for s in range(values.shape[0]):
-        out[s] = pricer.pv(market.with_quote_values(values[s]))
+        out[s] = pricer.scenario_pv(market.with_quote_values(values[s]))
         if progress is not None:
             progress(s + 1, values.shape[0])
     return out

@@ -1,0 +1,159 @@
+"""Scenario revaluation on Dask: a scheduler and two workers started from the command line on
+loopback give the PnL of the single-process path, whatever the chunking."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from procs import descendants
+
+from workbench.book.io import load_book
+from workbench.book.reference import generate_reference_book
+from workbench.book.schema import Book
+from workbench.market.history import save_history, validate_history
+from workbench.market.io import save_market
+from workbench.market.model import MarketSnapshot
+from workbench.market.reference import generate_reference_market
+from workbench.market.reference_history import generate_history
+from workbench.pricing.portfolio import PortfolioPricer
+from workbench.pricing.revaluation import scenario_pnl
+from workbench.risk.loss import group_pnl
+from workbench.risk.scenarios import historical_scenarios, stress_scenarios
+from workbench.scenario_cluster import Layout, cluster, distributed_group_pnl
+
+DASK = Path(sys.executable).parent / "dask"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    kids = descendants(proc.pid)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for pid in kids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``dask scheduler`` and two ``dask worker`` processes on loopback; the scheduler's address."""
+    folder = tmp_path_factory.mktemp("dask")
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "NUMBA_NUM_THREADS": "1",
+           "DASK_TEMPORARY_DIRECTORY": str(folder / "tmp")}  # fmt: skip
+    log = (folder / "dask.log").open("wb")
+    procs = [subprocess.Popen([str(DASK), "scheduler", "--host", "127.0.0.1", "--port",
+                               str(port), "--no-dashboard", "--dashboard-address",
+                               "127.0.0.1:0"], stdout=log, stderr=log, env=env)]  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                break
+            time.sleep(0.2)
+        for i in range(2):
+            procs.append(subprocess.Popen(
+                [str(DASK), "worker", address, "--nthreads", "1", "--nworkers", "1",
+                 "--no-dashboard", "--host", "127.0.0.1", "--local-directory",
+                 str(folder / f"worker{i}")], stdout=log, stderr=log, env=env))  # fmt: skip
+        from distributed import Client
+
+        with Client(address, timeout="60s") as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        log.close()
+    left = [p.pid for p in procs if p.poll() is None]
+    assert not left, f"dask processes left: {left}"
+
+
+@pytest.fixture(scope="module")
+def priced(tmp_path_factory: pytest.TempPathFactory) -> tuple[MarketSnapshot, Book, Path]:
+    folder = tmp_path_factory.mktemp("cluster-book")
+    market = generate_reference_market()
+    generate_reference_book(market, positions=400, seed=9).write_parquet(folder / "book.parquet")
+    save_market(market, folder / "market.json")
+    return market, load_book(folder / "book.parquet", market=market), folder
+
+
+def _values(market: MarketSnapshot) -> np.ndarray:
+    hist = validate_history(generate_history(market, days=9, seed=5), market)
+    scen = [historical_scenarios(hist, market, window=8), stress_scenarios(market)]
+    return np.vstack([s.values(market) for s in scen])
+
+
+def test_workers_started_from_the_command_line_give_the_single_process_pnl(
+    scheduler: str, priced: tuple[MarketSnapshot, Book, Path]
+) -> None:
+    market, book, _ = priced
+    values = _values(market)
+    pnl, _, _ = scenario_pnl(PortfolioPricer(book, market), market, values)
+    n_desks = len(book.desk.labels)
+    want = group_pnl(pnl, book.desk.codes, n_desks)
+    floor = 1e-12 * np.abs(want).max()
+    from distributed import Client
+
+    with Client(scheduler, timeout="60s") as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+        for layout in (None, Layout(chunks=1, block=5), Layout(chunks=3, block=2)):
+            got = distributed_group_pnl(client, book, market, values, book.desk.codes, n_desks,
+                                        layout=layout)  # fmt: skip
+            rel = np.abs(got - want) / np.maximum(np.abs(want), floor)
+            assert rel.max() <= 1e-12, f"{layout}: {rel.max():.1e}"
+
+
+def test_workbench_var_runs_on_a_scheduler_and_on_the_embedded_cluster(
+    scheduler: str, priced: tuple[MarketSnapshot, Book, Path]
+) -> None:
+    market, _, folder = priced
+    save_history(generate_history(market, days=9, seed=5), folder / "history.parquet")
+    args = [sys.executable, "-m", "workbench.cli", "var", "--book", str(folder / "book.parquet"),
+            "--market", str(folder / "market.json"), "--history",
+            str(folder / "history.parquet"), "--window", "8"]  # fmt: skip
+    outs = {}
+    for label, extra in (("remote", ["--scheduler", scheduler]), ("local", []),
+                         ("in-process", ["--in-process"])):  # fmt: skip
+        out = folder / label
+        done = subprocess.run([*args, *extra, "--out", str(out)], capture_output=True,
+                              text=True, timeout=600, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        outs[label] = pl.read_parquet(out / "pnl.parquet")["pnl"].to_numpy()
+    for label in ("remote", "local"):
+        rel = np.abs(outs[label] - outs["in-process"]) / np.maximum(
+            np.abs(outs["in-process"]), 1e-12 * np.abs(outs["in-process"]).max()
+        )
+        assert rel.max() <= 1e-12, f"{label}: {rel.max():.1e}"
+
+
+def test_the_embedded_cluster_starts_and_leaves_nothing(tmp_path: Path) -> None:
+    before = set(descendants(os.getpid()))
+    with cluster(workers=2) as client:
+        assert len(client.scheduler_info()["workers"]) == 2
+        assert client.submit(sum, [1, 2, 3]).result() == 6
+    time.sleep(1.0)
+    left = set(descendants(os.getpid())) - before
+    assert not left, f"processes left by the local cluster: {left}"
