@@ -1,7 +1,7 @@
 """Shared test set-up: private caches, and accounting for processes and shared memory.
 
-Jupyter, Numba, Dask and Chromium write to ``$HOME`` caches; every run gets its own folder so runs do
-not interfere. After each test, no child process and no new ``/dev/shm`` segment may remain.
+Jupyter, Numba, Dask and Chromium write to ``$HOME`` caches; every run gets its own folder so
+runs do not interfere. After each test, no child process and no new ``/dev/shm`` segment may remain.
 """
 
 from __future__ import annotations

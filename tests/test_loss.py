@@ -151,3 +151,89 @@ def test_workbench_var_and_stress_write_their_tables_and_refuse_bad_input(tmp_pa
     assert done.stderr.strip().splitlines() == [
         f"workbench: error: {bad}: scenarios[0] ('x'): quotes.EQ.NOPE: not a quote of the market"
     ]
+
+
+# --- PnL explain -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def explain_case(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, MarketSnapshot, np.ndarray]:
+    """A 500-position book, its market, and one historical day's quote moves."""
+    folder = tmp_path_factory.mktemp("explain")
+    market = generate_reference_market()
+    generate_reference_book(market, positions=500, seed=8).write_parquet(folder / "b.parquet")
+    save_market(market, folder / "m0.json")
+    hist = generate_history(market, days=3, seed=13)
+    day = hist.filter(pl.col("date") == hist["date"].min())["value"].to_numpy()
+    return folder, market, day - np.asarray(market.quotes, np.float64)
+
+
+def _unexplained_share(
+    case: tuple[Path, MarketSnapshot, np.ndarray], quote_class: str | None, eps: float
+) -> tuple[float, pl.DataFrame]:
+    from workbench.risk.scenarios import quote_classes
+    from workbench.scenario_risk import explain
+
+    folder, market, move = case
+    if quote_class is not None:
+        move = np.where(np.array(quote_classes(market)) == quote_class, move, 0.0)
+    moved = market.with_quote_values(np.asarray(market.quotes, np.float64) + eps * move)
+    save_market(moved, folder / "m1.json")
+    positions, by_desk = explain(folder / "b.parquet", folder / "m0.json", folder / "m1.json")
+    firm = by_desk.filter(pl.col("desk") == "Firm").row(0, named=True)
+    parts = sum(firm[c] for c in ("rates", "fx", "equity", "vol", "credit", "carry"))
+    assert firm["actual"] == pytest.approx(parts + firm["unexplained"], rel=1e-12, abs=1e-6)
+    share = abs(firm["unexplained"]) / abs(firm["actual"]) if firm["actual"] else 0.0
+    return share, positions
+
+
+def test_pnl_explain_of_no_move_is_exactly_nothing(
+    explain_case: tuple[Path, MarketSnapshot, np.ndarray],
+) -> None:
+    _, positions = _unexplained_share(explain_case, None, 0.0)
+    assert positions.height == 500
+    assert np.abs(positions["actual"].to_numpy()).max() < 1e-6
+    assert np.abs(positions["unexplained"].to_numpy()).max() < 1e-6
+
+
+@pytest.mark.parametrize("quote_class", ["rates", "equity", "spread"])
+def test_pnl_explain_converges_as_moves_shrink(
+    explain_case: tuple[Path, MarketSnapshot, np.ndarray], quote_class: str
+) -> None:
+    """What the Greeks leave unexplained shrinks with the move (second order: at least ~5× for
+    a 10× smaller move, or already at the numbers' noise)."""
+    big, _ = _unexplained_share(explain_case, quote_class, 0.1)
+    small, _ = _unexplained_share(explain_case, quote_class, 0.01)
+    assert small < max(big / 5.0, 2e-3), (big, small)
+
+
+@pytest.mark.xfail(strict=True, reason="known gaps: the vol component uses the mean move of the "
+                   "underlying's vol quotes, not the option's own vol; FX moves leave a ~6% "
+                   "first-order residual not yet explained; corr01 is a one-sided +1% "
+                   "difference (a ~1% first-order bias)")  # fmt: skip
+@pytest.mark.parametrize("quote_class", ["fx", "fx_vol", "equity_vol", "correlation"])
+def test_pnl_explain_of_fx_and_vol_moves_converges_too(
+    explain_case: tuple[Path, MarketSnapshot, np.ndarray], quote_class: str
+) -> None:
+    big, _ = _unexplained_share(explain_case, quote_class, 0.1)
+    small, _ = _unexplained_share(explain_case, quote_class, 0.01)
+    assert small < max(big / 5.0, 2e-3), (big, small)
+
+
+def test_workbench_explain_writes_by_desk_and_by_position(tmp_path: Path) -> None:
+    market = generate_reference_market()
+    generate_reference_book(market, positions=200, seed=3).write_parquet(tmp_path / "b.parquet")
+    save_market(market, tmp_path / "m0.json")
+    save_market(market.with_quote_values(np.asarray(market.quotes) * 1.001), tmp_path / "m1.json")
+    done = subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "explain", "--book", str(tmp_path / "b.parquet"),
+         "--from", str(tmp_path / "m0.json"), "--to", str(tmp_path / "m1.json"),
+         "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
+        check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    table = pl.read_parquet(tmp_path / "out" / "explain.parquet")
+    assert table.columns == ["desk", "actual", "rates", "fx", "equity", "vol", "credit", "carry",
+                             "unexplained"]  # fmt: skip
+    assert pl.read_parquet(tmp_path / "out" / "explain_positions.parquet").height == 200

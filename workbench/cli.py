@@ -6,6 +6,7 @@
 ``workbench price``            re-risk a book against a market, write one row per position
 ``workbench var``              historical VaR and ES of a book by full revaluation
 ``workbench stress``           a book's PnL under named stress scenarios
+``workbench explain``          a book's PnL between two markets, explained by its Greeks
 """
 
 from __future__ import annotations
@@ -65,6 +66,21 @@ def _cmd_stress(args: argparse.Namespace) -> int:
     path = args.scenarios if args.scenarios is not None else STRESS_LIBRARY
     result = scenario_risk.stress(args.book, args.market, path, progress=sys.stderr)
     scenario_risk.write(result, args.out)
+    return 0
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    from workbench import scenario_risk
+
+    positions, by_desk = scenario_risk.explain(args.book, args.from_market, args.to_market)
+    args.out.mkdir(parents=True, exist_ok=True)
+    positions.write_parquet(args.out / "explain_positions.parquet")
+    by_desk.write_parquet(args.out / "explain.parquet")
+    with pl.Config(tbl_rows=50, float_precision=0, tbl_cols=12, thousands_separator=","):
+        print(by_desk)
+    print(f"wrote {args.out}/explain.parquet and explain_positions.parquet")
     return 0
 
 
@@ -333,6 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stress file JSON (default: the shipped library)")  # fmt: skip
     stress.add_argument("--out", type=Path, required=True, help="output folder")
     stress.set_defaults(func=_cmd_stress)
+
+    expl = sub.add_parser("explain", help="a book's PnL between two markets, explained")
+    expl.add_argument("--book", required=True, help="book .parquet or .csv")
+    expl.add_argument("--from", type=Path, required=True, dest="from_market",
+                      help="the first market snapshot JSON")  # fmt: skip
+    expl.add_argument("--to", type=Path, required=True, dest="to_market",
+                      help="the second market snapshot JSON")  # fmt: skip
+    expl.add_argument("--out", type=Path, required=True, help="output folder")
+    expl.set_defaults(func=_cmd_explain)
 
     price = sub.add_parser("price", help="re-risk a book: pv and Greeks per position")
     price.add_argument("--book", required=True, help="book .parquet or .csv")

@@ -1,4 +1,4 @@
-"""Scenario risk in batch: historical VaR/ES and stresses of a book by full revaluation.
+"""Scenario risk in batch: historical VaR/ES, stresses and PnL explain of a book.
 
 The door the ``workbench var`` and ``workbench stress`` commands go through: load the book,
 the market and the history or stress file, build the scenarios
@@ -23,8 +23,10 @@ from workbench._types import FloatArray
 from workbench.book.io import load_book
 from workbench.market.history import MAX_FILL_DAYS, load_history
 from workbench.market.io import load_market
+from workbench.pricing.conversion import base_rate_column
 from workbench.pricing.portfolio import PortfolioPricer
 from workbench.pricing.revaluation import scenario_pnl
+from workbench.risk.explain import Greeks, explain_by, explain_positions
 from workbench.risk.loss import ES_LEVEL, LEVELS, group_pnl, measures, worst_scenarios
 from workbench.risk.scenarios import (
     DEFAULT_WINDOW,
@@ -161,6 +163,25 @@ def stress(
                historical=False, where=where, progress=progress)  # fmt: skip
 
 
+def explain(
+    book_path: str | Path, from_market: str | Path, to_market: str | Path
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """PnL explain of a book from one market file to another (docs/var.md): per position and
+    by desk (then the firm), actual PnL by full revaluation against the Greeks' prediction by
+    risk-factor class, with the unexplained rest (USD)."""
+    m0, m1 = load_market(from_market), load_market(to_market)
+    book = load_book(book_path, market=m0)
+    risk = PortfolioPricer(book, m0).risk(m0)
+    pv1 = PortfolioPricer(book, m1).pv(m1)
+    kr = risk.key_rates
+    greeks = Greeks(risk.pv, risk.pv_ccy, risk.delta, risk.gamma, risk.vega, risk.theta,
+                    kr.rows, kr.quotes, kr.values)  # fmt: skip
+    codes, labels = book.currency.codes, book.currency.labels
+    fx0, fx1 = base_rate_column(m0, codes, labels), base_rate_column(m1, codes, labels)
+    positions = explain_positions(book, m0, m1, greeks, pv1, fx0, fx1)
+    return positions, explain_by(positions)
+
+
 def write(result: ScenarioRisk, out: Path, stream: TextIO = sys.stdout) -> None:
     """Write ``pnl.parquet`` (and ``measures.parquet``, ``worst.parquet``) in ``out`` and print
     a summary."""
@@ -180,4 +201,4 @@ def write(result: ScenarioRisk, out: Path, stream: TextIO = sys.stdout) -> None:
             stream.write(f"{wide}\n")
 
 
-__all__ = ["ScenarioRisk", "Where", "historical", "run", "stress", "write"]
+__all__ = ["ScenarioRisk", "Where", "explain", "historical", "run", "stress", "write"]
