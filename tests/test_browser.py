@@ -567,6 +567,7 @@ def test_voila_dashboard_shows_the_grid_without_code(
         wait(up, 60, "voila")
         page = chromium.pages[0] if chromium.pages else chromium.new_page()
         errors = BrowserErrors(page)
+        outside = offline(page)
         page.set_default_timeout(90_000)
         page.goto(f"http://127.0.0.1:{port}/")
         firm = page.locator(".wbg-r.wbg-t")
@@ -595,6 +596,8 @@ def test_voila_dashboard_shows_the_grid_without_code(
         )
         check_grid(page, snapshot_log, service, "voila")
         assert not errors.seen, errors.seen
+        # Voila's own page template links Font Awesome from a CDN; nothing else leaves the host
+        assert all(VOILA_CDN.match(url) for url in outside), outside
     finally:
         stop_process(proc, signal.SIGTERM, 40)
         log.close()
@@ -615,6 +618,23 @@ class BrowserErrors:
     def _console(self, msg: Any) -> None:
         if msg.type == "error":
             self.seen.append(f"console: {msg.text} ({msg.location.get('url', '')})")
+
+
+VOILA_CDN = re.compile(r"https://cdn\.jsdelivr\.net/npm/@fortawesome/fontawesome-free@")
+"""What Voila's ``lab`` template (``index.html.j2``) loads from outside: two stylesheets."""
+
+
+def offline(page: Any) -> list[str]:
+    """Answer every request of ``page`` that leaves 127.0.0.1 with an empty stylesheet (the
+    test machine has no network: a failed load is a console error) and list their URLs."""
+    asked: list[str] = []
+
+    def answer(route: Any) -> None:
+        asked.append(route.request.url)
+        route.fulfill(status=200, content_type="text/css", body="")
+
+    page.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/])"), answer)
+    return asked
 
 
 @dataclass
@@ -696,8 +716,12 @@ class SnapshotLog:
             finally:
                 client.close()
 
+        def run() -> None:
+            with contextlib.suppress(asyncio.CancelledError):
+                self._loop.run_until_complete(self._task)
+
         self._task = self._loop.create_task(read())
-        self._thread = threading.Thread(target=self._loop.run_until_complete, args=(self._task,))
+        self._thread = threading.Thread(target=run)
         self._thread.start()
 
     def close(self) -> None:
@@ -878,6 +902,9 @@ def test_grid_in_jupyterlab_is_readable_within_budget_and_pauses_with_its_tab(
     kc.start_channels(shell=False, iopub=True, stdin=False, hb=False, control=False)
     try:
         page.wait_for_timeout(1_000)  # the subscription joins
+        with contextlib.suppress(Exception):  # what came while the tab was open: not counted
+            while True:
+                kc.get_iopub_msg(timeout=0.05)
         page.close()
         closed = time.monotonic()
         grid_msgs: list[tuple[float, str]] = []
