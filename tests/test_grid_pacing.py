@@ -88,17 +88,16 @@ def browser_takes(widget: w.Widget, value: str) -> None:
 
 
 def _frame(rng: np.random.Generator, desks: list[str], ccys: list[str]) -> pl.DataFrame:
-    n = len(desks) * len(ccys)
-    data: dict[str, Any] = {
-        "desk": [d for d in desks for _ in ccys],
-        "currency": ccys * len(desks),
-        "positions": np.full(n, 10),
-        "stale": np.zeros(n, dtype=np.int64),
-        "max_age_s": rng.uniform(0.0, 1.0, n),
-    }
-    for c in COLUMNS:
-        data[c] = rng.normal(0.0, 1e6, n) * 10.0 ** rng.integers(-3, 4, n)
-    return pl.DataFrame(data)
+    """A roll-up by desk × currency: every pair, measures of sizes from 1 to 1e9 USD."""
+    groups = pl.DataFrame({"desk": desks}).join(pl.DataFrame({"currency": ccys}), how="cross")
+    n = groups.height
+    measures = {c: rng.normal(0.0, 1e6, n) * 10.0 ** rng.integers(-3, 4, n) for c in COLUMNS}
+    return groups.with_columns(
+        pl.lit(10).alias("positions"),
+        pl.lit(0, dtype=pl.Int64).alias("stale"),
+        pl.Series("max_age_s", rng.uniform(0.0, 1.0, n)),
+        *(pl.Series(c, v) for c, v in measures.items()),
+    )
 
 
 DESKS = [
