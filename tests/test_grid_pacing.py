@@ -203,6 +203,7 @@ def test_delivery_is_unpaced_until_a_receipt_then_one_update_in_flight(wire: Wir
         assert changes == [True, False]
         assert d.describe() == "the browser took update 5 of 5"
         d.close()
+        view.close()
 
     asyncio.run(scenario())
 
@@ -237,6 +238,7 @@ def test_a_paused_delivery_renews_its_receipt_at_doubling_intervals(wire: Wire) 
         assert not d.paused
         assert d.received == 1
         d.close()
+        view.close()
 
     asyncio.run(scenario())
 
