@@ -381,6 +381,12 @@ def test_desk_grid_updates_in_jupyterlab(service: Client, lab_page: Callable[[st
     firm = page.locator(".wbg-r.wbg-t")
     firm.wait_for(timeout=90_000)
     print(f"desk: grid shown {time.monotonic() - t0:.1f} s after Run All")
+    # the notebook's print after run_for (0 s in interactive use) says what the grid shows
+    said = page.locator(".jp-OutputArea-output", has_text="grid: ").first
+    said.wait_for(timeout=60_000)
+    text = said.text_content() or ""
+    print(f"desk: the notebook printed {text.strip()!r}")
+    assert re.search(r"grid: \d+ rows by desk × currency, snapshot \d+, state live", text), text
     status = page.locator(".widget-html", has_text="service 'browser' live").first
     status.wait_for(timeout=30_000)
     first = grid_numbers(page)

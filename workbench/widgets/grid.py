@@ -99,6 +99,10 @@ class GreekGrid(LiveWidget):
         Snapshots rendered.
     sent
         Updates sent to the browser (one comm message each).
+    rows_sent
+        Rows re-rendered in the updates sent (the others were sent as they were).
+    delivery
+        The pacing by the browser's receipts (:class:`~workbench.widgets.delivery.Delivery`).
     last_snapshot
         The newest snapshot received; :attr:`shown` is the one the table shows.
     """
