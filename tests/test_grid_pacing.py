@@ -272,3 +272,40 @@ def test_one_grid_update_is_one_message(wire: Wire, tmp_path: Path) -> None:
             grid.close()
 
     asyncio.run(scenario())
+
+
+def test_a_shut_gate_lets_only_the_newest_value_through() -> None:
+    """throttled(gate=...): values that arrive while the gate is shut wait in the mailbox, where
+    the newest replaces the others."""
+    from workbench.widgets import Latest, throttled
+
+    applied: list[int] = []
+
+    async def scenario() -> None:
+        box: Latest[int] = Latest()
+        gate = asyncio.Event()
+        gate.set()
+
+        async def turn() -> None:
+            await gate.wait()
+
+        def send(value: int) -> None:  # as GreekGrid.apply: sent, and in flight until taken
+            applied.append(value)
+            gate.clear()
+
+        task = asyncio.get_running_loop().create_task(
+            throttled(box, send, max_hz=1000.0, gate=turn)
+        )
+        box.put(1)
+        await asyncio.sleep(0.05)
+        for i in range(2, 50):
+            box.put(i)
+            await asyncio.sleep(0.001)
+        assert applied == [1]
+        gate.set()
+        await asyncio.sleep(0.05)
+        task.cancel()
+        assert box.skipped == 47
+
+    asyncio.run(scenario())
+    assert applied == [1, 49]
