@@ -350,9 +350,10 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, page: An
 
 
 def grid_numbers(page: Any) -> dict[tuple[int, int], str]:
-    """The Greek cells of the desk grid (row, column) → text; the age column left out."""
+    """The Greek cells of the desk grid (row, column) → text; the labels and age left out."""
     texts: list[list[str]] = page.eval_on_selector_all(
-        ".wbg-r:not(.wbg-h)", "rows => rows.map(r => Array.from(r.children, c => c.textContent))"
+        "table.wbg tbody tr",
+        "rows => rows.map(r => Array.from(r.querySelectorAll('td'), c => c.textContent))",
     )
     return {(i, j): t for i, row in enumerate(texts) for j, t in enumerate(row) if j > 0 and t}
 
@@ -365,7 +366,7 @@ def row_heights(page: Any, samples: int = 4) -> list[float]:
     for _ in range(samples):
         looks.append(
             page.eval_on_selector_all(
-                ".wbg-r:not(.wbg-h)", "rows => rows.map(r => r.getBoundingClientRect().height)"
+                "table.wbg tbody tr", "rows => rows.map(r => r.getBoundingClientRect().height)"
             )
         )
         page.wait_for_timeout(250)
@@ -380,11 +381,17 @@ def test_desk_grid_updates_in_jupyterlab(service: Client, lab_page: Callable[[st
     firm = page.locator(".wbg-r.wbg-t")
     firm.wait_for(timeout=90_000)
     print(f"desk: grid shown {time.monotonic() - t0:.1f} s after Run All")
+    # the notebook's print after run_for (0 s in interactive use) says what the grid shows
+    said = page.locator(".jp-OutputArea-output", has_text="grid: ").first
+    said.wait_for(timeout=60_000)
+    text = said.text_content() or ""
+    print(f"desk: the notebook printed {text.strip()!r}")
+    assert re.search(r"grid: \d+ rows by desk × currency, snapshot \d+, state live", text), text
     status = page.locator(".widget-html", has_text="service 'browser' live").first
     status.wait_for(timeout=30_000)
     first = grid_numbers(page)
     assert len(first) >= 5, first
-    pv = firm.locator(":scope > *").nth(1).text_content()
+    pv = firm.locator(":scope > td").nth(1).text_content()
     assert pv is not None
     firm_pv = compact_value(pv)
     expected = float(service.aggregate(by=("desk",))["pv"].sum())
@@ -398,7 +405,8 @@ def test_desk_grid_updates_in_jupyterlab(service: Client, lab_page: Callable[[st
     )
     waited = time.monotonic() - t1
     print(f"desk: {len(changed)} of {len(first)} grid numbers changed in {waited:.1f} s")
-    page.locator(".wbg-r.wbg-h").first.scroll_into_view_if_needed()
+    # the table is redrawn whole at each update: scroll its widget, which stays
+    page.locator(".widget-html:has(table.wbg)").first.scroll_into_view_if_needed()
     print(f"desk: grid rows {min(row_heights(page)):.0f} px high at least (22 px in the CSS)")
     shot(page, "lab-desk")
 
@@ -541,7 +549,7 @@ def test_profiler_draws_its_chart(service: Client, lab_page: Callable[[str], Any
 
 
 def test_voila_dashboard_shows_the_grid_without_code(
-    service: Client, kernelspec: str, chromium: Any, tmp_path: Path
+    service: Client, kernelspec: str, chromium: Any, tmp_path: Path, snapshot_log: SnapshotLog
 ) -> None:
     port = free_port()
     log = (tmp_path / "dashboard.log").open("wb")
@@ -561,6 +569,8 @@ def test_voila_dashboard_shows_the_grid_without_code(
 
         wait(up, 60, "voila")
         page = chromium.pages[0] if chromium.pages else chromium.new_page()
+        errors = BrowserErrors(page)
+        outside = offline(page)
         page.set_default_timeout(90_000)
         page.goto(f"http://127.0.0.1:{port}/")
         firm = page.locator(".wbg-r.wbg-t")
@@ -580,14 +590,354 @@ def test_voila_dashboard_shows_the_grid_without_code(
             page,
         )
         shot(page, "voila-desk")
-        # readable rows: the grid's body scrolls (max 560 px) rather than squeezing its rows
+        # readable rows: the grid's body scrolls (max 600 px) rather than squeezing its rows
         heights = row_heights(page)
         assert min(heights) >= 20, (
             f"grid rows squeezed to {min(heights):.1f} px (CSS line-height 22 px): "
-            f"{len(heights)} rows in GreekGrid.body (a VBox, max_height 560px) shrink instead "
-            "of scrolling"
+            f"{len(heights)} rows in GreekGrid.body (an HTML table, max_height 600px) shrink "
+            "instead of scrolling"
         )
+        check_grid(page, snapshot_log, service, "voila")
+        assert not errors.seen, errors.seen
+        # Voila's own page template links Font Awesome from a CDN; nothing else leaves the host
+        assert all(VOILA_CDN.match(url) for url in outside), outside
     finally:
         stop_process(proc, signal.SIGTERM, 40)
         log.close()
     assert proc.returncode == 0, (tmp_path / "dashboard.log").read_text()
+
+
+# --- grid in the browser ----------------------------------------------------------------------
+
+
+class BrowserErrors:
+    """Console errors and uncaught exceptions of a page, from before it loads."""
+
+    def __init__(self, page: Any) -> None:
+        self.seen: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda exc: self.seen.append(f"uncaught: {exc}"))
+
+    def _console(self, msg: Any) -> None:
+        if msg.type == "error":
+            self.seen.append(f"console: {msg.text} ({msg.location.get('url', '')})")
+
+
+VOILA_CDN = re.compile(r"https://cdn\.jsdelivr\.net/npm/@fortawesome/fontawesome-free@")
+"""What Voila's ``lab`` template (``index.html.j2``) loads from outside: two stylesheets."""
+
+
+def offline(page: Any) -> list[str]:
+    """Answer every request of ``page`` that leaves 127.0.0.1 with an empty stylesheet (the
+    test machine has no network: a failed load is a console error) and list their URLs."""
+    asked: list[str] = []
+
+    def answer(route: Any) -> None:
+        asked.append(route.request.url)
+        route.fulfill(status=200, content_type="text/css", body="")
+
+    page.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/])"), answer)
+    return asked
+
+
+@dataclass
+class KernelFrame:
+    """One WebSocket frame of a kernel's channels, decoded."""
+
+    t: float
+    sent: bool
+    size: int
+    channel: str
+    msg_type: str
+    content: dict[str, Any]
+
+
+def decode_frame(payload: str | bytes, *, sent: bool) -> KernelFrame:
+    """A kernel WebSocket frame: JSON (the legacy protocol) or the v1 binary protocol."""
+    from jupyter_server.services.kernels.connection.base import deserialize_msg_from_ws_v1
+
+    if isinstance(payload, str):
+        m = json.loads(payload)
+        channel, header, content = m.get("channel", ""), m["header"], m["content"]
+    else:
+        channel, parts = deserialize_msg_from_ws_v1(payload)
+        header, content = json.loads(parts[0]), json.loads(parts[3])
+    return KernelFrame(time.monotonic(), sent, len(payload), channel, header["msg_type"], content)
+
+
+def record_kernel_frames(page: Any) -> list[KernelFrame]:
+    """Every frame the page sends and receives on a kernel's channels, from now on."""
+    frames: list[KernelFrame] = []
+
+    def on_socket(ws: Any) -> None:
+        if "/channels" in ws.url:
+            ws.on("framereceived", lambda p: frames.append(decode_frame(p, sent=False)))
+            ws.on("framesent", lambda p: frames.append(decode_frame(p, sent=True)))
+
+    page.on("websocket", on_socket)
+    return frames
+
+
+def grid_updates(frames: list[KernelFrame], body: str | None = None) -> list[KernelFrame]:
+    """The frames that carry a table to the grid's body (``body``: its comm id)."""
+    out = []
+    for f in frames:
+        data = f.content.get("data") or {}
+        state = data.get("state") or {}
+        if (
+            f.msg_type == "comm_msg"
+            and not f.sent
+            and data.get("method") == "update"
+            and "placeholder" in state
+            and "wbg" in str(state.get("value", ""))
+            and (body is None or f.content.get("comm_id") == body)
+        ):
+            out.append(f)
+    return out
+
+
+class SnapshotLog:
+    """Every snapshot the service publishes, by number, read by a client in its own thread."""
+
+    def __init__(self, name: str, keep: int = 600) -> None:
+        import asyncio
+        import threading
+
+        import workbench
+
+        self.by_seq: dict[int, Any] = {}
+        self._keep = keep
+        self._loop = asyncio.new_event_loop()
+
+        async def read() -> None:
+            client = workbench.connect(name)
+            try:
+                async for snap in client.snapshots():
+                    self.by_seq[snap.seq] = snap
+                    for old in [s for s in self.by_seq if s <= snap.seq - keep]:
+                        del self.by_seq[old]
+            finally:
+                client.close()
+
+        def run() -> None:
+            with contextlib.suppress(asyncio.CancelledError):
+                self._loop.run_until_complete(self._task)
+
+        self._task = self._loop.create_task(read())
+        self._thread = threading.Thread(target=run)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(10)
+        self._loop.close()
+
+
+@pytest.fixture(scope="module")
+def snapshot_log(service: Client) -> Iterator[SnapshotLog]:
+    log = SnapshotLog(NAME)
+    try:
+        yield log
+    finally:
+        log.close()
+
+
+_GRID_DOM = """() => {
+  const t = document.querySelector('table.wbg');
+  if (!t) return null;
+  const foot = t.parentElement.querySelector('.wbg-f');
+  return {
+    foot: foot ? foot.textContent : '',
+    head: Array.from(t.tHead.rows[0].cells, c => c.textContent),
+    rows: Array.from(t.tBodies[0].rows, r => ({
+      labels: Array.from(r.querySelectorAll('th'), c => c.textContent),
+      cells: Array.from(r.querySelectorAll('td'), c => c.textContent),
+    })),
+    cut: Array.from(t.querySelectorAll('th'))
+      .filter(c => c.scrollWidth > c.clientWidth || c.scrollHeight > c.clientHeight + 1)
+      .map(c => c.textContent),
+  };
+}"""
+
+
+def check_grid(page: Any, snapshots: SnapshotLog, service: Client, where: str) -> None:
+    """The grid in ``page`` (grouped by desk × currency) against the service: every label whole
+    and every row naming its desk and currency; the firm row, to the digits shown, equal to the
+    snapshot the footer names; a desk × currency row equal to that snapshot's when it carries
+    the grouping, else to ``Client.aggregate`` within 2% (the market moves between the two)."""
+    from workbench.widgets.grid import COLUMNS, HEADERS, UNITS, compact
+
+    def shown() -> Any:
+        dom = page.evaluate(_GRID_DOM)
+        m = re.match(r"snapshot (\d+) · ", dom["foot"]) if dom else None
+        if m is None or int(m.group(1)) not in snapshots.by_seq:
+            return None
+        return dom, snapshots.by_seq[int(m.group(1))]
+
+    dom, snap = wait_for(shown, 30, f"{where}: a grid whose snapshot the log holds", page)
+    assert not dom["cut"], f"{where}: labels cut: {dom['cut']}"
+    for col in COLUMNS:
+        assert f"{HEADERS[col]}{UNITS[col]}" in dom["head"], (col, dom["head"])
+    firm, *rows = dom["rows"]
+    assert firm["labels"][0] == "Firm"
+    groups = service.aggregate(("desk", "currency"))
+    pairs = set(
+        zip(groups["desk"].cast(pl.String), groups["currency"].cast(pl.String), strict=True)
+    )
+    labels = [tuple(r["labels"]) for r in rows]
+    assert len(labels) == len(set(labels)), labels
+    assert set(labels) <= pairs, (labels, pairs)
+    assert len(labels) >= len(pairs) - 2, "rows missing from the grid"
+    expected = snap.tables["firm"].row(0, named=True)
+    for j, col in enumerate(COLUMNS, start=1):
+        assert firm["cells"][j] == compact(float(expected[col])), (col, firm, expected)
+    big = max(rows, key=lambda r: abs(compact_value(r["cells"][1] or "0")))
+    desk, ccy = big["labels"]
+    table = snap.tables.get("desk,currency")
+    if table is not None:  # the snapshot carries the grouping: exact, to the digits shown
+        rec = table.filter(
+            (pl.col("desk").cast(pl.String) == desk) & (pl.col("currency").cast(pl.String) == ccy)
+        ).row(0, named=True)
+        for j, col in enumerate(COLUMNS, start=1):
+            assert big["cells"][j] == compact(float(rec[col])), (col, big, rec)
+    else:
+        rec = groups.filter(
+            (pl.col("desk").cast(pl.String) == desk) & (pl.col("currency").cast(pl.String) == ccy)
+        ).row(0, named=True)
+        assert math.isclose(compact_value(big["cells"][1]), rec["pv"], rel_tol=0.02), (big, rec)
+    print(
+        f"{where}: snapshot {snap.seq}, {len(rows)} rows, firm PV {firm['cells'][1]}, "
+        f"{desk} · {ccy} PV {big['cells'][1]}; no label cut"
+    )
+
+
+GRID_NOTEBOOK = "grid_alone.ipynb"
+
+
+def test_grid_in_jupyterlab_is_readable_within_budget_and_pauses_with_its_tab(
+    service: Client,
+    lab: Lab,
+    lab_page: Callable[[str], Any],
+    chromium: Any,
+    snapshot_log: SnapshotLog,
+) -> None:
+    """The grid alone in a notebook: readable, the service's numbers, ≤ 20 KB and ≤ 20 messages
+    per update on the kernel's WebSocket; it goes on after a cell that awaits for 8 s (the
+    browser's receipts sent meanwhile get no ``idle`` from ipykernel); with the tab closed the
+    kernel sends the grid almost nothing (its iopub read by a client of our own); reopened, the
+    grid goes on."""
+    from jupyter_client import BlockingKernelClient
+
+    def cell(cell_id: str, source: str) -> dict[str, Any]:
+        return {
+            "cell_type": "code",
+            "execution_count": None,
+            "id": cell_id,
+            "metadata": {},
+            "outputs": [],
+            "source": source,
+        }
+
+    nb = {
+        "cells": [
+            cell(
+                "grid",
+                f"from workbench.widgets import GreekGrid\n\ngrid = GreekGrid({NAME!r})\ngrid",
+            ),
+            cell("wait", "import asyncio\n\nawait asyncio.sleep(8)"),
+        ],
+        "metadata": {
+            "kernelspec": {"name": KERNEL, "display_name": "Workbench", "language": "python"}
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    (lab.root / GRID_NOTEBOOK).write_text(json.dumps(nb))
+    page = chromium.pages[0] if chromium.pages else chromium.new_page()
+    errors = BrowserErrors(page)
+    frames = record_kernel_frames(page)
+    assert lab_page(GRID_NOTEBOOK) is page
+    run_all(page)
+    page.locator(".wbg-r.wbg-t").wait_for(timeout=90_000)
+    replies = wait_for(
+        lambda: [f for f in frames if f.msg_type == "execute_reply"][1:],
+        60,
+        "the end of the awaiting cell",
+        page,
+    )
+    done = replies[0].t
+    after = wait_for(
+        lambda: (u := grid_updates([f for f in frames if f.t > done]))[2:] and u,
+        40,
+        "grid updates after the awaiting cell",
+        page,
+    )
+    links = [f for f in frames if f.msg_type == "comm_open" and "LinkModel" in str(f.content)]
+    print(
+        f"lab: updates again {after[0].t - done:.1f} s after the awaiting cell "
+        f"({len(links)} receipt links opened)"
+    )
+    check_grid(page, snapshot_log, service, "lab")
+    # drill-down from the menu under the grid: the positions of the first group
+    pick = page.locator(".widget-dropdown", has_text="positions of").locator("select")
+    first_group = pick.evaluate("s => s.options[2].text").replace("\xa0", " ")
+    pick.select_option(index=2)
+    title = page.locator(".widget-html", has_text=re.compile(r": \d+ positions$")).first
+    title.wait_for(timeout=30_000)
+    desk, ccy = first_group.split(" · ")
+    n = len(service.positions().filter(
+        (pl.col("desk").cast(pl.String) == desk) & (pl.col("currency").cast(pl.String) == ccy)
+    ))  # fmt: skip
+    assert title.text_content() == f"{first_group}: {n} positions", (title.text_content(), n)
+    # the traffic of 10 s, both ways, all of it the grid's (the notebook has nothing else)
+    page.wait_for_timeout(1_000)
+    t0 = time.monotonic()
+    page.wait_for_timeout(10_000)
+    window = [f for f in frames if f.t >= t0]
+    updates = grid_updates(window)
+    assert len(updates) >= 5, f"{len(updates)} grid updates in 10 s"
+    body = updates[0].content["comm_id"]
+    per_update = len(window) / len(updates)
+    bytes_per_update = sum(f.size for f in window) / len(updates)
+    kinds = sorted({f"{'→' if f.sent else '←'}{f.channel}:{f.msg_type}" for f in window})
+    print(
+        f"lab: {len(updates)} grid updates in 10 s: {per_update:.1f} messages and "
+        f"{bytes_per_update / 1e3:.1f} KB per update (largest frame "
+        f"{max(f.size for f in updates) / 1e3:.1f} KB); kinds {kinds}"
+    )
+    assert per_update <= 20
+    assert bytes_per_update <= 20_000
+    assert max(f.size for f in updates) <= 20_000
+    assert not errors.seen, errors.seen
+    # the tab closes: what the kernel sends on iopub from then on
+    (kernel,) = lab.kernels()
+    kc = BlockingKernelClient()
+    kc.load_connection_file(Path(os.environ["JUPYTER_RUNTIME_DIR"]) / f"kernel-{kernel['id']}.json")
+    kc.start_channels(shell=False, iopub=True, stdin=False, hb=False, control=False)
+    try:
+        page.wait_for_timeout(1_000)  # the subscription joins
+        with contextlib.suppress(Exception):  # what came while the tab was open: not counted
+            while True:
+                kc.get_iopub_msg(timeout=0.05)
+        page.close()
+        closed = time.monotonic()
+        grid_msgs: list[tuple[float, str]] = []
+        while time.monotonic() - closed < 12.0:
+            with contextlib.suppress(Exception):  # queue.Empty at the timeout
+                msg = kc.get_iopub_msg(timeout=0.5)
+                if msg["msg_type"] in ("comm_msg", "comm_open", "comm_close"):
+                    grid_msgs.append((time.monotonic() - closed, msg["content"].get("comm_id", "")))
+    finally:
+        kc.stop_channels()
+    late = [t for t, c in grid_msgs if c == body and t > 1.0]
+    when = [round(t, 1) for t, _ in grid_msgs]
+    print(f"lab: tab closed 12 s: {len(grid_msgs)} comm messages, at {when} s")
+    assert late == [], f"table updates sent to a closed tab at {late} s"
+    assert len(grid_msgs) <= 12, grid_msgs
+    # reopened: the browser restores the widgets, the link sends its receipt, updates resume
+    again = chromium.new_page()
+    errors = BrowserErrors(again)
+    frames = record_kernel_frames(again)
+    assert lab_page(GRID_NOTEBOOK) is again
+    wait_for(lambda: len(grid_updates(frames, body)) >= 3, 30, "updates after reopening", again)
+    assert not errors.seen, errors.seen

@@ -100,14 +100,20 @@ async def throttled(
     *,
     max_hz: float,
     debounce_s: float = 0.0,
+    gate: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Apply the newest value of ``box`` at most ``max_hz`` times a second, forever.
 
     With ``debounce_s`` > 0 it waits that long after a value arrives and takes the newest one
-    then (so a dragged slider sends one request when it stops, not one per pixel).
+    then (so a dragged slider sends one request when it stops, not one per pixel). With a
+    ``gate`` (such as :meth:`workbench.widgets.delivery.Delivery.turn`) it awaits ``gate()``
+    before it takes each value, so values that arrive while the gate is shut are skipped but
+    the newest.
     """
     period = 1.0 / max_hz if max_hz > 0 else 0.0
     while True:
+        if gate is not None:
+            await gate()
         value = await box.get()
         if debounce_s > 0:
             while True:
@@ -284,6 +290,7 @@ _STATE_STYLE = {
     "live": ("#1a7f37", "●"),
     "connecting": ("#9a6700", "◌"),
     "stopped": ("#cf222e", "■"),
+    "paused": ("#9a6700", "⏸"),
 }
 
 
