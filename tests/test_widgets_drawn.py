@@ -448,8 +448,27 @@ def test_curve_shock_charts_drawn_in_jupyterlab(
     assert bars["bars"] >= 3
     (ladder_fig,) = charts(page, "ladder: all")
     assert_readable_ticks(ladder_fig, kernel["ladder"])
+    # two seconds of dragging the parallel slider (a new value every move): the charts follow
+    # the last value, never more often than the budget
     observe_redraws(page)
-    page.wait_for_timeout(3_000)
+    slider = page.locator(".widget-slider", has_text="parallel bp").first
+    slider.scroll_into_view_if_needed()
+    box = slider.locator(".noUi-handle").bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for i in range(40):
+        page.mouse.move(x + (-25 if i % 2 else 25), y, steps=2)
+        page.wait_for_timeout(50)
+    page.mouse.up()
+    tb.wait_for(
+        lambda: redraw_rates(page).get(f"{curves['title']}#0", 0) > 0,
+        30,
+        "the curves redrawn after the drag",
+        page,
+    )
+    page.wait_for_timeout(1_000)
     check_rates(page)
     tb.shot(page, "lab-what-if-charts")
     no_errors(errors)
