@@ -420,8 +420,9 @@ def chosen_pillars(service: Client, choice: str) -> pl.DataFrame:
 
 
 def test_curve_shock_slider_changes_pnl(
-    service: Client, files: tuple[Path, Path], lab_page: Callable[[str], Any]
+    service: Client, files: tuple[Path, Path], chromium: Any, lab_page: Callable[[str], Any]
 ) -> None:
+    errors = console_errors(chromium.pages[0])
     page = lab_page("what_if.ipynb")
     run_all(page)
     total = page.locator(".widget-html", has_text="quotes moved").first
@@ -475,6 +476,7 @@ def test_curve_shock_slider_changes_pnl(
         f"(service: {expected:,.0f} USD, gross {gross:,.0f})"
     )
     shot(page, "lab-what-if")
+    assert not errors, f"console errors: {errors[:3]}"
     # the notebook asks for curve="all USD"; the widget must keep it once the market is loaded
     assert shown_curve == "all USD", (
         f"CurveShock shows {shown_curve!r}, not the notebook's 'all USD' (CurveShock.refresh "
@@ -502,7 +504,10 @@ def bars_in(page: Any, title: str) -> int:
     return max((f["bars"] for f in figures(page) if title in f["title"]), default=-1)
 
 
-def test_profiler_draws_its_chart(service: Client, lab_page: Callable[[str], Any]) -> None:
+def test_profiler_draws_its_chart(
+    service: Client, chromium: Any, lab_page: Callable[[str], Any]
+) -> None:
+    errors = console_errors(chromium.pages[0])
     page = lab_page("spline_caching.ipynb")
     run_all(page)
     wait_for(
@@ -543,6 +548,7 @@ def test_profiler_draws_its_chart(service: Client, lab_page: Callable[[str], Any
     assert re.search(r":\d+ — [\d.]+ s \([\d.]+%\), own [\d.]+ s$", tip), tip
     print(f"\nprofiler: {n} functions charted, {boxes} icicle boxes ({drawn} drawn)")
     shot(page, "lab-profiler")
+    assert not errors, f"console errors: {errors[:3]}"
 
 
 # --- Voila ------------------------------------------------------------------------------------
@@ -941,3 +947,19 @@ def test_grid_in_jupyterlab_is_readable_within_budget_and_pauses_with_its_tab(
     assert lab_page(GRID_NOTEBOOK) is again
     wait_for(lambda: len(grid_updates(frames, body)) >= 3, 30, "updates after reopening", again)
     assert not errors.seen, errors.seen
+
+
+# --- every widget drawn -----------------------------------------------------------------------
+
+
+def console_errors(page: Any) -> list[str]:
+    """Every console error and uncaught exception of ``page`` from now on (a live list)."""
+    errors: list[str] = []
+    page.on(
+        "console",
+        lambda m: (
+            errors.append(f"{m.text} ({m.location.get('url', '')})") if m.type == "error" else None
+        ),
+    )
+    page.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+    return errors

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import bqplot as bq
 import comm
 import ipywidgets as w
 import numpy as np
@@ -24,7 +25,7 @@ import polars as pl
 import pytest
 from service_helpers import POSITIONS, make_files, start
 
-from workbench.client import Client
+from workbench.client import Client, SnapshotView
 from workbench.engine.processes.market_view import pillar_frame
 from workbench.risk.breaches import Breach
 from workbench.risk.limits import LimitConfig
@@ -40,6 +41,7 @@ from workbench.widgets import (
     throttled,
 )
 from workbench.widgets.grid import COLUMNS, FIRM
+from workbench.widgets.history import MAX_CHART_HZ, si_ticks
 from workbench.widgets.profiler import busy_tree
 from workbench.widgets.shocks import pillar_shocks, shape_bp
 
@@ -242,6 +244,76 @@ def test_pillar_shocks_shape() -> None:
     ten = next(i.quote for i in spec.instruments if i.tenor == "10Y")
     assert moves[ten] == 8.0
     assert pillar_shocks(pillars) == {}
+
+
+def _figures(node: Any) -> list[bq.Figure]:
+    """The bqplot figures in a widget tree."""
+    if isinstance(node, bq.Figure):
+        return [node]
+    return [f for child in getattr(node, "children", ()) for f in _figures(child)]
+
+
+def test_chart_axes_name_their_format_and_redraws_are_capped(tmp_path: Path) -> None:
+    # an axis left to guess its format keeps the one its first domain gave: with no ticks
+    # then (one point, all values equal) bqplot formats every later tick as ".undefinedg"
+
+    async def scenario() -> None:
+        root = str(tmp_path)  # no service there: the widgets keep trying to connect
+        widgets = [
+            GreekHistory("nowhere", run_root=root),
+            Telemetry("nowhere", run_root=root),
+            CurveShock("nowhere", run_root=root),
+            Profiler("nowhere", run_root=root),
+        ]
+        try:
+            axes = [a for x in widgets for f in _figures(x.widget) for a in f.axes]
+            linear = [a for a in axes if isinstance(a.scale, bq.LinearScale)]
+            assert len(linear) == 6 + 7 + 5 + 1  # history, telemetry, curve shock, profiler
+            assert [a.label for a in linear if not a.tick_format] == []
+            with pytest.raises(ValueError, match="max_hz"):
+                GreekHistory("nowhere", run_root=root, max_hz=MAX_CHART_HZ * 2)
+            with pytest.raises(ValueError, match="max_hz"):
+                Telemetry("nowhere", run_root=root, period_s=0.5 / MAX_CHART_HZ)
+        finally:
+            for x in widgets:
+                x.close()
+
+    asyncio.run(scenario())
+
+
+def _firm(seq: int, made_ns: int, **values: float) -> SnapshotView:
+    return SnapshotView(seq, made_ns, {"firm": pl.DataFrame(values)}, (), {})
+
+
+def test_history_sends_finite_points_and_widens_a_flat_domain(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        hist = GreekHistory("nowhere", measures=("pv", "vega"), run_root=str(tmp_path))
+        try:
+            t0 = hist.t0_ns
+            hist.record(_firm(7, t0 + 10**9, pv=2.0e6, vega=math.nan))
+            hist._draw(True)
+            pv, vega = hist.lines["pv"], hist.lines["vega"]
+            assert pv.x.tolist() == [1.0]
+            assert pv.x.dtype == pv.y.dtype == np.float64
+            assert (pv.scales["x"].min, pv.scales["x"].max) == (0.99, 1.01)
+            assert (pv.scales["y"].min, pv.scales["y"].max) == (1.98e6, 2.02e6)
+            assert vega.x.size == vega.y.size == 0
+            hist.record(_firm(8, t0 + 2 * 10**9, pv=2.5e6, vega=3.0))
+            hist._draw(True)
+            assert pv.y.tolist() == [2.0e6, 2.5e6]
+            assert (pv.scales["y"].min, pv.scales["y"].max) == (None, None)
+            assert (pv.scales["x"].min, pv.scales["x"].max) == (None, None)
+            assert vega.y.tolist() == [3.0]
+            assert (vega.scales["y"].min, vega.scales["y"].max) == (2.97, 3.03)
+            assert hist.seqs.tolist() == [7, 8]
+            # the value axis keeps enough digits to tell its ticks apart
+            assert hist.value_axes["pv"].tick_format == ".3s"
+            assert si_ticks(-3.20e6, -3.18e6, ticks=4) == ".4s"
+            assert si_ticks(5.0, 5.0, ticks=4) == ".3s"
+        finally:
+            hist.close()
+
+    asyncio.run(scenario())
 
 
 # --- with a service ---------------------------------------------------------------------------

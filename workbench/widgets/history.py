@@ -1,14 +1,21 @@
 """GreekHistory: bqplot time series of chosen aggregates since the widget opened.
 
 One small chart per measure (their scales differ by orders of magnitude), x in seconds since
-the widget opened (monotonic clock). The arrays go to the browser as binary buffers; redraws are
-throttled (latest value wins).
+the widget opened (monotonic clock). The arrays go to the browser as binary float64 buffers
+(finite values only); redraws are throttled (latest value wins, at most :data:`MAX_CHART_HZ`).
+
+Every linear axis of the chart widgets names its tick format: without one, bqplot picks a format
+from the ticks of the domain the axis first rendered with and keeps it, and a domain with no
+ticks then (a single point, all values equal) leaves it formatting every later tick as
+``.undefinedg``, which throws on each update and leaves the chart empty.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
+from typing import Final
 
 import bqplot as bq  # type: ignore[import-untyped]
 import ipywidgets as w  # type: ignore[import-untyped]
@@ -18,6 +25,59 @@ import polars as pl
 from workbench.client import Client, SnapshotView
 from workbench.widgets._live import Latest, LiveWidget, throttled
 from workbench.widgets.grid import COLUMNS, HEADERS
+
+MAX_CHART_HZ: Final = 5.0
+"""Most redraws a second of a chart widget (the charts' share of the traffic budget)."""
+
+NUMBER_TICKS: Final = ",.4~r"
+"""Tick format of plain-number axes (seconds, rates, bp): 4 significant digits, no exponent."""
+
+
+def chart_hz(max_hz: float) -> float:
+    """``max_hz`` checked against :data:`MAX_CHART_HZ` (redraws a second)."""
+    if not 0.0 < max_hz <= MAX_CHART_HZ:
+        raise ValueError(f"max_hz must be in (0, {MAX_CHART_HZ:g}] redraws a second: {max_hz}")
+    return max_hz
+
+
+def flat_span(values: np.ndarray) -> tuple[float | None, float | None]:
+    """Scale bounds for ``values``: ``(None, None)`` (from the data) unless every finite value is
+    the same, then ±1% of it (±1 around 0), so the axis keeps its ticks.
+
+    Examples
+    --------
+    >>> flat_span(np.array([1.0, 2.0]))
+    (None, None)
+    >>> flat_span(np.array([200.0, 200.0, np.nan]))
+    (198.0, 202.0)
+    >>> flat_span(np.array([0.0]))
+    (-1.0, 1.0)
+    """
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None, None
+    lo, hi = float(finite.min()), float(finite.max())
+    if hi - lo > 1e-9 * max(abs(lo), abs(hi)):
+        return None, None
+    half = abs(hi) * 0.01 or 1.0
+    return hi - half, hi + half
+
+
+def si_ticks(lo: float, hi: float, *, ticks: int) -> str:
+    """A d3 SI tick format (``.<n>s``) whose significant digits tell apart ``ticks`` evenly
+    spaced ticks from ``lo`` to ``hi`` (three at least, twelve at most).
+
+    Examples
+    --------
+    >>> si_ticks(0.0, 3e6, ticks=4), si_ticks(-3.20e6, -3.18e6, ticks=4)
+    ('.3s', '.4s')
+    """
+    step = (hi - lo) / max(ticks - 1, 1)
+    top = max(abs(lo), abs(hi))
+    if not (math.isfinite(step) and math.isfinite(top)) or step <= 0.0 or top <= 0.0:
+        return ".3s"
+    digits = math.floor(math.log10(top)) - math.floor(math.log10(step)) + 1
+    return f".{min(max(digits, 3), 12)}s"
 
 
 def scope_value(snap: SnapshotView, scope: str, measure: str) -> float:
@@ -44,7 +104,16 @@ class GreekHistory(LiveWidget):
     max_points
         Older points are thinned (every other one dropped) beyond this many.
     max_hz
-        Most redraws a second.
+        Most redraws a second (at most :data:`MAX_CHART_HZ`).
+
+    Attributes
+    ----------
+    t
+        Seconds from :attr:`t0_ns` of each point (monotonic clock).
+    values
+        Measure → value of each point (USD).
+    seqs
+        Sequence number of the snapshot of each point.
     """
 
     def __init__(
@@ -57,6 +126,7 @@ class GreekHistory(LiveWidget):
         max_hz: float = 2.0,
         run_root: str | None = None,
     ) -> None:
+        chart_hz(max_hz)
         super().__init__(service, run_root=run_root)
         unknown = [m for m in measures if m not in COLUMNS]
         if unknown:
@@ -66,15 +136,18 @@ class GreekHistory(LiveWidget):
         self.max_points = max_points
         self.t0_ns = time.monotonic_ns()
         self.t = np.empty(0)
+        self.seqs = np.empty(0, dtype=np.int64)
         self.values: dict[str, np.ndarray] = {m: np.empty(0) for m in self.measures}
         self.lines: dict[str, bq.Lines] = {}
+        self.value_axes: dict[str, bq.Axis] = {}
         figures = []
         for m in self.measures:
             x, y = bq.LinearScale(), bq.LinearScale()
             line = bq.Lines(x=[], y=[], scales={"x": x, "y": y}, colors=["#0969da"])
             self.lines[m] = line
-            ax_x = bq.Axis(scale=x, label="s since opened", num_ticks=5)
+            ax_x = bq.Axis(scale=x, label="s since opened", num_ticks=5, tick_format=NUMBER_TICKS)
             ax_y = bq.Axis(scale=y, orientation="vertical", tick_format=".3s", num_ticks=4)
+            self.value_axes[m] = ax_y
             figures.append(
                 bq.Figure(
                     marks=[line],
@@ -94,11 +167,13 @@ class GreekHistory(LiveWidget):
         self.t = np.append(self.t, (snap.made_ns - self.t0_ns) / 1e9)
         for m in self.measures:
             self.values[m] = np.append(self.values[m], scope_value(snap, self.scope, m))
+        self.seqs = np.append(self.seqs, np.int64(snap.seq))
         if self.t.size > self.max_points:
             keep = np.r_[
                 np.arange(0, self.t.size - 100, 2), np.arange(self.t.size - 100, self.t.size)
             ]
             self.t = self.t[keep]
+            self.seqs = self.seqs[keep]
             self.values = {m: v[keep] for m, v in self.values.items()}
 
     async def _feed(self) -> None:
@@ -108,6 +183,17 @@ class GreekHistory(LiveWidget):
 
     def _draw(self, _flag: bool) -> None:
         for m, line in self.lines.items():
+            ok = np.isfinite(self.t) & np.isfinite(self.values[m])
+            x, y = self.t[ok], self.values[m][ok]
+            for scale, values in ((line.scales["x"], x), (line.scales["y"], y)):
+                with scale.hold_sync():
+                    scale.min, scale.max = flat_span(values)
+            if y.size:
+                lo, hi = line.scales["y"].min, line.scales["y"].max
+                if lo is None or hi is None:
+                    lo, hi = float(y.min()), float(y.max())
+                axis = self.value_axes[m]
+                axis.tick_format = si_ticks(lo, hi, ticks=axis.num_ticks)
             with line.hold_sync():
-                line.x = self.t
-                line.y = self.values[m]
+                line.x = x
+                line.y = y

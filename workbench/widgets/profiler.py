@@ -26,6 +26,7 @@ import polars as pl
 
 from workbench.client import Client
 from workbench.widgets._live import LiveWidget
+from workbench.widgets.history import NUMBER_TICKS
 
 WORKERS: Final[tuple[str, ...]] = ("rates-0", "fx-0", "credit-0", "equity-0")
 
@@ -225,7 +226,7 @@ class Profiler(LiveWidget):
             marks=[self.bars],
             axes=[
                 bq.Axis(scale=xs, orientation="vertical", tick_style={"font-size": "9px"}),
-                bq.Axis(scale=ys, label="cumulative s"),
+                bq.Axis(scale=ys, label="cumulative s", tick_format=NUMBER_TICKS),
             ],
             title="cumulative time per function",
             layout=w.Layout(width="620px", height="380px"),

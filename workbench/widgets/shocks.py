@@ -28,6 +28,7 @@ import polars as pl
 from workbench.client import Client, MarketView, QuoteShock
 from workbench.widgets._live import Latest, LiveWidget, throttled
 from workbench.widgets.grid import GROUPINGS, compact
+from workbench.widgets.history import MAX_CHART_HZ, NUMBER_TICKS
 
 LADDER_BP: Final[tuple[float, ...]] = (-100.0, -75.0, -50.0, -25.0, 0.0, 25.0, 50.0, 75.0, 100.0)
 GRID_T: Final = np.linspace(0.25, 30.0, 120)
@@ -122,8 +123,8 @@ class CurveShock(LiveWidget):
         self.curve_fig = bq.Figure(
             marks=[self.curve_lines],
             axes=[
-                bq.Axis(scale=xs, label="years"),
-                bq.Axis(scale=ys, orientation="vertical", label="%"),
+                bq.Axis(scale=xs, label="years", tick_format=NUMBER_TICKS),
+                bq.Axis(scale=ys, orientation="vertical", label="%", tick_format=NUMBER_TICKS),
             ],
             title="curves",
             layout=w.Layout(width="520px", height="320px"),
@@ -146,7 +147,7 @@ class CurveShock(LiveWidget):
         self.ladder_fig = bq.Figure(
             marks=[self.ladder_line],
             axes=[
-                bq.Axis(scale=lx, label="parallel shift bp"),
+                bq.Axis(scale=lx, label="parallel shift bp", tick_format=NUMBER_TICKS),
                 bq.Axis(scale=ly, orientation="vertical", tick_format=".3s", label="PnL USD"),
             ],
             title="ladder",
@@ -172,7 +173,7 @@ class CurveShock(LiveWidget):
         self.ladder_button.on_click(lambda _b: self._spawn(self.ladder()))
         self._ready = asyncio.Event()
         self._spawn(self.refresh())
-        self._spawn(throttled(self._box, self._whatif, max_hz=5.0, debounce_s=debounce_s))
+        self._spawn(throttled(self._box, self._whatif, max_hz=MAX_CHART_HZ, debounce_s=debounce_s))
 
     # --- state -------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from workbench.client import BUCKETS_MS, Client, quantile_ms
 from workbench.widgets._live import LiveWidget
+from workbench.widgets.history import NUMBER_TICKS, chart_hz, flat_span
 
 ROW_STATS: Final[tuple[str, ...]] = (
     "latency_p50_us",
@@ -123,7 +124,9 @@ def status_table_html(status: dict[str, Any]) -> str:
 
 
 class Telemetry(LiveWidget):
-    """Process table and rate charts from the service's status, refreshed every ``period_s``."""
+    """Process table and rate charts from the service's status, refreshed every ``period_s``
+    seconds (at least 0.2 s: :data:`workbench.widgets.history.MAX_CHART_HZ`); the latest
+    ``window`` refreshes charted."""
 
     def __init__(
         self,
@@ -133,6 +136,9 @@ class Telemetry(LiveWidget):
         window: int = 600,
         run_root: str | None = None,
     ) -> None:
+        if not period_s > 0:
+            raise ValueError(f"period_s must be positive: {period_s}")
+        chart_hz(1.0 / period_s)
         super().__init__(service, run_root=run_root)
         self.period_s = period_s
         self.window = window
@@ -157,7 +163,10 @@ class Telemetry(LiveWidget):
             figs.append(
                 bq.Figure(
                     marks=[line],
-                    axes=[bq.Axis(scale=x, label="s"), bq.Axis(scale=y, orientation="vertical")],
+                    axes=[
+                        bq.Axis(scale=x, label="s", tick_format=NUMBER_TICKS),
+                        bq.Axis(scale=y, orientation="vertical", tick_format=NUMBER_TICKS),
+                    ],
                     title=title,
                     layout=w.Layout(width="330px", height="200px"),
                     fig_margin={"top": 30, "bottom": 35, "left": 50, "right": 10},
@@ -221,9 +230,14 @@ class Telemetry(LiveWidget):
             self.series[k] = np.append(self.series[k], r[k])[-self.window :]
         for k, line in self.charts.items():
             ok = np.isfinite(self.series[k])
+            x, y = self.t[ok], self.series[k][ok]
+            with line.scales["x"].hold_sync():
+                line.scales["x"].min, line.scales["x"].max = flat_span(x)
+            # the y scale starts at 0: a series of zeros would leave it a flat domain, no ticks
+            line.scales["y"].max = None if np.any(y > 0) else 1.0
             with line.hold_sync():
-                line.x = self.t[ok]
-                line.y = self.series[k][ok]
+                line.x = x
+                line.y = y
         self.summary.value = (
             f"<b>{r['ticks_per_s']:,.0f}</b> ticks/s · "
             f"<b>{r['rejects_per_s']:,.1f}</b> rejects/s · "
@@ -240,4 +254,5 @@ class Telemetry(LiveWidget):
         wire = boundary_counts(self.last or {}).get(str(self.boundary.value))
         counts = np.asarray(wire[:-1] if wire else [0.0] * len(BUCKET_LABELS), dtype=np.float64)
         total = counts.sum()
+        self.histogram.scales["y"].max = None if total > 0 else 1.0
         self.histogram.y = 100.0 * counts / total if total > 0 else counts
