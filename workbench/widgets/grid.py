@@ -286,10 +286,8 @@ class GreekGrid(LiveWidget):
             self._box.put(snap)
 
     async def _table(self, snap: SnapshotView) -> pl.DataFrame:
-        by = self.by
-        if len(by) == 1 and by[0] in snap.tables:
-            return snap.tables[by[0]]
-        return await self.conn.call(lambda c: c.aaggregate(by))
+        # every grouping of GROUPINGS comes with the snapshot: no request to the service
+        return snap.grouped(self.by)
 
     async def _update(self, snap: SnapshotView) -> None:
         t0 = time.perf_counter()
