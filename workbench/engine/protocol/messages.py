@@ -20,8 +20,7 @@ import polars as pl
 from workbench.risk.breaches import Breach
 from workbench.risk.shocks import AnyShock
 
-SCHEMA_VERSION = 2
-"""2: tables are Arrow IPC streams (1: Arrow IPC files, which a client of 1 expects)."""
+SCHEMA_VERSION = 1
 MAX_CONTROL_BYTES = 1 << 20
 """A control request larger than this is refused with an error reply, undecoded."""
 MAX_WIRE_BYTES = 64 * MAX_CONTROL_BYTES
