@@ -16,6 +16,7 @@ from polars.testing import assert_frame_equal
 from workbench.book.io import frame_to_book
 from workbench.book.reference import generate_reference_book
 from workbench.book.schema import PRODUCTS, Book, Categorical
+from workbench.engine.protocol import messages as msg
 from workbench.market.reference import generate_reference_market
 from workbench.pricing.portfolio import PortfolioPricer
 from workbench.risk.aggregation import (
@@ -47,16 +48,24 @@ def _cat(values: list[str], labels: tuple[str, ...] | None = None) -> Categorica
     return Categorical(np.array([labs.index(v) for v in values], dtype=np.int64), labs)
 
 
-def make_book(products: list[str], desks: list[str], notional: list[float]) -> Book:
-    """A book of the given products and desks (book = desk + "-A", currency USD)."""
+def make_book(
+    products: list[str],
+    desks: list[str],
+    notional: list[float],
+    *,
+    books: list[str] | None = None,
+    currencies: list[str] | None = None,
+) -> Book:
+    """A book of the given products and desks (book = desk + "-A" and currency USD unless
+    given)."""
     n = len(products)
     nan = np.full(n, np.nan)
     return Book(
         position_id=tuple(f"P{i:04d}" for i in range(n)),
         product=_cat(products, PRODUCTS),
         desk=_cat(desks),
-        book=_cat([d + "-A" for d in desks]),
-        currency=_cat(["USD"] * n),
+        book=_cat(books if books is not None else [d + "-A" for d in desks]),
+        currency=_cat(currencies if currencies is not None else ["USD"] * n),
         underlying=_cat([UNDERLYING[p] for p in products]),
         start=np.full(n, np.datetime64("NaT"), dtype="datetime64[D]"),
         maturity=np.full(n, np.datetime64("2030-01-02"), dtype="datetime64[D]"),
@@ -225,7 +234,9 @@ def books_with_risk(draw: st.DrawFn) -> tuple[pl.DataFrame, dict[str, np.ndarray
     n = draw(st.integers(1, 25))
     products = draw(st.lists(st.sampled_from(PRODUCTS), min_size=n, max_size=n))
     desks = draw(st.lists(st.sampled_from(["A", "B", "C"]), min_size=n, max_size=n))
-    book = make_book(products, desks, [1.0] * n)
+    books = draw(st.lists(st.sampled_from(["A-1", "A-2", "B-1"]), min_size=n, max_size=n))
+    ccys = draw(st.lists(st.sampled_from(["EUR", "JPY", "USD"]), min_size=n, max_size=n))
+    book = make_book(products, desks, [1.0] * n, books=books, currencies=ccys)
     cols = risk_columns(n)
     for name in RISK_INPUTS:
         cols[name] = np.array(draw(st.lists(_amount, min_size=n, max_size=n)))
@@ -282,7 +293,12 @@ def test_rollups_in_one_pass_equal_each_rollup(
 
 
 STATIC_COLUMNS = list(static_frame(make_book(["IRS"], ["A"], [1.0])).columns)
-CELL_GROUPINGS = [(), ("desk",), ("asset_class",), ("desk", "asset_class"), ("asset_class", "desk")]
+CELL_GROUPINGS = [
+    *msg.SNAPSHOT_GROUPINGS,
+    ("asset_class", "desk"),
+    ("currency", "book", "product"),
+    GROUP_COLUMNS,
+]
 
 
 @settings(max_examples=80, deadline=None)
@@ -303,8 +319,12 @@ def test_cell_sums_refuse_what_they_cannot_group_or_read() -> None:
     book = make_book(["IRS", "CDX_TRANCHE"], ["A", "B"], [1, 1])
     cells = CellSums(static_frame(book))
     cols = risk_columns(2)
-    with pytest.raises(ValueError, match="not \\['book'\\]"):
-        cells.rollups(cols, 0, [("desk", "book")])
+    with pytest.raises(ValueError, match="unknown group column 'trader'"):
+        cells.rollups(cols, 0, [("desk", "trader")])
+    with pytest.raises(ValueError, match="repeated"):
+        cells.rollups(cols, 0, [("desk", "desk")])
+    with pytest.raises(ValueError, match="string 'desk'"):
+        cells.rollups(cols, 0, ["desk"])
     with pytest.raises(ValueError, match="'vega'"):
         cells.rollups({k: v for k, v in cols.items() if k != "vega"}, 0, [()])
     with pytest.raises(ValueError, match="'pv' has shape"):
@@ -333,8 +353,9 @@ def test_reference_book_cell_sums_equal_the_rollups(
     static = static_frame(book)
     frame = risk_frame(static, cols, now_ns=2 * SECOND)
     got = CellSums(static).rollups(cols, 2 * SECOND, CELL_GROUPINGS)
-    for table, want in zip(got, rollups(frame, CELL_GROUPINGS), strict=True):
-        assert_frame_equal(table, want, check_exact=False, rel_tol=1e-9, abs_tol=1e-6)
+    for by, table in zip(CELL_GROUPINGS, got, strict=True):
+        # Greeks priced for real: counts and ages exact, sums within 1e-12 relative
+        assert_frame_equal(table, rollup(frame, by), check_exact=False, rel_tol=1e-12, abs_tol=0)
 
 
 def test_reference_book_rollups_match_the_positions(

@@ -363,7 +363,7 @@ def test_grid_live_updates_are_small_and_drill_down(service: Holder) -> None:
             assert outlined(grid.model.rows[FIRM]) == 1
             # only 'update' messages with row markup, no full re-send of the grid
             assert all(d.get("method") == "update" for d, _ in msgs)
-            # a grouping that needs a request: desk × currency
+            # a grouping of two columns: desk × currency
             grid.grouping.value = "desk × currency"
             await until(
                 lambda: any(len(k) == 2 for k in grid.model.rows), 30, "desk × currency rows"

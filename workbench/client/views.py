@@ -6,7 +6,7 @@ here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -34,13 +34,52 @@ _POLARS_TYPES: Final = {int: pl.Int64, float: pl.Float64, str: pl.String}
 _TREE_SCHEMA: Final = {k: _POLARS_TYPES[t] for k, t in TREE_COLUMNS.items()}
 
 
+class SnapshotTables(Mapping[str, pl.DataFrame]):
+    """A snapshot's tables by name as Polars frames, each decoded from its Arrow IPC bytes the
+    first time it is read (a reader pays only for the tables it reads).
+
+    Parameters
+    ----------
+    raw
+        Table name → Arrow IPC bytes, as a :class:`~workbench.engine.protocol.messages.Snapshot`
+        carries them.
+    """
+
+    def __init__(self, raw: Mapping[str, bytes]) -> None:
+        self._raw = dict(raw)
+        self._frames: dict[str, pl.DataFrame] = {}
+
+    def __getitem__(self, name: str) -> pl.DataFrame:
+        frame = self._frames.get(name)
+        if frame is None:
+            frame = msg.bytes_to_frame(self._raw[name])
+            self._frames[name] = frame
+        return frame
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __repr__(self) -> str:
+        return f"SnapshotTables({sorted(self._raw)})"
+
+
 @dataclass(frozen=True)
 class SnapshotView:
-    """A decoded aggregated snapshot: tables as Polars frames (USD measures)."""
+    """A decoded aggregated snapshot: tables as Polars frames (USD measures).
+
+    ``tables`` holds ``"limits"`` (the limit usage) and the roll-up of every grouping of
+    :data:`~workbench.engine.protocol.messages.SNAPSHOT_GROUPINGS` (the columns of
+    :func:`workbench.risk.aggregation.rollup`) under its name: ``"firm"``, ``"desk"``,
+    ``"asset_class"``, ``"desk,currency"``, ``"book"``, ``"currency"``,
+    ``"desk,asset_class"``, ``"product"``, ``"underlying"`` (read them with :meth:`grouped`).
+    """
 
     seq: int
     made_ns: int
-    tables: dict[str, pl.DataFrame]
+    tables: Mapping[str, pl.DataFrame]
     breaches: tuple[Breach, ...]
     stats: dict[str, float]
     received_ns: int = 0
@@ -50,6 +89,42 @@ class SnapshotView:
     def transit_ms(self) -> float:
         """Aggregator → client: from the snapshot made to this client reading it (ms)."""
         return (self.received_ns - self.made_ns) / 1e6
+
+    @property
+    def groupings(self) -> tuple[tuple[str, ...], ...]:
+        """The groupings whose roll-up this snapshot carries (``()``: the firm)."""
+        return tuple(by for by in msg.SNAPSHOT_GROUPINGS if msg.table_name(by) in self.tables)
+
+    def grouped(self, by: Sequence[str]) -> pl.DataFrame:
+        """The roll-up grouped ``by`` as of this snapshot, without a request.
+
+        Parameters
+        ----------
+        by
+            One of :attr:`groupings`, in its order (``("desk", "currency")``; ``()`` for the
+            firm-wide row).
+
+        Returns
+        -------
+        pl.DataFrame
+            One row per group present, sorted by ``by``: the group columns, ``positions``,
+            ``stale``, ``unpriced``, ``max_age_s`` (seconds), every measure with its gross sum
+            (USD) and, grouped by ``currency``, ``pv_ccy`` (in that currency) — as
+            :meth:`Client.aggregate` answers.
+
+        Raises
+        ------
+        KeyError
+            A grouping the snapshot does not carry (:meth:`Client.aggregate` computes any).
+        """
+        name = msg.table_name(by)
+        if name not in self.tables or name == "limits":
+            carried = ", ".join(msg.table_name(g) for g in self.groupings)
+            raise KeyError(
+                f"no roll-up by {list(by)} in this snapshot (it carries {carried}); "
+                "Client.aggregate(by) computes any grouping"
+            )
+        return self.tables[name]
 
 
 @dataclass(frozen=True)
@@ -85,9 +160,13 @@ def market_view(reply: msg.Reply) -> MarketView:
 
 def snapshot_view(snap: msg.Snapshot, received_ns: int) -> SnapshotView:
     """A published snapshot as a :class:`SnapshotView` read at ``received_ns`` (monotonic)."""
-    tables = {k: msg.bytes_to_frame(v) for k, v in snap.tables.items()}
     return SnapshotView(
-        snap.seq, snap.made_ns, tables, snap.breaches, dict(snap.stats), received_ns
+        snap.seq,
+        snap.made_ns,
+        SnapshotTables(snap.tables),
+        snap.breaches,
+        dict(snap.stats),
+        received_ns,
     )
 
 

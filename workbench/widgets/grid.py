@@ -73,7 +73,7 @@ GROUPINGS: Final[dict[str, tuple[str, ...]]] = {
     "product": ("product",),
     "underlying": ("underlying",),
 }
-"""Dropdown label → group columns (desk and asset class come with every snapshot)."""
+"""Dropdown label → group columns (every one comes with every snapshot)."""
 
 
 class GreekGrid(LiveWidget):
@@ -191,10 +191,8 @@ class GreekGrid(LiveWidget):
             self._box.put(snap)
 
     async def _table(self, snap: SnapshotView) -> pl.DataFrame:
-        by = self.by
-        if len(by) == 1 and by[0] in snap.tables:
-            return snap.tables[by[0]]
-        return await self.conn.call(lambda c: c.aaggregate(by))
+        # every grouping of GROUPINGS comes with the snapshot: no request to the service
+        return snap.grouped(self.by)
 
     async def _update(self, snap: SnapshotView) -> None:
         t0 = time.perf_counter()

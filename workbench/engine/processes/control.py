@@ -143,6 +143,8 @@ class ControlPlane:
             "bad_requests": 0,
             "version_refused": 0,
             "request_errors": 0,
+            "requests": 0,  # every request taken (answered here or forwarded)
+            "aggregate_requests": 0,  # of which roll-ups asked for (a Polars pass each)
         }
 
     def register(self, poller: zmq.Poller) -> None:
@@ -161,7 +163,8 @@ class ControlPlane:
         self.expire()
 
     def stats(self) -> dict[str, float]:
-        """Requests pending and the counters of what was refused or dropped."""
+        """Requests pending, requests taken (``requests``, ``aggregate_requests``) and the
+        counters of what was refused or dropped."""
         out = {k: float(v) for k, v in self.counts.items()}
         out["pending_requests"] = float(len(self.pending))
         return out
@@ -210,6 +213,7 @@ class ControlPlane:
             self.counts["version_refused" if req.counter == "version" else "bad_requests"] += 1
             self._reply(envelope, req.reply)
             return
+        self.counts["requests"] += 1
         try:
             self._serve(envelope, payload, req, workers)
         except Exception as exc:  # a request this process cannot serve never ends its loop
@@ -242,6 +246,7 @@ class ControlPlane:
                 msg.Reply(ok=True, data=meta, tables={"positions": msg.frame_to_bytes(frame)}),
             )
         elif isinstance(req, msg.AggregateRequest):
+            self.counts["aggregate_requests"] += 1
             table = rollup(self.view.frame(), req.by)
             self._reply(
                 envelope, msg.Reply(ok=True, tables={"aggregate": msg.frame_to_bytes(table)})
