@@ -61,7 +61,7 @@ class Metrics:
         )
         self.stale = Gauge(
             "workbench_stale_positions",
-            "Positions whose worker is down (last values kept)",
+            "Stale positions, whatever the reason (worker down, reprice failed, not priced yet)",
             registry=self.registry,
         )
         self.worst_age = Gauge(
