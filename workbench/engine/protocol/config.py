@@ -102,7 +102,11 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Numba threads of a standby while it reprices a dead worker's slot (then
     ``numba_threads``): a takeover is a burst that both cores finish sooner."""
     worker_nice: int = 5  # pricing workers yield the CPU to ingestion and aggregation (0: off)
-    service_nice: int = 5  # the whole service yields to notebook kernels and JupyterLab (0: off)
+    service_nice: int = 0
+    """Nice value of the service's session against the desk's (JupyterLab, kernels, browser): 0
+    shares the cores evenly; 5 made flush → publish p99 with the desk attached 218–237 ms
+    against 98–147 ms at 0, with the kernel answering in ≤ 16 ms either way
+    (docs/benchmarks.md)."""
     remote: RemoteConfig | None = None  # None: nothing listens beyond 127.0.0.1
     standby: bool = True
     """A warm standby process ready to take a dead worker's slot at once (docs/service.md)."""
