@@ -818,8 +818,10 @@ class RequestFuzzer:
         return s
 
     def _hostile_v(self) -> Any:
+        """Another schema version than the service's, or a mistyped one."""
+        other = [v for v in (0, 1, 2, 3) if v != msg.SCHEMA_VERSION]
         return self.rng.choice(
-            [0, 2, -1, 3, 255, _INT64_MAX, _INT64_MIN, _UINT64_MAX, "1", None, [1], 1.5, {"v": 1}]
+            [*other, -1, 255, _INT64_MAX, _INT64_MIN, _UINT64_MAX, "1", None, [1], 1.5, {"v": 1}]
         )
 
     def _to(self, target: str | None = None) -> str:
@@ -867,7 +869,7 @@ class RequestFuzzer:
         body: dict[str, Any] = {"op": "status"}
         r = self.rng.random()
         if r < 0.3:
-            body["v"] = 1
+            body["v"] = msg.SCHEMA_VERSION
         elif r < 0.45:
             body[self.rng.choice(["junk", "worker", "", "op2"])] = random_object(self.rng)
         to = self._to()  # relayed by the aggregator, a status may be "no reply in time" (0.8 s)
@@ -1031,7 +1033,7 @@ class RequestFuzzer:
         )
         body: dict[str, Any] = {"op": op}
         if r.random() < 0.5:
-            body["v"] = 1
+            body["v"] = msg.SCHEMA_VERSION
         return self._req("unknown_op", body, expect="error")
 
     def _worker_op(self) -> FuzzRequest:

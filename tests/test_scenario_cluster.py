@@ -157,3 +157,13 @@ def test_the_embedded_cluster_starts_and_leaves_nothing(tmp_path: Path) -> None:
     time.sleep(1.0)
     left = set(descendants(os.getpid())) - before
     assert not left, f"processes left by the local cluster: {left}"
+
+
+def test_the_embedded_cluster_leaves_this_process_environment_alone() -> None:
+    """Its workers run one Numba thread each; the caller's environment is not changed (Numba
+    refuses a changed NUMBA_NUM_THREADS once its threads run: every later compile failed)."""
+    before = dict(os.environ)
+    with cluster(workers=1) as client:
+        threads = client.run(lambda: os.environ.get("NUMBA_NUM_THREADS"))
+    assert list(threads.values()) == ["1"]
+    assert dict(os.environ) == before

@@ -98,12 +98,12 @@ def cluster(scheduler: str | None = None, *, workers: int | None = None) -> Iter
             yield client
         return
     n = workers or len(os.sched_getaffinity(0))
-    os.environ.setdefault("NUMBA_NUM_THREADS", "1")  # one thread per worker process
     local = LocalCluster(  # type: ignore[no-untyped-call]
         n_workers=n,
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
+        env={"NUMBA_NUM_THREADS": "1"},  # each worker process: one thread (not this process)
         dashboard_address=None,
         # no dashboard; the scheduler's HTTP routes (health, metrics) on any free port
         scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
