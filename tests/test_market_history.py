@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -230,3 +231,20 @@ def test_workbench_market_history_writes_a_history_the_loader_accepts(
     assert bad.stderr.strip().splitlines() == [
         "workbench: error: a history needs at least 2 days, got 1"
     ]
+
+
+def test_the_same_seed_gives_the_same_history_in_every_process(tmp_path: Path) -> None:
+    """Two processes (each with its own string hashing) write the same file for one seed."""
+    code = (
+        "from workbench.market.reference import generate_reference_market\n"
+        "from workbench.market.reference_history import generate_history\n"
+        "import sys\n"
+        "generate_history(generate_reference_market(), days=15, seed=7)"
+        ".write_parquet(sys.argv[1])\n"
+    )
+    for i, hashseed in enumerate(("1", "2")):
+        env = {**os.environ, "PYTHONHASHSEED": hashseed}
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / f"h{i}.parquet")], env=env,
+                       check=True, timeout=120)  # fmt: skip
+    first, second = (pl.read_parquet(tmp_path / f"h{i}.parquet") for i in (0, 1))
+    assert first.equals(second)

@@ -200,7 +200,7 @@ def _moves(market: MarketSnapshot, steps: int, rng: np.random.Generator) -> tupl
             phi[k] = PERSISTENCE["rate"]
     # FX: each currency's log value in USD; a pair moves by base's minus quote's
     usd = factor("usd", "usd")
-    value = {c: np.zeros(steps) for c in {market.base_currency, *currencies}}
+    value = {c: np.zeros(steps) for c in sorted({market.base_currency, *currencies})}
     for c in value:
         if c != "USD":
             value[c] = -usd + NOISE["fx"] * _noise(rng, steps, 1)[:, 0]
