@@ -44,6 +44,7 @@ from workbench.widgets.grid import COLUMNS, FIRM
 from workbench.widgets.history import MAX_CHART_HZ, si_ticks
 from workbench.widgets.profiler import busy_tree
 from workbench.widgets.shocks import pillar_shocks, shape_bp
+from workbench.widgets.telemetry import BUCKET_LABELS
 
 NAME = "widgets"
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -285,33 +286,69 @@ def _firm(seq: int, made_ns: int, **values: float) -> SnapshotView:
     return SnapshotView(seq, made_ns, {"firm": pl.DataFrame(values)}, (), {})
 
 
-def test_history_sends_finite_points_and_widens_a_flat_domain(tmp_path: Path) -> None:
+def _bounds(widget: Any) -> list[tuple[Any, Any]]:
+    """``(min, max)`` of every scale of every figure in ``widget``'s tree."""
+    out = []
+    for fig in _figures(widget):
+        for mark in fig.marks:
+            for scale in mark.scales.values():
+                out.append((getattr(scale, "min", None), getattr(scale, "max", None)))
+    return out
+
+
+def test_history_sends_finite_points_and_never_moves_a_scale_bound(tmp_path: Path) -> None:
+    # a bound changed while the browser still renders the line's view throws in bqplot's
+    # update_line_xy ("Error setting state: Cannot read properties of undefined (reading 'x')")
     async def scenario() -> None:
         hist = GreekHistory("nowhere", measures=("pv", "vega"), run_root=str(tmp_path))
         try:
+            built = _bounds(hist.widget)
             t0 = hist.t0_ns
             hist.record(_firm(7, t0 + 10**9, pv=2.0e6, vega=math.nan))
-            hist._draw(True)
+            hist._draw(True)  # one point: a flat domain
             pv, vega = hist.lines["pv"], hist.lines["vega"]
             assert pv.x.tolist() == [1.0]
             assert pv.x.dtype == pv.y.dtype == np.float64
-            assert (pv.scales["x"].min, pv.scales["x"].max) == (0.99, 1.01)
-            assert (pv.scales["y"].min, pv.scales["y"].max) == (1.98e6, 2.02e6)
             assert vega.x.size == vega.y.size == 0
+            assert _bounds(hist.widget) == built
             hist.record(_firm(8, t0 + 2 * 10**9, pv=2.5e6, vega=3.0))
             hist._draw(True)
             assert pv.y.tolist() == [2.0e6, 2.5e6]
-            assert (pv.scales["y"].min, pv.scales["y"].max) == (None, None)
-            assert (pv.scales["x"].min, pv.scales["x"].max) == (None, None)
             assert vega.y.tolist() == [3.0]
-            assert (vega.scales["y"].min, vega.scales["y"].max) == (2.97, 3.03)
             assert hist.seqs.tolist() == [7, 8]
+            assert _bounds(hist.widget) == built
             # the value axis keeps enough digits to tell its ticks apart
             assert hist.value_axes["pv"].tick_format == ".3s"
             assert si_ticks(-3.20e6, -3.18e6, ticks=4) == ".4s"
             assert si_ticks(5.0, 5.0, ticks=4) == ".3s"
         finally:
             hist.close()
+
+    asyncio.run(scenario())
+
+
+def test_telemetry_never_moves_a_scale_bound(tmp_path: Path) -> None:
+    def status(ticks: int, rejects: int, counts: list[int]) -> dict[str, Any]:
+        stats = {"accepted": ticks, "rejected": rejects, "latency_p99_us": 900.0}
+        ingest = {"name": "ingest", "stats": stats, "histograms": {tel.boundary.value: counts}}
+        return {"pid": 1, "positions": 10, "processes": [ingest]}
+
+    tel: Any = None
+
+    async def scenario() -> None:
+        nonlocal tel
+        tel = Telemetry("nowhere", run_root=str(tmp_path))
+        try:
+            built = _bounds(tel.widget)
+            n = len(BUCKET_LABELS) + 1  # the wire form: counts, then their sum
+            tel.update(status(0, 0, [0] * n), None, 1.0)  # one point, zero rates, no latencies
+            assert _bounds(tel.widget) == built
+            tel.update(status(500, 0, [0] * n), status(0, 0, [0] * n), 1.0)
+            tel.update(status(900, 3, [1] * n), status(500, 0, [0] * n), 1.0)
+            assert _bounds(tel.widget) == built
+            assert sorted(line.x.size for line in tel.charts.values()) == [2, 2, 3]  # no rate first
+        finally:
+            tel.close()
 
     asyncio.run(scenario())
 

@@ -8,6 +8,11 @@ Every linear axis of the chart widgets names its tick format: without one, bqplo
 from the ticks of the domain the axis first rendered with and keeps it, and a domain with no
 ticks then (a single point, all values equal) leaves it formatting every later tick as
 ``.undefinedg``, which throws on each update and leaves the chart empty.
+
+No chart changes a scale's bounds after it is built: a bound changed while the browser is still
+rendering a line's view (a page opening, a notebook re-run, a slow browser) throws inside
+bqplot's ``update_line_xy`` and is logged as "Error setting state". A chart's domain follows its
+own data only (a flat series is drawn across the middle, with one tick).
 """
 
 from __future__ import annotations
@@ -38,29 +43,6 @@ def chart_hz(max_hz: float) -> float:
     if not 0.0 < max_hz <= MAX_CHART_HZ:
         raise ValueError(f"max_hz must be in (0, {MAX_CHART_HZ:g}] redraws a second: {max_hz}")
     return max_hz
-
-
-def flat_span(values: np.ndarray) -> tuple[float | None, float | None]:
-    """Scale bounds for ``values``: ``(None, None)`` (from the data) unless every finite value is
-    the same, then ±1% of it (±1 around 0), so the axis keeps its ticks.
-
-    Examples
-    --------
-    >>> flat_span(np.array([1.0, 2.0]))
-    (None, None)
-    >>> flat_span(np.array([200.0, 200.0, np.nan]))
-    (198.0, 202.0)
-    >>> flat_span(np.array([0.0]))
-    (-1.0, 1.0)
-    """
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        return None, None
-    lo, hi = float(finite.min()), float(finite.max())
-    if hi - lo > 1e-9 * max(abs(lo), abs(hi)):
-        return None, None
-    half = abs(hi) * 0.01 or 1.0
-    return hi - half, hi + half
 
 
 def si_ticks(lo: float, hi: float, *, ticks: int) -> str:
@@ -185,15 +167,9 @@ class GreekHistory(LiveWidget):
         for m, line in self.lines.items():
             ok = np.isfinite(self.t) & np.isfinite(self.values[m])
             x, y = self.t[ok], self.values[m][ok]
-            for scale, values in ((line.scales["x"], x), (line.scales["y"], y)):
-                with scale.hold_sync():
-                    scale.min, scale.max = flat_span(values)
             if y.size:
-                lo, hi = line.scales["y"].min, line.scales["y"].max
-                if lo is None or hi is None:
-                    lo, hi = float(y.min()), float(y.max())
                 axis = self.value_axes[m]
-                axis.tick_format = si_ticks(lo, hi, ticks=axis.num_ticks)
+                axis.tick_format = si_ticks(float(y.min()), float(y.max()), ticks=axis.num_ticks)
             with line.hold_sync():
                 line.x = x
                 line.y = y

@@ -21,7 +21,7 @@ import numpy as np
 
 from workbench.client import BUCKETS_MS, Client, quantile_ms
 from workbench.widgets._live import LiveWidget
-from workbench.widgets.history import NUMBER_TICKS, chart_hz, flat_span
+from workbench.widgets.history import NUMBER_TICKS, chart_hz
 
 ROW_STATS: Final[tuple[str, ...]] = (
     "latency_p50_us",
@@ -231,10 +231,6 @@ class Telemetry(LiveWidget):
         for k, line in self.charts.items():
             ok = np.isfinite(self.series[k])
             x, y = self.t[ok], self.series[k][ok]
-            with line.scales["x"].hold_sync():
-                line.scales["x"].min, line.scales["x"].max = flat_span(x)
-            # the y scale starts at 0: a series of zeros would leave it a flat domain, no ticks
-            line.scales["y"].max = None if np.any(y > 0) else 1.0
             with line.hold_sync():
                 line.x = x
                 line.y = y
@@ -254,5 +250,4 @@ class Telemetry(LiveWidget):
         wire = boundary_counts(self.last or {}).get(str(self.boundary.value))
         counts = np.asarray(wire[:-1] if wire else [0.0] * len(BUCKET_LABELS), dtype=np.float64)
         total = counts.sum()
-        self.histogram.scales["y"].max = None if total > 0 else 1.0
         self.histogram.y = 100.0 * counts / total if total > 0 else counts
