@@ -59,9 +59,6 @@ lab_page = tb.lab_page
 LIMITS = (LimitConfig(measure="dv01", limit=1.0), LimitConfig(measure="pv", limit=1e11))
 """Firm limits: DV01 of 1 USD (always breached) and PV of 100B USD (never)."""
 
-FONT_AWESOME_CDN = "https://cdn.jsdelivr.net/npm/@fortawesome/fontawesome-free@*/css/*.css"
-"""The stylesheets Voila's lab template links from a CDN (Font Awesome 5)."""
-
 CHART_HZ = 5.0
 """The traffic budget: no chart redrawn more often than this, times a second."""
 
@@ -395,9 +392,6 @@ def test_voila_dashboard_draws_every_chart(
         page.set_default_timeout(90_000)
         errors = tb.console_errors(page)
         widgets = CommLog(page)
-        # Voila's lab template links Font Awesome (bundled in voila.js too) from a CDN this
-        # offline machine cannot reach: served empty here rather than logged as an error
-        page.route(FONT_AWESOME_CDN, lambda r: r.fulfill(content_type="text/css", body=""))
         page.goto(f"http://127.0.0.1:{port}/")
         tb.wait_for(lambda: len(charts(page, "(firm, USD)")) == 3, 120, "the history", page)
         connection = kernel_connection(proc.pid)

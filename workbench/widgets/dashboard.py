@@ -27,6 +27,11 @@ from workbench.client import running
 DESK_NOTEBOOK: Final = Path(__file__).resolve().parents[2] / "notebooks" / "desk.ipynb"
 """The desk notebook of a source checkout (``notebooks/desk.ipynb``)."""
 
+TEMPLATES: Final = Path(__file__).resolve().parent
+"""A Jupyter data folder holding ``voila/templates/desk``: Voila's lab template without the
+two Font Awesome stylesheets it links from a CDN (its bundle carries Font Awesome already)."""
+TEMPLATE: Final = "desk"
+
 KERNEL: Final = "workbench"
 """The kernelspec the notebooks name; used when installed (``make kernel``)."""
 
@@ -127,6 +132,7 @@ def voila_command(notebook: Path, *, port: int, open_browser: bool) -> list[str]
         "--Voila.port_retries=0",
         "--strip_sources=True",
         "--show_tracebacks=False",
+        f"--template={TEMPLATE}",
         f"--Voila.open_browser={open_browser}",
     ]
 
@@ -165,13 +171,15 @@ def serve_dashboard(
     with tempfile.TemporaryDirectory(prefix="workbench-dashboard-") as tmp:
         folder = Path(tmp)
         env = dict(os.environ)
+        # the desk template (no CDN stylesheets) is found under <TEMPLATES>/voila/templates
+        env["JUPYTER_PATH"] = os.pathsep.join(
+            p for p in (str(TEMPLATES), os.environ.get("JUPYTER_PATH")) if p
+        )
         kernel = KERNEL
         if KERNEL not in _installed_kernels():
             kernel = FALLBACK_KERNEL
             _fallback_kernelspec(folder / "jupyter")
-            env["JUPYTER_PATH"] = os.pathsep.join(
-                p for p in (str(folder / "jupyter"), os.environ.get("JUPYTER_PATH")) if p
-            )
+            env["JUPYTER_PATH"] = os.pathsep.join((str(folder / "jupyter"), env["JUPYTER_PATH"]))
         values = {"service": name, "start_if_missing": False, "close_when_done": False}
         nb = parameterize(json.loads(notebook.read_text()), values, kernel=kernel)
         served = folder / "served" / notebook.name
