@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import queue
 import re
 import signal
 import socket
@@ -28,6 +30,7 @@ from typing import Any
 
 import pytest
 import test_browser as tb
+from jupyter_client import BlockingKernelClient
 from service_helpers import start, wait
 from widget_probes import (
     CommLog,
@@ -224,12 +227,53 @@ def run_in_lab(
     return page, errors, log
 
 
+def closed_tab_traffic(lab: tb.Lab, page: Any, seconds: float) -> list[tuple[float, str]]:
+    """Close ``page`` (the only tab on the lab's one kernel) and list the widget messages the
+    kernel sends during ``seconds`` after: (seconds since the close, what changed — the state
+    keys of an update, or ``open`` / ``close``)."""
+    (kernel,) = lab.kernels()
+    kc = BlockingKernelClient()
+    kc.load_connection_file(Path(os.environ["JUPYTER_RUNTIME_DIR"]) / f"kernel-{kernel['id']}.json")
+    kc.start_channels(shell=False, iopub=True, stdin=False, hb=False, control=False)
+    sent: list[tuple[float, str]] = []
+    try:
+        page.wait_for_timeout(1_000)  # the subscription joins
+        with contextlib.suppress(queue.Empty):  # what came while the tab was open: not counted
+            while True:
+                kc.get_iopub_msg(timeout=0.05)
+        page.close()
+        closed = time.monotonic()
+        while time.monotonic() - closed < seconds:
+            with contextlib.suppress(queue.Empty):
+                msg = kc.get_iopub_msg(timeout=0.5)
+                kind = msg["msg_type"]
+                if kind == "comm_msg":
+                    state = msg["content"].get("data", {}).get("state", {})
+                    sent.append((time.monotonic() - closed, ",".join(sorted(state))))
+                elif kind in ("comm_open", "comm_close"):
+                    sent.append((time.monotonic() - closed, kind.removeprefix("comm_")))
+    finally:
+        kc.stop_channels()
+    return sent
+
+
 def test_desk_charts_drawn_in_jupyterlab(
     service: Client, lab: tb.Lab, chromium: Any, lab_page: Callable[[str], Any]
 ) -> None:
     page, errors, log = run_in_lab(chromium, lab_page, "desk.ipynb")
     connection = kernel_connection(lab.proc.pid)
     check_desk(page, service, errors, log, connection, "lab-desk-charts")
+    # the tab closes: every widget pauses once its last redraw goes without a receipt for
+    # PAUSE_AFTER_S (3 s), its status line saying so; after that only receipts are renewed
+    sent = closed_tab_traffic(lab, page, 14.0)
+    redraws = [(round(t, 1), what) for t, what in sent if t > 5.0 and what not in STILL_SENT]
+    print(f"tab closed 14 s: {len(sent)} widget messages; after 5 s: {redraws}")
+    assert redraws == [], f"redraws sent to a closed tab: {redraws}"
+    assert len(sent) <= 80, sent
+
+
+STILL_SENT = {"open", "close"}
+"""What a paused widget still sends: its receipt renewed (opens and closes)."""
 
 
 def _notebook(cells: list[str]) -> dict[str, Any]:

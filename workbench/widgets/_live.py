@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 import ipywidgets as w  # type: ignore[import-untyped]
 
 from workbench.client import Client, ServiceError, SnapshotView, connect
+from workbench.widgets.delivery import Delivery
 
 T = TypeVar("T")
 
@@ -304,18 +305,64 @@ class LiveWidget:
     """Base of the live widgets: a :class:`Connection`, a status line, tasks on the kernel loop.
 
     Subclasses build ``self.widget`` (an ipywidgets box) and start their loops with
-    :meth:`_spawn`. Display the object itself (``display(w)`` or as a cell's last value).
+    :meth:`_spawn`; a view redrawn from a stream draws through :meth:`_paced`, so a closed tab
+    or a slow browser costs the kernel and JupyterLab no backlog. Display the object itself
+    (``display(w)`` or as a cell's last value).
     """
 
     def __init__(self, service: Client | str | None = None, *, run_root: str | None = None):
         self.status = w.HTML(value=status_html("connecting", "connecting…"))
         self.error = ""
+        self._state = ("connecting", "connecting…")
+        self._delivery: Delivery | None = None
         self.conn = Connection(service, run_root=run_root, on_state=self._on_state)
         self._tasks: list[asyncio.Task[Any]] = []
         self.widget: Any = w.VBox([self.status])
 
     def _on_state(self, state: str, text: str) -> None:
-        self.status.value = status_html(state, text)
+        self._state = (state, text)
+        self._show_state()
+
+    def _show_state(self) -> None:
+        if self._delivery is not None and self._delivery.paused:
+            self.status.value = status_html("paused", self._delivery.describe())
+        else:
+            self.status.value = status_html(*self._state)
+
+    @property
+    def pacing(self) -> Delivery | None:
+        """The pacing of this widget's redraws by the browser's receipts (None: unpaced)."""
+        return self._delivery
+
+    def _pacing(self) -> Delivery:
+        if self._delivery is None:
+            self._delivery = Delivery(self.status, on_change=self._show_state)
+        return self._delivery
+
+    async def _turn(self) -> None:
+        """Return when the next redraw may be sent (:meth:`Delivery.turn` of the status line)."""
+        await self._pacing().turn()
+
+    def _stamp(self) -> None:
+        """Mark the end of a redraw: a number in the status line's ``placeholder`` that the
+        browser sends back once it has applied everything before it."""
+        self.status.placeholder = self._pacing().stamp()
+
+    def _paced(
+        self, box: Latest[T], apply: Callable[[T], Awaitable[None] | None], *, max_hz: float
+    ) -> Coroutine[Any, Any, None]:
+        """:func:`throttled` redraws of ``box`` gated by the browser: each redraw ends with
+        :meth:`_stamp` and the next waits for its receipt (:meth:`_turn`); without one for
+        :data:`~workbench.widgets.delivery.PAUSE_AFTER_S` the widget pauses (status ``paused``)
+        until a browser shows it again (:mod:`workbench.widgets.delivery`)."""
+
+        async def stamped(value: T) -> None:
+            out = apply(value)
+            if inspect.isawaitable(out):
+                await out
+            self._stamp()
+
+        return throttled(box, stamped, max_hz=max_hz, gate=self._turn)
 
     @property
     def state(self) -> str:
@@ -347,6 +394,8 @@ class LiveWidget:
             task.cancel()
         self._tasks.clear()
         self.conn.close()
+        if self._delivery is not None:
+            self._delivery.close()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)

@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 
 from workbench.client import Client, SnapshotView
-from workbench.widgets._live import Latest, LiveWidget, throttled
+from workbench.widgets._live import Latest, LiveWidget
 from workbench.widgets.grid import COLUMNS, HEADERS
 
 MAX_CHART_HZ: Final = 5.0
@@ -142,7 +142,7 @@ class GreekHistory(LiveWidget):
         self._box: Latest[bool] = Latest()
         self.widget = w.VBox([self.status, w.HBox(figures, layout={"flex_flow": "row wrap"})])
         self._spawn(self._feed())
-        self._spawn(throttled(self._box, self._draw, max_hz=max_hz))
+        self._spawn(self._paced(self._box, self._draw, max_hz=max_hz))
 
     def record(self, snap: SnapshotView) -> None:
         """Append one snapshot's values (seconds from :attr:`t0_ns` on the monotonic clock)."""

@@ -14,7 +14,7 @@ import polars as pl
 
 from workbench.client import Client, SnapshotView
 from workbench.risk.breaches import Breach
-from workbench.widgets._live import Latest, LiveWidget, throttled
+from workbench.widgets._live import Latest, LiveWidget
 from workbench.widgets.grid import compact
 
 
@@ -85,7 +85,7 @@ class LimitsPanel(LiveWidget):
         )
         self._box: Latest[SnapshotView] = Latest()
         self._spawn(self._feed())
-        self._spawn(throttled(self._box, self.update, max_hz=max_hz))
+        self._spawn(self._paced(self._box, self.update, max_hz=max_hz))
 
     async def _feed(self) -> None:
         async for snap in self.conn.snapshots():

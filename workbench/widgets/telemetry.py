@@ -205,11 +205,13 @@ class Telemetry(LiveWidget):
         prev: dict[str, Any] | None = None
         prev_t = 0.0
         while True:
+            await self._turn()  # the browser took the last redraw (or shows none: paused)
             st = await self.conn.call(lambda c: c.aping(timeout_s=3.0))
             now = time.monotonic()
             if prev is not None and prev.get("pid") != st.get("pid"):
                 prev = None  # a new service: counters restarted
             self.update(st, prev, now - prev_t)
+            self._stamp()
             prev, prev_t = st, now
             await asyncio.sleep(self.period_s)
 
