@@ -145,3 +145,25 @@ def test_bumped_nodes_are_the_curve_bootstrapped_on_the_bumped_market(
             moved = market.with_quotes({q: market.quote(q) + sign * BP})
             fresh = CurveSet(moved, interpolation=interpolation)[curve_id]  # type: ignore[arg-type]
             np.testing.assert_allclose(rows[j], fresh.node_logdf, rtol=0.0, atol=1e-11, err_msg=q)
+
+
+def test_one_bump_at_a_time_is_a_row_of_the_batch(market: MarketSnapshot) -> None:
+    """The builder's one-bump forms (an int node and a float size; 1-D coefficients and
+    start) give the row the batched forms give."""
+    b, sys_ = _bumped_system(market, twin.MONOTONE_CONVEX)
+    batch = b.solve_from(sys_["c0"], sys_["w"], sys_["start"])
+    for r in (0, 3):
+        c0, w = b.bumped_coefficients(r // 2, 1.0 if r % 2 == 0 else -1.0)
+        assert c0.shape == sys_["c0"][r].shape
+        np.testing.assert_array_equal(c0, sys_["c0"][r])
+        np.testing.assert_array_equal(w, sys_["w"][r])
+        np.testing.assert_array_equal(b.solve_from(c0, w, sys_["start"][r]), batch[r])
+    term = CurveBuilder(market.curve("GBP.TERMSONIA3M"), market, twin.MONOTONE_CONVEX)
+    sonia = CurveSet(market)["GBP.SONIA"]
+    term.build(market.quote_values(term.quote_ids), sonia)
+    dvals = np.exp(sonia.log_discount(term.d_t))
+    rows = term.coefficients_on(np.stack([dvals, 0.99 * dvals]))
+    for k, scale in enumerate((1.0, 0.99)):
+        c0, w = term.coefficients_on(scale * dvals)
+        np.testing.assert_allclose(c0, rows[0][k], rtol=1e-14, atol=0.0)  # BLAS sum order
+        np.testing.assert_array_equal(w, rows[1][k])

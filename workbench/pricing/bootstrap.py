@@ -238,11 +238,17 @@ class CurveBuilder:
             self.term_b, y, _TOL, 50,
         )  # fmt: skip
 
-    def bumped_coefficients(self, nodes: IntArray, bp: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """The residual coefficients of the last build, one row per bump: the quote of
-        instrument ``nodes[r]`` (node order) moved by ``bp[r]`` basis points, the discount
-        values held (``c0`` and ``w`` are affine in each quote: only that instrument's
-        entries change). Rows of ``c0`` (bumps × instruments) and ``w`` (bumps × terms)."""
+    def bumped_coefficients(
+        self, nodes: int | IntArray, bp: float | FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """The residual coefficients of the last build with the quote of instrument
+        ``nodes[r]`` (node order) moved by ``bp[r]`` basis points, the discount values held
+        (``c0`` and ``w`` are affine in each quote: only that instrument's entries change):
+        rows of ``c0`` (bumps × instruments) and ``w`` (bumps × terms), or one ``c0`` and one
+        ``w`` for one bump (``nodes`` an int, ``bp`` a float)."""
+        if np.ndim(nodes) == 0 and np.ndim(bp) == 0:
+            c0_1, w_1 = self.bumped_coefficients(np.array([nodes]), np.array([bp], np.float64))
+            return c0_1[0], w_1[0]
         base = self._bump_base()
         h = np.asarray(bp, dtype=np.float64) * BP
         at = np.asarray(nodes, dtype=np.int64)
@@ -255,7 +261,11 @@ class CurveBuilder:
 
     def coefficients_on(self, dvals: FloatArray) -> tuple[FloatArray, FloatArray]:
         """The residual coefficients of the last build's quotes on other discount values, one
-        row per row of ``dvals`` (values at :attr:`d_t` of a bumped discount curve)."""
+        row per row of ``dvals`` (values at :attr:`d_t` of a bumped discount curve; one
+        ``c0`` and one ``w`` for a 1-D ``dvals``)."""
+        if dvals.ndim == 1:
+            c0_1, w_1 = self.coefficients_on(dvals[None, :])
+            return c0_1[0], w_1[0]
         base = self._bump_base()
         rows = dvals.shape[0]
         c0 = np.repeat(base.c0_own[None, :], rows, axis=0)
@@ -295,7 +305,11 @@ class CurveBuilder:
         """Node log-DFs solved for each row of the residual coefficients ``c0``, ``w`` (see
         :meth:`bumped_coefficients`), Newton from the same row of ``start``, every row in one
         kernel call (rows × nodes); the builder's own state (warm start, last quotes) is left
-        as it was. A row the solve cannot converge from is retried from the last solution."""
+        as it was. A row the solve cannot converge from is retried from the last solution.
+        1-D ``c0``, ``w`` and ``start`` solve one system and give one node vector."""
+        if np.ndim(start) == 1:
+            one: FloatArray = self.solve_from(c0[None, :], w[None, :], start[None, :])[0]
+            return one
         y = np.array(start, dtype=np.float64, order="C", copy=True)
         status = np.empty(y.shape[0], dtype=np.int64)
         _ext.bootstrap_rows(
