@@ -34,14 +34,18 @@ LOG_LINEAR: int = numpy_twin.LOG_LINEAR
 MONOTONE_CONVEX: int = numpy_twin.MONOTONE_CONVEX
 interp_log_df = _backend.interp_log_df
 interp_log_df_jacobian = _backend.interp_log_df_jacobian
+interp_log_df_rows = _backend.interp_log_df_rows
 bootstrap = _backend.bootstrap
+bootstrap_rows = _backend.bootstrap_rows
 
 __all__ = [
     "BACKEND",
     "LOG_LINEAR",
     "MONOTONE_CONVEX",
     "bootstrap",
+    "bootstrap_rows",
     "interp_log_df",
     "interp_log_df_jacobian",
+    "interp_log_df_rows",
     "numpy_twin",
 ]

@@ -482,6 +482,42 @@ def interp_log_df_jacobian(
         free(buf)
 
 
+def interp_log_df_rows(
+    int method,
+    const double[::1] node_t,
+    const double[:, ::1] node_logdf,
+    const double[::1] query_t,
+    double[:, ::1] out,
+):
+    """Write log P(``query_t``) of the curve in each row of ``node_logdf`` (curves on the same
+    node times) into the same row of ``out``; the query times are located once for all rows."""
+    _check_nodes(node_t, node_logdf.shape[1])
+    if out.shape[0] != node_logdf.shape[0] or out.shape[1] != query_t.shape[0]:
+        raise ValueError(
+            f"out has shape ({out.shape[0]}, {out.shape[1]}), "
+            f"expected ({node_logdf.shape[0]}, {query_t.shape[0]})"
+        )
+    cdef int n = <int>node_t.shape[0]
+    cdef Py_ssize_t nq = query_t.shape[0], rows = node_logdf.shape[0], i, r
+    cdef double* buf = <double*>malloc(_CURVE_WORDS * n * sizeof(double))
+    cdef Query* qs = <Query*>malloc(nq * sizeof(Query) + 1)
+    cdef Curve c
+    if buf == NULL or qs == NULL:
+        free(buf)
+        free(qs)
+        raise MemoryError()
+    _bind(&c, method, &node_t[0], n, buf)
+    with nogil:
+        _intervals(&c)
+        for i in range(nq):
+            _locate(&c, query_t[i], &qs[i])
+        for r in range(rows):
+            _forwards(&c, &node_logdf[r, 0], False)
+            for i in range(nq):
+                out[r, i] = _value(&c, &node_logdf[r, 0], &qs[i])
+    free(buf)
+    free(qs)
+
 cdef struct Work:
     Query* qs  # nq located queries
     double* logp  # nq
@@ -570,6 +606,75 @@ cdef int _newton(
     return -2
 
 
+cdef struct Solver:
+    Curve c
+    Work wk
+    double* y  # n node log-DFs being solved
+    double* buf
+    int* ibuf
+    Query* qs
+
+
+cdef void _check_system(
+    int n, int nq, Py_ssize_t n_c0, const int64_t[::1] term_ptr, Py_ssize_t nt,
+    const int64_t[::1] term_a, const int64_t[::1] term_b, int max_iter,
+) except *:
+    """The instruments' structure describes ``n − 1`` instruments over ``nq`` query times."""
+    cdef int m = n - 1
+    cdef Py_ssize_t i
+    if max_iter < 0:
+        raise ValueError(f"max_iter must be ≥ 0, not {max_iter}")
+    if n_c0 != m or term_ptr.shape[0] != n:
+        raise ValueError(
+            f"{n} nodes need {m} instruments: c0 has {n_c0} entries, "
+            f"term_ptr {term_ptr.shape[0]} (expected {n})"
+        )
+    if term_a.shape[0] != nt or term_b.shape[0] != nt or term_ptr[0] != 0 or term_ptr[m] != nt:
+        raise ValueError("term_ptr, term_w, term_a and term_b do not describe the same terms")
+    for i in range(m):
+        if term_ptr[i + 1] <= term_ptr[i]:
+            raise ValueError(f"instrument {i} has no terms")
+    for i in range(nt):
+        if not (0 <= term_a[i] < nq and 0 <= term_b[i] < nq):
+            raise ValueError(f"term {i} refers to a query time outside 0..{nq - 1}")
+
+
+cdef void _open_solver(
+    Solver* sv, int method, const double* node_t, int n, int nq, int nt
+) except *:
+    """Scratch for Newton solves on one set of nodes (freed by :func:`_close_solver`)."""
+    cdef int m = n - 1
+    # one block of doubles: y | curve scratch | res, step | logp, dv | e | a
+    cdef Py_ssize_t words = (1 + _CURVE_WORDS) * n + 2 * m + (1 + _W) * nq + nt + m * m
+    sv.buf = <double*>malloc(words * sizeof(double))
+    sv.ibuf = <int*>malloc((nq + m) * sizeof(int))
+    sv.qs = <Query*>malloc(nq * sizeof(Query) + 1)
+    if sv.buf == NULL or sv.ibuf == NULL or sv.qs == NULL:
+        _close_solver(sv)
+        raise MemoryError()
+    sv.y = sv.buf
+    _bind(&sv.c, method, node_t, n, sv.buf + n)
+    sv.wk.res = sv.buf + (1 + _CURVE_WORDS) * n
+    sv.wk.step = sv.wk.res + m
+    sv.wk.logp = sv.wk.step + m
+    sv.wk.dv = sv.wk.logp + nq
+    sv.wk.e = sv.wk.dv + _W * nq
+    sv.wk.a = sv.wk.e + nt
+    sv.wk.qs = sv.qs
+    sv.wk.base = sv.ibuf
+    sv.wk.perm = sv.ibuf + nq
+    _intervals(&sv.c)
+
+
+cdef void _close_solver(Solver* sv) noexcept:
+    free(sv.buf)
+    free(sv.ibuf)
+    free(sv.qs)
+    sv.buf = NULL
+    sv.ibuf = NULL
+    sv.qs = NULL
+
+
 def bootstrap(
     int method,
     const double[::1] node_t,
@@ -594,71 +699,22 @@ def bootstrap(
     cdef int m = n - 1
     cdef int nq = <int>query_t.shape[0]
     cdef int nt = <int>term_w.shape[0]
-    cdef int i
-    if max_iter < 0:
-        raise ValueError(f"max_iter must be ≥ 0, not {max_iter}")
-    if c0.shape[0] != m or term_ptr.shape[0] != n:
-        raise ValueError(
-            f"{n} nodes need {m} instruments: c0 has {c0.shape[0]} entries, "
-            f"term_ptr {term_ptr.shape[0]} (expected {n})"
-        )
-    if term_a.shape[0] != nt or term_b.shape[0] != nt or term_ptr[0] != 0 or term_ptr[m] != nt:
-        raise ValueError("term_ptr, term_w, term_a and term_b do not describe the same terms")
-    for i in range(m):
-        if term_ptr[i + 1] <= term_ptr[i]:
-            raise ValueError(f"instrument {i} has no terms")
-    for i in range(nt):
-        if not (0 <= term_a[i] < nq and 0 <= term_b[i] < nq):
-            raise ValueError(f"term {i} refers to a query time outside 0..{nq - 1}")
-    # one block of doubles: y | curve scratch | res, step | logp, dv | e | a
-    cdef Py_ssize_t words = (1 + _CURVE_WORDS) * n + 2 * m + (1 + _W) * nq + nt + m * m
-    cdef double* buf = <double*>malloc(words * sizeof(double))
-    cdef int* ibuf = <int*>malloc((nq + m) * sizeof(int))
-    cdef Query* qs = <Query*>malloc(nq * sizeof(Query) + 1)
-    cdef Curve c
-    cdef Work wk
-    cdef int status
-    if buf == NULL or ibuf == NULL or qs == NULL:
-        free(buf)
-        free(ibuf)
-        free(qs)
-        raise MemoryError()
-    cdef double* y = buf
-    _bind(&c, method, &node_t[0], n, buf + n)
-    wk.res = buf + (1 + _CURVE_WORDS) * n
-    wk.step = wk.res + m
-    wk.logp = wk.step + m
-    wk.dv = wk.logp + nq
-    wk.e = wk.dv + _W * nq
-    wk.a = wk.e + nt
-    wk.qs = qs
-    wk.base = ibuf
-    wk.perm = ibuf + nq
+    cdef int i, status
+    cdef Solver sv
+    _check_system(n, nq, c0.shape[0], term_ptr, nt, term_a, term_b, max_iter)
+    _open_solver(&sv, method, &node_t[0], n, nq, nt)
     for i in range(n):
-        y[i] = logdf[i]
+        sv.y[i] = logdf[i]
     with nogil:
-        _intervals(&c)
         status = _newton(
-            &c,
-            &wk,
-            nq,
-            &query_t[0],
-            &c0[0],
-            &term_ptr[0],
-            &term_w[0],
-            &term_a[0],
-            &term_b[0],
-            y,
-            tol,
-            max_iter,
+            &sv.c, &sv.wk, nq, &query_t[0], &c0[0], &term_ptr[0], &term_w[0], &term_a[0],
+            &term_b[0], sv.y, tol, max_iter,
         )
         if status >= 0:
             for i in range(n):
-                logdf[i] = y[i]
-    residuals = [wk.res[i] for i in range(m)]
-    free(buf)
-    free(ibuf)
-    free(qs)
+                logdf[i] = sv.y[i]
+    residuals = [sv.wk.res[i] for i in range(m)]
+    _close_solver(&sv)
     if status >= 0:
         return status
     if status == -1:
@@ -668,6 +724,55 @@ def bootstrap(
         f"bootstrap did not converge in {max_iter} iterations: "
         f"instrument {worst_i} residual {residuals[worst_i]:.3e}"
     )
+
+
+def bootstrap_rows(
+    int method,
+    const double[::1] node_t,
+    const double[::1] query_t,
+    const double[:, ::1] c0,
+    const int64_t[::1] term_ptr,
+    const double[:, ::1] term_w,
+    const int64_t[::1] term_a,
+    const int64_t[::1] term_b,
+    double[:, ::1] logdf,
+    double tol,
+    int max_iter,
+    int64_t[::1] status,
+):
+    """:func:`bootstrap` of each row: instruments of one structure (``term_ptr``, ``term_a``,
+    ``term_b``) with the coefficients ``c0[r]``, ``term_w[r]``, solved from ``logdf[r]`` in
+    place. No row raises: ``status[r]`` is its iterations, −1 for a singular Jacobian, −2
+    when the residuals stay above ``tol``; such a row's ``logdf`` is left as it was."""
+    _check_nodes(node_t, logdf.shape[1])
+    cdef Py_ssize_t rows = logdf.shape[0], r
+    if c0.shape[0] != rows or term_w.shape[0] != rows or status.shape[0] != rows:
+        raise ValueError(
+            f"{rows} rows of logdf: c0 has {c0.shape[0]}, term_w {term_w.shape[0]}, "
+            f"status {status.shape[0]}"
+        )
+    cdef int n = <int>node_t.shape[0]
+    cdef int nq = <int>query_t.shape[0]
+    cdef int nt = <int>term_w.shape[1]
+    cdef int i, done
+    cdef Solver sv
+    _check_system(n, nq, c0.shape[1], term_ptr, nt, term_a, term_b, max_iter)
+    if rows == 0:
+        return
+    _open_solver(&sv, method, &node_t[0], n, nq, nt)
+    with nogil:
+        for r in range(rows):
+            for i in range(n):
+                sv.y[i] = logdf[r, i]
+            done = _newton(
+                &sv.c, &sv.wk, nq, &query_t[0], &c0[r, 0], &term_ptr[0], &term_w[r, 0],
+                &term_a[0], &term_b[0], sv.y, tol, max_iter,
+            )
+            status[r] = done
+            if done >= 0:
+                for i in range(n):
+                    logdf[r, i] = sv.y[i]
+    _close_solver(&sv)
 
 
 def _argmax_abs(values):

@@ -132,6 +132,18 @@ def interp_log_df(
     out[:] = _interp_batch(method, node_t, node_logdf[None, :], query_t)[0]
 
 
+def interp_log_df_rows(
+    method: int, node_t: FloatArray, node_logdf: FloatArray, query_t: FloatArray, out: FloatArray
+) -> None:
+    """Write log P(``query_t``) of the curve in each row of ``node_logdf`` (curves on the same
+    node times) into the same row of ``out``."""
+    if out.shape != (node_logdf.shape[0], query_t.size):
+        raise ValueError(
+            f"out has shape {out.shape}, expected ({node_logdf.shape[0]}, {query_t.size})"
+        )
+    out[:] = _interp_batch(method, node_t, node_logdf, query_t)
+
+
 def interp_log_df_jacobian(
     method: int,
     node_t: FloatArray,
@@ -245,3 +257,45 @@ def bootstrap(
     raise ValueError(
         f"bootstrap did not converge in {max_iter} iterations: instrument {i} residual {res[i]:.3e}"
     )
+
+
+def bootstrap_rows(
+    method: int,
+    node_t: FloatArray,
+    query_t: FloatArray,
+    c0: FloatArray,
+    term_ptr: IntArray,
+    term_w: FloatArray,
+    term_a: IntArray,
+    term_b: IntArray,
+    logdf: FloatArray,
+    tol: float,
+    max_iter: int,
+    status: IntArray,
+) -> None:
+    """:func:`bootstrap` of each row: instruments of one structure (``term_ptr``, ``term_a``,
+    ``term_b``) with the coefficients ``c0[r]``, ``term_w[r]``, solved from ``logdf[r]`` in
+    place. No row raises: ``status[r]`` is its iterations, −1 for a singular Jacobian, −2
+    when the residuals stay above ``tol``; such a row's ``logdf`` is left as it was."""
+    rows = logdf.shape[0]
+    if c0.shape[0] != rows or term_w.shape[0] != rows or status.shape[0] != rows:
+        raise ValueError(
+            f"{rows} rows of logdf: c0 has {c0.shape[0]}, term_w {term_w.shape[0]}, "
+            f"status {status.shape[0]}"
+        )
+    if max_iter < 0:
+        raise ValueError(f"max_iter must be ≥ 0, not {max_iter}")
+    empty = np.flatnonzero(np.diff(term_ptr) <= 0)
+    if empty.size:
+        raise ValueError(f"instrument {int(empty[0])} has no terms")
+    for r in range(rows):
+        y = logdf[r].copy()
+        try:
+            status[r] = bootstrap(
+                method, node_t, query_t, c0[r], term_ptr, term_w[r], term_a, term_b, y, tol,
+                max_iter,
+            )  # fmt: skip
+        except ValueError as exc:
+            status[r] = -1 if "singular" in str(exc) else -2
+            continue
+        logdf[r] = y

@@ -82,6 +82,7 @@ class _BumpBase:
     c0_own: FloatArray  # the part of c0 that does not read the discount curve
     d_coef: FloatArray  # weight of each discount value in c0 (per d_coef entry)
     d_terms: IntArray  # terms weighted by a discount value (IRS float legs)
+    d_sum: FloatArray  # (d_coef entries × instruments): each entry's instrument, one-hot
 
 
 class CurveBuilder:
@@ -237,27 +238,42 @@ class CurveBuilder:
             self.term_b, y, _TOL, 50,
         )  # fmt: skip
 
-    def bumped_coefficients(self, node: int, bp: float) -> tuple[FloatArray, FloatArray]:
-        """The residual coefficients of the last build with the quote of instrument ``node``
-        (node order) moved by ``bp`` basis points, the discount values held (``c0`` and
-        ``w`` are affine in each quote: only that instrument's entries change)."""
+    def bumped_coefficients(
+        self, nodes: int | IntArray, bp: float | FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """The residual coefficients of the last build with the quote of instrument
+        ``nodes[r]`` (node order) moved by ``bp[r]`` basis points, the discount values held
+        (``c0`` and ``w`` are affine in each quote: only that instrument's entries change):
+        rows of ``c0`` (bumps × instruments) and ``w`` (bumps × terms), or one ``c0`` and one
+        ``w`` for one bump (``nodes`` an int, ``bp`` a float)."""
+        if np.ndim(nodes) == 0 and np.ndim(bp) == 0:
+            c0_1, w_1 = self.bumped_coefficients(np.array([nodes]), np.array([bp], np.float64))
+            return c0_1[0], w_1[0]
         base = self._bump_base()
-        c0, w = base.c0.copy(), base.w.copy()
-        h = bp * BP
-        c0[node] += h * base.dc0_dk[node]
-        terms = slice(int(self.term_ptr[node]), int(self.term_ptr[node + 1]))
-        w[terms] += h * self.term_wk[terms]  # 0 on the terms weighted by D (IRS float legs)
+        h = np.asarray(bp, dtype=np.float64) * BP
+        at = np.asarray(nodes, dtype=np.int64)
+        c0 = np.repeat(base.c0[None, :], at.size, axis=0)
+        c0[np.arange(at.size), at] += h * base.dc0_dk[at]
+        # 0 on the terms weighted by D (IRS float legs)
+        own = self.term_inst[None, :] == at[:, None]
+        w = base.w[None, :] + own * (h[:, None] * self.term_wk[None, :])
         return c0, w
 
     def coefficients_on(self, dvals: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """The residual coefficients of the last build's quotes on other discount values
-        ``dvals`` at :attr:`d_t` (a bumped discount curve)."""
+        """The residual coefficients of the last build's quotes on other discount values, one
+        row per row of ``dvals`` (values at :attr:`d_t` of a bumped discount curve; one
+        ``c0`` and one ``w`` for a 1-D ``dvals``)."""
+        if dvals.ndim == 1:
+            c0_1, w_1 = self.coefficients_on(dvals[None, :])
+            return c0_1[0], w_1[0]
         base = self._bump_base()
-        c0 = base.c0_own + np.bincount(
-            self.d_coef_inst, weights=base.d_coef * dvals[self.d_coef_pt], minlength=base.c0.size
-        )
-        w = base.w.copy()
-        w[base.d_terms] = dvals[self.term_dpt[base.d_terms]]
+        rows = dvals.shape[0]
+        c0 = np.repeat(base.c0_own[None, :], rows, axis=0)
+        if self.d_coef_inst.size:
+            weighted = base.d_coef[None, :] * dvals[:, self.d_coef_pt]
+            c0 += weighted @ base.d_sum
+        w = np.repeat(base.w[None, :], rows, axis=0)
+        w[:, base.d_terms] = dvals[:, self.term_dpt[base.d_terms]]
         return c0, w
 
     def _bump_base(self) -> _BumpBase:
@@ -272,26 +288,42 @@ class CurveBuilder:
                     weights=self.d_coef_b * dvals[self.d_coef_pt],
                     minlength=k.size,
                 )
+            d_sum = np.zeros((self.d_coef_inst.size, k.size))
+            d_sum[np.arange(self.d_coef_inst.size), self.d_coef_inst] = 1.0
             self._base = _BumpBase(
-                c0, w, dc0_dk, self.c0a + k * self.c0b, d_coef, np.flatnonzero(self.term_dpt >= 0)
+                c0,
+                w,
+                dc0_dk,
+                self.c0a + k * self.c0b,
+                d_coef,
+                np.flatnonzero(self.term_dpt >= 0),
+                d_sum,
             )
         return self._base
 
     def solve_from(self, c0: FloatArray, w: FloatArray, start: FloatArray) -> FloatArray:
-        """Node log-DFs solved for the residual coefficients ``c0``, ``w`` (see
-        :meth:`bumped_coefficients`), Newton from ``start``; the builder's own state (warm
-        start, last quotes) is left as it was. A start the solve cannot converge from is
-        retried from the last solution."""
-        error = ""
-        for first in (start, self.logdf):
-            y = first.copy()
+        """Node log-DFs solved for each row of the residual coefficients ``c0``, ``w`` (see
+        :meth:`bumped_coefficients`), Newton from the same row of ``start``, every row in one
+        kernel call (rows × nodes); the builder's own state (warm start, last quotes) is left
+        as it was. A row the solve cannot converge from is retried from the last solution.
+        1-D ``c0``, ``w`` and ``start`` solve one system and give one node vector."""
+        if np.ndim(start) == 1:
+            one: FloatArray = self.solve_from(c0[None, :], w[None, :], start[None, :])[0]
+            return one
+        y = np.array(start, dtype=np.float64, order="C", copy=True)
+        status = np.empty(y.shape[0], dtype=np.int64)
+        _ext.bootstrap_rows(
+            self.method, self.node_t, self.query_t, np.ascontiguousarray(c0), self.term_ptr,
+            np.ascontiguousarray(w), self.term_a, self.term_b, y, _TOL, 50, status,
+        )  # fmt: skip
+        for r in np.flatnonzero(status < 0):
+            retry = self.logdf.copy()
             try:
-                self._newton(c0, w, y)
+                self._newton(c0[r], w[r], retry)
             except ValueError as exc:
-                error = str(exc)
-                continue
-            return y
-        raise MarketError(f"curve {self.spec.id}: bumped quote: {error}") from None
+                raise MarketError(f"curve {self.spec.id}: bumped quote: {exc}") from None
+            y[r] = retry
+        return y
 
     def sensitivities(self, discount: Curve | None) -> tuple[FloatArray, FloatArray | None]:
         """∂y/∂q for own quotes (n × k, spec order) and ∂y/∂y_D (n × n_D) if discounted."""

@@ -156,7 +156,9 @@ class CurveSet:
 
     def bumped_nodes(self, curve_id: str) -> BumpedNodes:
         """The curve's node log-DFs re-solved with each quote it depends on moved ±1bp (its
-        own quotes, then its discount curve's, as :meth:`quote_jacobian` orders them)."""
+        own quotes, then its discount curve's, as :meth:`quote_jacobian` orders them): every
+        bump of the curve in one batched solve, each warm-started from the base nodes moved
+        by the Jacobian's prediction."""
         hit = self._bumps.get(curve_id)
         if hit is not None:
             return hit
@@ -164,27 +166,29 @@ class CurveSet:
         curve = self[curve_id]
         qids, jac = self.quote_jacobian(curve_id)
         own = len(builder.quote_ids)
-        up = np.empty((len(qids), curve.node_t.size))
-        down = np.empty_like(up)
+        signs = np.array([1.0, -1.0])
+        # rows: (+1bp, −1bp) for each quote, quotes in quote_jacobian order
+        start = (
+            curve.node_logdf[None, :]
+            + np.repeat(jac.T, 2, axis=0) * np.tile(signs, len(qids))[:, None]
+        )
         at_node = np.argsort(builder.order)  # spec position → node-order position
-        for j in range(own):
-            for sign, out in ((1.0, up), (-1.0, down)):
-                c0, w = builder.bumped_coefficients(int(at_node[j]), sign)
-                out[j] = builder.solve_from(c0, w, curve.node_logdf + sign * jac[:, j])
-        if own < len(qids):  # a term curve on each bumped OIS curve
+        c0, w = builder.bumped_coefficients(np.repeat(at_node, 2), np.tile(signs, own))
+        if own < len(qids):  # the term curve on each bumped OIS curve
             disc_id = builder.spec.discount_curve
             assert disc_id is not None
             disc = self._curves[disc_id]
             dn = self.bumped_nodes(disc_id)
-            dl = np.empty(builder.d_t.size)
-            for i in range(len(dn.quote_ids)):
-                for sign, src, out in ((1.0, dn.up, up), (-1.0, dn.down, down)):
-                    _ext.interp_log_df(disc.method, disc.node_t, src[i], builder.d_t, dl)
-                    c0, w = builder.coefficients_on(np.exp(dl))
-                    out[own + i] = builder.solve_from(
-                        c0, w, curve.node_logdf + sign * jac[:, own + i]
-                    )
-        hit = BumpedNodes(qids, up, down)
+            d_nodes = np.empty((2 * len(dn.quote_ids), disc.node_t.size))
+            d_nodes[0::2], d_nodes[1::2] = dn.up, dn.down
+            dl = np.empty((d_nodes.shape[0], builder.d_t.size))
+            _ext.interp_log_df_rows(disc.method, disc.node_t, d_nodes, builder.d_t, dl)
+            c0_d, w_d = builder.coefficients_on(np.exp(dl))
+            c0, w = np.vstack([c0, c0_d]), np.vstack([w, w_d])
+        nodes = builder.solve_from(c0, w, start)
+        hit = BumpedNodes(
+            qids, np.ascontiguousarray(nodes[0::2]), np.ascontiguousarray(nodes[1::2])
+        )
         self._bumps[curve_id] = hit
         return hit
 
@@ -198,9 +202,8 @@ class CurveSet:
         q = np.ascontiguousarray(t, dtype=np.float64)
         up = np.empty((len(bumped.quote_ids), q.size))
         down = np.empty_like(up)
-        for j in range(len(bumped.quote_ids)):
-            _ext.interp_log_df(curve.method, curve.node_t, bumped.up[j], q, up[j])
-            _ext.interp_log_df(curve.method, curve.node_t, bumped.down[j], q, down[j])
+        _ext.interp_log_df_rows(curve.method, curve.node_t, bumped.up, q, up)
+        _ext.interp_log_df_rows(curve.method, curve.node_t, bumped.down, q, down)
         return bumped.quote_ids, up, down
 
     def log_df_change(
