@@ -4,15 +4,18 @@ done, and which files a query reads.
 A store is a folder (:func:`store_root`) holding one Parquet dataset per kind of row
 (:data:`KINDS`), each partitioned by the UTC date of its rows::
 
-    <root>/aggregates/date=2026-12-04/aggregates-1764892800123456789-4242.parquet
+    <root>/aggregates/date=2026-12-04/aggregates-1764892800123456789-1764892804987654321.parquet
     <root>/breaches/date=2026-12-04/...
     <root>/positions/date=2026-12-04/...
 
-A file is immutable once it has its name: it is written under a hidden temporary name
+A file is named by the first and last ``made_ns`` of its rows. A file is immutable once it
+has its name: it is written under a hidden temporary name
 (``.<name>.tmp``, never matched by ``*.parquet``), flushed to disk (``fsync``) and renamed
 into place (atomic on one file system), then the folder is flushed. A reader therefore sees a
 file whole or not at all, and a killed writer leaves at most a temporary file (removed by the
-next writer at start).
+next writer at start). The writer merges a run of small files into one (the same rows, its
+span covering theirs) and then deletes them; a reader that lists both keeps only the merged
+file (:func:`files`), and one that finds a listed file gone lists again.
 """
 
 from __future__ import annotations
@@ -125,7 +128,34 @@ def files(
     out: list[Path] = []
     for date, folder in partitions(root, kind):
         if first <= date <= last:
-            out.extend(sorted(folder.glob("*.parquet")))
+            out.extend(_uncovered(folder.glob("*.parquet")))
+    return out
+
+
+def file_name(kind: str, first_ns: int, last_ns: int) -> str:
+    """The name of a file of ``kind`` holding rows made from ``first_ns`` to ``last_ns``."""
+    return f"{kind}-{first_ns}-{last_ns}.parquet"
+
+
+def span(path: Path) -> tuple[int, int]:
+    """The ``(first_ns, last_ns)`` of a file named by :func:`file_name` ((0, -1) if not)."""
+    parts = path.stem.rsplit("-", 2)
+    try:
+        return int(parts[1]), int(parts[2])
+    except (IndexError, ValueError):
+        return 0, -1
+
+
+def _uncovered(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` by first time, less every file whose span lies inside another's: a merged
+    file replaces the files it was made of, which may still be there for a moment."""
+    spans = sorted(((span(p), p) for p in paths), key=lambda e: (e[0][0], -e[0][1], e[1]))
+    out: list[Path] = []
+    reach = -1  # the latest last_ns of the files kept so far (they start no later)
+    for (_, last), path in spans:
+        if last > reach or last < 0:
+            out.append(path)
+            reach = max(reach, last)
     return out
 
 

@@ -8,6 +8,7 @@ range is ``[start_ns, end_ns)``.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,7 +25,10 @@ from workbench.store.rows import (
     POSITIONS_SCHEMA,
 )
 
-__all__ = ["breaches", "history", "positions", "store_root"]
+__all__ = ["as_utc_ns", "breaches", "history", "positions", "store_root"]
+
+Moment = dt.datetime | int | None
+"""A point in time as users give it: UTC ns since the epoch, a datetime (naive: UTC), or None."""
 
 _Build = Callable[[], pl.LazyFrame]
 _RETRIES: Final = 3
@@ -60,6 +64,22 @@ def _read(build: _Build) -> pl.DataFrame:
                 raise
             time.sleep(0.01)
     raise AssertionError("unreachable")
+
+
+def as_utc_ns(moment: Moment) -> int | None:
+    """``moment`` in UTC ns since the epoch (a naive datetime is taken as UTC; None stays).
+
+    Examples
+    --------
+    >>> as_utc_ns(dt.datetime(1970, 1, 1, 0, 0, 1))
+    1000000000
+    """
+    if moment is None or isinstance(moment, int):
+        return moment
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1_000
 
 
 def _check_grouping(grouping: str) -> tuple[str, ...]:
