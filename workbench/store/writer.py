@@ -31,8 +31,7 @@ from workbench.store.rows import position_rows, snapshot_rows
 log = logging.getLogger(__name__)
 
 MERGE_FILES: Final = 120
-"""A run of this many files of one dataset and date written by this writer is merged into one
-(at 5 s, every 10 minutes: a day's history is read from ~150 files, not 17,280)."""
+"""The default of ``StoreConfig.merge_files``."""
 
 
 @dataclass
@@ -60,6 +59,9 @@ class StoreWriter:
         Seconds between two flushes (a file per dataset with rows).
     retention_days
         Days kept, today included (0: every day).
+    merge_files
+        A run of this many files of one dataset and date written by this writer is merged into
+        one.
     """
 
     root: Path

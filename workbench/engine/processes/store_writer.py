@@ -49,7 +49,10 @@ class StoreWriterProcess:
         store = config.store
         self.position_period_ns = int(store.position_interval_s * 1e9)
         self.writer = StoreWriter(
-            store_root(config), interval_s=store.interval_s, retention_days=store.retention_days
+            store_root(config),
+            interval_s=store.interval_s,
+            retention_days=store.retention_days,
+            merge_files=store.merge_files,
         )
         self.ctx = zmq.Context()
         self.sub = self.ctx.socket(zmq.SUB)
