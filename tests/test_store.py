@@ -231,3 +231,37 @@ def test_kill_9_of_the_writer_then_of_the_service_loses_at_most_the_last_interva
     assert kept <= stored, sorted(kept - stored)
     assert history(root, grouping="desk,currency").height > 0
     assert len(files(root, "aggregates")) > 0
+
+
+def test_greek_history_opens_with_the_day_so_far_from_the_store(service: Client) -> None:
+    import asyncio
+
+    import numpy as np
+
+    from workbench.widgets import GreekHistory
+
+    root = store_root(service.descriptor)
+    wait(lambda: len(stored_seqs(root)) > 5, 30, "a stored history")
+
+    async def scenario() -> None:
+        hist = GreekHistory(service, measures=("pv", "dv01"), scope="desk:USD Rates")
+        try:
+            deadline = time.monotonic() + 30
+            while hist.t.size <= hist.stored or hist.stored == 0:
+                assert time.monotonic() < deadline, "no stored and live points"
+                await asyncio.sleep(0.1)
+            n = hist.stored
+            assert np.all(hist.t[:n] < 0)  # made before the widget opened
+            assert np.all(np.diff(hist.t) > 0)
+            assert len(set(hist.seqs.tolist())) == hist.seqs.size  # no seq twice
+            stored = history(root, grouping="desk", measures=["pv", "dv01"]).filter(
+                pl.col("desk") == "USD Rates"
+            )
+            by_seq = {s: (pv, dv01) for s, pv, dv01 in stored.select("seq", "pv", "dv01").rows()}
+            for i in range(n):
+                seq = int(hist.seqs[i])
+                assert (hist.values["pv"][i], hist.values["dv01"][i]) == by_seq[seq]
+        finally:
+            hist.close()
+
+    asyncio.run(scenario())

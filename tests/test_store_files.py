@@ -234,3 +234,39 @@ def test_times_are_taken_as_utc() -> None:
     assert as_utc_ns(T0 + 1) == T0 + 1
     assert as_utc_ns(None) is None
     assert set(GROUPINGS) == {"firm", "desk", "asset_class", "desk,currency"}
+
+
+def test_greek_history_puts_the_stored_day_first_and_skips_what_it_already_has(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from workbench.client.views import SnapshotView
+    from workbench.widgets.history import GreekHistory, day_start
+
+    async def scenario() -> None:
+        hist = GreekHistory("nowhere", measures=("pv",), run_root=str(tmp_path), max_points=104)
+        try:
+            opened = hist.opened_ns
+            made = [opened - (30 - i) * 10**9 for i in range(30)]  # a point a second
+            frame = pl.DataFrame({"made_ns": made, "seq": list(range(1, 31)),
+                                  "pv": [float(i) for i in range(30)]})  # fmt: skip
+            later = pl.DataFrame({"made_ns": [opened + 10**9], "seq": [31], "pv": [9.0]})
+            hist.preload(pl.concat([frame, later]))  # thinned to 4, nothing after opening
+            assert hist.stored == 4
+            assert hist.seqs.tolist() == [6, 14, 22, 30]  # every 8th, the last kept
+            assert hist.t.tolist() == [-25.0, -17.0, -9.0, -1.0]
+
+            def live(seq: int, ago_s: float) -> SnapshotView:
+                firm = pl.DataFrame({"pv": [float(seq)]})
+                return SnapshotView(seq, hist.t0_ns - int(ago_s * 1e9), {"firm": firm}, (), {})
+
+            hist.record(live(30, 1.0))  # the stored snapshot 30, seen live: not twice
+            hist.record(live(22, -3.0))  # seq 22 of a service restarted since: kept
+            hist.record(live(32, -4.0))
+            assert hist.seqs.tolist() == [6, 14, 22, 30, 22, 32]
+            assert day_start(opened) <= opened < day_start(opened) + 86_400 * 10**9
+        finally:
+            hist.close()
+
+    asyncio.run(scenario())
