@@ -7,6 +7,7 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
+import msgspec
 import polars as pl
 import pytest
 
@@ -223,8 +224,6 @@ def test_store_root_follows_the_configuration(tmp_path: Path) -> None:
 
 
 def msg_replace(cfg: ServiceConfig, store: StoreConfig) -> ServiceConfig:
-    import msgspec
-
     return msgspec.structs.replace(cfg, store=store)
 
 
@@ -270,3 +269,46 @@ def test_greek_history_puts_the_stored_day_first_and_skips_what_it_already_has(
             hist.close()
 
     asyncio.run(scenario())
+
+
+def test_the_reports_intraday_section_reads_high_low_close_and_a_breach_timeline(
+    tmp_path: Path,
+) -> None:
+    from workbench.reports.intraday import plot_timeline, read_day, timeline_text
+
+    writer = StoreWriter(tmp_path, interval_s=0.0)
+    for seq in range(1, 11):
+        made = seq * 10**9
+        found: tuple[Breach, ...] = ()
+        if 3 <= seq <= 6:  # one breach over four snapshots, then a second one
+            found = (
+                Breach(scope="firm", measure="dv01", value=-seq, limit=1.0, since_ns=3 * 10**9),
+            )
+        elif seq >= 8:
+            found = (Breach(scope="desk:USD Rates", measure="pv", value=seq, limit=5.0,
+                            since_ns=8 * 10**9),)  # fmt: skip
+        snap = msgspec.structs.replace(snapshot(seq, made), breaches=found)
+        writer.add_snapshot(snap, wall_offset_ns=T0)
+    writer.flush(0)
+    ident = {"source": "service", "service": "gone", "store": str(tmp_path),
+             "taken_at_utc": "2026-12-04T00:00:08+00:00"}  # fmt: skip
+    day = read_day(ident)
+    assert day is not None
+    assert day.snapshots == 8  # the snapshots up to the moment taken
+    pv = day.firm.filter(pl.col("measure") == "pv").row(0, named=True)
+    at = AGGREGATE_MEASURES.index("pv")
+    assert (pv["high"], pv["low"], pv["close"]) == (800.0 + at, 100.0 + at, 800.0 + at)
+    usd = day.desks.filter((pl.col("desk") == "USD Rates") & (pl.col("measure") == "dv01"))
+    dv01 = AGGREGATE_MEASURES.index("dv01")
+    assert usd.select("high", "low", "close").row(0) == (80.0 + dv01 + 0.25, 10.25 + dv01,
+                                                          80.25 + dv01)  # fmt: skip
+    tl = day.timeline
+    assert tl.select("scope", "measure", "snapshots", "worst").rows() == [
+        ("firm", "dv01", 4, -6.0),
+        ("desk:USD Rates", "pv", 1, 8.0),
+    ]
+    assert timeline_text(tl)["start"].to_list() == ["00:00:03", "00:00:08"]
+    assert timeline_text(tl)["last_seen"].to_list() == ["00:00:06", "00:00:08"]
+    assert plot_timeline(tl, day.start, day.end).axes[0].get_yticklabels()
+    assert read_day({**ident, "taken_at_utc": "2026-12-03T23:59:00+00:00"}) is None
+    assert read_day({"source": "batch", "taken_at_utc": ident["taken_at_utc"]}) is None

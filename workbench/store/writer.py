@@ -69,6 +69,9 @@ class StoreWriter:
     retention_days: int = 30
     merge_files: int = MERGE_FILES
     pending: dict[str, list[pl.DataFrame]] = field(default_factory=dict)
+    snapshots: list[tuple[msg.Snapshot, int]] = field(default_factory=list)
+    """Snapshots read since the last flush, each with its wall-clock offset (converted to rows
+    together at the flush)."""
     written: dict[tuple[str, dt.date], list[Path]] = field(default_factory=dict)
     counters: Counters = field(default_factory=Counters)
     last_flush_ns: int = 0
@@ -86,9 +89,7 @@ class StoreWriter:
     def add_snapshot(self, snap: msg.Snapshot, *, wall_offset_ns: int) -> None:
         """Buffer a snapshot's roll-ups and breaches (``wall_offset_ns``: UTC ns minus
         monotonic ns when it was read)."""
-        aggregates, found = snapshot_rows(snap, wall_offset_ns=wall_offset_ns)
-        self._add("aggregates", aggregates)
-        self._add("breaches", found)
+        self.snapshots.append((snap, wall_offset_ns))
         self.counters.snapshots += 1
 
     def add_positions(self, frame: pl.DataFrame, *, made_ns: int, seq: int) -> None:
@@ -109,6 +110,11 @@ class StoreWriter:
         Rows whose file could not be written are dropped and counted (the disk is full: the
         service goes on)."""
         self.last_flush_ns = now_ns
+        if self.snapshots:
+            aggregates, found = snapshot_rows(self.snapshots)
+            self.snapshots = []
+            self._add("aggregates", aggregates)
+            self._add("breaches", found)
         pending, self.pending = self.pending, {}
         size = 0
         for kind in KINDS:
@@ -176,4 +182,5 @@ class StoreWriter:
         """The counters, and the rows waiting (heartbeat form)."""
         out = {k: float(v) for k, v in vars(self.counters).items()}
         out["rows_pending"] = float(sum(f.height for p in self.pending.values() for f in p))
+        out["snapshots_pending"] = float(len(self.snapshots))
         return out

@@ -6,7 +6,9 @@ per-position risk every ``store.position_interval_s`` (a DEALER, one request at 
 blocking), and hands both to a :class:`~workbench.store.writer.StoreWriter`, which writes one
 immutable Parquet file per dataset every ``store.interval_s``. It runs niced like the workers,
 on the polling process shell (:mod:`~.shell`, role ``store_writer``): heartbeats carry the
-writer's counters; SIGTERM, SIGINT or the parent's exit stop it after a last flush.
+writer's counters (``snapshots_missed``: seqs it never received, dropped for it by the
+aggregator's PUB while it lagged); SIGTERM, SIGINT or the parent's exit stop it after a last
+flush.
 """
 
 from __future__ import annotations
@@ -73,7 +75,12 @@ class StoreWriterProcess:
         self.last_seq = 0
         self.asked_ns = 0  # when the pending positions request went out (0: none pending)
         self.next_positions_ns = 0
-        self.counts = {"bad_snapshots": 0, "positions_errors": 0, "positions_timeouts": 0}
+        self.counts = {
+            "bad_snapshots": 0,
+            "snapshots_missed": 0,  # seqs skipped: the aggregator's PUB dropped them for us
+            "positions_errors": 0,
+            "positions_timeouts": 0,
+        }
 
     def begin(self) -> None:
         """Clean what a killed writer left and delete old dates."""
@@ -104,6 +111,8 @@ class StoreWriterProcess:
             except (msgspec.DecodeError, msg.VersionError):
                 self.counts["bad_snapshots"] += 1
                 continue
+            if self.last_seq and snap.seq > self.last_seq + 1:
+                self.counts["snapshots_missed"] += snap.seq - self.last_seq - 1
             self.writer.add_snapshot(snap, wall_offset_ns=_wall_offset_ns())
             self.last_seq = snap.seq
 
