@@ -280,10 +280,9 @@ def test_the_reports_intraday_section_reads_high_low_close_and_a_breach_timeline
     for seq in range(1, 11):
         made = seq * 10**9
         found: tuple[Breach, ...] = ()
-        if 3 <= seq <= 6:  # one breach over four snapshots, then a second one
-            found = (
-                Breach(scope="firm", measure="dv01", value=-seq, limit=1.0, since_ns=3 * 10**9),
-            )
+        if 3 <= seq <= 6:  # one breach over four snapshots (its UTC start jitters), then another
+            since = 3 * 10**9 + seq * 1_000
+            found = (Breach(scope="firm", measure="dv01", value=-seq, limit=1.0, since_ns=since),)
         elif seq >= 8:
             found = (Breach(scope="desk:USD Rates", measure="pv", value=seq, limit=5.0,
                             since_ns=8 * 10**9),)  # fmt: skip
@@ -312,3 +311,30 @@ def test_the_reports_intraday_section_reads_high_low_close_and_a_breach_timeline
     assert plot_timeline(tl, day.start, day.end).axes[0].get_yticklabels()
     assert read_day({**ident, "taken_at_utc": "2026-12-03T23:59:00+00:00"}) is None
     assert read_day({"source": "batch", "taken_at_utc": ident["taken_at_utc"]}) is None
+
+
+def test_the_polars_and_duckdb_examples_of_the_docs_run(tmp_path: Path) -> None:
+    import re
+
+    doc = (Path(__file__).parents[1] / "docs" / "store.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", doc, re.S) if "run_dir" in b]
+    assert len(blocks) == 3  # workbench.store, Polars, DuckDB
+    run_dir = tmp_path / "desk1"
+    fill(run_dir / "store", range(1, 11))
+    for block in blocks:
+        scope: dict[str, object] = {"run_dir": run_dir}
+        exec(compile(block, "docs/store.md", "exec"), scope)
+        if "day" in scope:
+            day = scope["day"]
+            assert isinstance(day, pl.DataFrame)
+            assert day.height == 2  # two desks, one date
+            assert (
+                day["pv_close"].to_list()
+                == history(run_dir / "store", grouping="desk")
+                .filter(pl.col("seq") == 10)["pv"]
+                .to_list()
+            )
+        if "firm" in scope:
+            assert scope["firm"]["seq"].to_list() == list(range(1, 11))  # type: ignore[index]
+        if "timeline" in scope:
+            assert scope["timeline"].rows() == [("firm", "dv01", T0 + 2 * 10**9, T0 + 10**10, 5)]  # type: ignore[attr-defined]

@@ -30,7 +30,8 @@ INTRADAY_MEASURES: Final[tuple[str, ...]] = (
     "theta",
 )
 """The measures whose high, low and close the section shows (USD)."""
-_DAY: Final = dt.timedelta(days=1)
+_SAME_START_NS: Final = 1_000_000_000
+"""Starts of a scope's measure breached this close (ns) are one breach."""
 
 
 @dataclass(frozen=True)
@@ -110,9 +111,18 @@ def breach_timeline(found: pl.DataFrame) -> pl.DataFrame:
                     "snapshots": pl.Int64, "worst": pl.Float64, "limit": pl.Float64}
         )  # fmt: skip
     utc = pl.Datetime("ns", "UTC")
+    # one breach: its start as each snapshot stated it, within a second (the store's UTC
+    # stamps of one monotonic start differ by the clocks' offset read by each writer)
+    starts = found.sort("scope", "measure", "since_ns").with_columns(
+        (pl.col("since_ns").diff().over("scope", "measure").fill_null(_SAME_START_NS + 1)
+         > _SAME_START_NS).cum_sum().alias("breach")
+    )  # fmt: skip
     return (
-        found.group_by("scope", "measure", "since_ns")
+        starts.group_by("breach")
         .agg(
+            pl.col("scope").first(),
+            pl.col("measure").first(),
+            pl.col("since_ns").min(),
             pl.col("made_ns").max().alias("last_ns"),
             pl.len().cast(pl.Int64).alias("snapshots"),
             pl.col("value").get(pl.col("value").abs().arg_max()).alias("worst"),

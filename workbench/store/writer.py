@@ -66,7 +66,7 @@ class StoreWriter:
 
     root: Path
     interval_s: float = 5.0
-    retention_days: int = 30
+    retention_days: int = 7
     merge_files: int = MERGE_FILES
     pending: dict[str, list[pl.DataFrame]] = field(default_factory=dict)
     snapshots: list[tuple[msg.Snapshot, int]] = field(default_factory=list)

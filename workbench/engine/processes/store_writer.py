@@ -37,9 +37,24 @@ _POSITIONS_TIMEOUT_S: Final = 30.0
 one goes out at once."""
 
 
-def _wall_offset_ns() -> int:
-    """UTC ns minus monotonic ns, now."""
-    return time.time_ns() - time.monotonic_ns()
+_CLOCK_STEP_NS: Final = 1_000_000_000
+"""The UTC clock moved against the monotonic one by more than this: the offset is read again."""
+
+
+class WallClock:
+    """UTC ns minus monotonic ns, read once and kept while the clocks agree within
+    :data:`_CLOCK_STEP_NS` (so one monotonic stamp, a breach's start, is one UTC stamp in
+    every snapshot that carries it)."""
+
+    def __init__(self) -> None:
+        self.offset_ns = time.time_ns() - time.monotonic_ns()
+
+    def offset(self) -> int:
+        """The offset, read again after a step of the UTC clock."""
+        now = time.time_ns() - time.monotonic_ns()
+        if abs(now - self.offset_ns) > _CLOCK_STEP_NS:
+            self.offset_ns = now
+        return self.offset_ns
 
 
 class StoreWriterProcess:
@@ -73,6 +88,7 @@ class StoreWriterProcess:
         self.poller.register(self.control, zmq.POLLIN)
         self.shell = shell.Shell(config, "store_writer", stop, self.ctx)
         self.last_seq = 0
+        self.clock = WallClock()
         self.asked_ns = 0  # when the pending positions request went out (0: none pending)
         self.next_positions_ns = 0
         self.counts = {
@@ -113,7 +129,7 @@ class StoreWriterProcess:
                 continue
             if self.last_seq and snap.seq > self.last_seq + 1:
                 self.counts["snapshots_missed"] += snap.seq - self.last_seq - 1
-            self.writer.add_snapshot(snap, wall_offset_ns=_wall_offset_ns())
+            self.writer.add_snapshot(snap, wall_offset_ns=self.clock.offset())
             self.last_seq = snap.seq
 
     def _ask_positions(self, now: int) -> None:

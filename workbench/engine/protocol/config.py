@@ -89,7 +89,7 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     enabled: bool = True
     interval_s: float = 5.0
     position_interval_s: float = 60.0
-    retention_days: int = 30
+    retention_days: int = 7
     root: str = ""
     merge_files: int = 120
     """A run of this many files of one dataset and date is merged into one (at 5 s, every 10
