@@ -16,20 +16,13 @@ from typing import TYPE_CHECKING, Any, Final
 import polars as pl
 
 from workbench.client.stored import breaches, history, service_store
+from workbench.reports.sections import SUMMARY_MEASURES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-INTRADAY_MEASURES: Final[tuple[str, ...]] = (
-    "pv",
-    "dv01",
-    "cs01",
-    "fx_delta",
-    "eq_delta",
-    "vega",
-    "theta",
-)
-"""The measures whose high, low and close the section shows (USD)."""
+INTRADAY_MEASURES: Final[tuple[str, ...]] = tuple(m for m in SUMMARY_MEASURES if m != "positions")
+"""The measures whose high, low and close the section shows (USD): the report's group tables'."""
 _SAME_START_NS: Final = 1_000_000_000
 """Starts of a scope's measure breached this close (ns) are one breach."""
 
