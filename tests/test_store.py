@@ -265,3 +265,21 @@ def test_greek_history_opens_with_the_day_so_far_from_the_store(service: Client)
             hist.close()
 
     asyncio.run(scenario())
+
+
+def test_positions_follow_a_reloaded_book(
+    service: Client, book_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from workbench.book.reference import generate_reference_book
+    from workbench.market.io import load_market
+
+    root = store_root(service.descriptor)
+    market = load_market(book_files[1])
+    smaller = tmp_path / "smaller.parquet"
+    generate_reference_book(market, positions=600, seed=5).write_parquet(smaller)
+    service.reload_book(smaller, timeout_s=120)
+    reloaded = time.time_ns()
+    wait(lambda: positions(root)["made_ns"][0] > reloaded, 30, "a copy of the new book")
+    copy = positions(root)
+    assert copy.height == 600
+    assert copy["position_id"].to_list() == service.positions()["position_id"].to_list()

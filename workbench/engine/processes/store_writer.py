@@ -1,29 +1,36 @@
 """The store writer process: keeps every published snapshot in the risk store (docs/store.md).
 
 It subscribes to the aggregator's snapshots like a client (SUB, every snapshot; when it falls
-behind, the aggregator's PUB drops for it and never waits), asks the control plane for the
-per-position risk every ``store.position_interval_s`` (a DEALER, one request at a time, never
-blocking), and hands both to a :class:`~workbench.store.writer.StoreWriter`, which writes one
-immutable Parquet file per dataset every ``store.interval_s``. It runs niced like the workers,
-on the polling process shell (:mod:`~.shell`, role ``store_writer``): heartbeats carry the
-writer's counters (``snapshots_missed``: seqs it never received, dropped for it by the
+behind, the aggregator's PUB drops for it and never waits), reads the per-position risk every
+``store.position_interval_s`` straight from the risk segment (a consistent copy under the
+workers' counters, as the aggregator reads it: no request, so the aggregator never spends its
+loop on the store), and hands both to a :class:`~workbench.store.writer.StoreWriter`, which
+writes one immutable Parquet file per dataset every ``store.interval_s``. It runs niced like
+the workers, on the polling process shell (:mod:`~.shell`, role ``store_writer``): heartbeats
+carry the writer's counters (``snapshots_missed``: seqs it never received, dropped for it by the
 aggregator's PUB while it lagged); SIGTERM, SIGINT or the parent's exit stop it after a last
 flush.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import Final
 
 import msgspec
+import polars as pl
 import zmq
 
+from workbench.book.io import load_book
 from workbench.engine.processes import shell
+from workbench.engine.processes.inputs import book_path, market_path
 from workbench.engine.protocol import messages as msg
-from workbench.engine.protocol.config import ServiceConfig
+from workbench.engine.protocol.config import Descriptor, ServiceConfig
+from workbench.engine.transport.shm import RiskTable, TornReadError
+from workbench.market.io import load_market
+from workbench.risk.aggregation import risk_frame, static_frame
 from workbench.store.layout import store_root, utc_date
 from workbench.store.writer import StoreWriter
 
@@ -32,9 +39,6 @@ log = logging.getLogger(__name__)
 _POLL_MS: Final = 100
 _RCVHWM: Final = 1_000
 """Snapshots queued for this process before the aggregator's PUB drops for it (100 s at 10 Hz)."""
-_POSITIONS_TIMEOUT_S: Final = 30.0
-"""A positions request unanswered this long is given up (the aggregator restarted); the next
-one goes out at once."""
 
 
 _CLOCK_STEP_NS: Final = 1_000_000_000
@@ -55,6 +59,46 @@ class WallClock:
         if abs(now - self.offset_ns) > _CLOCK_STEP_NS:
             self.offset_ns = now
         return self.offset_ns
+
+
+class PositionSource:
+    """The per-position risk of the book the service prices, read from its risk segment.
+
+    The book and the segment are those of the service's descriptor (``service.json``), read
+    again before each copy: after a reload of the book the next copy is of the new one.
+    """
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.descriptor = Path(config.run_dir) / "service.json"
+        self.market = load_market(market_path(config))
+        self.config = config
+        self.segment = ""
+        self.static = pl.DataFrame()
+        self.table: RiskTable | None = None
+
+    def _current(self) -> ServiceConfig:
+        try:
+            return msgspec.json.decode(self.descriptor.read_bytes(), type=Descriptor).config
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+            return self.config
+
+    def frame(self) -> pl.DataFrame:
+        """A consistent copy of every position's risk (:func:`~.aggregation.risk_frame`)."""
+        config = self._current()
+        segment = config.segments.get("risk", "")
+        if self.table is None or segment != self.segment:
+            self.close()
+            book = load_book(book_path(config), market=self.market)
+            self.static = static_frame(book)
+            self.table = RiskTable.attach(segment, len(book))
+            self.segment = segment
+        return risk_frame(self.static, self.table.snapshot(), time.monotonic_ns())
+
+    def close(self) -> None:
+        """Detach from the segment (its owner, the supervisor, unlinks it)."""
+        if self.table is not None:
+            self.table.close()
+            self.table = None
 
 
 class StoreWriterProcess:
@@ -78,24 +122,15 @@ class StoreWriterProcess:
         self.sub.setsockopt(zmq.MAXMSGSIZE, msg.MAX_WIRE_BYTES)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.connect(ep.snapshots)
-        self.control = self.ctx.socket(zmq.DEALER)
-        self.control.setsockopt(zmq.LINGER, 0)
-        self.control.setsockopt(zmq.SNDHWM, 1)
-        self.control.setsockopt(zmq.MAXMSGSIZE, msg.MAX_WIRE_BYTES)
-        self.control.connect(ep.control)
-        self.poller = zmq.Poller()
-        self.poller.register(self.sub, zmq.POLLIN)
-        self.poller.register(self.control, zmq.POLLIN)
+        self.positions = PositionSource(config)
         self.shell = shell.Shell(config, "store_writer", stop, self.ctx)
         self.last_seq = 0
         self.clock = WallClock()
-        self.asked_ns = 0  # when the pending positions request went out (0: none pending)
         self.next_positions_ns = 0
         self.counts = {
             "bad_snapshots": 0,
             "snapshots_missed": 0,  # seqs skipped: the aggregator's PUB dropped them for us
             "positions_errors": 0,
-            "positions_timeouts": 0,
         }
 
     def begin(self) -> None:
@@ -103,14 +138,13 @@ class StoreWriterProcess:
         self.writer.open(now_ns=time.monotonic_ns(), today=utc_date(time.time_ns()))
 
     def turn(self) -> None:
-        """Read what arrived, ask for positions when due, write a file when due."""
-        ready = dict(self.poller.poll(_POLL_MS))
-        if self.sub in ready:
+        """Read what arrived, copy the positions when due, write a file when due."""
+        if self.sub.poll(_POLL_MS):
             self._snapshots()
-        if self.control in ready:
-            self._positions()
         now = time.monotonic_ns()
-        self._ask_positions(now)
+        if now >= self.next_positions_ns and self.last_seq:  # a snapshot: the book is priced
+            self.next_positions_ns = now + self.position_period_ns
+            self._positions()
         if self.writer.due(now):
             self.writer.flush(now)
             self.writer.expire(utc_date(time.time_ns()))
@@ -132,34 +166,15 @@ class StoreWriterProcess:
             self.writer.add_snapshot(snap, wall_offset_ns=self.clock.offset())
             self.last_seq = snap.seq
 
-    def _ask_positions(self, now: int) -> None:
-        if self.asked_ns and now - self.asked_ns > _POSITIONS_TIMEOUT_S * 1e9:
-            self.counts["positions_timeouts"] += 1
-            self.asked_ns = 0
-        if self.asked_ns or now < self.next_positions_ns or not self.last_seq:
-            return  # nothing to ask yet: no snapshot seen means no priced book
-        with contextlib.suppress(zmq.Again):
-            self.control.send_multipart([b"", msg.encode(msg.PositionsRequest())], zmq.NOBLOCK)
-            self.asked_ns = now
-            self.next_positions_ns = now + self.position_period_ns
-
     def _positions(self) -> None:
-        while True:
-            try:
-                parts = self.control.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self.asked_ns = 0
-            made_ns = time.time_ns()
-            try:
-                reply = msg.reply_decoder.decode(parts[-1])
-                if not reply.ok:
-                    raise ValueError(reply.error)
-                frame = msg.bytes_to_frame(reply.tables["positions"])
-                self.writer.add_positions(frame, made_ns=made_ns, seq=self.last_seq)
-            except (msgspec.DecodeError, ValueError, KeyError) as exc:
-                self.counts["positions_errors"] += 1
-                log.warning("store: positions not stored: %s", exc)
+        made_ns = time.time_ns()
+        try:
+            frame = self.positions.frame()
+        except (OSError, ValueError, TornReadError) as exc:
+            self.counts["positions_errors"] += 1
+            log.warning("store: positions not stored: %s", exc)
+            return
+        self.writer.add_positions(frame, made_ns=made_ns, seq=self.last_seq)
 
     def stats(self) -> dict[str, float]:
         """The writer's counters and this process's."""
@@ -174,9 +189,9 @@ class StoreWriterProcess:
         try:
             self.writer.flush(time.monotonic_ns())
         finally:
+            self.positions.close()
             self.shell.close()
             self.sub.close()
-            self.control.close()
             self.ctx.term()
 
 
@@ -186,4 +201,4 @@ def run(config_json: str) -> None:
     shell.run_polling(lambda: StoreWriterProcess(config, stop))
 
 
-__all__ = ["StoreWriterProcess", "run"]
+__all__ = ["PositionSource", "StoreWriterProcess", "run"]
