@@ -1,7 +1,8 @@
 """The risk store on a live service: it fills while the service runs, a reader in another
 process reads while the writer writes, the stored roll-ups equal the snapshots a client
 received, and a ``kill -9`` of the writer or of the whole service loses at most the last
-interval and leaves every file readable; retention deletes old dates at start."""
+interval and leaves every file readable; retention deletes old dates at start; copies of the
+positions follow a reloaded book; GreekHistory opens with the stored day."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ import polars as pl
 import pytest
 from service_helpers import make_files, start, wait
 
+from workbench.book.reference import generate_reference_book
 from workbench.client import Client
 from workbench.client.views import SnapshotView
 from workbench.engine.protocol.config import StoreConfig
+from workbench.market.io import load_market
 from workbench.risk.limits import LimitConfig
 from workbench.store import breaches, history, positions, store_root
 from workbench.store.layout import file_name, files, partition, utc_date
@@ -206,6 +209,17 @@ def test_kill_9_of_the_writer_then_of_the_service_loses_at_most_the_last_interva
         assert kept <= stored, sorted(kept - stored)
         assert readable(root) > 0
 
+        # copies of the positions follow a reloaded book (the writer reads the new segment)
+        market = load_market(book_files[1])
+        smaller = tmp_path / "smaller.parquet"
+        generate_reference_book(market, positions=600, seed=5).write_parquet(smaller)
+        svc.reload_book(smaller, timeout_s=120)
+        reloaded = time.time_ns()
+        wait(lambda: positions(root)["made_ns"][0] > reloaded, 30, "a copy of the new book")
+        copy = positions(root)
+        assert copy["position_id"].to_list() == svc.positions()["position_id"].to_list()
+        assert copy.height == 600
+
         # now the whole service, at once
         pids = [p["pid"] for p in svc.status()["processes"]] + [svc.descriptor.pid]
         tail = collect(svc, 1.5)
@@ -265,21 +279,3 @@ def test_greek_history_opens_with_the_day_so_far_from_the_store(service: Client)
             hist.close()
 
     asyncio.run(scenario())
-
-
-def test_positions_follow_a_reloaded_book(
-    service: Client, book_files: tuple[Path, Path], tmp_path: Path
-) -> None:
-    from workbench.book.reference import generate_reference_book
-    from workbench.market.io import load_market
-
-    root = store_root(service.descriptor)
-    market = load_market(book_files[1])
-    smaller = tmp_path / "smaller.parquet"
-    generate_reference_book(market, positions=600, seed=5).write_parquet(smaller)
-    service.reload_book(smaller, timeout_s=120)
-    reloaded = time.time_ns()
-    wait(lambda: positions(root)["made_ns"][0] > reloaded, 30, "a copy of the new book")
-    copy = positions(root)
-    assert copy.height == 600
-    assert copy["position_id"].to_list() == service.positions()["position_id"].to_list()
