@@ -156,3 +156,23 @@ def test_processes_on_the_shell_hold_no_shell_of_their_own() -> None:
     for path in sorted(processes.glob("*.py")):
         assert "geomspace" not in path.read_text(), f"{path.name} builds its own buckets"
     assert "percentile" not in (processes / "aggregator.py").read_text()
+
+
+def test_the_store_loads_no_sockets_processes_or_widgets() -> None:
+    # readers in any process (a notebook, the HTTP API, a report) import the store's files
+    # layer without the service: no ZeroMQ, no process machinery, no widget
+    banned = (*_NOT_PROTOCOL, *_PROCESS, "workbench.engine.telemetry")
+    assert _loaded(_every_module("workbench.store"), banned) == ""
+
+
+def test_the_store_writer_is_a_body_on_the_shell() -> None:
+    path = Path(workbench.__file__).parent / "engine" / "processes" / "store_writer.py"
+    shell_calls = {"Heartbeat", "signal", "add_signal_handler", "die_with_parent", "getppid"}
+    calls = _calls(path)
+    assert not calls & shell_calls
+    assert {"start", "run_polling", "Shell"} <= calls  # shell.start, shell.run_polling …
+    # reports reach the store through the client's door only
+    reports = Path(workbench.__file__).parent / "reports"
+    assert not any(
+        m.startswith("workbench.store") for p in reports.glob("*.py") for m in _imports(p)
+    )

@@ -9,6 +9,7 @@ types); the service's internals stay behind it.
 - :mod:`~workbench.client.asynchronous`: :class:`AsyncClient`, the same calls awaited
 - :mod:`~workbench.client.calls`: what each call asks and how its answer is read (no I/O)
 - :mod:`~workbench.client.views`: the answers as typed views and Polars frames
+- :mod:`~workbench.client.stored`: the risk store's queries (docs/store.md)
 - :func:`generate_keys` (a CurveZMQ key pair) and :func:`reap` (shared memory of dead services)
 """
 
@@ -19,7 +20,12 @@ from workbench.client.launcher import connect, running, start
 from workbench.client.remote import connect_remote
 from workbench.client.session import STATUS_TIMEOUT_S, log_tail
 from workbench.client.views import MarketView, SnapshotView
-from workbench.engine.protocol.config import ConflationConfig, FeedConfig, RemoteConfig
+from workbench.engine.protocol.config import (
+    ConflationConfig,
+    FeedConfig,
+    RemoteConfig,
+    StoreConfig,
+)
 from workbench.engine.telemetry.histograms import BUCKETS_MS, quantile_ms
 from workbench.engine.transport.gateway import generate_keys
 from workbench.engine.transport.shm import reap
@@ -55,6 +61,7 @@ __all__ = [
     "SnapshotView",
     "SpotShock",
     "SpreadShock",
+    "StoreConfig",
     "TwistShock",
     "VolShock",
     "connect",

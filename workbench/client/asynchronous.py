@@ -34,6 +34,7 @@ from workbench.client.wire import (
 from workbench.engine.protocol import messages as msg
 from workbench.engine.transport.shm import pid_alive
 from workbench.risk.shocks import AnyShock
+from workbench.store.query import Moment
 
 
 class AsyncClient(Attached):
@@ -161,6 +162,17 @@ class AsyncClient(Attached):
     async def aggregate(self, by: Sequence[str] = ("desk",)) -> pl.DataFrame:
         """:meth:`Client.aggregate`: roll-ups grouped by ``by`` (USD)."""
         return await self._run(calls.aggregate(by))
+
+    async def history(
+        self,
+        start: Moment = None,
+        end: Moment = None,
+        *,
+        grouping: str = "firm",
+        measures: Sequence[str] | None = None,
+    ) -> pl.DataFrame:
+        """:meth:`Client.history`: the stored roll-ups of ``grouping`` over ``[start, end)``."""
+        return await self._run(calls.history(self._session, start, end, grouping, measures))
 
     async def limits(self) -> pl.DataFrame:
         """:meth:`Client.limits`: usage of each configured limit (USD)."""

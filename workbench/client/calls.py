@@ -26,6 +26,8 @@ from workbench.client.views import MarketView, SnapshotView
 from workbench.engine.protocol import messages as msg
 from workbench.engine.transport.shm import pid_alive, reap
 from workbench.risk.shocks import AnyShock
+from workbench.store import query as store_query
+from workbench.store.query import Moment, as_utc_ns, store_root
 
 T = TypeVar("T")
 
@@ -149,6 +151,30 @@ def positions(asset_class: str | None) -> Plan[pl.DataFrame]:
     """Per-position risk."""
     reply = yield from request(msg.PositionsRequest(asset_class=asset_class), None)
     return views.table(reply, "positions")
+
+
+def history(
+    s: Session,
+    start: Moment,
+    end: Moment,
+    grouping: str,
+    measures: Sequence[str] | None,
+) -> Plan[pl.DataFrame]:
+    """The stored roll-ups of one grouping over ``[start, end)``, read from the store's files
+    (no request: the service's store is on this machine)."""
+    yield from ()
+    if not s.local:
+        raise ServiceError(
+            f"service {s.name} is on another machine: its store is read where it runs"
+        )
+    root = store_root(s.descriptor)
+    return store_query.history(
+        root,
+        start_ns=as_utc_ns(start),
+        end_ns=as_utc_ns(end),
+        grouping=grouping,
+        measures=measures,
+    )
 
 
 def snapshot(asset_class: str | None) -> Plan[tuple[pl.DataFrame, dict[str, Any]]]:

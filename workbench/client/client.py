@@ -38,6 +38,7 @@ from workbench.engine.protocol import messages as msg
 from workbench.engine.protocol.config import Descriptor
 from workbench.engine.transport.shm import pid_alive
 from workbench.risk.shocks import AnyShock
+from workbench.store.query import Moment
 
 
 class Client(Attached):
@@ -199,6 +200,35 @@ class Client(Attached):
         """Roll-ups of the live risk grouped by ``by`` (USD measures)."""
         return self._run(calls.aggregate(by))
 
+    def history(
+        self,
+        start: Moment = None,
+        end: Moment = None,
+        *,
+        grouping: str = "firm",
+        measures: Sequence[str] | None = None,
+    ) -> pl.DataFrame:
+        """The stored roll-ups of ``grouping`` over ``[start, end)``, from the service's risk
+        store (docs/store.md).
+
+        Parameters
+        ----------
+        start, end
+            UTC ns since the epoch or datetimes (naive: UTC); None: unbounded.
+        grouping
+            ``"firm"``, ``"desk"``, ``"asset_class"`` or ``"desk,currency"``.
+        measures
+            Stored columns (``pv``, ``dv01``, ``pv_gross``, ``positions`` …); None: all.
+
+        Returns
+        -------
+        pl.DataFrame
+            One row per stored snapshot and group: ``made_ns`` (UTC ns), ``seq``, the key
+            columns, the measures (USD); sorted by ``made_ns``. A bad grouping or measure
+            raises :class:`ValueError`.
+        """
+        return self._run(calls.history(self._session, start, end, grouping, measures))
+
     def limits(self) -> pl.DataFrame:
         """Limit usage (value and limit in USD, utilisation, breached) per configured limit."""
         return self._run(calls.limits())
@@ -318,6 +348,17 @@ class Client(Attached):
     async def aaggregate(self, by: Sequence[str] = ("desk",)) -> pl.DataFrame:
         """:meth:`AsyncClient.aggregate`."""
         return await self.asynchronous().aggregate(by)
+
+    async def ahistory(
+        self,
+        start: Moment = None,
+        end: Moment = None,
+        *,
+        grouping: str = "firm",
+        measures: Sequence[str] | None = None,
+    ) -> pl.DataFrame:
+        """:meth:`AsyncClient.history`."""
+        return await self.asynchronous().history(start, end, grouping=grouping, measures=measures)
 
     async def apositions(self, asset_class: str | None = None) -> pl.DataFrame:
         """:meth:`AsyncClient.positions`."""

@@ -28,6 +28,7 @@ import polars as pl
 
 from workbench.batch import BatchInputError, Rerisk, pin_market, rerisk
 from workbench.client import Client, MarketView, ServiceError, connect
+from workbench.client.stored import store_root
 from workbench.reports.snapshot import (
     MARKET_FILE,
     Snapshot,
@@ -272,6 +273,7 @@ def _take(
             f"the service's quotes of generation {facts['quote_generation']} ({MARKET_FILE})"
         ),
         "taken_at_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "store": str(store_root(client.descriptor)),
     }
     identity["snapshot_id"] = snapshot_id(identity)
     engine = dict(status)

@@ -1,8 +1,11 @@
-"""GreekHistory: bqplot time series of chosen aggregates since the widget opened.
+"""GreekHistory: bqplot time series of chosen aggregates over the day.
 
-One small chart per measure (their scales differ by orders of magnitude), x in seconds since
-the widget opened (monotonic clock). The arrays go to the browser as binary float64 buffers
-(finite values only); redraws are throttled (latest value wins, at most :data:`MAX_CHART_HZ`).
+One small chart per measure (their scales differ by orders of magnitude), x in seconds from the
+moment the widget opened (monotonic clock): the day so far (UTC), read from the service's risk
+store when the widget connects, lies before 0; the snapshots published since are appended as
+they arrive, a snapshot already read from the store never twice. The arrays go to the browser
+as binary float64 buffers (finite values only); redraws are throttled (latest value wins, at
+most :data:`MAX_CHART_HZ`).
 
 Every linear axis of the chart widgets names its tick format: without one, bqplot picks a format
 from the ticks of the domain the axis first rendered with and keeps it, and a domain with no
@@ -27,7 +30,7 @@ import ipywidgets as w  # type: ignore[import-untyped]
 import numpy as np
 import polars as pl
 
-from workbench.client import Client, SnapshotView
+from workbench.client import Client, ServiceError, SnapshotView
 from workbench.widgets._live import Latest, LiveWidget
 from workbench.widgets.grid import COLUMNS, HEADERS
 
@@ -72,8 +75,47 @@ def scope_value(snap: SnapshotView, scope: str, measure: str) -> float:
     return float(hit[measure][0]) if hit.height else float("nan")
 
 
+STORE_GROUPINGS: Final = {"firm": "firm", "desk": "desk", "asset_class": "asset_class"}
+"""The store's grouping of each scope kind (``desk:<name>`` → ``desk``); a scope of another
+kind (``currency:USD``) shows the live snapshots only."""
+SAME_SNAPSHOT_S: Final = 2.0
+"""A live snapshot is the stored one of its seq when their times are this close (seconds): a
+service restarted during the day numbers its snapshots from 1 again."""
+
+
+def day_start(now_ns: int) -> int:
+    """UTC midnight (ns since the epoch) of the day of ``now_ns``.
+
+    Examples
+    --------
+    >>> day_start(86_400 * 10**9 + 5)
+    86400000000000
+    """
+    return now_ns - now_ns % (86_400 * 10**9)
+
+
+def stored_points(
+    frame: pl.DataFrame, scope: str, measures: Sequence[str], opened_ns: int, max_points: int
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The points of a stored history (:meth:`Client.history` of ``scope``'s grouping) before
+    ``opened_ns`` (UTC ns): seconds from ``opened_ns`` (negative), seqs and values per measure,
+    evenly thinned to at most ``max_points``."""
+    kind, _, name = scope.partition(":")
+    if kind != "firm":
+        frame = frame.filter(pl.col(kind) == name)
+    frame = frame.filter(pl.col("made_ns") < opened_ns).sort("made_ns")
+    if frame.height > max_points:
+        step = math.ceil(frame.height / max_points)
+        frame = frame.gather_every(step, offset=(frame.height - 1) % step)
+    t = ((frame["made_ns"] - opened_ns) / 1e9).to_numpy().astype(np.float64)
+    seqs = frame["seq"].to_numpy().astype(np.int64)
+    values = {m: frame[m].to_numpy().astype(np.float64) for m in measures}
+    return t, seqs, values
+
+
 class GreekHistory(LiveWidget):
-    """Time series of ``measures`` of one ``scope`` since the widget opened.
+    """Time series of ``measures`` of one ``scope``: the day so far from the service's risk
+    store, then every snapshot since the widget opened.
 
     Parameters
     ----------
@@ -84,18 +126,22 @@ class GreekHistory(LiveWidget):
     scope
         ``"firm"``, ``"desk:<desk>"`` or ``"asset_class:<class>"``.
     max_points
-        Older points are thinned (every other one dropped) beyond this many.
+        Older points are thinned (every other one dropped) beyond this many; the stored day is
+        read thinned evenly to ``max_points - 100``.
     max_hz
         Most redraws a second (at most :data:`MAX_CHART_HZ`).
 
     Attributes
     ----------
     t
-        Seconds from :attr:`t0_ns` of each point (monotonic clock).
+        Seconds from :attr:`t0_ns` of each point (monotonic clock; negative for the points of
+        the day read from the store).
     values
         Measure → value of each point (USD).
     seqs
         Sequence number of the snapshot of each point.
+    stored
+        Points read from the store when the widget connected (0 without a store).
     """
 
     def __init__(
@@ -117,6 +163,9 @@ class GreekHistory(LiveWidget):
         self.scope = scope
         self.max_points = max_points
         self.t0_ns = time.monotonic_ns()
+        self.opened_ns = time.time_ns()  # the same moment on the UTC clock of the store
+        self.stored = 0
+        self._stored_at: dict[int, float] = {}  # seq → t of the points read from the store
         self.t = np.empty(0)
         self.seqs = np.empty(0, dtype=np.int64)
         self.values: dict[str, np.ndarray] = {m: np.empty(0) for m in self.measures}
@@ -127,7 +176,7 @@ class GreekHistory(LiveWidget):
             x, y = bq.LinearScale(), bq.LinearScale()
             line = bq.Lines(x=[], y=[], scales={"x": x, "y": y}, colors=["#0969da"])
             self.lines[m] = line
-            ax_x = bq.Axis(scale=x, label="s since opened", num_ticks=5, tick_format=NUMBER_TICKS)
+            ax_x = bq.Axis(scale=x, label="s from opening", num_ticks=5, tick_format=NUMBER_TICKS)
             ax_y = bq.Axis(scale=y, orientation="vertical", tick_format=".3s", num_ticks=4)
             self.value_axes[m] = ax_y
             figures.append(
@@ -144,9 +193,26 @@ class GreekHistory(LiveWidget):
         self._spawn(self._feed())
         self._spawn(self._paced(self._box, self._draw, max_hz=max_hz))
 
+    def preload(self, frame: pl.DataFrame) -> None:
+        """Put the stored day before the points recorded so far (``frame``: the store's
+        history of this scope's grouping, ``made_ns`` in UTC ns)."""
+        t, seqs, values = stored_points(
+            frame, self.scope, self.measures, self.opened_ns, max(self.max_points - 100, 1)
+        )
+        self._stored_at = dict(zip(seqs.tolist(), t.tolist(), strict=True))
+        self.stored = t.size
+        self.t = np.r_[t, self.t]
+        self.seqs = np.r_[seqs, self.seqs]
+        self.values = {m: np.r_[values[m], v] for m, v in self.values.items()}
+
     def record(self, snap: SnapshotView) -> None:
-        """Append one snapshot's values (seconds from :attr:`t0_ns` on the monotonic clock)."""
-        self.t = np.append(self.t, (snap.made_ns - self.t0_ns) / 1e9)
+        """Append one snapshot's values (seconds from :attr:`t0_ns` on the monotonic clock),
+        unless it is a snapshot read from the store."""
+        t = (snap.made_ns - self.t0_ns) / 1e9
+        stored_t = self._stored_at.get(snap.seq)
+        if stored_t is not None and abs(stored_t - t) < SAME_SNAPSHOT_S:
+            return
+        self.t = np.append(self.t, t)
         for m in self.measures:
             self.values[m] = np.append(self.values[m], scope_value(snap, self.scope, m))
         self.seqs = np.append(self.seqs, np.int64(snap.seq))
@@ -158,7 +224,24 @@ class GreekHistory(LiveWidget):
             self.seqs = self.seqs[keep]
             self.values = {m: v[keep] for m, v in self.values.items()}
 
+    async def _load_day(self) -> None:
+        """The day so far from the store (nothing when the service keeps none)."""
+        kind = self.scope.partition(":")[0]
+        grouping = STORE_GROUPINGS.get(kind)
+        if grouping is None:
+            return
+        start = day_start(self.opened_ns)
+        try:
+            client = await self.conn.client()
+            frame = await client.ahistory(start, grouping=grouping, measures=self.measures)
+        except (ServiceError, OSError, ValueError):
+            return  # a remote service, an unreadable store: live points only
+        self.preload(frame)
+
     async def _feed(self) -> None:
+        await self._load_day()
+        if self.stored:
+            self._box.put(True)
         async for snap in self.conn.snapshots():
             self.record(snap)
             self._box.put(True)

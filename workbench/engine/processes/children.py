@@ -85,7 +85,7 @@ class Live:
 
 def child_specs(config: ServiceConfig) -> list[ChildSpec]:
     """Every child of a service of ``config``, in start order."""
-    from workbench.engine.processes import aggregator, feed, ingest, worker
+    from workbench.engine.processes import aggregator, feed, ingest, store_writer, worker
 
     text = encode_config(config)
     out: list[ChildSpec] = []
@@ -101,6 +101,10 @@ def child_specs(config: ServiceConfig) -> list[ChildSpec]:
                 )
             )
     out.append(ChildSpec("aggregator", "aggregator", aggregator.run, (text,), "agg", False))
+    if config.store.enabled:
+        out.append(
+            ChildSpec("store_writer", "store_writer", store_writer.run, (text,), "store", False)
+        )
     return out
 
 

@@ -77,6 +77,25 @@ class RemoteConfig(msgspec.Struct, frozen=True, kw_only=True):
     snapshots_port: int = 0
 
 
+class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """The risk store: the service's snapshots kept as Parquet files (docs/store.md).
+
+    ``interval_s``: seconds between two files of buffered rows (a ``kill -9`` loses at most
+    this much); ``position_interval_s``: seconds between two stored copies of the per-position
+    risk; ``retention_days``: days kept, today included (0: every day); ``root``: the store's
+    folder (empty: ``<run dir>/store``; a relative folder is under the run dir).
+    """
+
+    enabled: bool = True
+    interval_s: float = 5.0
+    position_interval_s: float = 60.0
+    retention_days: int = 7
+    root: str = ""
+    merge_files: int = 120
+    """A run of this many files of one dataset and date is merged into one (at 5 s, every 10
+    minutes: a day is read from ~150 files, not 17,280)."""
+
+
 class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a service and each of its processes needs to start."""
 
@@ -110,6 +129,8 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     remote: RemoteConfig | None = None  # None: nothing listens beyond 127.0.0.1
     standby: bool = True
     """A warm standby process ready to take a dead worker's slot at once (docs/service.md)."""
+    store: StoreConfig = StoreConfig()
+    """The risk store's writer process and its files (docs/store.md)."""
     fail_reprice: tuple[str, ...] = ()
     """Fault injection: glob patterns over pricing-group keys (``fx:EURUSD``, ``rates:*``)
     whose reprices fail as a pricer exception would (docs/service.md, "Fault injection")."""
