@@ -19,7 +19,14 @@ from workbench.client.launcher import connect, running, start
 from workbench.client.remote import connect_remote
 from workbench.client.session import STATUS_TIMEOUT_S, log_tail
 from workbench.client.views import MarketView, SnapshotView
-from workbench.engine.protocol.config import ConflationConfig, FeedConfig, RemoteConfig
+from workbench.engine.protocol.config import (
+    BackoffConfig,
+    ConflationConfig,
+    FeedConfig,
+    PollSourceConfig,
+    RemoteConfig,
+    load_sources,
+)
 from workbench.engine.telemetry.histograms import BUCKETS_MS, quantile_ms
 from workbench.engine.transport.gateway import generate_keys
 from workbench.engine.transport.shm import reap
@@ -41,6 +48,7 @@ __all__ = [
     "STATUS_TIMEOUT_S",
     "AnyShock",
     "AsyncClient",
+    "BackoffConfig",
     "Breach",
     "Client",
     "ConflationConfig",
@@ -49,6 +57,7 @@ __all__ = [
     "LimitConfig",
     "MarketView",
     "ParallelShock",
+    "PollSourceConfig",
     "QuoteShock",
     "RemoteConfig",
     "ServiceError",
@@ -60,6 +69,7 @@ __all__ = [
     "connect",
     "connect_remote",
     "generate_keys",
+    "load_sources",
     "log_tail",
     "quantile_ms",
     "reap",
