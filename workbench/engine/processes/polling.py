@@ -31,6 +31,7 @@ from workbench.engine.protocol.config import BackoffConfig, PollSourceConfig
 from workbench.engine.telemetry import logs
 
 log = logging.getLogger(__name__)
+logging.getLogger("httpx").setLevel(logging.WARNING)  # not a log line per request
 
 POLL_ERRORS: Final = (
     "timeout",
