@@ -115,6 +115,29 @@ def test_intake_validates_per_source_seqs_and_balances_the_accounting_per_source
     assert conflator.gaps == 0  # a poll's skipped seqs are no gaps of the feed
 
 
+def test_a_fallback_taking_a_quote_over_again_gives_its_current_value() -> None:
+    ids = [EURUSD, IG]
+    conflator = Conflator(ids, [1.08, 0.0055], FAST)
+    failover = Failover(ids, [_source(stale_after_s=1.0)], start_ns=0)
+    intake = PollIntake({q: i for i, q in enumerate(ids)}, conflator, failover)
+    intake.take(1, [PollQuote(IG, 0.0057, 4)], 2 * S)  # the feed never quoted IG: taken
+    assert conflator.offer(1, 0.0056, 1, 3 * S) is None
+    failover.primary(1, 3 * S)  # the feed takes it back
+    intake.take(1, [PollQuote(IG, 0.0057, 4)], 7 * S // 2)  # outranked
+    intake.take(1, [PollQuote(IG, 0.0057, 4)], 5 * S)  # the feed silent 2 s: seq 4 again
+    intake.take(1, [PollQuote(IG, 0.0057, 4)], 6 * S)  # on it now: a duplicate
+    intake.take(1, [PollQuote(IG, 0.0057, 3)], 7 * S)
+    counts = intake.counts[1]
+    assert counts.accepted == 2
+    assert counts.rejected["outranked"] == 1
+    assert counts.rejected["duplicate"] == 1
+    assert counts.rejected["out_of_order"] == 1
+    assert [e.after for e in failover.events] == ["poll", "feed", "poll"]
+    _, values, seqs = conflator.due(8 * S)
+    assert values.tolist() == [0.0057]
+    assert seqs.tolist() == [4]
+
+
 def test_replies_and_backoff() -> None:
     assert parse_reply(b'{"quotes": []}') == ([], None)
     assert parse_reply(b'{"quotes": [{"id": "X", "value": "1", "seq": 1}]}') == ([None], None)

@@ -85,6 +85,8 @@ RATE_BOUNDS: Final = (-0.20, 1.00)
 """Accepted range of a rate quote (decimal per year), both ends included."""
 
 _NO_SEQ: Final = -(2**63)
+NO_SEQ: Final = _NO_SEQ
+"""The last accepted sequence number of a quote that has none (the next one is accepted)."""
 _SEQ_MAX: Final = 2**63 - 1
 
 

@@ -25,7 +25,7 @@ from typing import Final
 import httpx
 import msgspec
 
-from workbench.engine.processes.conflation import REJECT_REASONS, Conflator
+from workbench.engine.processes.conflation import NO_SEQ, REJECT_REASONS, Conflator
 from workbench.engine.processes.failover import Failover
 from workbench.engine.protocol.config import BackoffConfig, PollSourceConfig
 from workbench.engine.telemetry import logs
@@ -181,6 +181,8 @@ class PollIntake:
                 reason = "outranked"
             else:
                 seen.add(index)
+                if failover.source_of[index] != source:
+                    seqs[index] = NO_SEQ  # taking over: its current value, even if sent before
                 reason = conflator.offer_from(seqs, index, entry.value, entry.seq, now_ns)
                 if reason is None:
                     failover.took(source, index, now_ns)
