@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from workbench.engine.processes.lifetime import die_with_parent
+
 
 class _State:
     def __init__(self) -> None:
@@ -124,7 +126,8 @@ class QuoteServer:
 
 
 def main(port: int) -> None:
-    """Serve on 127.0.0.1:``port`` until terminated."""
+    """Serve on 127.0.0.1:``port`` until terminated (or the test process exits)."""
+    die_with_parent()
     server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
     server.daemon_threads = True
     print("ready", flush=True)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
+import polars as pl
 import pytest
 import zmq
 from service_helpers import make_files, start, wait
@@ -20,6 +21,7 @@ from workbench.client import BackoffConfig, Client, PollSourceConfig
 from workbench.engine.telemetry import logs
 from workbench.engine.transport.endpoints import free_port
 from workbench.widgets import Telemetry
+from workbench.widgets.greek_table import GridModel
 
 IG, HY = "CDX.IG.5Y", "CDX.HY.5Y"
 ENCODE = msgspec.msgpack.Encoder().encode
@@ -88,6 +90,24 @@ def test_a_live_service_fails_over_per_quote_and_shows_it(tmp_path: Path) -> Non
             finally:
                 tel.close()
 
+        # the workers mark the positions priced off them; the snapshot counts them per group
+        def credit_fallback() -> int:
+            table = client.latest().grouped(("asset_class",))
+            row = table.filter(pl.col("asset_class").cast(pl.String) == "credit")
+            return int(row["fallback"][0])
+
+        wait(lambda: credit_fallback() > 0, 20, "credit positions marked as on a fallback")
+        snap = client.latest()
+        by_class = snap.grouped(("asset_class",))
+        others = by_class.filter(pl.col("asset_class").cast(pl.String) != "credit")
+        assert others["fallback"].sum() == 0
+        assert int(snap.grouped(())["fallback"][0]) == credit_fallback()
+        model = GridModel()
+        model.render(by_class, ("asset_class",), snap.grouped(()))
+        markup = model.table_html(("asset_class",), "")
+        marked = credit_fallback()
+        assert f"⇄{marked}" in markup
+        assert "<td class=fb>" in markup
         shown = asyncio.run(watch())
         assert f"{IG} (rest)" in shown
         assert f"{HY} (rest)" in shown
@@ -98,6 +118,7 @@ def test_a_live_service_fails_over_per_quote_and_shows_it(tmp_path: Path) -> Non
             feed_ig(0.0058)
             time.sleep(0.1)
         wait(lambda: _ingest(client).get("fallback.CDX.IG.5Y") == 0.0, 10, "IG on the feed")
+        wait(lambda: credit_fallback() < marked, 20, "IG's positions no longer marked")
         wait(lambda: _ingest(client).get("source.feed.offered") == seq, 10, "every tick counted")
         stats = _ingest(client)
         assert stats["source.feed.accepted"] == seq

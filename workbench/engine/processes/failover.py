@@ -29,14 +29,14 @@ Examples
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Final
 
 import numpy as np
 
-from workbench._types import IntArray
+from workbench._types import FloatArray, IntArray
 from workbench.engine.protocol.config import PollSourceConfig
 
 FEED: Final = 0
@@ -89,6 +89,9 @@ class Failover:
         }
         self._updated: list[dict[int, int]] = [dict.fromkeys(self.guarded, start_ns)]
         self._updated += [dict.fromkeys(rows, _NEVER) for rows in self.listed[1:]]
+        self._rows: IntArray = np.fromiter(self.guarded, dtype=np.int64, count=len(self.guarded))
+        self._keys = [f"fallback.{self.quote_ids[i]}" for i in self.guarded]
+        self._listed_rows = [np.array(sorted(rows), dtype=np.int64) for rows in self.listed]
         self.source_of: IntArray = np.zeros(len(self.quote_ids), dtype=np.int64)
         """Source number of each quote's last accepted value (0: the feed)."""
         self.flips = 0
@@ -145,10 +148,51 @@ class Failover:
         on = self.source_of
         out: dict[str, float] = {
             "flips": float(self.flips),
-            "fallback_quotes": float(sum(1 for i in self.guarded if on[i] != FEED)),
+            "fallback_quotes": float(np.count_nonzero(on[self._rows] != FEED)),
         }
         for k, name in enumerate(self.names[1:], start=1):
-            out[f"source.{name}.on_fallback"] = float(sum(1 for i in self.listed[k] if on[i] == k))
-        for i in self.guarded:
-            out[f"fallback.{self.quote_ids[i]}"] = float(on[i])
+            on_k = np.count_nonzero(on[self._listed_rows[k]] == k)
+            out[f"source.{name}.on_fallback"] = float(on_k)
+        out |= zip(self._keys, on[self._rows].astype(np.float64).tolist(), strict=True)
+        return out
+
+
+class GroupFallback:
+    """Which positions are priced off a quote of a polling source: a position is when a quote
+    its pricing group reads is (FX conversion quotes left out).
+
+    Parameters
+    ----------
+    groups
+        Each pricing group's book rows and quote rows (``(rows, quotes)``).
+    n_positions
+        Rows of the book.
+
+    Examples
+    --------
+    >>> g = GroupFallback([(np.array([0, 2]), np.array([1])), (np.array([1]), np.array([0]))], 3)
+    >>> g.flags(np.array([0, 2]), np.array([0, 1, 2])).tolist()
+    [1.0, 0.0, 1.0]
+    """
+
+    def __init__(self, groups: Iterable[tuple[IntArray, IntArray]], n_positions: int) -> None:
+        self.row_group: IntArray = np.full(n_positions, -1, dtype=np.int64)
+        quotes: list[IntArray] = []
+        owners: list[IntArray] = []
+        for k, (rows, qs) in enumerate(groups):
+            self.row_group[rows] = k
+            quotes.append(np.asarray(qs, dtype=np.int64))
+            owners.append(np.full(len(qs), k, dtype=np.int64))
+        self.n_groups = len(quotes)
+        self.quotes: IntArray = np.concatenate(quotes) if quotes else np.empty(0, np.int64)
+        self.owner: IntArray = np.concatenate(owners) if owners else np.empty(0, np.int64)
+
+    def flags(self, sources: IntArray, rows: IntArray) -> FloatArray:
+        """1.0 for each of ``rows`` whose group reads a quote whose ``sources`` entry (the
+        quote table's ``source`` column) is not the feed, else 0.0."""
+        hits = np.bincount(
+            self.owner, weights=sources[self.quotes] != FEED, minlength=self.n_groups + 1
+        )
+        on = np.append(hits[: self.n_groups] > 0, False)  # row_group -1: no group
+        out: FloatArray = on[self.row_group[rows]].astype(np.float64)
         return out

@@ -291,7 +291,8 @@ class QuoteTable(_Table):
 
 
 class RiskTable(_Table):
-    """Greeks per position (float64, USD) with ``updated_ns`` and ``stale`` flags.
+    """Greeks per position (float64, USD) with ``updated_ns`` and ``stale`` flags, and
+    ``fallback`` (1.0: last priced off a quote of a polling source, docs/ticks.md).
 
     One generation counter per worker (asset class × slot): each is its counter's only writer.
     """
@@ -301,7 +302,10 @@ class RiskTable(_Table):
         """Its layout for ``n_positions`` positions."""
         n_counters = len(ASSET_CLASSES) * MAX_SLOTS
         return _Layout(
-            n_counters, (*RISK_COLUMNS, "stale", "stale_reason"), ("updated_ns",), n_positions
+            n_counters,
+            (*RISK_COLUMNS, "stale", "stale_reason", "fallback"),
+            ("updated_ns",),
+            n_positions,
         )
 
     @classmethod
