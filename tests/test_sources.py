@@ -5,12 +5,15 @@ makes answer garbage, with the test as the feed (tests/test_ingest.py's rig)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from procs import descendants
 from sources_server import QuoteServer
 from test_ingest import Rig, _tick, ingest_rig
 
@@ -314,3 +317,11 @@ def test_every_fault_is_counted_and_the_last_good_value_stays_and_ingestion_live
         stats = rig.heartbeat(lambda s: s.get("source.feed.accepted", 0) == 1)
         assert rig.proc.is_alive()
         _balanced(stats)
+        # the polling process is killed: the ingestion starts another, the polls go on
+        assert rig.proc.pid is not None
+        (pollers,) = descendants(rig.proc.pid)
+        os.kill(pollers, signal.SIGKILL)
+        server.order(quotes={HY: [0.0334, 6], IG: [0.0064, 6]})
+        stats = rig.heartbeat(lambda s: values[hy] == 0.0334, timeout=10.0)
+        assert stats["pollers_restarts"] == 1
+        assert descendants(rig.proc.pid) != {pollers}

@@ -10,10 +10,11 @@ One asyncio loop (``zmq.asyncio``) runs three tasks:
   clock grid: a few times a second; every :data:`FLUSH_S` with a 0 window), the quotes whose
   window expired are written to the shared-memory :class:`~.shm.QuoteTable` and announced with
   a :class:`~.messages.QuotesDirty` notice on a PUB socket bound at ``endpoints.notices``.
-* **poll** (one per polling source of ``feed.sources``): :class:`~.polling.Poller`, an httpx
-  GET every ``poll_s``; its values go to the same conflator through the per-quote failover
-  (:mod:`~.failover`). The feed's ticks of quotes with a fallback take a second dictionary
-  look-up after a miss in the first; the others take no extra work.
+* **polls** (with polling sources, ``feed.sources``): the outcomes of the HTTP polls, made by
+  a polling process of its own (:mod:`~.pollers`), read from a PULL socket; their values go to
+  the same conflator through the per-quote failover (:mod:`~.failover`). The feed's ticks of
+  quotes with a fallback take a second dictionary look-up after a miss in the first; the
+  others take no extra work.
 * **heartbeat**: the process shell's (:mod:`~.shell`): every ``heartbeat_s`` a
   :class:`~.messages.Heartbeat` with the counters and the ``feed_to_ingest`` histogram.
 
@@ -44,7 +45,8 @@ from workbench.engine.processes import shell
 from workbench.engine.processes.conflation import Conflator
 from workbench.engine.processes.failover import Failover
 from workbench.engine.processes.inputs import market_path
-from workbench.engine.processes.polling import Poller, PollIntake
+from workbench.engine.processes.pollers import PollingChild
+from workbench.engine.processes.polling import PollIntake
 from workbench.engine.protocol import messages
 from workbench.engine.protocol.config import ServiceConfig
 from workbench.engine.telemetry.histograms import LatencyHistogram
@@ -191,6 +193,9 @@ class Ingest:
             self.intake = PollIntake(market.quote_index, conflator, self.failover)
         self.handler = TickHandler(market.quote_index, conflator, self.failover)
         self.ctx = zmq.asyncio.Context()
+        self.polling: PollingChild | None = None
+        if self.intake is not None:
+            self.polling = PollingChild(config, self.ctx, self.intake)
         # sends are NOBLOCK and never awaited: plain sockets (an asyncio socket would put a
         # full queue's zmq.Again into a future instead of raising it)
         self.plain_ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(self.ctx.underlying)
@@ -285,8 +290,8 @@ class Ingest:
             "notices_dropped": float(self.notices_dropped),
         }
         self.depth_max = 0
-        if self.intake is not None:
-            out |= self.intake.stats()
+        if self.intake is not None and self.polling is not None:
+            out |= self.intake.stats() | self.polling.stats()
             self.intake.log_flips()  # the feed's take-backs, logged within a heartbeat
         return out
 
@@ -297,14 +302,15 @@ class Ingest:
     def tasks(self) -> dict[str, Coroutine[Any, Any, None]]:
         """Receive, flush, and poll each polling source."""
         out = {"receive": self.receive(), "flush": self.flush_loop()}
-        if self.intake is not None:
-            for k, source in enumerate(self.config.feed.sources, start=1):
-                out[f"poll:{source.name}"] = Poller(k, source, self.intake).run()
+        if self.polling is not None:
+            out["polls"] = self.polling.receive()
         return out
 
     def close(self) -> None:
         """Close the sockets (linger 0), the table handle (never unlinked here), the context."""
         self.shell.close()
+        if self.polling is not None:
+            self.polling.close()
         for sock in self.sockets:
             sock.close(linger=0)
         self.table.close()

@@ -1,11 +1,12 @@
 """HTTP polling sources of quotes: replies parsed, values offered, faults counted.
 
-Each polling source (:class:`~.config.PollSourceConfig`) is one task of the ingestion's
-asyncio loop (:class:`Poller`): a GET of ``url`` with an httpx ``AsyncClient`` every
-``poll_s``, the whole request limited to ``timeout_s``, the next poll after a failure delayed
-by :func:`backoff_s`. A reply is JSON ``{"quotes": [{"id": str, "value": number, "seq": int},
-…]}`` (docs/ticks.md, "Polling sources"). :class:`PollIntake` (no I/O, no clock) takes a parsed
-reply: each entry is offered to the same :class:`~.conflation.Conflator` as the feed's ticks
+Each polling source (:class:`~.config.PollSourceConfig`) is one :class:`Poller` task of the
+polling process's asyncio loop (:mod:`~.pollers`, a child of the ingestion): a GET of ``url``
+with an httpx ``AsyncClient`` every ``poll_s``, the whole request limited to ``timeout_s``, the
+next poll after a failure delayed by :func:`backoff_s`; each outcome goes to the ingestion. A
+reply is JSON ``{"quotes": [{"id": str, "value": number, "seq": int}, …]}`` (docs/ticks.md,
+"Polling sources"). In the ingestion, :class:`PollIntake` (no I/O) takes a parsed reply: each
+entry is offered to the same :class:`~.conflation.Conflator` as the feed's ticks
 (with the source's own sequence numbers) when :class:`~.failover.Failover` lets the source
 serve the quote, else refused as ``outranked``.
 
@@ -155,6 +156,14 @@ class PollIntake:
         self.counts = [SourceCounts() for _ in range(n_sources)]  # [0], the feed's: unused
         self.seqs = [conflator.new_seqs() for _ in range(n_sources)]
 
+    def outcome(self, source: int, entries: list[PollQuote | None], error: str | None) -> None:
+        """One poll of ``source``: its entries, or the error it failed with; taken now."""
+        if error is not None:
+            self.failed(source, error)
+        else:
+            self.take(source, entries, time.monotonic_ns())
+        self.log_flips()
+
     def failed(self, source: int, error: str) -> None:
         """A poll of ``source`` failed with ``error`` (one of :data:`POLL_ERRORS`)."""
         counts = self.counts[source]
@@ -223,20 +232,24 @@ class PollIntake:
         self.failover.events.clear()
 
 
+Sink = Callable[[int, list[PollQuote | None], str | None], None]
+"""Where a poll's outcome goes: (source number, entries, None) or (source number, [], error)."""
+
+
 class Poller:
-    """The task that polls one source (``source``, its number) and hands replies to
-    ``intake``; ``clock`` is the monotonic clock in ns."""
+    """The task that polls one source (``source``, its number) and hands each outcome to
+    ``sink``; ``clock`` is the monotonic clock in ns."""
 
     def __init__(
         self,
         source: int,
         config: PollSourceConfig,
-        intake: PollIntake,
+        sink: Sink,
         clock: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         self.source = source
         self.config = config
-        self.intake = intake
+        self.sink = sink
         self.clock = clock
         self.failures = 0
 
@@ -255,7 +268,7 @@ class Poller:
             return bytes(body)
 
     async def poll(self, client: httpx.AsyncClient) -> bool:
-        """Poll once and hand the reply over; whether it was good."""
+        """Poll once and hand the outcome over; whether it was good."""
         try:
             got = await asyncio.wait_for(self.fetch(client), self.config.timeout_s)
         except (TimeoutError, httpx.TimeoutException):
@@ -263,12 +276,8 @@ class Poller:
         except (httpx.HTTPError, httpx.InvalidURL, OSError):
             got = "connect"
         entries, error = parse_reply(got) if isinstance(got, bytes) else ([], got)
-        if error is not None:
-            self.intake.failed(self.source, error)
-            return False
-        self.intake.take(self.source, entries, self.clock())
-        self.intake.log_flips()
-        return True
+        self.sink(self.source, entries, error)
+        return error is None
 
     async def run(self) -> None:
         """Poll every ``poll_s`` (from the start of one poll to the next), or after the backoff
