@@ -17,7 +17,7 @@ from service_helpers import make_files, start, wait
 from sources_server import QuoteServer
 
 from workbench.cli import main
-from workbench.client import BackoffConfig, Client, PollSourceConfig
+from workbench.client import BackoffConfig, Client, FeedConfig, PollSourceConfig, ServiceError
 from workbench.engine.telemetry import logs
 from workbench.engine.transport.endpoints import free_port
 from workbench.widgets import Telemetry
@@ -153,3 +153,6 @@ def test_serve_refuses_a_bad_sources_file(
     bad.write_text('{"name": "rest"}')
     assert main([*args, "--name", "badsources"]) == 2
     assert "sources.json" in capsys.readouterr().err
+    twice = PollSourceConfig(name="rest", url="http://127.0.0.1:1/q", quotes=("CDX.*",))
+    with pytest.raises(ServiceError, match="repeated"):
+        start((book, market), "badsources", feed=FeedConfig(sources=(twice, twice)))

@@ -138,11 +138,11 @@ def start(
     _check_remote(options.get("remote"))
     feed_config = _feed_config(feed, rate)
     if sources:
-        try:
-            check_sources(tuple(sources))
-        except ValueError as exc:
-            raise ServiceError(str(exc)) from None
         feed_config = msgspec.structs.replace(feed_config, sources=tuple(sources))
+    try:
+        check_sources(feed_config.sources)
+    except ValueError as exc:
+        raise ServiceError(str(exc)) from None
     name = name or f"wb{os.getpid()}"
     if not name.isascii() or not name.isalnum():
         raise ServiceError(f"service name {name!r}: use letters and digits only")
