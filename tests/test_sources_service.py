@@ -5,6 +5,8 @@ widget show the failover."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -127,12 +129,29 @@ def test_a_live_service_fails_over_per_quote_and_shows_it(tmp_path: Path) -> Non
         for name in ("feed", "rest"):
             p = f"source.{name}"
             assert stats[f"{p}.offered"] == stats[f"{p}.accepted"] + stats[f"{p}.rejected"]
-        records = logs.read(Path(client.descriptor.config.run_dir) / "service.log")
+        log_path = Path(client.descriptor.config.run_dir) / "service.log"
+        records = logs.read(log_path)
         flips = [(r["quote"], r["after"]) for r in records if r["event"] == "source_flip"]
         # (before the test's first tick IG had no feed for longer than 2 s: it flipped early)
         assert flips[-2:] == [(IG, "rest"), (IG, "feed")]
         assert [f for f in flips if f[0] == HY] == [(HY, "rest")]
         assert all(r["role"] == "ingest" for r in records if r["event"] == "source_flip")
+        # the ingestion dies: its successor takes each quote's source from the quote table
+        (old,) = [p for p in client.status()["processes"] if p["name"] == "ingest"]
+        os.kill(old["pid"], signal.SIGKILL)
+
+        def restarted() -> bool:
+            procs = client.status()["processes"]
+            new = next(p for p in procs if p["name"] == "ingest")
+            return bool(new["pid"] != old["pid"] and new["state"] == "ready")
+
+        wait(restarted, 60, "the ingestion restarted")
+        assert _ingest(client).get("fallback.CDX.HY.5Y") == 1.0  # at once, not 2 s later
+        wait(lambda: _ingest(client).get("source.rest.polls", 0) >= 15, 30, "3 s of polls")
+        assert _ingest(client)["fallback.CDX.HY.5Y"] == 1.0
+        records = logs.read(log_path)
+        flips = [(r["quote"], r["after"]) for r in records if r["event"] == "source_flip"]
+        assert [f for f in flips if f[0] == HY] == [(HY, "rest")]  # no flip counted again
     finally:
         if client is not None:
             client.stop()

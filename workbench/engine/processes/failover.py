@@ -98,6 +98,15 @@ class Failover:
         self.events: list[Flip] = []
         """Flips not yet logged (the process drains this list)."""
 
+    def resume(self, sources: IntArray) -> None:
+        """Take each guarded quote's source from ``sources`` (the quote table's ``source``
+        column, as a previous ingestion left it), so that a restart neither forgets nor
+        re-counts the quotes on their fallback; an entry that is not one of the quote's
+        sources counts as the feed."""
+        for i, chain in self.guarded.items():
+            k = int(sources[i])
+            self.source_of[i] = k if k in chain else FEED
+
     def primary(self, index: int, now_ns: int) -> None:
         """The feed's tick of guarded quote ``index`` was accepted at ``now_ns``."""
         self._updated[FEED][index] = now_ns

@@ -190,6 +190,7 @@ class Ingest:
         self.intake: PollIntake | None = None
         if config.feed.sources:
             self.failover = Failover(market.quote_ids, config.feed.sources, time.monotonic_ns())
+            self.failover.resume(self.table.columns["source"])  # after a restart: as it was
             self.intake = PollIntake(market.quote_index, conflator, self.failover)
         self.handler = TickHandler(market.quote_index, conflator, self.failover)
         self.ctx = zmq.asyncio.Context()
