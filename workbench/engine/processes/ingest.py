@@ -1,6 +1,6 @@
 """The ingestion process: ticks from ZeroMQ → validation and conflation → the quote table.
 
-One asyncio loop (``zmq.asyncio``) runs three tasks:
+One asyncio loop (``zmq.asyncio``) runs three tasks (four with polling sources):
 
 * **receive**: a SUB socket connected to the feed (``endpoints.feed``, or ``feed.address`` for
   an external publisher). After each awaited receive, the messages already queued are drained
@@ -301,7 +301,7 @@ class Ingest:
         return {"feed_to_ingest": self.handler.latency.histogram.wire()}
 
     def tasks(self) -> dict[str, Coroutine[Any, Any, None]]:
-        """Receive, flush, and poll each polling source."""
+        """Receive, flush and, with polling sources, the polls' outcomes."""
         out = {"receive": self.receive(), "flush": self.flush_loop()}
         if self.polling is not None:
             out["polls"] = self.polling.receive()
