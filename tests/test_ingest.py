@@ -131,6 +131,7 @@ def ingest_rig(
     *,
     conflation: ConflationConfig | None = None,
     bind_heartbeats: bool = True,
+    feed: FeedConfig | None = None,
 ) -> Iterator[Rig]:
     endpoints = loopback_endpoints([])
     table = QuoteTable.create("ingtest", market.quotes)
@@ -142,6 +143,7 @@ def ingest_rig(
             run_dir=str(market_file.parent),
             book="unused.csv",
             market=str(market_file),
+            feed=feed or FeedConfig(),
             conflation=conflation or ConflationConfig(),
             heartbeat_s=0.05,
             endpoints=endpoints,

@@ -176,3 +176,15 @@ def test_the_store_writer_is_a_body_on_the_shell() -> None:
     assert not any(
         m.startswith("workbench.store") for p in reports.glob("*.py") for m in _imports(p)
     )
+
+
+def test_quote_failover_and_fallback_counts_are_pure_state() -> None:
+    """The failover, the conflator and the per-group fallback counts: no sockets, no HTTP, no
+    event loop; only the polling modules talk to the network."""
+    for module in ("engine/processes/failover.py", "engine/processes/conflation.py",
+                   "risk/fallback.py"):  # fmt: skip
+        tree = ast.parse((Path(workbench.__file__).parent / module).read_text())
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        bad = {m for m in names if m.split(".")[0] in ("zmq", "httpx", "asyncio", "socket")}
+        assert not bad, f"{module} imports {bad}"

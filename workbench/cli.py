@@ -181,6 +181,10 @@ def _service_options(args: argparse.Namespace) -> dict[str, object]:
         "tranche_method": args.tranche_method,
         "standby": not getattr(args, "no_standby", False),
     }
+    if getattr(args, "sources", None) is not None:
+        from workbench.client import load_sources
+
+        out["sources"] = load_sources(args.sources)
     if getattr(args, "remote_host", None):
         from workbench.client import RemoteConfig
 
@@ -409,6 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="no warm standby process (saves its memory; a dead worker restarts cold)",
     )
     serve.add_argument("--limits", type=Path, default=None, help="limits JSON (docs/service.md)")
+    serve.add_argument(
+        "--sources", type=Path, default=None, help="HTTP polling sources JSON (docs/ticks.md)"
+    )
     serve.add_argument("--paths", type=_positive_int, default=50_000, help="tranche MC paths")
     serve.add_argument(
         "--tranche-method", choices=("mc", "recursion"), default="recursion", dest="tranche_method"

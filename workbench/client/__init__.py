@@ -21,10 +21,13 @@ from workbench.client.remote import connect_remote
 from workbench.client.session import STATUS_TIMEOUT_S, log_tail
 from workbench.client.views import MarketView, SnapshotView
 from workbench.engine.protocol.config import (
+    BackoffConfig,
     ConflationConfig,
     FeedConfig,
+    PollSourceConfig,
     RemoteConfig,
     StoreConfig,
+    load_sources,
 )
 from workbench.engine.telemetry.histograms import BUCKETS_MS, quantile_ms
 from workbench.engine.transport.gateway import generate_keys
@@ -47,6 +50,7 @@ __all__ = [
     "STATUS_TIMEOUT_S",
     "AnyShock",
     "AsyncClient",
+    "BackoffConfig",
     "Breach",
     "Client",
     "ConflationConfig",
@@ -55,6 +59,7 @@ __all__ = [
     "LimitConfig",
     "MarketView",
     "ParallelShock",
+    "PollSourceConfig",
     "QuoteShock",
     "RemoteConfig",
     "ServiceError",
@@ -67,6 +72,7 @@ __all__ = [
     "connect",
     "connect_remote",
     "generate_keys",
+    "load_sources",
     "log_tail",
     "quantile_ms",
     "reap",

@@ -21,8 +21,10 @@ from workbench.engine.protocol.config import (
     ConflationConfig,
     Descriptor,
     FeedConfig,
+    PollSourceConfig,
     RemoteConfig,
     ServiceConfig,
+    check_sources,
     default_run_root,
     encode_config,
 )
@@ -119,12 +121,14 @@ def start(
     run_root: str | Path | None = None,
     wait: bool = True,
     timeout_s: float = 300.0,
+    sources: Sequence[PollSourceConfig] = (),
     **options: Any,
 ) -> Client:
     """Launch a service in the background and return a client.
 
     ``feed``: ``"synthetic"`` (``rate`` ticks/s), ``"none"``, a replay file path (``.parquet``),
-    an external publisher address (``tcp://…``), or a :class:`FeedConfig`. ``timeout_s``:
+    an external publisher address (``tcp://…``), or a :class:`FeedConfig`; ``sources``: HTTP
+    polling sources, the fallbacks of the quotes they list (docs/ticks.md). ``timeout_s``:
     seconds to wait for it to be ready (``wait``). The service outlives the calling process (a
     notebook can close); stop it with :meth:`Client.stop`. Other keyword options are fields of
     :class:`ServiceConfig` (e.g. ``rolling_restart_s``, or ``remote=RemoteConfig(...)`` for
@@ -133,6 +137,12 @@ def start(
     """
     _check_remote(options.get("remote"))
     feed_config = _feed_config(feed, rate)
+    if sources:
+        feed_config = msgspec.structs.replace(feed_config, sources=tuple(sources))
+    try:
+        check_sources(feed_config.sources)
+    except ValueError as exc:
+        raise ServiceError(str(exc)) from None
     name = name or f"wb{os.getpid()}"
     if not name.isascii() or not name.isalnum():
         raise ServiceError(f"service name {name!r}: use letters and digits only")

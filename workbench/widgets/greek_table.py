@@ -3,7 +3,8 @@
 :class:`GridModel` turns a roll-up (a Polars frame of USD measures per group) into table rows;
 no widgets, no service. Values show three significant digits with a k/M/B suffix, cells are
 coloured by sign and by size relative to their column's largest value, a changed cell is wrapped
-in ``<b>`` (it flashes once), breached measures are outlined and stale rows greyed. A grouping
+in ``<b>`` (it flashes once), breached measures are outlined, stale rows greyed and the age of
+a group priced off fallback quotes marked ``⇄n``. A grouping
 by two columns shows both on every row: the first in grey where it repeats the row above, the
 second indented; label cells never wrap or clip (the table sizes its label columns to the
 longest label).
@@ -80,6 +81,7 @@ STYLE: Final[str] = """<style>
 @keyframes wbg-flash{0%{outline:2px solid #f0ad4e}100%{outline:2px solid transparent}}
 .wbg .x{box-shadow:inset 0 0 0 2px #d00;font-weight:bold}
 .wbg-s{opacity:.45;filter:grayscale(1)}
+.wbg .fb{color:#0550ae;font-style:italic}
 .wbg .wbg-t>*{font-weight:bold;border-bottom:1px solid #999}
 .wbg-f{position:sticky;bottom:0;left:0;font:85% sans-serif;color:#57606a;
  background:var(--jp-layout-color1,#fff)}
@@ -109,10 +111,12 @@ def shade(value: float, scale: float) -> str:
     return f"{'p' if value > 0 else 'n'}{level}"
 
 
-def age_text(age_s: float, stale: int) -> str:
-    """The age cell: the group's worst age in seconds, and its stale count if any."""
+def age_text(age_s: float, stale: int, *, fallback: int = 0) -> str:
+    """The age cell: the group's worst age in seconds, its stale count if any, and (``⇄n``)
+    how many of its positions are priced off a fallback quote (a polling source's)."""
     text = "–" if not math.isfinite(age_s) else f"{age_s:.1f}s"
-    return f"{text} ⚠{stale}" if stale else text
+    text = f"{text} ⚠{stale}" if stale else text
+    return f"{text} ⇄{fallback}" if fallback else text
 
 
 def breached_cells(breaches: Sequence[Breach], by: Sequence[str], key: tuple[str, ...]) -> set[str]:
@@ -186,8 +190,10 @@ class GridModel:
         stale = int(rec.get("stale") or 0)
         raw_age = rec.get("max_age_s")
         age = math.nan if raw_age is None else float(raw_age)
-        texts = [age_text(age, stale)]
-        cells = [label_cells(key, width, repeated=repeated), f"<td>{html.escape(texts[0])}"]
+        fallback = int(rec.get("fallback") or 0)
+        texts = [age_text(age, stale, fallback=fallback)]
+        age_cell = "<td class=fb>" if fallback else "<td>"
+        cells = [label_cells(key, width, repeated=repeated), age_cell + html.escape(texts[0])]
         before = self.texts.get(key)
         for j, col in enumerate(COLUMNS, start=1):
             value = float(rec.get(col) or 0.0)

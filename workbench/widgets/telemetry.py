@@ -1,7 +1,8 @@
 """Telemetry: the service's own counters every second — latency, queues, rates, restarts.
 
 Rates (ticks and rejects per second) are differences of the ingest counters between two
-status replies on the monotonic clock. Latency histograms per process boundary come from the
+status replies on the monotonic clock; with polling sources, a table of each source's rates and
+errors and the quotes on their fallback. Latency histograms per process boundary come from the
 processes' heartbeats (the ones Prometheus exports, see
 :mod:`workbench.engine.telemetry.histograms`):
 a table of counts and percentiles, and the distribution of the boundary picked in the menu.
@@ -45,17 +46,79 @@ def rates(prev: dict[str, Any] | None, cur: dict[str, Any], dt_s: float) -> dict
     if prev is None or dt_s <= 0:
         return out
 
-    def ingest(st: dict[str, Any]) -> dict[str, float]:
-        for p in st.get("processes", []):
-            if p.get("name") == "ingest":
-                return dict(p.get("stats") or {})
-        return {}
-
-    a, b = ingest(prev), ingest(cur)
+    a, b = _ingest_stats(prev), _ingest_stats(cur)
     if "accepted" in a and "accepted" in b:
         out["ticks_per_s"] = max(b["accepted"] - a["accepted"], 0.0) / dt_s
         out["rejects_per_s"] = max(b.get("rejected", 0.0) - a.get("rejected", 0.0), 0.0) / dt_s
     return out
+
+
+def _ingest_stats(status: dict[str, Any]) -> dict[str, float]:
+    for p in status.get("processes", []):
+        if p.get("name") == "ingest":
+            return dict(p.get("stats") or {})
+    return {}
+
+
+def source_names(stats: dict[str, float]) -> list[str]:
+    """The sources the ingest counters name (``source.<name>.offered``), the feed first."""
+    names = {k[7:-8] for k in stats if k.startswith("source.") and k.endswith(".offered")}
+    return sorted(names, key=lambda n: (n != "feed", n))
+
+
+def on_fallback(stats: dict[str, float]) -> dict[str, str]:
+    """Quote id → the polling source it is on, for the quotes not on the feed now."""
+    polls = source_names(stats)[1:]
+    out: dict[str, str] = {}
+    for key, value in stats.items():
+        k = int(value)
+        if key.startswith("fallback.") and 1 <= k <= len(polls):
+            out[key.removeprefix("fallback.")] = polls[k - 1]
+    return out
+
+
+def sources_html(cur: dict[str, Any], prev: dict[str, Any] | None, dt_s: float) -> str:
+    """One row per market-data source: values accepted, rejected and failed polls per second
+    between two status replies, totals, quotes on it as a fallback; then the quotes on their
+    fallback. Empty without polling sources."""
+    a, b = _ingest_stats(prev or {}), _ingest_stats(cur)
+    names = source_names(b)
+    if len(names) < 2:
+        return ""
+
+    def per_s(key: str) -> str:
+        if prev is None or dt_s <= 0 or key not in a or key not in b:
+            return ""
+        return f"{max(b[key] - a[key], 0.0) / dt_s:,.1f}"
+
+    head = ("source", "accepted/s", "rejected/s", "errors/s", "accepted", "rejected",
+            "errors", "on fallback")  # fmt: skip
+    out = ['<table style="font:12px monospace;text-align:right"><tr>']
+    out += [f"<th>{h}</th>" for h in head] + ["</tr>"]
+    for name in names:
+        p = f"source.{name}"
+        errors = b.get(f"{p}.errors")
+        why = ", ".join(
+            f"{k.removeprefix(p + '.errors.')} {v:,.0f}"
+            for k, v in sorted(b.items())
+            if k.startswith(f"{p}.errors.") and v > 0
+        )
+        cells = [
+            html.escape(name),
+            per_s(f"{p}.accepted"),
+            per_s(f"{p}.rejected"),
+            per_s(f"{p}.errors"),
+            f"{b.get(f'{p}.accepted', 0.0):,.0f}",
+            f"{b.get(f'{p}.rejected', 0.0):,.0f}",
+            "" if errors is None else f'<span title="{html.escape(why)}">{errors:,.0f}</span>',
+            "" if name == "feed" else f"{b.get(f'{p}.on_fallback', 0.0):,.0f}",
+        ]
+        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    out.append("</table>")
+    fallback = on_fallback(b)
+    listed = ", ".join(f"{html.escape(q)} ({html.escape(s)})" for q, s in sorted(fallback.items()))
+    out.append(f"<div>on fallback: {listed or 'none'} · flips {b.get('flips', 0.0):,.0f}</div>")
+    return "".join(out)
 
 
 BOUNDARIES: Final[tuple[str, ...]] = (
@@ -190,10 +253,12 @@ class Telemetry(LiveWidget):
             fig_margin={"top": 30, "bottom": 60, "left": 55, "right": 10},
         )
         self.latency_table = w.HTML()
+        self.sources = w.HTML()
         self.widget = w.VBox(
             [
                 self.status,
                 self.summary,
+                self.sources,
                 w.HBox(figs),
                 w.HBox([w.VBox([self.boundary, hist_fig]), self.latency_table]),
                 self.table,
@@ -243,6 +308,7 @@ class Telemetry(LiveWidget):
             f"positions {st.get('positions', '?')} · up {float(st.get('uptime_s', 0)):,.0f} s · "
             f"metrics {html.escape(str(st.get('metrics', '')))}"
         )
+        self.sources.value = sources_html(st, prev, dt_s)
         self.table.value = status_table_html(st)
         self.latency_table.value = latency_table_html(st)
         self._draw_histogram()

@@ -16,6 +16,7 @@ import logging
 import time
 from typing import Any, Final
 
+import numpy as np
 import polars as pl
 import zmq
 
@@ -34,6 +35,7 @@ from workbench.market.io import load_market
 from workbench.risk.aggregation import risk_frame, static_frame
 from workbench.risk.breaches import Breach
 from workbench.risk.cells import CellSums
+from workbench.risk.fallback import with_fallback_counts
 from workbench.risk.limits import LimitMonitor, LimitReport
 from workbench.risk.recon import recon, recon_breach, terms_frame
 
@@ -147,6 +149,10 @@ class Aggregator:
         )
         # every grouping a grid offers, reduced from the cells once for every client
         grouped = dict(zip(_TABLES, self.cells.grouped(cells, msg.SNAPSHOT_GROUPINGS), strict=True))
+        if self.config.feed.sources:  # groups priced off a polling source's quotes
+            marked = np.flatnonzero(self.risk.columns["fallback"])
+            for name, by in zip(_TABLES, msg.SNAPSHOT_GROUPINGS, strict=True):
+                grouped[name] = with_fallback_counts(grouped[name], by, self.static, marked)
         firm = grouped["firm"]
         report = self.limits.evaluate_rollups(firm, grouped["desk"], now)
         self.last_report = report

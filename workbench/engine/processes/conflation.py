@@ -67,8 +67,10 @@ REJECT_REASONS: Final = (
     "out_of_range",
     "duplicate",
     "out_of_order",
+    "outranked",
 )
-"""Every reason a tick can be dropped for, in the order of the checks."""
+"""Every reason a tick can be dropped for, in the order of the checks (``outranked``: a polling
+source's value of a quote whose higher-priority source is live, :mod:`~.failover`)."""
 
 QUOTE_CLASSES: Final = ("fx_spot", "fx_vol", "eq_spot", "eq_vol", "credit", "corr", "rate")
 """Quote classes; the index in this tuple is the class code of :func:`classify`."""
@@ -83,6 +85,8 @@ RATE_BOUNDS: Final = (-0.20, 1.00)
 """Accepted range of a rate quote (decimal per year), both ends included."""
 
 _NO_SEQ: Final = -(2**63)
+NO_SEQ: Final = _NO_SEQ
+"""The last accepted sequence number of a quote that has none (the next one is accepted)."""
 _SEQ_MAX: Final = 2**63 - 1
 
 
@@ -272,6 +276,28 @@ class Conflator:
             deadline = ((now_ns - ph) // w + 1) * w + ph if w > 0 else now_ns
             self._queues[self._lane[index]].append((deadline, index))
         return None
+
+    def offer_from(
+        self, seqs: list[int], index: int, value: float, seq: int, now_ns: int
+    ) -> str | None:
+        """Offer one value of quote ``index`` from a source with its own sequence numbers.
+
+        The same checks and conflation as :meth:`offer`, except that ``seq`` is compared with
+        (and, if accepted, stored in) ``seqs[index]``, the source's last accepted sequence
+        number of each quote, never with the feed's. ``seqs`` starts as
+        :meth:`new_seqs`. A poll sees only a quote's latest value, so skipped numbers are not
+        counted as ``gaps``.
+        """
+        feed_seq, gaps, gap_ticks = self._seq[index], self.gaps, self.gap_ticks
+        self._seq[index] = seqs[index]
+        reason = self.offer(index, value, seq, now_ns)
+        seqs[index] = self._seq[index]
+        self._seq[index], self.gaps, self.gap_ticks = feed_seq, gaps, gap_ticks
+        return reason
+
+    def new_seqs(self) -> list[int]:
+        """Sequence numbers of a source that has sent nothing yet (for :meth:`offer_from`)."""
+        return [_NO_SEQ] * len(self._seq)
 
     def _check(self, index: int, value: float, seq: int) -> str | None:
         if value != value:

@@ -1,6 +1,6 @@
 """The ingestion process: ticks from ZeroMQ → validation and conflation → the quote table.
 
-One asyncio loop (``zmq.asyncio``) runs three tasks:
+One asyncio loop (``zmq.asyncio``) runs three tasks (four with polling sources):
 
 * **receive**: a SUB socket connected to the feed (``endpoints.feed``, or ``feed.address`` for
   an external publisher). After each awaited receive, the messages already queued are drained
@@ -10,6 +10,11 @@ One asyncio loop (``zmq.asyncio``) runs three tasks:
   clock grid: a few times a second; every :data:`FLUSH_S` with a 0 window), the quotes whose
   window expired are written to the shared-memory :class:`~.shm.QuoteTable` and announced with
   a :class:`~.messages.QuotesDirty` notice on a PUB socket bound at ``endpoints.notices``.
+* **polls** (with polling sources, ``feed.sources``): the outcomes of the HTTP polls, made by
+  a polling process of its own (:mod:`~.pollers`), read from a PULL socket; their values go to
+  the same conflator through the per-quote failover (:mod:`~.failover`). The feed's ticks of
+  quotes with a fallback take a second dictionary look-up after a miss in the first; the
+  others take no extra work.
 * **heartbeat**: the process shell's (:mod:`~.shell`): every ``heartbeat_s`` a
   :class:`~.messages.Heartbeat` with the counters and the ``feed_to_ingest`` histogram.
 
@@ -38,7 +43,10 @@ import zmq.asyncio
 from workbench._types import FloatArray
 from workbench.engine.processes import shell
 from workbench.engine.processes.conflation import Conflator
+from workbench.engine.processes.failover import Failover
 from workbench.engine.processes.inputs import market_path
+from workbench.engine.processes.pollers import PollingChild
+from workbench.engine.processes.polling import PollIntake
 from workbench.engine.protocol import messages
 from workbench.engine.protocol.config import ServiceConfig
 from workbench.engine.telemetry.histograms import LatencyHistogram
@@ -122,10 +130,16 @@ class TickHandler:
         The state machine the decoded ticks go to.
     """
 
-    def __init__(self, quote_index: Mapping[str, int], conflator: Conflator) -> None:
-        self.quote_index = dict(quote_index)
+    def __init__(
+        self, quote_index: Mapping[str, int], conflator: Conflator, failover: Failover | None = None
+    ) -> None:
         self.conflator = conflator
         self.latency = LatencyStats()
+        self.failover = failover
+        guarded = failover.guarded if failover is not None else {}
+        # a quote with a fallback is looked up only after a miss: no work for the others
+        self.quote_index = {q: i for q, i in quote_index.items() if i not in guarded}
+        self.guarded_index = {q: i for q, i in quote_index.items() if i in guarded}
 
     def handle(self, payload: bytes, now_ns: int) -> str | None:
         """Handle one message read at ``now_ns``; None if accepted, else the reject reason."""
@@ -139,10 +153,21 @@ class TickHandler:
             return "bad_payload"
         index = self.quote_index.get(tick.quote_id)
         if index is None:
+            return self._handle_guarded(tick, now_ns)
+        reason = self.conflator.offer(index, tick.value, tick.seq, now_ns)
+        if reason is None:
+            self.latency.add(now_ns - tick.sent_ns)
+        return reason
+
+    def _handle_guarded(self, tick: messages.Tick, now_ns: int) -> str | None:
+        """A tick of a quote with a polling fallback (the feed takes it back), or unknown."""
+        index = self.guarded_index.get(tick.quote_id)
+        if index is None or self.failover is None:
             self.conflator.reject("unknown_id")
             return "unknown_id"
         reason = self.conflator.offer(index, tick.value, tick.seq, now_ns)
         if reason is None:
+            self.failover.primary(index, now_ns)
             self.latency.add(now_ns - tick.sent_ns)
         return reason
 
@@ -160,10 +185,18 @@ class Ingest:
         self.endpoints = config.endpoints
         self.table = QuoteTable.attach(config.segments["quotes"], len(market.quote_ids))
         values: FloatArray = self.table.snapshot()[0]
-        self.handler = TickHandler(
-            market.quote_index, Conflator(market.quote_ids, values, config.conflation)
-        )
+        conflator = Conflator(market.quote_ids, values, config.conflation)
+        self.failover: Failover | None = None
+        self.intake: PollIntake | None = None
+        if config.feed.sources:
+            self.failover = Failover(market.quote_ids, config.feed.sources, time.monotonic_ns())
+            self.failover.resume(self.table.columns["source"])  # after a restart: as it was
+            self.intake = PollIntake(market.quote_index, conflator, self.failover)
+        self.handler = TickHandler(market.quote_index, conflator, self.failover)
         self.ctx = zmq.asyncio.Context()
+        self.polling: PollingChild | None = None
+        if self.intake is not None:
+            self.polling = PollingChild(config, self.ctx, self.intake)
         # sends are NOBLOCK and never awaited: plain sockets (an asyncio socket would put a
         # full queue's zmq.Again into a future instead of raising it)
         self.plain_ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.shadow(self.ctx.underlying)
@@ -222,7 +255,8 @@ class Ingest:
         idx, values, seqs = self.handler.conflator.due(now_ns)
         if idx.size == 0:
             return 0
-        self.generation = self.table.write(idx, values, seqs, now_ns)
+        sources = None if self.failover is None else self.failover.source_of[idx]
+        self.generation = self.table.write(idx, values, seqs, now_ns, sources)
         self.flushes += 1
         notice = messages.QuotesDirty(
             gen=self.generation, flushed_ns=now_ns, quotes=tuple(idx.tolist())
@@ -257,6 +291,9 @@ class Ingest:
             "notices_dropped": float(self.notices_dropped),
         }
         self.depth_max = 0
+        if self.intake is not None and self.polling is not None:
+            out |= self.intake.stats() | self.polling.stats()
+            self.intake.log_flips()  # the feed's take-backs, logged within a heartbeat
         return out
 
     def histograms(self) -> dict[str, list[float]]:
@@ -264,12 +301,17 @@ class Ingest:
         return {"feed_to_ingest": self.handler.latency.histogram.wire()}
 
     def tasks(self) -> dict[str, Coroutine[Any, Any, None]]:
-        """Receive and flush."""
-        return {"receive": self.receive(), "flush": self.flush_loop()}
+        """Receive, flush and, with polling sources, the polls' outcomes."""
+        out = {"receive": self.receive(), "flush": self.flush_loop()}
+        if self.polling is not None:
+            out["polls"] = self.polling.receive()
+        return out
 
     def close(self) -> None:
         """Close the sockets (linger 0), the table handle (never unlinked here), the context."""
         self.shell.close()
+        if self.polling is not None:
+            self.polling.close()
         for sock in self.sockets:
             sock.close(linger=0)
         self.table.close()

@@ -25,6 +25,7 @@ import zmq
 from workbench.book.io import load_book
 from workbench.book.schema import Book
 from workbench.engine.processes import shell
+from workbench.engine.processes.failover import GroupFallback
 from workbench.engine.processes.inputs import book_path, market_path
 from workbench.engine.processes.repricing import Repricer, Update
 from workbench.engine.processes.worker_requests import WorkerRequests, _Profiling
@@ -131,6 +132,10 @@ class WorkerProcess(WorkerRequests):
         self.repricer = prepared.repricer
         self.seen_ns, self.priced_gen = prepared.seen_ns, prepared.priced_gen
         self.risk = RiskTable.attach(config.segments["risk"], len(self.repricer.book))
+        self.fallback: GroupFallback | None = None  # with polling sources: rows marked
+        if config.feed.sources:
+            groups = ((g.rows, g.quotes) for g in self.repricer.groups)
+            self.fallback = GroupFallback(groups, len(self.repricer.book))
         self.reported_gen = -1  # the last quote generation the aggregator was told of
         self.broken = ""  # why the last reprice failed as a whole ("" when it did not)
         self.failed: dict[str, str] = {}  # group key → why its last reprice failed
@@ -163,6 +168,9 @@ class WorkerProcess(WorkerRequests):
     def _write(self, update: Update, flushed_ns: int, quote_gen: int) -> None:
         t0 = time.perf_counter_ns()
         now = time.monotonic_ns()
+        if self.fallback is not None:
+            sources = self.quotes.columns["source"]
+            update.columns["fallback"] = self.fallback.flags(sources, update.rows)
         self.risk.write(self.asset_class, self.slot, update.rows, update.columns, now)
         if update.failed_rows.size:
             self.risk.mark_stale(self.asset_class, self.slot, update.failed_rows, REPRICE_FAILED)

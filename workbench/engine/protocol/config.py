@@ -17,12 +17,42 @@ from workbench.book.schema import ASSET_CLASSES
 from workbench.risk.limits import LimitConfig
 
 
+class BackoffConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Delay before the next poll after a failed one: ``initial_s`` after the first failure,
+    doubled at each further one up to ``max_s`` (seconds); a good poll returns to ``poll_s``."""
+
+    initial_s: float = 1.0
+    max_s: float = 30.0
+
+
+class PollSourceConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """An HTTP polling source of quotes, the fallback of the feed for ``quotes``
+    (docs/ticks.md, "Polling sources").
+
+    ``quotes``: quote ids or glob patterns (``CDX.*``, ``EQVOL.SAP.*``) this source answers
+    for; ``poll_s``: seconds between two polls; ``timeout_s``: the whole request's limit;
+    ``stale_after_s``: how long the sources before it (the feed, then earlier polling sources
+    of the same quote) may leave a quote without an update before this source's values are
+    taken.
+    """
+
+    name: str
+    url: str
+    quotes: tuple[str, ...]
+    poll_s: float = 1.0
+    timeout_s: float = 0.5
+    stale_after_s: float = 5.0
+    backoff: BackoffConfig = BackoffConfig()
+
+
 class FeedConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Where ticks come from.
 
     ``mode``: ``synthetic`` (a feed process of the service publishes ``rate`` ticks/s),
     ``replay`` (a feed process replays the Parquet ``path`` at ``speed``× recorded time),
     ``external`` (ingestion connects to ``address``; no feed process) or ``none``.
+    ``sources``: HTTP polling sources, in priority order after the feed (the fallbacks of the
+    quotes they list).
     """
 
     mode: str = "synthetic"
@@ -32,6 +62,50 @@ class FeedConfig(msgspec.Struct, frozen=True, kw_only=True):
     path: str | None = None
     speed: float = 1.0
     address: str | None = None
+    sources: tuple[PollSourceConfig, ...] = ()
+
+
+def load_sources(path: str | os.PathLike[str]) -> tuple[PollSourceConfig, ...]:
+    """The polling sources of a JSON file: a list of :class:`PollSourceConfig` objects.
+
+    Raises
+    ------
+    ValueError
+        If the file is not such a list (the message names the file and the field), or two
+        sources share a name.
+    """
+    try:
+        sources = msgspec.json.decode(Path(path).read_bytes(), type=tuple[PollSourceConfig, ...])
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    check_sources(sources)
+    return sources
+
+
+def check_sources(sources: tuple[PollSourceConfig, ...]) -> None:
+    """Refuse polling sources that cannot run: a shared or reserved name, a URL that is not
+    http(s), no quotes, or a non-positive interval.
+
+    Raises
+    ------
+    ValueError
+        Naming the source and the field.
+    """
+    seen: set[str] = {"feed"}
+    for s in sources:
+        if not s.name or s.name in seen or not s.name.replace("_", "").isalnum():
+            raise ValueError(f"polling source name {s.name!r}: empty, reserved or repeated")
+        seen.add(s.name)
+        if not s.url.startswith(("http://", "https://")):
+            raise ValueError(f"polling source {s.name}: url must be http(s), got {s.url!r}")
+        if not s.quotes:
+            raise ValueError(f"polling source {s.name}: no quotes")
+        for field in ("poll_s", "timeout_s", "stale_after_s"):
+            value = getattr(s, field)
+            if not 0.0 < value < float("inf"):
+                raise ValueError(f"polling source {s.name}: {field} must be > 0, got {value!r}")
+        if not 0.0 < s.backoff.initial_s <= s.backoff.max_s < float("inf"):
+            raise ValueError(f"polling source {s.name}: backoff needs 0 < initial_s <= max_s")
 
 
 class ConflationConfig(msgspec.Struct, frozen=True, kw_only=True):

@@ -226,12 +226,13 @@ class _Table:
 
 
 class QuoteTable(_Table):
-    """The live quotes: ``value`` and ``updated_ns`` (monotonic) per quote id, one counter."""
+    """The live quotes: ``value``, ``updated_ns`` (monotonic), ``seq`` and ``source`` (0: the
+    feed, k: the k-th polling source of ``feed.sources``) per quote id, one counter."""
 
     @staticmethod
     def layout(n_quotes: int) -> _Layout:
         """Its layout for ``n_quotes`` quotes."""
-        return _Layout(1, ("value",), ("updated_ns", "seq"), n_quotes)
+        return _Layout(1, ("value",), ("updated_ns", "seq", "source"), n_quotes)
 
     @classmethod
     def create(cls, service: str, initial: FloatArray) -> QuoteTable:
@@ -253,11 +254,21 @@ class QuoteTable(_Table):
         """The write counter (even when stable)."""
         return int(self.counters[0])
 
-    def write(self, index: np.ndarray, values: FloatArray, seqs: np.ndarray, now_ns: int) -> int:
-        """Store new values for quote rows ``index``; returns the new generation."""
+    def write(
+        self,
+        index: np.ndarray,
+        values: FloatArray,
+        seqs: np.ndarray,
+        now_ns: int,
+        sources: np.ndarray | None = None,
+    ) -> int:
+        """Store new values for quote rows ``index`` (from ``sources``, the feed if None);
+        returns the new generation."""
         self.begin(0)
         self.columns["value"][index] = values
         self.columns["seq"][index] = seqs
+        if sources is not None:
+            self.columns["source"][index] = sources
         self.columns["updated_ns"][index] = now_ns
         self.end(0)
         return int(self.counters[0])
@@ -280,7 +291,8 @@ class QuoteTable(_Table):
 
 
 class RiskTable(_Table):
-    """Greeks per position (float64, USD) with ``updated_ns`` and ``stale`` flags.
+    """Greeks per position (float64, USD) with ``updated_ns`` and ``stale`` flags, and
+    ``fallback`` (1.0: last priced off a quote of a polling source, docs/ticks.md).
 
     One generation counter per worker (asset class × slot): each is its counter's only writer.
     """
@@ -290,7 +302,10 @@ class RiskTable(_Table):
         """Its layout for ``n_positions`` positions."""
         n_counters = len(ASSET_CLASSES) * MAX_SLOTS
         return _Layout(
-            n_counters, (*RISK_COLUMNS, "stale", "stale_reason"), ("updated_ns",), n_positions
+            n_counters,
+            (*RISK_COLUMNS, "stale", "stale_reason", "fallback"),
+            ("updated_ns",),
+            n_positions,
         )
 
     @classmethod
