@@ -25,9 +25,10 @@ from workbench.market.history import MAX_FILL_DAYS, load_history
 from workbench.market.io import load_market
 from workbench.pricing.conversion import base_rate_column
 from workbench.pricing.portfolio import PortfolioPricer
-from workbench.pricing.revaluation import scenario_pnl
+from workbench.pricing.revaluation import group_pnl_by_block
+from workbench.pricing.scenario_book import ScenarioBook
 from workbench.risk.explain import Greeks, explain_by, explain_positions
-from workbench.risk.loss import ES_LEVEL, LEVELS, group_pnl, measures, worst_scenarios
+from workbench.risk.loss import ES_LEVEL, LEVELS, measures, worst_scenarios
 from workbench.risk.scenarios import (
     DEFAULT_WINDOW,
     STRESS_LIBRARY,
@@ -106,8 +107,9 @@ def run(
     desks = list(book.desk.labels)
     t0 = time.perf_counter()
     if where.in_process:
-        pnl, _, _ = scenario_pnl(PortfolioPricer(book, market), market, values, progress=show)
-        by_desk: FloatArray = group_pnl(pnl, book.desk.codes, len(desks))
+        by_desk: FloatArray = group_pnl_by_block(
+            ScenarioBook(book, market), values, book.desk.codes, len(desks), progress=show
+        )
     else:
         with cluster(where.scheduler, workers=where.workers) as client:
             by_desk = distributed_group_pnl(client, book, market, values, book.desk.codes,
