@@ -103,7 +103,7 @@ class ScenarioBook:
             return pricer.pv(curves)
         return pricer.pv(values, curves)
 
-    def _rates(self, values: FloatArray) -> FloatArray:
+    def fx_rates(self, values: FloatArray) -> FloatArray:
         """USD per unit of each of the book's currencies under each scenario (S × currencies)."""
         out = np.empty((values.shape[0], len(self._ccy)))
         for s in range(values.shape[0]):
@@ -113,7 +113,7 @@ class ScenarioBook:
 
     def _fx(self, values: FloatArray) -> FloatArray:
         """USD per unit of each position's currency under each scenario (S × positions)."""
-        out: FloatArray = self._rates(values)[:, self._ccy_codes]
+        out: FloatArray = self.fx_rates(values)[:, self._ccy_codes]
         return out
 
     def _today(self) -> _Today:
@@ -121,7 +121,7 @@ class ScenarioBook:
         if self._base is None:
             v = np.asarray(self.market.quotes, np.float64)[None, :]
             solved = self.curves.solve(v)
-            rates = self._rates(v)[0]
+            rates = self.fx_rates(v)[0]
             pv = np.full(len(self.book), np.nan)
             swaps: list[FloatArray] = []
             for pricer in self._pricers:
@@ -143,7 +143,7 @@ class ScenarioBook:
         today = self._today()
         v = np.ascontiguousarray(values, dtype=np.float64)
         solved = self.curves.solve(v)
-        rates = self._rates(v)
+        rates = self.fx_rates(v)
         out = np.zeros((v.shape[0], n_groups))
         for pricer in self._pricers:
             c = codes[pricer.rows]
