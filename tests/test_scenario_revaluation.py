@@ -162,3 +162,9 @@ def test_workbench_var_greeks_writes_the_gap(tmp_path: Path) -> None:
     np.testing.assert_allclose(firm["full"], pnl["pnl"], rtol=1e-9)
     gap = pl.read_parquet(tmp_path / "out" / "greeks_gap.parquet")
     assert gap.height == min(1000, 6 * 200)
+    # the measures of the revalued PnL: ES ≥ VaR, the desks' component ES sum to the firm's
+    table = pl.read_parquet(tmp_path / "out" / "measures.parquet")
+    assert (table["es_97.5"] >= table["var_97.5"]).all()
+    desks = table.filter(pl.col("group") != "Firm")
+    firm = table.filter(pl.col("group") == "Firm").row(0, named=True)
+    assert desks["component_es"].sum() == pytest.approx(firm["es_97.5"], rel=1e-12)

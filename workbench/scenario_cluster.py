@@ -35,6 +35,10 @@ SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 _PRICERS: dict[str, ScenarioBook] = {}
 """In a worker: the set-up book of each chunk it has revalued, by chunk key."""
 _KEPT = 8
+CHUNK = 200_000
+"""Positions per book chunk by default: the whole reference book is one chunk, so the work that
+each scenario costs whatever the chunk's size (its curves, smiles and tranche loss
+distributions) is done once, and the workers share the scenario blocks."""
 
 
 def chunk_key(book: Book, market: MarketSnapshot, rows: IntArray) -> str:
@@ -121,18 +125,22 @@ def distributed_group_pnl(
     """(scenarios × groups) PnL in USD of ``book`` under each row of ``values``, summed by the
     positions' group ``codes``, computed by ``client``'s workers.
 
-    ``layout`` defaults to one chunk per worker and blocks of 16 scenarios; ``progress(done,
-    total)`` counts scenarios as blocks finish.
+    ``layout`` defaults to chunks of up to :data:`CHUNK` positions and blocks of
+    :data:`~workbench.pricing.revaluation.BLOCK` scenarios (fewer when there are fewer
+    scenarios than workers × blocks); ``progress(done, total)`` counts scenarios as blocks
+    finish.
     """
     from distributed import as_completed
 
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-    cut = layout or Layout(chunks=n_workers, block=BLOCK)
+    n_s = values.shape[0]
+    # a few scenarios are still spread over every worker
+    block = min(BLOCK, max(1, -(-n_s // n_workers)))
+    cut = layout or Layout(chunks=1 + len(book) // CHUNK, block=block)
     chunks = [c for c in np.array_split(np.arange(len(book)), cut.chunks) if c.size]
     keys = [chunk_key(book, market, c) for c in chunks]
     parts = client.scatter([book.take(c) for c in chunks], broadcast=True)
     shared_market = client.scatter(market, broadcast=True)
-    n_s = values.shape[0]
     starts = list(range(0, n_s, cut.block))
     futures = {}
     for k, (key, part, rows) in enumerate(zip(keys, parts, chunks, strict=True)):
