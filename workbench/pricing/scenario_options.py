@@ -10,6 +10,7 @@ the scenarios of a block solved in one compiled call — scenario ``s``'s option
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
@@ -99,7 +100,7 @@ class ScenarioFx:
         """PV per position (S × ``rows``), in the pair's quote currency."""
         n_s = values.shape[0]
         out = np.empty((n_s, self.rows.size))
-        opts: list[tuple[np.ndarray, ...]] = []
+        opts: list[_FxOptions] = []
         smiles: list[list[FxVolSurfaceModel]] = [[] for _ in range(n_s)]
         cache = _cache(n_s * len(self._pairs))
         for name, g, is_option, times, grid, spot_row, base_id, quote_id in self._pairs:
@@ -124,31 +125,62 @@ class ScenarioFx:
             t = times[1:][is_option]
             r_d = -lq[:, 1:][:, is_option] / t
             r_f = r_d - np.log(fwd[:, is_option] / spot) / t
-            opts.append((g.at[is_option], np.full(t.size, slot), g.notional[is_option],
-                         g.sign[is_option], np.broadcast_to(spot, r_d.shape), g.strike[is_option],
-                         t, r_d, r_f))  # fmt: skip
+            opts.append(
+                _FxOptions(
+                    at=g.at[is_option], slot=np.full(t.size, slot),
+                    notional=g.notional[is_option], sign=g.sign[is_option],
+                    strike=g.strike[is_option], t=t, spot=np.broadcast_to(spot, r_d.shape),
+                    r_d=r_d, r_f=r_f,
+                )
+            )  # fmt: skip
         if opts:
             self._options(out, opts, smiles)
         return out
 
     @staticmethod
     def _options(
-        out: FloatArray, opts: list[tuple[np.ndarray, ...]], smiles: list[list[FxVolSurfaceModel]]
+        out: FloatArray, opts: list[_FxOptions], smiles: list[list[FxVolSurfaceModel]]
     ) -> None:
         """Every option of every scenario in one smile solve and one Black call."""
         n_s, per = out.shape[0], len(smiles[0])
-        at, slot, notional, sign, strike, t = (np.concatenate([o[k] for o in opts]) for k in
-                                               (0, 1, 2, 3, 5, 6))  # fmt: skip
-        spot, r_d, r_f = (np.concatenate([o[k] for o in opts], axis=1) for k in (4, 7, 8))
-        which = (np.arange(n_s)[:, None] * per + slot[None, :]).ravel()
+
+        def joined(name: str) -> FloatArray:
+            """A static column of every pair's options, one row per scenario (S × options)."""
+            column = np.concatenate([getattr(o, name) for o in opts])
+            return np.broadcast_to(column, (n_s, column.size))
+
+        def per_scenario(name: str) -> FloatArray:
+            """A column that moves with the scenario (S × options)."""
+            return np.concatenate([getattr(o, name) for o in opts], axis=1)
+
+        at = np.concatenate([o.at for o in opts])
+        which = (np.arange(n_s)[:, None] * per + joined("slot")).ravel().astype(np.int64)
         flat = [m for row in smiles for m in row]
         packed = PackedSplines.of([m.spline() for m in flat], [m.box() for m in flat])
-        big = (np.broadcast_to(x, spot.shape).ravel() for x in (strike, t, sign))
-        k_all, t_all, sign_all = big
-        s_all, rd_all, rf_all = spot.ravel(), r_d.ravel(), r_f.ravel()
-        vol = fx_smile_vols(flat, which, s_all, k_all, t_all, rd_all, rf_all, packed=packed)
-        price = black_price(sign_all, s_all, k_all, t_all, rd_all, rf_all, vol)
-        out[:, at] = notional * price.reshape(n_s, at.size)
+        strike, t, sign = (joined(c).ravel() for c in ("strike", "t", "sign"))
+        spot, r_d, r_f = (np.ascontiguousarray(per_scenario(c)).ravel()
+                          for c in ("spot", "r_d", "r_f"))  # fmt: skip
+        vol = fx_smile_vols(flat, which, spot, strike, t, r_d, r_f, packed=packed)
+        price = black_price(sign, spot, strike, t, r_d, r_f, vol)
+        out[:, at] = np.concatenate([o.notional for o in opts]) * price.reshape(n_s, at.size)
+
+
+@dataclass(frozen=True)
+class _FxOptions:
+    """One pair's options in a block: where they sit in the class's rows (``at``), their smile
+    slot in a scenario's smiles, static columns (``notional``, ``sign``, ``strike``, expiry
+    ``t`` in years) and, per scenario (S × options), ``spot``, ``r_d`` and ``r_f``
+    (continuous, decimal per year)."""
+
+    at: IntArray
+    slot: IntArray
+    notional: FloatArray
+    sign: FloatArray
+    strike: FloatArray
+    t: FloatArray
+    spot: FloatArray
+    r_d: FloatArray
+    r_f: FloatArray
 
 
 class ScenarioEquity:
