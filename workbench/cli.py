@@ -53,8 +53,9 @@ def _cmd_var(args: argparse.Namespace) -> int:
 
     where = scenario_risk.Where(args.in_process, args.scheduler, args.dask_workers)
     result = scenario_risk.historical(
-        args.book, args.market, args.history, window=args.window, where=where, progress=sys.stderr
-    )
+        args.book, args.market, args.history, window=args.window, where=where, progress=sys.stderr,
+        greeks=args.greeks,
+    )  # fmt: skip
     scenario_risk.write(result, args.out)
     return 0
 
@@ -345,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="workers of the local cluster (default: one per core)")  # fmt: skip
     var.add_argument("--in-process", action="store_true", dest="in_process",
                      help="revalue in this process, without Dask")  # fmt: skip
+    var.add_argument("--greeks", action="store_true",
+                     help="also the Greeks' estimate of every day and where it misses")  # fmt: skip
     var.set_defaults(func=_cmd_var)
     stress = sub.add_parser("stress", help="a book's PnL under named stress scenarios")
     stress.add_argument("--book", required=True, help="book .parquet or .csv")

@@ -2,8 +2,8 @@
 
 The book is cut into row chunks and the scenarios into blocks; a task is (chunk × block). The
 chunks and the market are scattered once; each worker keeps a
-:class:`~workbench.pricing.portfolio.PortfolioPricer` per chunk it has seen (its set-up is the
-expensive, quote-independent part) and today's PV of the chunk, and returns only the
+:class:`~workbench.pricing.scenario_book.ScenarioBook` per chunk it has seen (its set-up is the
+expensive, quote-independent part), revalues the block's scenarios at once and returns only the
 per-scenario PnL summed by group (block × groups): no per-position matrix crosses the network.
 Pricing is pure, so the result does not depend on chunking or on the number of workers (sums in
 another order: equal to ~1e-15).
@@ -26,14 +26,19 @@ import numpy as np
 from workbench._types import FloatArray, IntArray
 from workbench.book.schema import Book
 from workbench.market.model import MarketSnapshot
-from workbench.pricing.portfolio import PortfolioPricer
+from workbench.pricing.revaluation import BLOCK
+from workbench.pricing.scenario_book import ScenarioBook
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 """The environment variable naming a running scheduler (what Dask itself reads)."""
 
-_PRICERS: dict[str, tuple[PortfolioPricer, FloatArray]] = {}
-"""In a worker: the pricer and today's PV of each chunk it has revalued, by chunk key."""
+_PRICERS: dict[str, ScenarioBook] = {}
+"""In a worker: the set-up book of each chunk it has revalued, by chunk key."""
 _KEPT = 8
+CHUNK = 200_000
+"""Positions per book chunk by default: the whole reference book is one chunk, so the work that
+each scenario costs whatever the chunk's size (its curves, smiles and tranche loss
+distributions) is done once, and the workers share the scenario blocks."""
 
 
 def chunk_key(book: Book, market: MarketSnapshot, rows: IntArray) -> str:
@@ -72,17 +77,11 @@ def _chunk_pnl(
     (block × groups), USD."""
     held = _PRICERS.get(key)
     if held is None:
-        pricer = PortfolioPricer(chunk, market)
-        held = (pricer, pricer.pv(market))
+        held = ScenarioBook(chunk, market)
         while len(_PRICERS) >= _KEPT:
             _PRICERS.pop(next(iter(_PRICERS)))  # the oldest
         _PRICERS[key] = held
-    pricer, base = held
-    out = np.zeros((values.shape[0], n_groups))
-    for s in range(values.shape[0]):
-        pnl = pricer.scenario_pv(market.with_quote_values(values[s])) - base
-        out[s] = np.bincount(codes, weights=pnl, minlength=n_groups)
-    return out
+    return held.group_pnl(values, codes, n_groups)
 
 
 @contextlib.contextmanager
@@ -126,18 +125,22 @@ def distributed_group_pnl(
     """(scenarios × groups) PnL in USD of ``book`` under each row of ``values``, summed by the
     positions' group ``codes``, computed by ``client``'s workers.
 
-    ``layout`` defaults to one chunk per worker and blocks of ~8 scenarios; ``progress(done,
-    total)`` counts scenarios as blocks finish.
+    ``layout`` defaults to chunks of up to :data:`CHUNK` positions and blocks of
+    :data:`~workbench.pricing.revaluation.BLOCK` scenarios (fewer when there are fewer
+    scenarios than workers × blocks); ``progress(done, total)`` counts scenarios as blocks
+    finish.
     """
     from distributed import as_completed
 
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-    cut = layout or Layout(chunks=n_workers, block=8)
+    n_s = values.shape[0]
+    # a few scenarios are still spread over every worker
+    block = min(BLOCK, max(1, -(-n_s // n_workers)))
+    cut = layout or Layout(chunks=1 + len(book) // CHUNK, block=block)
     chunks = [c for c in np.array_split(np.arange(len(book)), cut.chunks) if c.size]
     keys = [chunk_key(book, market, c) for c in chunks]
     parts = client.scatter([book.take(c) for c in chunks], broadcast=True)
     shared_market = client.scatter(market, broadcast=True)
-    n_s = values.shape[0]
     starts = list(range(0, n_s, cut.block))
     futures = {}
     for k, (key, part, rows) in enumerate(zip(keys, parts, chunks, strict=True)):

@@ -2,9 +2,14 @@
 smiles re-solved per scenario, PV only, in the base currency (USD).
 
 A scenario is a vector of quote values on the market's quotes
-(:meth:`workbench.risk.scenarios.Scenarios.values`); the book's quote-independent set-up
-(schedules, cash-flow matrices, the credit pricer's schedules) is the
-:class:`~workbench.pricing.portfolio.PortfolioPricer`'s, built once.
+(:meth:`workbench.risk.scenarios.Scenarios.values`). Two paths give the same numbers:
+
+* :func:`group_pnl_by_block` (what ``workbench var`` and the Dask tasks run): blocks of
+  scenarios revalued at once by a :class:`~workbench.pricing.scenario_book.ScenarioBook`,
+  reduced to per-scenario group sums as each block is done;
+* :func:`scenario_pvs` and :func:`scenario_pnl`: one scenario at a time through the live
+  pricers (a :class:`~workbench.pricing.portfolio.PortfolioPricer`), every position's PV kept —
+  the reference the vectorised path is tested against.
 """
 
 from __future__ import annotations
@@ -14,9 +19,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from workbench._types import FloatArray
+from workbench._types import FloatArray, IntArray
 from workbench.market.model import MarketSnapshot
 from workbench.pricing.portfolio import PortfolioPricer
+from workbench.pricing.scenario_book import ScenarioBook
+
+BLOCK = 16
+"""Scenarios revalued together by default (one Dask task, or one in-process step)."""
 
 
 def scenario_pvs(
@@ -63,4 +72,25 @@ def scenario_pnl(
     return pnl, base, time.perf_counter() - t0
 
 
-__all__ = ["scenario_pnl", "scenario_pvs"]
+def group_pnl_by_block(
+    book: ScenarioBook,
+    values: FloatArray,
+    codes: IntArray,
+    n_groups: int,
+    *,
+    block: int = BLOCK,
+    progress: Callable[[int, int], None] | None = None,
+) -> FloatArray:
+    """(scenarios × groups) PnL in USD of ``book`` under each row of ``values`` (scenarios ×
+    the market's quotes) against today's market, summed by the positions' group ``codes``,
+    ``block`` scenarios at a time; ``progress(done, total)`` after each block."""
+    n_s = values.shape[0]
+    out = np.empty((n_s, n_groups))
+    for b in range(0, n_s, block):
+        out[b : b + block] = book.group_pnl(values[b : b + block], codes, n_groups)
+        if progress is not None:
+            progress(min(b + block, n_s), n_s)
+    return out
+
+
+__all__ = ["BLOCK", "group_pnl_by_block", "scenario_pnl", "scenario_pvs"]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
 from workbench._types import FloatArray, IntArray
 from workbench.book.schema import ASSET_CLASS, Book
@@ -60,6 +61,89 @@ def _quote_moves(m0: MarketSnapshot, m1: MarketSnapshot) -> FloatArray:
     return out
 
 
+class GreekMap:
+    """What a book's Greeks at ``m0`` predict for moves of its quotes, per position and
+    component (:data:`COMPONENTS`, USD; the rules of the module docstring), for many moves at
+    once: the quote-independent parts (which quote moves which position, the key-rate matrix,
+    the averaging of curve and vol quotes) are laid out once."""
+
+    def __init__(self, book: Book, m0: MarketSnapshot, greeks: Greeks) -> None:
+        self.greeks = greeks
+        n, n_q = len(book), len(m0.quote_ids)
+        at = m0.quote_index
+        self._q0 = np.asarray(m0.quotes, np.float64)
+        self._kr = sp.csr_matrix(
+            (greeks.kr_values / _BP, (greeks.kr_rows, greeks.kr_quotes)), shape=(n, n_q)
+        )
+        product = np.array(book.product.values())
+        cls = np.array([ASSET_CLASS[p] for p in product])
+        under = np.array(book.underlying.values())
+        # swaps' gamma on the mean move (bp) of their currency's curve quotes
+        by_ccy: dict[str, list[int]] = {}
+        for c in m0.curves:
+            by_ccy.setdefault(c.currency, []).extend(at[i.quote] for i in c.instruments)
+        self._swaps = np.flatnonzero(product == "IRS")
+        ccy = np.array(book.currency.values())[self._swaps]
+        self._swap_mean = _mean_rows([by_ccy.get(c, []) for c in ccy], n_q, _BP)
+        # 1% spot delta and gamma of FX products and equities
+        self._spot_rows: dict[str, tuple[IntArray, IntArray]] = {}
+        for kind, prefix in (("fx", "FX."), ("equity", "EQ.")):
+            rows = np.flatnonzero(cls == kind)
+            k = np.array([at[prefix + u] for u in under[rows]], dtype=np.int64)
+            self._spot_rows[kind] = (rows, k)
+        # vega × the mean move (points) of the underlying's vol quotes
+        vol_quotes = {s.pair: [at[q] for r in s.quotes for q in r] for s in m0.fx_vol_surfaces}
+        vol_quotes.update({e.id: [at[q] for r in e.vol_quotes for q in r] for e in m0.equities})
+        self._options = np.flatnonzero((product == "FX_OPTION") | (product == "EQ_OPTION"))
+        self._vol_mean = _mean_rows([vol_quotes[u] for u in under[self._options]], n_q, 0.01)
+        # CS01 and gamma on the index spread (bp), corr01 on its correlation (points)
+        index = {ix.id: ix for ix in m0.credit_indices}
+        self._credit = np.flatnonzero(cls == "credit")
+        on = under[self._credit]
+        self._spread_q = np.array([at[index[u].spread_quote] for u in on], dtype=np.int64)
+        self._corr_q = np.array([at[index[u].correlation_quote] for u in on], dtype=np.int64)
+        self._tranche = product[self._credit] == "CDX_TRANCHE"
+
+    def parts(self, moves: FloatArray, fx_change: FloatArray, days: float) -> dict[str, FloatArray]:
+        """Each component (S × positions, USD) for quote moves ``moves`` (S × quotes), each
+        position's change of USD per unit of its currency ``fx_change`` (S × positions) and
+        ``days`` calendar days of carry."""
+        g = self.greeks
+        n_s, n = moves.shape[0], g.pv.size
+        parts = {c: np.zeros((n_s, n)) for c in COMPONENTS}
+        parts["rates"] += np.asarray(self._kr @ moves.T).T
+        dbp = np.asarray(self._swap_mean @ moves.T).T
+        parts["rates"][:, self._swaps] += 0.5 * g.gamma[self._swaps] * dbp**2
+        for kind, (rows, k) in self._spot_rows.items():
+            r = moves[:, k] / self._q0[k] * 100.0
+            parts[kind][:, rows] += g.delta[rows] * r + 0.5 * g.gamma[rows] * r**2
+        pts = np.asarray(self._vol_mean @ moves.T).T
+        parts["vol"][:, self._options] += g.vega[self._options] * pts
+        rows = self._credit
+        ds = moves[:, self._spread_q] / _BP
+        dr = moves[:, self._corr_q] / 0.01
+        parts["credit"][:, rows] += g.delta[rows] * ds + 0.5 * g.gamma[rows] * ds**2
+        tr = rows[self._tranche]
+        parts["credit"][:, tr] += g.vega[tr] * dr[:, self._tranche]
+        parts["fx"] += g.pv_ccy * fx_change
+        parts["carry"] += g.theta * days
+        return parts
+
+    def predicted(self, moves: FloatArray, fx_change: FloatArray, days: float) -> FloatArray:
+        """The sum of :meth:`parts`: the Greeks' PnL per scenario and position (S × positions)."""
+        out: FloatArray = sum(self.parts(moves, fx_change, days).values())  # type: ignore[assignment]
+        return out
+
+
+def _mean_rows(members: list[list[int]], n_quotes: int, unit: float) -> sp.csr_matrix:
+    """A (rows × quotes) matrix whose row ``i`` averages the quotes ``members[i]`` (repeats
+    counted), in ``unit``s."""
+    rows = np.repeat(np.arange(len(members)), [len(m) for m in members])
+    cols = np.array([q for m in members for q in m], dtype=np.int64)
+    weights = np.array([1.0 / (len(m) * unit) for m in members for _ in m], dtype=np.float64)
+    return sp.csr_matrix((weights, (rows, cols)), shape=(len(members), n_quotes))
+
+
 def explain_positions(
     book: Book,
     m0: MarketSnapshot,
@@ -74,46 +158,12 @@ def explain_positions(
     ``pv1``: PVs at ``m1`` in USD; ``fx0``, ``fx1``: each position's USD per unit of its
     currency at either market.
     """
-    n = len(book)
     move = _quote_moves(m0, m1)
-    at = m0.quote_index
-    q0 = np.asarray(m0.quotes, np.float64)
-    parts = {c: np.zeros(n) for c in COMPONENTS}
-    # rates: key rates, and the swaps' parallel gamma on their currency's mean move
-    np.add.at(parts["rates"], greeks.kr_rows, greeks.kr_values * move[greeks.kr_quotes] / _BP)
-    by_ccy: dict[str, list[float]] = {}
-    for c in m0.curves:
-        by_ccy.setdefault(c.currency, []).extend(move[at[i.quote]] for i in c.instruments)
-    mean_bp = {c: float(np.mean(m)) / _BP for c, m in by_ccy.items()}
-    product = np.array(book.product.values())
-    cls = np.array([ASSET_CLASS[p] for p in product])
-    under = np.array(book.underlying.values())
-    ccy = np.array(book.currency.values())
-    swaps = product == "IRS"
-    dbp = np.array([mean_bp.get(c, 0.0) for c in ccy[swaps]])
-    parts["rates"][swaps] += 0.5 * greeks.gamma[swaps] * dbp**2
-    # spots: FX pairs and equities, 1% delta and gamma
-    for kind, prefix in (("fx", "FX."), ("equity", "EQ.")):
-        rows = np.flatnonzero(cls == kind)
-        k = np.array([at[prefix + u] for u in under[rows]], dtype=np.int64)
-        r = move[k] / q0[k] * 100.0
-        parts[kind][rows] += greeks.delta[rows] * r + 0.5 * greeks.gamma[rows] * r**2
-    # vols: the mean move of the underlying's vol quotes, in points
-    vol_moves = _vol_moves(m0, move)
-    for rows in (np.flatnonzero(product == "FX_OPTION"), np.flatnonzero(product == "EQ_OPTION")):
-        pts = np.array([vol_moves[u] for u in under[rows]])
-        parts["vol"][rows] += greeks.vega[rows] * pts
-    # credit: CS01 and gamma on the index spread, corr01 on its correlation
-    index = {ix.id: ix for ix in m0.credit_indices}
-    rows = np.flatnonzero(cls == "credit")
-    ds = np.array([move[at[index[u].spread_quote]] for u in under[rows]]) / _BP
-    dr = np.array([move[at[index[u].correlation_quote]] for u in under[rows]]) / 0.01
-    parts["credit"][rows] += greeks.delta[rows] * ds + 0.5 * greeks.gamma[rows] * ds**2
-    tranche = product[rows] == "CDX_TRANCHE"
-    parts["credit"][rows[tranche]] += greeks.vega[rows[tranche]] * dr[tranche]
-    # FX translation of what is not in USD; carry
-    parts["fx"] += greeks.pv_ccy * (fx1 - fx0)
-    parts["carry"] += greeks.theta * (m1.as_of - m0.as_of).days
+    days = float((m1.as_of - m0.as_of).days)
+    parts = {
+        c: v[0]
+        for c, v in GreekMap(book, m0, greeks).parts(move[None], (fx1 - fx0)[None], days).items()
+    }
     actual = pv1 - greeks.pv
     explained = sum(parts.values())
     return pl.DataFrame(
@@ -127,17 +177,6 @@ def explain_positions(
     )
 
 
-def _vol_moves(m0: MarketSnapshot, move: FloatArray) -> dict[str, float]:
-    """Per FX pair and equity: the mean move of its vol quotes, in vol points (0.01)."""
-    at = m0.quote_index
-    out: dict[str, float] = {}
-    for surf in m0.fx_vol_surfaces:
-        out[surf.pair] = float(np.mean([move[at[q]] for row in surf.quotes for q in row])) / 0.01
-    for eq in m0.equities:
-        out[eq.id] = float(np.mean([move[at[q]] for row in eq.vol_quotes for q in row])) / 0.01
-    return out
-
-
 def explain_by(frame: pl.DataFrame, by: str = "desk") -> pl.DataFrame:
     """:func:`explain_positions` summed by ``by`` (a column of it), then the firm's total."""
     cols = ["actual", *COMPONENTS, "unexplained"]
@@ -146,4 +185,4 @@ def explain_by(frame: pl.DataFrame, by: str = "desk") -> pl.DataFrame:
     return pl.concat([grouped, firm])
 
 
-__all__ = ["COMPONENTS", "Greeks", "explain_by", "explain_positions"]
+__all__ = ["COMPONENTS", "GreekMap", "Greeks", "explain_by", "explain_positions"]

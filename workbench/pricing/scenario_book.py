@@ -1,0 +1,177 @@
+"""A whole book revalued under a block of scenarios at once, PV only, in the base currency.
+
+The quote-independent work is done once when a :class:`ScenarioBook` is built: today's curves
+solved, the swaps' cash-flow matrices, the options' and credit positions' static columns. Then
+:meth:`ScenarioBook.pv` takes a (scenarios × quotes) table and gives (scenarios × positions)
+PVs in USD: every curve re-bootstrapped per scenario (:mod:`workbench.pricing.scenario_curves`),
+swaps as cash-flow matrix × discount values, FX and equity options in one compiled smile solve
+over scenarios × options (:mod:`workbench.pricing.scenario_options`), tranches from each
+scenario's default-count distributions (:mod:`workbench.pricing.scenario_credit`), each
+position converted at its scenario's FX spots. Each scenario's PVs are those
+:meth:`workbench.pricing.portfolio.PortfolioPricer.scenario_pv` gives one scenario at a time,
+to rounding (tests/test_scenario_revaluation.py holds them to 1e-10 relative).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from workbench._types import FloatArray, IntArray
+from workbench.book.schema import ASSET_CLASS, Book
+from workbench.market.crosses import base_per_unit
+from workbench.market.model import Interpolation, MarketError, MarketSnapshot
+from workbench.pricing.curves import CurveSet
+from workbench.pricing.scenario_credit import ScenarioCredit
+from workbench.pricing.scenario_curves import ScenarioCurves, ScenarioSwaps, SolvedCurves
+from workbench.pricing.scenario_options import ScenarioEquity, ScenarioFx
+
+_Pricer = ScenarioSwaps | ScenarioFx | ScenarioEquity | ScenarioCredit
+_CLASSES: dict[str, type[_Pricer]] = {
+    "rates": ScenarioSwaps,
+    "fx": ScenarioFx,
+    "credit": ScenarioCredit,
+    "equity": ScenarioEquity,
+}
+
+
+class ScenarioBook:
+    """A book set up for revaluation under scenarios of ``market``'s quotes.
+
+    Parameters
+    ----------
+    book
+        The positions.
+    market
+        Today's market: the scenarios are rows of values of its quotes, and each scenario's
+        curves are solved starting from today's.
+    interpolation
+        Override every curve's interpolation (``None`` keeps each curve's own).
+    """
+
+    def __init__(
+        self, book: Book, market: MarketSnapshot, *, interpolation: Interpolation | None = None
+    ) -> None:
+        self.book = book
+        self.market = market
+        self.curves = ScenarioCurves(market, CurveSet(market, interpolation=interpolation))
+        product_class = np.array([ASSET_CLASS[p] for p in book.product.labels])
+        position_class = product_class[book.product.codes] if len(book) else np.empty(0, str)
+        self._pricers: list[_Pricer] = []
+        for name, make in _CLASSES.items():
+            rows = np.flatnonzero(position_class == name).astype(np.int64)
+            if rows.size:
+                self._pricers.append(make(book, rows, market))
+        ccy = book.currency.labels
+        self._ccy_codes = book.currency.codes
+        self._ccy = ccy
+        self._base: _Today | None = None
+        missing = [c for c in ccy if c not in base_per_unit(market)]
+        if missing:
+            raise MarketError(
+                f"no FX pair connects {', '.join(missing)} to the base currency "
+                f"{market.base_currency}"
+            )
+
+    def pv(self, values: FloatArray) -> FloatArray:
+        """PV in USD (S × positions) of every position under each row of ``values`` (S × the
+        market's quotes).
+
+        Raises
+        ------
+        ValueError
+            If ``values`` is not a (scenarios × quotes) table of the market's quotes.
+        """
+        n_quotes = len(self.market.quote_ids)
+        if values.ndim != 2 or values.shape[1] != n_quotes:
+            raise ValueError(
+                f"scenario values are {values.shape}, expected (scenarios, {n_quotes})"
+            )
+        v = np.ascontiguousarray(values, dtype=np.float64)
+        solved = self.curves.solve(v)
+        out = np.full((v.shape[0], len(self.book)), np.nan)
+        for pricer in self._pricers:
+            out[:, pricer.rows] = self._priced(pricer, v, solved)
+        out *= self._fx(v)
+        return out
+
+    @staticmethod
+    def _priced(pricer: _Pricer, values: FloatArray, curves: SolvedCurves) -> FloatArray:
+        if isinstance(pricer, ScenarioSwaps):
+            return pricer.pv(curves)
+        return pricer.pv(values, curves)
+
+    def fx_rates(self, values: FloatArray) -> FloatArray:
+        """USD per unit of each of the book's currencies under each scenario (S × currencies)."""
+        out = np.empty((values.shape[0], len(self._ccy)))
+        for s in range(values.shape[0]):
+            rates = base_per_unit(self.market.with_quote_values(values[s]))
+            out[s] = [rates[c] for c in self._ccy]
+        return out
+
+    def _fx(self, values: FloatArray) -> FloatArray:
+        """USD per unit of each position's currency under each scenario (S × positions)."""
+        out: FloatArray = self.fx_rates(values)[:, self._ccy_codes]
+        return out
+
+    def _today(self) -> _Today:
+        """Today's curves, FX rates, PV per position (USD) and swaps' discount values."""
+        if self._base is None:
+            v = np.asarray(self.market.quotes, np.float64)[None, :]
+            solved = self.curves.solve(v)
+            rates = self.fx_rates(v)[0]
+            pv = np.full(len(self.book), np.nan)
+            swaps: list[FloatArray] = []
+            for pricer in self._pricers:
+                pv[pricer.rows] = self._priced(pricer, v, solved)[0]
+                if isinstance(pricer, ScenarioSwaps):
+                    swaps = [x[0] for x in pricer.discount_values(solved)]
+            self._base = _Today(rates, pv * rates[self._ccy_codes], swaps)
+        return self._base
+
+    def group_pnl(self, values: FloatArray, codes: IntArray, n_groups: int) -> FloatArray:
+        """PnL in USD under each row of ``values`` (S × the market's quotes) against today's
+        market, summed by the positions' group ``codes``: (S × ``n_groups``).
+
+        Swaps are summed through their cash-flow matrices
+        (:meth:`~workbench.pricing.scenario_curves.ScenarioSwaps.by_code`) applied to the
+        change of the discount values, at the scenario's FX, plus the FX move of today's
+        value; the other positions are priced one by one, their PnL summed.
+        """
+        today = self._today()
+        v = np.ascontiguousarray(values, dtype=np.float64)
+        solved = self.curves.solve(v)
+        rates = self.fx_rates(v)
+        out = np.zeros((v.shape[0], n_groups))
+        for pricer in self._pricers:
+            c = codes[pricer.rows]
+            if isinstance(pricer, ScenarioSwaps):
+                parts = zip(pricer.currencies, pricer.discount_values(solved),
+                            pricer.by_code(c, n_groups), today.swaps, strict=True)  # fmt: skip
+                for ccy, now, matrix, then in parts:
+                    k = self._ccy.index(ccy)
+                    moved = (now - then[None, :]) @ matrix.T
+                    out += rates[:, k, None] * moved
+                    out += (rates[:, k] - today.rates[k])[:, None] * (matrix @ then)[None, :]
+                continue
+            fx = rates[:, self._ccy_codes[pricer.rows]]
+            pnl = self._priced(pricer, v, solved) * fx - today.pv[pricer.rows]
+            onehot = sp.csr_matrix((np.ones(c.size), (np.arange(c.size), c)),
+                                   shape=(c.size, n_groups))  # fmt: skip
+            out += np.asarray(onehot.T @ pnl.T).T
+        return out
+
+
+@dataclass(frozen=True)
+class _Today:
+    """Today's USD per unit of each currency, PV per position (USD) and each swap group's
+    discount values."""
+
+    rates: FloatArray
+    pv: FloatArray
+    swaps: list[FloatArray]
+
+
+__all__ = ["ScenarioBook"]
