@@ -12,10 +12,11 @@ from the ticks of the domain the axis first rendered with and keeps it, and a do
 ticks then (a single point, all values equal) leaves it formatting every later tick as
 ``.undefinedg``, which throws on each update and leaves the chart empty.
 
-No chart changes a scale's bounds after it is built: a bound changed while the browser is still
-rendering a line's view (a page opening, a notebook re-run, a slow browser) throws inside
-bqplot's ``update_line_xy`` and is logged as "Error setting state". A chart's domain follows its
-own data only (a flat series is drawn across the middle, with one tick).
+No chart changes anything but its marks' data after it is built (no scale bound, no tick
+format): a bound changed while the browser is still rendering a line's view (a page opening, a
+notebook re-run, a slow browser) throws inside bqplot's ``update_line_xy`` and is logged as
+"Error setting state". A chart's domain follows its own data only (a flat series is drawn
+across the middle, with one tick).
 """
 
 from __future__ import annotations
@@ -40,29 +41,17 @@ MAX_CHART_HZ: Final = 5.0
 NUMBER_TICKS: Final = ",.4~r"
 """Tick format of plain-number axes (seconds, rates, bp): 4 significant digits, no exponent."""
 
+VALUE_TICKS: Final = ".12~s"
+"""Tick format of USD value axes: SI prefix, trailing zeros trimmed, up to 12 significant digits
+(ticks are round numbers: ``178.1M``, ``-3.18M``, ``250k``), so ticks of any span read apart with
+one format that never changes."""
+
 
 def chart_hz(max_hz: float) -> float:
     """``max_hz`` checked against :data:`MAX_CHART_HZ` (redraws a second)."""
     if not 0.0 < max_hz <= MAX_CHART_HZ:
         raise ValueError(f"max_hz must be in (0, {MAX_CHART_HZ:g}] redraws a second: {max_hz}")
     return max_hz
-
-
-def si_ticks(lo: float, hi: float, *, ticks: int) -> str:
-    """A d3 SI tick format (``.<n>s``) whose significant digits tell apart ``ticks`` evenly
-    spaced ticks from ``lo`` to ``hi`` (three at least, twelve at most).
-
-    Examples
-    --------
-    >>> si_ticks(0.0, 3e6, ticks=4), si_ticks(-3.20e6, -3.18e6, ticks=4)
-    ('.3s', '.4s')
-    """
-    step = (hi - lo) / max(ticks - 1, 1)
-    top = max(abs(lo), abs(hi))
-    if not (math.isfinite(step) and math.isfinite(top)) or step <= 0.0 or top <= 0.0:
-        return ".3s"
-    digits = math.floor(math.log10(top)) - math.floor(math.log10(step)) + 1
-    return f".{min(max(digits, 3), 12)}s"
 
 
 def scope_value(snap: SnapshotView, scope: str, measure: str) -> float:
@@ -177,7 +166,7 @@ class GreekHistory(LiveWidget):
             line = bq.Lines(x=[], y=[], scales={"x": x, "y": y}, colors=["#0969da"])
             self.lines[m] = line
             ax_x = bq.Axis(scale=x, label="s from opening", num_ticks=5, tick_format=NUMBER_TICKS)
-            ax_y = bq.Axis(scale=y, orientation="vertical", tick_format=".3s", num_ticks=4)
+            ax_y = bq.Axis(scale=y, orientation="vertical", tick_format=VALUE_TICKS, num_ticks=4)
             self.value_axes[m] = ax_y
             figures.append(
                 bq.Figure(
@@ -250,9 +239,6 @@ class GreekHistory(LiveWidget):
         for m, line in self.lines.items():
             ok = np.isfinite(self.t) & np.isfinite(self.values[m])
             x, y = self.t[ok], self.values[m][ok]
-            if y.size:
-                axis = self.value_axes[m]
-                axis.tick_format = si_ticks(float(y.min()), float(y.max()), ticks=axis.num_ticks)
             with line.hold_sync():
                 line.x = x
                 line.y = y
