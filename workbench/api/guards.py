@@ -65,6 +65,24 @@ def require(scope: TokenScope) -> Callable[..., Awaitable[None]]:
     return check
 
 
+async def known_parameters(request: Request) -> None:
+    """Refuse (400) a query parameter the endpoint does not take (a misspelt filter would
+    otherwise be ignored and answer everything)."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    names = {p.alias for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names.update(p.alias for p in sub.query_params)
+    unknown = sorted(set(request.query_params) - names)
+    if unknown:
+        takes = ", ".join(sorted(names)) or "no query parameter"
+        raise HTTPException(
+            400, f"query parameter {unknown[0][:40]!r} is not known here; takes {takes}"
+        )
+
+
 def refused(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     """An error answer: ``{"error": message}``."""
     return JSONResponse({"error": message}, status_code=status, headers=headers)

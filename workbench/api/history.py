@@ -17,10 +17,14 @@ import polars as pl
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from workbench.api import formats
-from workbench.api.guards import link, require, settings
+from workbench.api.guards import known_parameters, link, require, settings
 from workbench.api.risk import AcceptHeader, FormatParam, bounded
 
-router = APIRouter(prefix="/v1/history", tags=["history"], dependencies=[Depends(require("read"))])
+router = APIRouter(
+    prefix="/v1/history",
+    tags=["history"],
+    dependencies=[Depends(require("read")), Depends(known_parameters)],
+)
 TimeParam = Annotated[
     str | None, Query(max_length=40, description="ISO-8601 date-time (UTC) or epoch ns")
 ]

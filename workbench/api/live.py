@@ -176,8 +176,11 @@ class ServiceLink:
                 await _close(stream)
 
     def _publish(self, client: AsyncClient, view: SnapshotView) -> None:
-        if self.state == "away":
-            self.reconnects += 1
+        if client is not self._client:  # a new attachment: nothing cached is of it
+            self._rendered, self._rendered_seq = {}, -1
+            self._positions = self._status = None
+            if self.state == "away":
+                self.reconnects += 1
         self.state, self.reason = "up", ""
         self._client, self.latest = client, view
         for box in self._mailboxes:

@@ -10,12 +10,18 @@ import polars as pl
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
 
 from workbench.api import formats
-from workbench.api.guards import link, require, service_failure, settings
+from workbench.api.guards import known_parameters, link, require, service_failure, settings
 from workbench.client import AnyShock, ServiceError, SnapshotView
 from workbench.risk.aggregation import GROUP_COLUMNS
 
-router = APIRouter(prefix="/v1", tags=["risk"], dependencies=[Depends(require("read"))])
-control = APIRouter(prefix="/v1", tags=["control"], dependencies=[Depends(require("control"))])
+router = APIRouter(
+    prefix="/v1", tags=["risk"], dependencies=[Depends(require("read")), Depends(known_parameters)]
+)
+control = APIRouter(
+    prefix="/v1",
+    tags=["control"],
+    dependencies=[Depends(require("control")), Depends(known_parameters)],
+)
 
 FormatParam = Annotated[
     str | None,
@@ -23,7 +29,7 @@ FormatParam = Annotated[
 ]
 AcceptHeader = Annotated[str | None, Header(include_in_schema=False)]
 _MAX_SHOCKS: Final = 64
-_MAX_VALUES: Final = 1_000
+_MAX_VALUES: Final = 500
 """Most values a repeated filter parameter may hold."""
 
 

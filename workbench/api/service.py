@@ -8,11 +8,11 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from workbench.api import formats
-from workbench.api.guards import link, require
+from workbench.api.guards import known_parameters, link, require
 from workbench.api.risk import AcceptHeader, FormatParam
 from workbench.client.views import processes_table
 
-router = APIRouter(prefix="/v1", tags=["service"])
+router = APIRouter(prefix="/v1", tags=["service"], dependencies=[Depends(known_parameters)])
 
 
 @router.get("/health", summary="The API answers (liveness; no token)")
@@ -32,7 +32,7 @@ async def ready(request: Request) -> JSONResponse:
 @router.get(
     "/status",
     summary="Processes and facts of the service (read)",
-    dependencies=[Depends(require("read"))],
+    dependencies=[Depends(require("read")), Depends(known_parameters)],
 )
 async def status(
     request: Request,

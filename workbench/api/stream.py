@@ -16,12 +16,18 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
 from workbench.api import formats
-from workbench.api.guards import link, require, settings
+from workbench.api.guards import known_parameters, link, require, settings
 from workbench.api.live import ServiceLink
 from workbench.api.risk import grouping_name
 from workbench.client import SnapshotView
 
-router = APIRouter(prefix="/v1", tags=["stream"], dependencies=[Depends(require("read"))])
+router = APIRouter(
+    prefix="/v1",
+    tags=["stream"],
+    dependencies=[Depends(require("read")), Depends(known_parameters)],
+)
+DEFAULT_TABLES: Final = ("firm", "desk", "asset_class", "desk,currency")
+"""The roll-ups an event carries when the stream is opened without ``grouping``."""
 _KEEPALIVE_S: Final = 15.0
 """Seconds between two keep-alive comments of an idle stream."""
 
@@ -45,7 +51,7 @@ def away_event(reason: str) -> bytes:
     return b"event: away\ndata: %s\n\n" % formats.json_bytes({"reason": reason})
 
 
-async def _events(live: ServiceLink, names: tuple[str, ...] | None) -> AsyncIterator[bytes]:
+async def _events(live: ServiceLink, names: tuple[str, ...]) -> AsyncIterator[bytes]:
     async with live.subscription() as box:
         if live.latest is not None and live.state == "up":
             box.put(live.latest)
@@ -76,16 +82,15 @@ async def _events(live: ServiceLink, names: tuple[str, ...] | None) -> AsyncIter
 async def stream(
     request: Request,
     grouping: Annotated[
-        list[str] | None, Query(description="tables to carry (all groupings if omitted)")
+        list[str] | None,
+        Query(description="roll-ups to carry, repeated (firm, desk, asset_class, desk,currency)"),
     ] = None,
 ) -> StreamingResponse:
     """``event: snapshot`` with ``id:`` the snapshot's seq and ``data:`` its JSON, one per
     published snapshot; ``event: away`` while the service is away."""
     live = link(request)
     _, view = live.require()
-    names = None
-    if grouping:
-        names = tuple(grouping_name(view, g) for g in grouping)
+    names = tuple(grouping_name(view, g) for g in grouping or DEFAULT_TABLES)
     most = settings(request).max_subscribers
     if live.subscribers >= most:
         raise HTTPException(503, f"{live.subscribers} streams open; at most {most}")
