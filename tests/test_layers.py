@@ -156,3 +156,12 @@ def test_processes_on_the_shell_hold_no_shell_of_their_own() -> None:
     for path in sorted(processes.glob("*.py")):
         assert "geomspace" not in path.read_text(), f"{path.name} builds its own buckets"
     assert "percentile" not in (processes / "aggregator.py").read_text()
+
+
+def test_the_api_uses_only_the_client_and_the_risk_types() -> None:
+    bad = _outside("api", ("workbench.client", "workbench.risk", "workbench.api"))
+    assert not bad, f"the API reaches past the client: {bad}"
+
+
+def test_the_command_line_loads_no_web_framework() -> None:
+    assert _loaded("workbench.cli", ("fastapi", "uvicorn", "starlette")) == ""

@@ -3,6 +3,7 @@ and what-if PnL (the one request that costs the service work: ``control`` scope)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Final
 
 import msgspec
@@ -82,6 +83,22 @@ def bounded(frame: pl.DataFrame, request: Request, what: str, hint: str) -> None
         )
 
 
+def of_latest(
+    request: Request,
+    fmt: formats.Format,
+    key: tuple[Any, ...],
+    table: Callable[[SnapshotView], pl.DataFrame],
+    extra: dict[str, Any] | None = None,
+) -> Response:
+    """``table`` of the latest snapshot in ``fmt``, rendered once per snapshot for every reader
+    asking the same ``key``; the snapshot's seq and ``made_ns`` (and ``extra``) beside it."""
+    live = link(request)
+    _, view = live.require()
+    meta = {"snapshot_seq": view.seq, "made_ns": view.made_ns, **(extra or {})}
+    body = live.rendered(view.seq, (*key, fmt), lambda: formats.table_bytes(table(view), fmt, meta))
+    return formats.table_response(body, fmt, meta)
+
+
 @router.get("/groupings", summary="The groupings the latest snapshot carries")
 async def groupings(request: Request) -> dict[str, Any]:
     """The names ``/v1/latest?grouping=`` accepts and the latest snapshot's seq."""
@@ -102,21 +119,17 @@ async def latest(
     ``stale``, ``unpriced``, ``max_age_s`` (s) and each measure (USD, with ``_gross`` sums).
     Every reader of one snapshot gets the same bytes: the API subscribes once."""
     fmt = formats.negotiate(accept, format_)
-    live = link(request)
-    _, view = live.require()
+    _, view = link(request).require()
     name = grouping_name(view, grouping)
-    keys = tuple(measures or ())
-    meta = {"snapshot_seq": view.seq, "made_ns": view.made_ns, "grouping": name}
-
-    def make() -> bytes:
-        keep = (*name.split(","), "positions", "stale", "unpriced", "max_age_s")
-        table = pick(view.tables[name], measures, keep) if measures else view.tables[name]
-        return formats.table_bytes(table, fmt, meta)
-
-    if measures:
-        pick(view.tables[name], measures, ())  # a bad measure fails before anything is cached
-    body = live.rendered(view.seq, ("latest", name, keys, fmt), make)
-    return formats.table_response(body, fmt, meta)
+    keep = (*name.split(","), "positions", "stale", "unpriced", "max_age_s")
+    pick(view.tables[name], measures, keep)  # a bad measure fails before anything is cached
+    return of_latest(
+        request,
+        fmt,
+        ("latest", name, tuple(measures or ())),
+        lambda v: pick(v.tables[name], measures, keep),
+        {"grouping": name},
+    )
 
 
 @router.get("/positions", summary="Per-position risk (USD), filtered")
@@ -166,13 +179,7 @@ async def limits(
 ) -> Response:
     """The limit usage the latest snapshot carries (the ``limits`` table)."""
     fmt = formats.negotiate(accept, format_)
-    live = link(request)
-    _, view = live.require()
-    meta = {"snapshot_seq": view.seq, "made_ns": view.made_ns}
-    body = live.rendered(
-        view.seq, ("limits", fmt), lambda: formats.table_bytes(view.tables["limits"], fmt, meta)
-    )
-    return formats.table_response(body, fmt, meta)
+    return of_latest(request, fmt, ("limits",), lambda v: v.tables["limits"])
 
 
 _BREACH_SCHEMA: Final = {
@@ -200,13 +207,7 @@ async def breaches(
 ) -> Response:
     """Every breach the latest snapshot carries (limits and a failed recon)."""
     fmt = formats.negotiate(accept, format_)
-    live = link(request)
-    _, view = live.require()
-    meta = {"snapshot_seq": view.seq, "made_ns": view.made_ns}
-    body = live.rendered(
-        view.seq, ("breaches", fmt), lambda: formats.table_bytes(breach_frame(view), fmt, meta)
-    )
-    return formats.table_response(body, fmt, meta)
+    return of_latest(request, fmt, ("breaches",), breach_frame)
 
 
 class WhatIfBody(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
