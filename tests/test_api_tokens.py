@@ -124,3 +124,20 @@ def test_the_token_command_prints_a_token_that_the_file_accepts(tmp_path: Path) 
     )  # fmt: skip
     assert bad.returncode == 2
     assert "invalid choice: 'root'" in bad.stderr
+
+
+def test_the_tokens_file_may_be_named_before_or_after_token(tmp_path: Path) -> None:
+    for order in (["api", "--tokens", str(tmp_path / "a"), "token"],
+                  ["api", "token", "--tokens", str(tmp_path / "b")]):  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "workbench.cli", *order],
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        path = Path(order[order.index("--tokens") + 1])
+        assert TokenBook.load(path).scope_of(done.stdout.split()[0]) == "read"
+    bad = subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "api", "--service", "x", "--max-rows", "0"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert "--max-rows: must be positive: 0" in bad.stderr

@@ -58,6 +58,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _rows(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
+
+
 def add_api_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``api`` (and ``api token``) to the ``workbench`` command's subcommands."""
     api = sub.add_parser("api", help="serve the HTTP API of a running service (docs/api.md)")
@@ -71,11 +81,12 @@ def add_api_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "exists; none: no token asked, loopback only)",
     )
     api.add_argument("--store", type=Path, help="risk store folder (default: <run dir>/store)")
-    api.add_argument("--max-rows", type=int, default=50_000, dest="max_rows",
+    api.add_argument("--max-rows", type=_rows, default=50_000, dest="max_rows",
                      help="most rows in one answer (more: 413)")  # fmt: skip
     api.set_defaults(func=_cmd_api)
     more = api.add_subparsers(dest="api_command", metavar="{token}")
     token = more.add_parser("token", help="make a bearer token, append its hash to the file")
     token.add_argument("--scope", choices=("read", "control"), default="read")
-    token.add_argument("--tokens", type=Path, help="tokens file (default as for workbench api)")
+    token.add_argument("--tokens", type=Path, default=argparse.SUPPRESS,
+                       help="tokens file (default as for workbench api)")  # fmt: skip
     token.set_defaults(func=_cmd_token)
