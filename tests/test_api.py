@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -255,12 +256,14 @@ def test_history_without_a_store_is_a_503_saying_so(read: httpx.Client) -> None:
 
 def test_history_equals_the_store_for_the_same_window(read: httpx.Client, service: Client) -> None:
     query = pytest.importorskip("workbench.store.query")
-    root = Path(service.descriptor.config.run_dir) / "store"
-    wait(root.is_dir, 120, f"the risk store at {root} (the API's default for this service)")
+    root = Path(query.store_root(service.descriptor.config.run_dir))
+    wait(root.is_dir, 120, f"the risk store at {root}")
     end_ns = time.time_ns()
-    expected = query.history(root, end_ns=end_ns, grouping="desk", measures=["pv", "dv01"])
+    start = datetime.fromtimestamp(end_ns / 1e9 - 3_600, UTC).isoformat()  # an hour before
+    expected = query.history(root, end_ns=end_ns, grouping="firm", measures=["pv", "dv01"])
+    assert expected.height > 0
     for fmt in ("json", "arrow", "csv"):
-        params = {"to": str(end_ns), "grouping": "desk", "measures": ["pv", "dv01"]}
+        params = {"from": start, "to": str(end_ns), "grouping": "firm", "measures": "pv,dv01"}
         if fmt != "json":
             params["format"] = fmt
         r = read.get("/v1/history", params=params)
@@ -269,8 +272,18 @@ def test_history_equals_the_store_for_the_same_window(read: httpx.Client, servic
             assert r.json()["rows"] == json_rows(expected)
         elif fmt == "arrow":
             assert_frame_equal(pl.read_ipc_stream(r.content), expected)
-        elif expected.height:
+        else:
             assert_frame_equal(pl.read_csv(r.content), as_text(expected), check_dtypes=False)
+    desk = query.history(root, end_ns=end_ns, grouping="desk")
+    r = read.get("/v1/history", params={"to": str(end_ns), "grouping": "desk"})
+    if desk.height > MAX_ROWS:  # the server's row bound
+        assert r.status_code == 413
+        assert f"{desk.height} rows" in r.json()["error"]
+    else:
+        assert r.json()["rows"] == json_rows(desk)
+    r = read.get("/v1/history", params={"grouping": "book"})
+    assert r.status_code == 400
+    assert "book" in r.json()["error"]
     breaches = read.get("/v1/history/breaches", params={"to": str(end_ns)})
     assert breaches.json()["rows"] == json_rows(query.breaches(root, end_ns=end_ns))
 

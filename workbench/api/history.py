@@ -11,6 +11,7 @@ import asyncio
 import importlib
 from datetime import UTC, datetime
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any
 
 import polars as pl
@@ -54,9 +55,10 @@ def epoch_ns(name: str, text: str | None) -> int | None:
     return int(when.timestamp() * 1e9)
 
 
-def store_root(request: Request) -> Path:
-    """The risk store's folder: the server's ``--store`` or ``store`` in the service's run
-    directory.
+def store_root(request: Request, query: ModuleType) -> Path:
+    """The risk store's folder: the server's ``--store``, else the one the service's
+    configuration names (``query.store_root`` of its run directory; ``<run dir>/store`` by
+    default).
 
     Raises
     ------
@@ -68,7 +70,8 @@ def store_root(request: Request) -> Path:
         run_dir = link(request).run_dir
         if run_dir is None:
             raise HTTPException(503, "no risk store known yet: start the API with --store DIR")
-        root = Path(run_dir) / "store"
+        find = getattr(query, "store_root", None)
+        root = Path(find(run_dir)) if callable(find) else Path(run_dir) / "store"
     if not root.is_dir():
         raise HTTPException(503, f"no risk store at {root}")
     return root
@@ -80,7 +83,7 @@ async def _query(request: Request, name: str, **kw: Any) -> pl.DataFrame:
         query = importlib.import_module("workbench.store.query")
     except ImportError:
         raise HTTPException(503, "this installation has no risk store (workbench.store)") from None
-    root = store_root(request)
+    root = store_root(request, query)
     try:
         frame: pl.DataFrame = await asyncio.to_thread(getattr(query, name), root, **kw)
     except (ValueError, KeyError) as exc:
