@@ -6,9 +6,11 @@ while the API is loaded. The run alternates windows with the API load and window
 (the API idle, no reader), ``--seconds`` of each in all, so both figures come from the same
 run of the same service.
 
-Prints per endpoint: requests, errors, p50/p99 (``LatencyHistogram``, within 3.5%) and max
-(ms); per stream subscriber the snapshots received; and the flush → publish p99 the
-aggregator reports at the end of each window, with and without the load.
+The requests come from this process (httpx, asyncio), the streams from another, so that
+neither reader's event loop delays the other's measurements. Prints per endpoint: requests,
+errors, p50/p99 (``LatencyHistogram``, within 3.5%) and max (ms); per stream subscriber the
+snapshots received; and the flush → publish p99 the aggregator reports at the end of each
+window, with and without the load.
 
 Run: ``python benchmarks/bench_api.py [--positions 40000] [--rate 5000] [--seconds 60]
 [--rps 200] [--subscribers 20] [--windows 3]``
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import random
 import socket
@@ -26,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from multiprocessing.queues import Queue
 from pathlib import Path
 
 import httpx
@@ -77,27 +81,42 @@ async def _one(http: httpx.AsyncClient, tally: Tally, rng: random.Random) -> Non
     tally.add(name, (time.perf_counter() - t0) * 1e3, ok)
 
 
-async def _subscriber(url: str, counts: list[int], slot: int, stop: asyncio.Event) -> None:
+_EVENT = b"event: snapshot"
+
+
+async def _subscriber(url: str, counts: list[int], slot: int) -> None:
+    """One stream: count its ``snapshot`` events (in the raw bytes: no parsing)."""
     async with (
         httpx.AsyncClient(base_url=url, timeout=None) as http,
         http.stream("GET", "/v1/stream") as r,
     ):
-        async for line in r.aiter_lines():
-            if line.startswith("event: snapshot"):
-                counts[slot] += 1
-            if stop.is_set():
-                return
+        tail = b""
+        async for chunk in r.aiter_bytes():
+            seen = tail + chunk
+            counts[slot] += seen.count(_EVENT)
+            tail = seen[-(len(_EVENT) - 1) :]
 
 
-async def _loaded(
-    url: str, seconds: float, rps: float, subscribers: int, tally: Tally
-) -> list[int]:
-    """``seconds`` of ``rps`` requests/s (paced, not waiting for answers) and ``subscribers``
-    streams; the snapshots each stream received."""
+async def _subscribers(url: str, n: int, seconds: float) -> list[int]:
+    """``n`` streams for ``seconds``; the snapshots each received."""
+    counts = [0] * n
+    subs = [asyncio.create_task(_subscriber(url, counts, i)) for i in range(n)]
+    await asyncio.sleep(seconds)
+    for sub in subs:
+        sub.cancel()
+    await asyncio.gather(*subs, return_exceptions=True)
+    return counts
+
+
+def _subscribers_process(url: str, n: int, seconds: float, out: Queue[list[int]]) -> None:
+    """:func:`_subscribers` in a process of its own (the readers do not share the request
+    generator's event loop)."""
+    out.put(asyncio.run(_subscribers(url, n, seconds)))
+
+
+async def _requests(url: str, seconds: float, rps: float, tally: Tally) -> None:
+    """``seconds`` of ``rps`` requests/s, paced (not waiting for answers)."""
     rng = random.Random(7)
-    stop = asyncio.Event()
-    counts = [0] * subscribers
-    subs = [asyncio.create_task(_subscriber(url, counts, i, stop)) for i in range(subscribers)]
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
     async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits) as http:
         pending: set[asyncio.Task[None]] = set()
@@ -112,10 +131,23 @@ async def _loaded(
             task.add_done_callback(pending.discard)
             n += 1
         await asyncio.gather(*pending)
-    stop.set()
-    for sub in subs:
-        sub.cancel()
-    await asyncio.gather(*subs, return_exceptions=True)
+
+
+def _loaded(url: str, seconds: float, rps: float, subscribers: int, tally: Tally) -> list[int]:
+    """``seconds`` of ``rps`` requests/s from this process and ``subscribers`` streams from
+    another; the snapshots each stream received."""
+    ctx = multiprocessing.get_context("spawn")
+    out: Queue[list[int]] = ctx.Queue()
+    readers = ctx.Process(target=_subscribers_process, args=(url, subscribers, seconds, out))
+    readers.start()
+    try:
+        asyncio.run(_requests(url, seconds, rps, tally))
+        counts = out.get(timeout=seconds + 30)
+    finally:
+        readers.join(10)
+        if readers.is_alive():
+            readers.kill()
+            readers.join()
     return counts
 
 
@@ -206,7 +238,7 @@ def main() -> None:
             for i in range(args.windows):
                 time.sleep(window)  # no reader: the service alone
                 p99["idle"].append(_flush_p99(svc.status()))
-                counts = asyncio.run(_loaded(url, window, args.rps, args.subscribers, tally))
+                counts = _loaded(url, window, args.rps, args.subscribers, tally)
                 p99["under the API load"].append(_flush_p99(svc.status()))
                 received = [a + b for a, b in zip(received, counts, strict=True)]
                 print(f"window {i + 1}: flush→publish p99 {p99['idle'][-1]:.1f} ms idle, "
