@@ -188,3 +188,14 @@ def test_quote_failover_and_fallback_counts_are_pure_state() -> None:
         names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
         bad = {m for m in names if m.split(".")[0] in ("zmq", "httpx", "asyncio", "socket")}
         assert not bad, f"{module} imports {bad}"
+
+
+def test_the_api_uses_only_the_client_and_the_risk_types() -> None:
+    bad = _outside(
+        "api", ("workbench.client", "workbench.risk", "workbench.store", "workbench.api")
+    )
+    assert not bad, f"the API reaches past the client: {bad}"
+
+
+def test_the_command_line_loads_no_web_framework() -> None:
+    assert _loaded("workbench.cli", ("fastapi", "uvicorn", "starlette")) == ""

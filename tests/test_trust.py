@@ -458,6 +458,7 @@ def test_a_configuration_that_cannot_run_is_refused_before_anything_starts(
     if "credit=1" in args:  # a book without credit positions
         frame = pl.read_parquet(book)
         frame.filter(~pl.col("product").str.starts_with("CDX")).write_parquet(book)
+
     def segments() -> set[str]:  # the refused service's (other services may share the machine)
         return {s for s in os.listdir("/dev/shm") if "_refused_" in s}
 

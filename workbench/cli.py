@@ -7,6 +7,7 @@
 ``workbench var``              historical VaR and ES of a book by full revaluation
 ``workbench stress``           a book's PnL under named stress scenarios
 ``workbench explain``          a book's PnL between two markets, explained by its Greeks
+``workbench api``              serve the HTTP API of a running service (docs/api.md)
 """
 
 from __future__ import annotations
@@ -465,11 +466,13 @@ def build_parser() -> argparse.ArgumentParser:
     reload_book.add_argument("--name", default=None)
     reload_book.set_defaults(func=_cmd_reload_book)
 
+    from workbench.api.command import add_api_parser
     from workbench.reports.cli import add_eod_parser
     from workbench.widgets.dashboard import add_dashboard_parser
 
     add_eod_parser(sub)
     add_dashboard_parser(sub)
+    add_api_parser(sub)
 
     reap = sub.add_parser("reap", help="unlink shared memory left by dead services")
     reap.add_argument("--dry-run", action="store_true", dest="dry_run")

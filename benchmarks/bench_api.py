@@ -1,0 +1,260 @@
+"""The HTTP API under load: 200 requests/s of mixed queries plus 20 stream subscribers.
+
+Target (docs/benchmarks.md), 2 cores, the reference book under the synthetic feed: p99 of
+``GET /v1/latest`` ≤ 50 ms, and the service's flush → publish p99 within its goal (≤ 50 ms)
+while the API is loaded. The run alternates windows with the API load and windows without it
+(the API idle, no reader), ``--seconds`` of each in all, so both figures come from the same
+run of the same service.
+
+The requests come from this process (httpx, asyncio), the streams from another, so that
+neither reader's event loop delays the other's measurements. Prints per endpoint: requests,
+errors, p50/p99 (``LatencyHistogram``, within 3.5%) and max (ms); per stream subscriber the
+snapshots received; and the flush → publish p99 the aggregator reports at the end of each
+window, with and without the load.
+
+Run: ``python benchmarks/bench_api.py [--positions 40000] [--rate 5000] [--seconds 60]
+[--rps 200] [--subscribers 20] [--windows 3]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from multiprocessing.queues import Queue
+from pathlib import Path
+
+import httpx
+from _machine import machine
+from _reference import reference_service, service_options, service_parser
+
+from workbench.engine.telemetry.histograms import LatencyHistogram
+
+_ARROW = "application/vnd.apache.arrow.stream"
+_MIX: tuple[tuple[str, dict[str, str], dict[str, str], float], ...] = (
+    ("latest", {"grouping": "desk"}, {}, 0.25),
+    ("latest", {"grouping": "firm"}, {}, 0.10),
+    ("latest", {"grouping": "desk,currency", "format": "csv"}, {}, 0.10),
+    ("latest", {"grouping": "asset_class"}, {"Accept": _ARROW}, 0.10),
+    ("positions", {"asset_class": "credit", "measures": "pv,cs01"}, {}, 0.10),
+    ("positions", {"desk": "USD Rates", "format": "csv"}, {}, 0.05),
+    ("limits", {}, {}, 0.10),
+    ("breaches", {}, {}, 0.05),
+    ("status", {}, {}, 0.05),
+    ("groupings", {}, {}, 0.10),
+)  # fmt: skip
+"""Endpoint, query, headers, share of the requests."""
+
+
+class Tally:
+    """Latencies (ms) and errors per endpoint."""
+
+    def __init__(self) -> None:
+        self.hist: dict[str, LatencyHistogram] = defaultdict(LatencyHistogram)
+        self.most: dict[str, float] = defaultdict(float)
+        self.errors: dict[str, int] = defaultdict(int)
+
+    def add(self, name: str, ms: float, ok: bool) -> None:
+        self.hist[name].observe_ms(ms)
+        self.most[name] = max(self.most[name], ms)
+        if not ok:
+            self.errors[name] += 1
+
+
+async def _one(http: httpx.AsyncClient, tally: Tally, rng: random.Random) -> None:
+    name, params, headers, _ = rng.choices(_MIX, weights=[m[3] for m in _MIX])[0]
+    t0 = time.perf_counter()
+    try:
+        r = await http.get(f"/v1/{name}", params=params, headers=headers)
+        await r.aread()
+        ok = r.status_code == 200
+    except httpx.HTTPError:
+        ok = False
+    tally.add(name, (time.perf_counter() - t0) * 1e3, ok)
+
+
+_EVENT = b"event: snapshot"
+
+
+async def _subscriber(url: str, counts: list[int], slot: int) -> None:
+    """One stream: count its ``snapshot`` events (in the raw bytes: no parsing)."""
+    async with (
+        httpx.AsyncClient(base_url=url, timeout=None) as http,
+        http.stream("GET", "/v1/stream") as r,
+    ):
+        tail = b""
+        async for chunk in r.aiter_bytes():
+            seen = tail + chunk
+            counts[slot] += seen.count(_EVENT)
+            tail = seen[-(len(_EVENT) - 1) :]
+
+
+async def _subscribers(url: str, n: int, seconds: float) -> list[int]:
+    """``n`` streams for ``seconds``; the snapshots each received."""
+    counts = [0] * n
+    subs = [asyncio.create_task(_subscriber(url, counts, i)) for i in range(n)]
+    await asyncio.sleep(seconds)
+    for sub in subs:
+        sub.cancel()
+    await asyncio.gather(*subs, return_exceptions=True)
+    return counts
+
+
+def _subscribers_process(url: str, n: int, seconds: float, out: Queue[list[int]]) -> None:
+    """:func:`_subscribers` in a process of its own (the readers do not share the request
+    generator's event loop)."""
+    out.put(asyncio.run(_subscribers(url, n, seconds)))
+
+
+async def _requests(url: str, seconds: float, rps: float, tally: Tally) -> None:
+    """``seconds`` of ``rps`` requests/s, paced (not waiting for answers)."""
+    rng = random.Random(7)
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+    async with httpx.AsyncClient(base_url=url, timeout=10, limits=limits) as http:
+        pending: set[asyncio.Task[None]] = set()
+        t0 = time.perf_counter()
+        n = 0
+        while (now := time.perf_counter() - t0) < seconds:
+            due = n / rps
+            if due > now:
+                await asyncio.sleep(due - now)
+            task = asyncio.create_task(_one(http, tally, rng))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            n += 1
+        await asyncio.gather(*pending)
+
+
+def _loaded(url: str, seconds: float, rps: float, subscribers: int, tally: Tally) -> list[int]:
+    """``seconds`` of ``rps`` requests/s from this process and ``subscribers`` streams from
+    another; the snapshots each stream received."""
+    ctx = multiprocessing.get_context("spawn")
+    out: Queue[list[int]] = ctx.Queue()
+    readers = ctx.Process(target=_subscribers_process, args=(url, subscribers, seconds, out))
+    readers.start()
+    try:
+        asyncio.run(_requests(url, seconds, rps, tally))
+        counts = out.get(timeout=seconds + 30)
+    finally:
+        readers.join(10)
+        if readers.is_alive():
+            readers.kill()
+            readers.join()
+    return counts
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _flush_p99(status: dict[str, object]) -> float:
+    agg = status.get("aggregator") or {}
+    assert isinstance(agg, dict)
+    return float(agg.get("flush_to_publish_p99_ms", float("nan")))
+
+
+def _start_api(folder: Path, root: Path, name: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``workbench api`` for service ``name`` on a free loopback port, once ready."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "WORKBENCH_RUN_DIR": str(root), "HOME": str(folder)}
+    with (folder / "api.log").open("wb") as log:
+        api = subprocess.Popen(
+            [sys.executable, "-m", "workbench.cli", "api", "--service", name, "--port", str(port)],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"{url}/v1/ready", timeout=2).status_code == 200:
+                return api, url
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or api.poll() is not None:
+            api.kill()
+            raise SystemExit(f"the API did not get ready:\n{(folder / 'api.log').read_text()}")
+        time.sleep(0.2)
+
+
+def _report(
+    args: argparse.Namespace,
+    tally: Tally,
+    received: list[int],
+    published: float,
+    p99: dict[str, list[float]],
+) -> None:
+    print(
+        f"\n{args.rps:.0f} requests/s and {args.subscribers} streams for {args.seconds:.0f} s "
+        f"({args.positions:,} positions, {args.rate:,.0f} ticks/s)"
+    )
+    print(f"{'endpoint':<12}{'requests':>9}{'errors':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+    for name in sorted(tally.hist):
+        h = tally.hist[name]
+        print(f"{name:<12}{h.count:>9}{tally.errors[name]:>8}{h.quantile_ms(0.5):>9.1f}"
+              f"{h.quantile_ms(0.99):>9.1f}{tally.most[name]:>9.1f}")  # fmt: skip
+    print(
+        f"stream snapshots received per subscriber: min {min(received)}, max {max(received)} "
+        f"(published by the service in all: {published:.0f})"
+    )
+    for cond, values in p99.items():
+        print(f"flush→publish p99 (ms), {cond}: {', '.join(f'{v:.1f}' for v in values)}")
+    latest = tally.hist["latest"].quantile_ms(0.99)
+    met = latest <= 50.0 and max(p99["under the API load"]) <= 50.0
+    print(f"target (latest p99 ≤ 50 ms; flush→publish p99 ≤ 50 ms under load): "
+          f"{'met' if met else 'NOT met'}")  # fmt: skip
+
+
+def main() -> None:
+    parser = service_parser(__doc__ or "")
+    parser.add_argument("--seconds", type=float, default=60.0, help="of API load, in all")
+    parser.add_argument("--rps", type=float, default=200.0)
+    parser.add_argument("--subscribers", type=int, default=20)
+    parser.add_argument("--windows", type=int, default=3, help="loaded windows (as many idle)")
+    args = parser.parse_args()
+    print(machine(f"httpx {httpx.__version__}"))
+    with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
+        folder = Path(tmp)
+        svc, root, _ = reference_service(
+            folder, "benchapi", positions=args.positions, rate=args.rate, **service_options(args)
+        )
+        api: subprocess.Popen[bytes] | None = None
+        try:
+            api, url = _start_api(folder, root, "benchapi")
+            tally = Tally()
+            window = args.seconds / args.windows
+            p99: dict[str, list[float]] = {"idle": [], "under the API load": []}
+            received = [0] * args.subscribers
+            for i in range(args.windows):
+                time.sleep(window)  # no reader: the service alone
+                p99["idle"].append(_flush_p99(svc.status()))
+                counts = _loaded(url, window, args.rps, args.subscribers, tally)
+                p99["under the API load"].append(_flush_p99(svc.status()))
+                received = [a + b for a, b in zip(received, counts, strict=True)]
+                print(f"window {i + 1}: flush→publish p99 {p99['idle'][-1]:.1f} ms idle, "
+                      f"{p99['under the API load'][-1]:.1f} ms under the API load")  # fmt: skip
+            agg = svc.status().get("aggregator") or {}
+            _report(args, tally, received, float(agg.get("published", 0.0)), p99)
+        finally:
+            if api is not None:
+                api.terminate()
+                try:
+                    api.wait(10)
+                except subprocess.TimeoutExpired:
+                    api.kill()
+                    api.wait()
+            svc.stop()
+
+
+if __name__ == "__main__":
+    main()
