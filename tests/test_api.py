@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import polars as pl
-import pytest
 import test_api_support as support
 from polars.testing import assert_frame_equal
 from service_helpers import POSITIONS, wait
