@@ -53,10 +53,14 @@ kernel: setup
 # the desk notebook. Stopping JupyterLab (Ctrl-C) stops the service too.
 # (JupyterLab refuses to run as root unless told: containers and CI machines often are root.)
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+# The service (its risk store under its run folder), its HTTP API on 127.0.0.1:$(API_PORT) and
+# JupyterLab on the desk notebook; stopping JupyterLab stops the other two.
+API_PORT ?= 8000
 lab: price kernel
 	$(BIN)/workbench serve --book $(OUT)/book.parquet --market $(OUT)/market.json --name desk --detach
-	$(BIN)/jupyter lab notebooks/desk.ipynb --ip 127.0.0.1 --no-browser $(LAB_ROOT); \
-		status=$$?; $(BIN)/workbench stop --name desk; exit $$status
+	$(BIN)/workbench api --service desk --port $(API_PORT) > $(OUT)/api.log 2>&1 & api=$$!; \
+		$(BIN)/jupyter lab notebooks/desk.ipynb --ip 127.0.0.1 --no-browser $(LAB_ROOT); \
+		status=$$?; kill $$api; $(BIN)/workbench stop --name desk; exit $$status
 
 lint: setup
 	$(BIN)/ruff check workbench tests benchmarks
