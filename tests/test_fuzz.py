@@ -102,7 +102,8 @@ def test_fuzzed_ticks_and_requests_through_the_real_sockets(
     assert set(result.requests.by_target) == {"control", "supervisor"}
     # the stream covers what it claims to: every outcome, the size limit from both sides
     outcomes = result.ticks.model.outcomes
-    assert all(outcomes[r] > 0 for r in ("accepted", *REJECT_REASONS))
+    # every outcome a feed's tick can have ("outranked" befalls a polling source's value only)
+    assert all(outcomes[r] > 0 for r in ("accepted", *REJECT_REASONS) if r != "outranked")
     assert result.ticks.kinds["size_sweep"] > 4096
     print(f"\nfuzz: {TICKS:,} ticks and {REQUESTS} requests in {took:.1f} s; " + "; ".join(lines))
 

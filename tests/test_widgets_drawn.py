@@ -303,7 +303,7 @@ def test_history_shown_at_its_first_point_keeps_drawing(
     every later point, with no console error."""
     cells = [
         "import asyncio\nfrom IPython.display import display\nfrom workbench.widgets import "
-        f"GreekHistory\nhistory = GreekHistory({tb.NAME!r}, measures={HISTORY!r})",
+        f"GreekHistory\nhistory = GreekHistory({tb.NAME!r}, measures={HISTORY!r}, day=False)",
         "while min(line.x.size for line in history.lines.values()) < 1:\n"
         "    await asyncio.sleep(0.005)\n"
         "display(history)\nprint('shown at', history.lines['pv'].x.size, 'point(s)')",

@@ -119,6 +119,9 @@ class GreekHistory(LiveWidget):
         read thinned evenly to ``max_points - 100``.
     max_hz
         Most redraws a second (at most :data:`MAX_CHART_HZ`).
+    day
+        Open with the day so far from the store (False: the snapshots since the widget opened
+        only).
 
     Attributes
     ----------
@@ -141,10 +144,12 @@ class GreekHistory(LiveWidget):
         scope: str = "firm",
         max_points: int = 4000,
         max_hz: float = 2.0,
+        day: bool = True,
         run_root: str | None = None,
     ) -> None:
         chart_hz(max_hz)
         super().__init__(service, run_root=run_root)
+        self.day = day
         unknown = [m for m in measures if m not in COLUMNS]
         if unknown:
             raise ValueError(f"unknown measure {unknown[0]!r} (one of {COLUMNS})")
@@ -217,7 +222,7 @@ class GreekHistory(LiveWidget):
         """The day so far from the store (nothing when the service keeps none)."""
         kind = self.scope.partition(":")[0]
         grouping = STORE_GROUPINGS.get(kind)
-        if grouping is None:
+        if grouping is None or not self.day:
             return
         start = day_start(self.opened_ns)
         try:
