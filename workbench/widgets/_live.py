@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import html
 import inspect
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -22,6 +23,18 @@ from workbench.client import Client, ServiceError, SnapshotView, connect
 from workbench.widgets.delivery import Delivery
 
 T = TypeVar("T")
+
+PACING_ENV = "WORKBENCH_WIDGET_PACING"
+"""Environment variable: ``0`` turns the browser's pacing of the live widgets off (the desk
+dashboard sets it: Voila's widget manager holds back the receipts, so paced widgets would redraw
+only at each renewal of their receipt; Voila ends the kernel when its page closes, so no
+backlog builds there)."""
+
+
+def paced() -> bool:
+    """Whether live widgets wait for the browser's receipts (:data:`PACING_ENV`)."""
+    return os.environ.get(PACING_ENV, "1") != "0"
+
 
 REQUEST_TIMEOUT_S = 15.0
 """Timeout of a widget's request to the service, seconds (a profile adds its own length)."""
@@ -340,13 +353,16 @@ class LiveWidget:
         return self._delivery
 
     async def _turn(self) -> None:
-        """Return when the next redraw may be sent (:meth:`Delivery.turn` of the status line)."""
-        await self._pacing().turn()
+        """Return when the next redraw may be sent (:meth:`Delivery.turn` of the status line;
+        at once with :data:`PACING_ENV` set to ``0``)."""
+        if paced():
+            await self._pacing().turn()
 
     def _stamp(self) -> None:
         """Mark the end of a redraw: a number in the status line's ``placeholder`` that the
         browser sends back once it has applied everything before it."""
-        self.status.placeholder = self._pacing().stamp()
+        if paced():
+            self.status.placeholder = self._pacing().stamp()
 
     def _paced(
         self, box: Latest[T], apply: Callable[[T], Awaitable[None] | None], *, max_hz: float

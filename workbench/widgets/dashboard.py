@@ -171,6 +171,7 @@ def serve_dashboard(
     with tempfile.TemporaryDirectory(prefix="workbench-dashboard-") as tmp:
         folder = Path(tmp)
         env = dict(os.environ)
+        env["WORKBENCH_WIDGET_PACING"] = "0"  # Voila holds back the receipts (widgets/_live.py)
         # the desk template (no CDN stylesheets) is found under <TEMPLATES>/voila/templates
         env["JUPYTER_PATH"] = os.pathsep.join(
             p for p in (str(TEMPLATES), os.environ.get("JUPYTER_PATH")) if p
@@ -180,7 +181,9 @@ def serve_dashboard(
             kernel = FALLBACK_KERNEL
             _fallback_kernelspec(folder / "jupyter")
             env["JUPYTER_PATH"] = os.pathsep.join((str(folder / "jupyter"), env["JUPYTER_PATH"]))
-        values = {"service": name, "start_if_missing": False, "close_when_done": False}
+        # no cell awaits under Voila: an awaiting cell holds back the browser's receipts
+        values = {"service": name, "start_if_missing": False, "close_when_done": False,
+                  "wait_drawn_s": 0.0}  # fmt: skip
         nb = parameterize(json.loads(notebook.read_text()), values, kernel=kernel)
         served = folder / "served" / notebook.name
         served.parent.mkdir()

@@ -28,7 +28,7 @@ import ipywidgets as w  # type: ignore[import-untyped]
 import polars as pl
 
 from workbench.client import Client, SnapshotView
-from workbench.widgets._live import Latest, LiveWidget, status_html, throttled
+from workbench.widgets._live import Latest, LiveWidget, paced, status_html, throttled
 from workbench.widgets.delivery import PAUSE_AFTER_S, Delivery
 from workbench.widgets.greek_table import (
     COLUMNS,
@@ -158,7 +158,8 @@ class GreekGrid(LiveWidget):
         self.grouping.observe(self._regroup, names="value")
         self.pick.observe(self._picked, names="value")
         self._spawn(self._feed())
-        self._spawn(throttled(self._box, self._update, max_hz=max_hz, gate=self.delivery.turn))
+        gate = self.delivery.turn if paced() else None
+        self._spawn(throttled(self._box, self._update, max_hz=max_hz, gate=gate))
         self._spawn(throttled(self._drill_box, self._drill, max_hz=2.0))
 
     @property
