@@ -24,6 +24,30 @@ _Layout = tuple[IntArray, list[tuple[int, IntArray]]]
 """Rows of a selection of groups, ascending, and each group's (index, positions in them)."""
 
 
+def swap_groups(
+    book: Book, rows: IntArray, market: MarketSnapshot
+) -> list[tuple[IntArray, SwapGroup]]:
+    """The swaps of ``rows`` by projection curve: each group's book rows and its
+    :class:`SwapGroup` (ascending curve code)."""
+    out: list[tuple[IntArray, SwapGroup]] = []
+    curve_codes = book.underlying.codes[rows]
+    for code in np.unique(curve_codes):
+        spec = market.curve(book.underlying.labels[int(code)])
+        g_rows = rows[curve_codes == code]
+        group = SwapGroup(
+            spec,
+            market.discount_curve_id(spec.currency),
+            market,
+            notional=book.notional[g_rows],
+            start=book.start[g_rows],
+            maturity=book.maturity[g_rows],
+            fixed_rate=book.fixed_rate[g_rows],
+            spread=book.float_spread[g_rows],
+        )
+        out.append((g_rows, group))
+    return out
+
+
 class RatesPricer:
     """Swaps grouped by curve; shifted curve sets kept warm for DV01 and gamma."""
 
@@ -31,22 +55,7 @@ class RatesPricer:
 
     def __init__(self, book: Book, rows: IntArray, market: MarketSnapshot) -> None:
         self.rows = rows
-        self._groups: list[tuple[IntArray, SwapGroup]] = []
-        curve_codes = book.underlying.codes[rows]
-        for code in np.unique(curve_codes):
-            spec = market.curve(book.underlying.labels[int(code)])
-            g_rows = rows[curve_codes == code]
-            group = SwapGroup(
-                spec,
-                market.discount_curve_id(spec.currency),
-                market,
-                notional=book.notional[g_rows],
-                start=book.start[g_rows],
-                maturity=book.maturity[g_rows],
-                fixed_rate=book.fixed_rate[g_rows],
-                spread=book.float_spread[g_rows],
-            )
-            self._groups.append((g_rows, group))
+        self._groups: list[tuple[IntArray, SwapGroup]] = swap_groups(book, rows, market)
         self._names = [group.proj_id for _, group in self._groups]
         self.with_key_rates = True  # off in the live worker, which does not publish them
         self.key_rate_method: KeyRateMethod = "bump"

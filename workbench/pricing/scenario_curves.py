@@ -27,6 +27,7 @@ from workbench.market.model import MarketError, MarketSnapshot
 from workbench.market.schedules import year_fractions_from
 from workbench.pricing.bootstrap import _TOL, INTERPOLATION_METHODS, CurveBuilder
 from workbench.pricing.curves import CurveSet
+from workbench.pricing.rates_book import swap_groups
 from workbench.pricing.swaps import SwapGroup, _swap_pv
 
 _MAX_ITER = 50
@@ -141,20 +142,7 @@ class ScenarioSwaps:
     def __init__(self, book: Book, rows: IntArray, market: MarketSnapshot) -> None:
         self.rows = rows
         self._groups: list[tuple[IntArray, SwapGroup, FloatArray]] = []
-        curve_codes = book.underlying.codes[rows]
-        for code in np.unique(curve_codes):
-            spec = market.curve(book.underlying.labels[int(code)])
-            g_rows = rows[curve_codes == code]
-            group = SwapGroup(
-                spec,
-                market.discount_curve_id(spec.currency),
-                market,
-                notional=book.notional[g_rows],
-                start=book.start[g_rows],
-                maturity=book.maturity[g_rows],
-                fixed_rate=book.fixed_rate[g_rows],
-                spread=book.float_spread[g_rows],
-            )
+        for g_rows, group in swap_groups(book, rows, market):
             group.exposure()  # the cash-flow matrix, made once
             t = year_fractions_from(market.as_of, group.dates)
             self._groups.append((np.searchsorted(rows, g_rows), group, t))
