@@ -52,6 +52,7 @@ from _machine import machine
 from _probes import bucket_quantile, cpu_seconds, service_pids, status_proc, stop_service
 from _reference import CHROMIUM, reference_service, service_options, service_parser
 from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 import workbench
 from workbench.client import BUCKETS_MS
@@ -211,14 +212,27 @@ def desk_tab(lab: Lab) -> Iterator[tuple[Page, list[str]]]:
             page.goto(f"{lab.url}/lab/tree/desk.ipynb?reset&token={lab.token}")
             page.locator(".jp-Notebook").first.wait_for()
             page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for()
-            page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
-            page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+            run_all(page)
             page.locator(".wbg-r").first.wait_for()
             page.wait_for_timeout(5_000)  # every widget's first draws
             yield page, errors
         finally:
             browser.close()
             lab.shutdown_kernels()
+
+
+def run_all(page: Page, attempts: int = 3) -> None:
+    """Run → Run All Cells, again if no cell has started 20 s later: a click that comes while
+    JupyterLab is still connecting its kernel runs nothing (seen once in three runs)."""
+    for _ in range(attempts):
+        page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
+        page.locator(".lm-Menu-item[data-command='runmenu:run-all']").click()
+        with contextlib.suppress(PlaywrightTimeout):
+            page.locator(".jp-InputPrompt", has_text=re.compile(r"\[(\*|\d+)\]")).first.wait_for(
+                timeout=20_000
+            )
+            return
+    raise RuntimeError(f"Run All started no cell in {attempts} attempts")
 
 
 # --- measuring ----------------------------------------------------------------------------

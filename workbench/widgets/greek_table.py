@@ -3,7 +3,7 @@
 :class:`GridModel` turns a roll-up (a Polars frame of USD measures per group) into table rows;
 no widgets, no service. Values show three significant digits with a k/M/B suffix, cells are
 coloured by sign and by size relative to their column's largest value, a changed cell is wrapped
-in ``<b>`` (it flashes once), breached measures are outlined, stale rows greyed and the age of
+in ``<b>`` (underlined until the next redraw), breached measures are outlined, stale rows greyed and the age of
 a group priced off fallback quotes marked ``⇄n``. A grouping
 by two columns shows both on every row: the first in grey where it repeats the row above, the
 second indented; label cells never wrap or clip (the table sizes its label columns to the
@@ -77,8 +77,7 @@ STYLE: Final[str] = """<style>
 .wbg .p4{background:#5cb85c;color:#fff}
 .wbg .n1{background:#fbeaea}.wbg .n2{background:#f4c7c7}.wbg .n3{background:#ea9696}
 .wbg .n4{background:#d9534f;color:#fff}
-.wbg b{font-weight:inherit;animation:wbg-flash .6s ease-out}
-@keyframes wbg-flash{0%{outline:2px solid #f0ad4e}100%{outline:2px solid transparent}}
+.wbg b{font-weight:inherit;box-shadow:inset 0 -2px #f0ad4e}
 .wbg .x{box-shadow:inset 0 0 0 2px #d00;font-weight:bold}
 .wbg-s{opacity:.45;filter:grayscale(1)}
 .wbg .fb{color:#0550ae;font-style:italic}
@@ -223,7 +222,7 @@ class GridModel:
         """Markup of every row (keys: group values; :data:`FIRM` for the totals row).
 
         Returns only the rows whose content changed since the previous call (changed cells
-        wrapped in ``<b>``, which flash). Afterwards :attr:`rows` holds every row without flash
+        wrapped in ``<b>``, marked as changed). Afterwards :attr:`rows` holds every row without flash
         marks in display order (the firm row first, then the groups sorted by their values) and
         :attr:`flashes` the changed rows with them.
         """
