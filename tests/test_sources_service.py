@@ -152,12 +152,29 @@ def test_a_live_service_fails_over_per_quote_and_shows_it(tmp_path: Path) -> Non
         records = logs.read(log_path)
         flips = [(r["quote"], r["after"]) for r in records if r["event"] == "source_flip"]
         assert [f for f in flips if f[0] == HY] == [(HY, "rest")]  # no flip counted again
+        # the dead ingestion's polling process died with it: the supervisor reaps it
+        supervisor = client.descriptor.pid
+        wait(lambda: not _zombies_of(supervisor), 15, "no exited child left unreaped")
     finally:
         if client is not None:
             client.stop()
         pub.close(linger=0)
         ctx.term()
         server.stop()
+
+
+def _zombies_of(pid: int) -> list[int]:
+    """Pids of ``pid``'s children that exited and were not waited for."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] == "Z" and int(fields[1]) == pid:
+                out.append(int(entry.name))
+    return out
 
 
 def test_serve_refuses_a_bad_sources_file(

@@ -3,11 +3,10 @@
 :class:`GridModel` turns a roll-up (a Polars frame of USD measures per group) into table rows;
 no widgets, no service. Values show three significant digits with a k/M/B suffix, cells are
 coloured by sign and by size relative to their column's largest value, a changed cell is wrapped
-in ``<b>`` (underlined until the next redraw), breached measures are outlined, stale rows greyed and the age of
-a group priced off fallback quotes marked ``⇄n``. A grouping
-by two columns shows both on every row: the first in grey where it repeats the row above, the
-second indented; label cells never wrap or clip (the table sizes its label columns to the
-longest label).
+in ``<b>`` (underlined until the next redraw), breached measures are outlined, stale rows greyed
+and the age of a group priced off fallback quotes marked ``⇄n``. A grouping by two columns shows
+both on every row: the first in grey where it repeats the row above, the second indented; label
+cells never wrap or clip (the table sizes its label columns to the longest label).
 """
 
 from __future__ import annotations
@@ -222,9 +221,9 @@ class GridModel:
         """Markup of every row (keys: group values; :data:`FIRM` for the totals row).
 
         Returns only the rows whose content changed since the previous call (changed cells
-        wrapped in ``<b>``, marked as changed). Afterwards :attr:`rows` holds every row without flash
-        marks in display order (the firm row first, then the groups sorted by their values) and
-        :attr:`flashes` the changed rows with them.
+        wrapped in ``<b>``, marked as changed). Afterwards :attr:`rows` holds every row without
+        those marks in display order (the firm row first, then the groups sorted by their
+        values) and :attr:`flashes` the changed rows with them.
         """
         by = list(by)
         records = table.with_columns(pl.col(c).cast(pl.String) for c in by).sort(by).to_dicts()

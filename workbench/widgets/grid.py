@@ -5,8 +5,9 @@ one row per group and a footer naming the snapshot), so an update is one comm me
 re-renders only the rows whose displayed text changed and the rest is re-used as it was. Values
 show three significant digits (noise below that changes nothing). Cells are coloured by sign and
 by magnitude relative to the column's largest value, cells whose shown value changed are
-underlined in orange until the next redraw (no animation: a redraw is one paint), breached measures are outlined, and rows older than
-``stale_after_s`` (or with stale positions) are greyed. A grouping by two columns shows both in
+underlined in orange until the next redraw (no animation: a redraw is one paint), breached
+measures are outlined, and rows older than ``stale_after_s`` (or with stale positions) are
+greyed. A grouping by two columns shows both in
 full on every row (a two-level index: the repeated desk in grey, the currency indented); the
 label columns take the width of their longest label, so no label is cut.
 

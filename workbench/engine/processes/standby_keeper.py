@@ -93,6 +93,7 @@ class StandbyKeeper:
         self.forked = 0  # successors adopted
         self._reaped_ns = 0
         self._strays = False  # whether a fork may have left exited children to reap
+        self._strays_until_ns = 0  # look for them until then, found or not
 
     @property
     def process(self) -> Child | None:
@@ -154,6 +155,12 @@ class StandbyKeeper:
             return True
         return False
 
+    def expect_strays(self, now_ns: int, for_s: float = 10.0) -> None:
+        """Look for exited adopted children for the next ``for_s`` seconds: a child of the
+        supervisor died, and its own children (e.g. the ingestion's polling process, which dies
+        with its parent) become the supervisor's to reap."""
+        self._strays_until_ns = max(self._strays_until_ns, now_ns + int(for_s * 1e9))
+
     def check(self, now_ns: int, *, service_ready: bool, known: set[int]) -> bool:
         """Notice a standby's exit, give up on a successor that did not come, start a standby
         when one is due (once the service is ready), reap adopted children that exited.
@@ -180,7 +187,8 @@ class StandbyKeeper:
         if self.standby is None and self.successor is None and due and service_ready:
             self._start(now_ns)
             changed = True
-        if self._strays and now_ns - self._reaped_ns >= _REAP_EVERY_NS:
+        looking = self._strays or now_ns < self._strays_until_ns
+        if looking and now_ns - self._reaped_ns >= _REAP_EVERY_NS:
             self._reaped_ns = now_ns
             mine = set(known)
             if self.standby is not None and self.standby.process.pid is not None:

@@ -271,6 +271,7 @@ class Supervisor(ControlPlane):
         spec = live.spec
         planned = live.planned_exit
         was_ready = self.policy.children[name].ready
+        self.standby.expect_strays(now)  # its children, if any, are ours to reap now
         if spec.asset_class is not None:
             self.risk.mark_stale(spec.asset_class, spec.slot, self.rows_of[name])
         if name == "ingest" and self.quotes.repair(time.monotonic_ns()):
