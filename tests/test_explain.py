@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from workbench._types import KeyRateMethod
 from workbench.book.io import load_book
 from workbench.book.reference import generate_reference_book
 from workbench.market.io import load_market, save_market
@@ -161,8 +162,9 @@ def test_bumped_key_rates_would_leave_a_first_order_residual(case: Case) -> None
     codes, labels = book.currency.codes, book.currency.labels
     fx = base_rate_column(market, codes, labels)
     shares = {}
-    for method in ("bump", "jacobian"):
-        risk = PortfolioPricer(book, market, key_rates=method).risk(market)  # type: ignore[arg-type]
+    methods: tuple[KeyRateMethod, ...] = ("bump", "jacobian")
+    for method in methods:
+        risk = PortfolioPricer(book, market, key_rates=method).risk(market)
         kr = risk.key_rates
         greeks = Greeks(risk.pv, risk.pv_ccy, risk.delta, risk.gamma, risk.vega, risk.theta,
                         kr.rows, kr.quotes, kr.values)  # fmt: skip
