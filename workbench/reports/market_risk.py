@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import polars as pl
 
-from workbench import scenario_risk
+import workbench.scenario_risk as scenario_risk
 from workbench.reports.snapshot import BOOK_STEM, MARKET_FILE, Snapshot, pinned_book
 from workbench.risk.explain import COMPONENTS
 from workbench.risk.scenarios import DEFAULT_WINDOW, STRESS_LIBRARY
