@@ -157,3 +157,29 @@ def test_var_on_a_dask_cluster_equals_in_process(reports: Path, files: dict[str,
     assert there.measures is not None
     assert_frame_equal(here.measures, there.measures, rel_tol=1e-10, abs_tol=1e-6)
     assert_frame_equal(here.stress, there.stress)
+
+
+def test_the_book_filter_keeps_the_section_to_its_desks(reports: Path, tmp_path: Path) -> None:
+    """With a book filter, stresses and explain cover only the matching desks' positions: the
+    batch API's numbers on the book cut to them."""
+    day, before = reports / TODAY.isoformat(), reports / YESTERDAY.isoformat()
+    snap = load_snapshot(day)
+    book = pl.read_parquet(day / "snapshot_book.parquet")
+    desk = book["desk"].value_counts(sort=True)["desk"][0]
+    got = market_risk.compute(
+        snap, history_path="", previous_snapshot=str(before / "snapshot.parquet"), book_filter=desk
+    )
+    assert got.measures is None
+    book.filter(pl.col("desk") == desk).write_parquet(tmp_path / "cut.parquet")
+    assert set(got.stress["desk"].to_list()) == {desk, "Firm"}
+    stress = scenario_risk.stress(tmp_path / "cut.parquet", day / "snapshot_market.json")
+    assert_frame_equal(got.stress, stress.pnl, rel_tol=EXACT, abs_tol=1e-6)
+    previous = pl.read_parquet(before / "snapshot_book.parquet").filter(pl.col("desk") == desk)
+    previous.write_parquet(tmp_path / "cut_before.parquet")
+    _, explained = scenario_risk.explain(
+        tmp_path / "cut_before.parquet",
+        before / "snapshot_market.json",
+        day / "snapshot_market.json",
+    )
+    assert got.explain is not None
+    assert_frame_equal(got.explain, explained, rel_tol=EXACT, abs_tol=1e-6)
