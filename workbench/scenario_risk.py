@@ -291,7 +291,7 @@ def explain(
     risk-factor class, with the unexplained rest (USD)."""
     m0, m1 = load_market(from_market), load_market(to_market)
     book = load_book(book_path, market=m0)
-    greeks = _greeks(PortfolioPricer(book, m0).risk(m0))
+    greeks = _greeks(PortfolioPricer(book, m0, key_rates="jacobian").risk(m0))
     pv1 = PortfolioPricer(book, m1).pv(m1)
     codes, labels = book.currency.codes, book.currency.labels
     fx0, fx1 = base_rate_column(m0, codes, labels), base_rate_column(m1, codes, labels)

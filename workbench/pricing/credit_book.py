@@ -1,7 +1,9 @@
 """CDX index and tranche positions of a book (asset class ``credit``).
 
 ``delta`` is the CS01 (central difference for ±1bp on the index spread quote), ``gamma`` the
-second difference, ``vega`` for tranches the PV change for +1% (0.01) correlation. With the
+second difference, ``vega`` for tranches the PV change for +1% (0.01) correlation. Key rates
+are the PV change per +1bp on each quote of the index currency's discount curve (both legs are
+linear in the discount factors, so they are exact for the curve move of the chosen method). With the
 Monte Carlo method every bump reuses the index's random numbers (common random numbers), and
 one simulation serves every tranche on the index.
 
@@ -19,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from workbench._types import BP, CORR_POINT, FloatArray, IntArray
+from workbench._types import BP, CORR_POINT, FloatArray, IntArray, KeyRateMethod
 from workbench.book.schema import Book
 from workbench.market.model import CreditIndex, MarketSnapshot
 from workbench.pricing.credit import (
@@ -51,7 +53,8 @@ class CreditPricer(SelectionPricer):
     """Index and tranche positions grouped by index; one simulation per index.
 
     ``pv``: dirty, protection buyer positive. ``risk``: PV, CS01, gamma and correlation vega
-    (tranches), in the index currency.
+    (tranches), in the index currency, and with ``with_key_rates`` (off in the live worker)
+    the key rates on the discount curve by ``key_rate_method`` (docs/greeks.md).
     """
 
     asset_class = "credit"
@@ -67,6 +70,8 @@ class CreditPricer(SelectionPricer):
     ) -> None:
         self.rows = rows
         self.method = method
+        self.with_key_rates = True
+        self.key_rate_method: KeyRateMethod = "bump"
         specs = {c.id: c for c in market.credit_indices}
         is_tranche = book.product.codes[rows] == book.product.labels.index("CDX_TRANCHE")
         und = book.underlying.codes[rows]
@@ -217,6 +222,7 @@ class CreditPricer(SelectionPricer):
         delta = np.zeros(self.rows.size)
         gamma = np.zeros(self.rows.size)
         vega = np.zeros(self.rows.size)
+        kr_parts: list[KeyRates] = []
         for spec, idx_rows, tr_rows in self._groups:
             if only is not None and spec.id not in only:
                 continue
@@ -228,6 +234,12 @@ class CreditPricer(SelectionPricer):
             df_mid = curve.discount(0.5 * (sched.start_t + sched.pay_t))
             s = market.quote(spec.spread_quote)
             bumps = (0.0, BP, -BP) if greeks else (0.0,)
+            moves = None
+            if greeks and self.with_key_rates:
+                moves = _discount_moves(
+                    curves, market.discount_curve_id(spec.currency), sched, self.key_rate_method
+                )
+                quotes = market.quote_rows(moves[0])
             if idx_rows.size:
                 at = self._where[spec.id][0]
                 n = b.notional[idx_rows]
@@ -247,6 +259,22 @@ class CreditPricer(SelectionPricer):
                 if greeks:
                     delta[at] = (vals[1] - vals[2]) / 2.0
                     gamma[at] = vals[1] - 2.0 * vals[0] + vals[2]
+                if moves is not None:
+                    matrix = np.column_stack(
+                        [
+                            n
+                            * index_pv(
+                                sched,
+                                df * g,
+                                df_mid * g_mid,
+                                spread=s,
+                                recovery=spec.recovery,
+                                coupon=b.coupon[idx_rows],
+                            )
+                            for g, g_mid in zip(moves[1], moves[2], strict=True)
+                        ]
+                    )
+                    kr_parts.append(KeyRates.from_dense(idx_rows, quotes, matrix))
             if tr_rows.size:
                 at = self._where[spec.id][1]
                 n = b.notional[tr_rows]
@@ -263,7 +291,36 @@ class CreditPricer(SelectionPricer):
                     delta[at] = n * (up - down) / 2.0
                     gamma[at] = n * (up - 2.0 * base + down)
                     vega[at] = n * (corr - base)
+                if moves is not None:
+                    # both legs are affine in the expected losses: the mean over paths first
+                    el = losses[0].mean(axis=0, keepdims=True)
+                    c = b.coupon[tr_rows]
+                    matrix = np.column_stack(
+                        [n * tranche_pv(el, sched, df * g, c)[0] for g in moves[1]]
+                    )
+                    kr_parts.append(KeyRates.from_dense(tr_rows, quotes, matrix))
+        key_rates = KeyRates.concat(kr_parts)
         if only is None:
-            return ClassRisk(self.rows, pv, delta, gamma, vega, KeyRates.empty())
+            return ClassRisk(self.rows, pv, delta, gamma, vega, key_rates)
         m = self._mask(only)
-        return ClassRisk(self.rows[m], pv[m], delta[m], gamma[m], vega[m], KeyRates.empty())
+        return ClassRisk(self.rows[m], pv[m], delta[m], gamma[m], vega[m], key_rates)
+
+
+def _discount_moves(
+    curves: CurveSet, curve_id: str, sched: PremiumSchedule, method: KeyRateMethod
+) -> tuple[tuple[str, ...], FloatArray, FloatArray]:
+    """Quote ids and, per +1bp on each, the discount factors at the premium dates and at the
+    period mid-points as multiples of today's, less one (quotes × dates each): the central
+    difference of the re-solved curves (``"bump"``) or the exact derivative (``"jacobian"``).
+    A leg linear in the discount factors changes by itself priced on ``df ×`` these."""
+    mid = 0.5 * (sched.start_t + sched.pay_t)
+    times = np.concatenate([sched.pay_t, mid])
+    if method == "jacobian":
+        qids, sens = curves.log_df_sensitivity(curve_id, times)
+        rel: FloatArray = sens.T
+    else:
+        qids, up, down = curves.log_df_bumped(curve_id, times)
+        base = curves[curve_id].log_discount(times)
+        rel = (np.exp(up - base) - np.exp(down - base)) / 2.0
+    k = sched.pay_t.size
+    return qids, np.ascontiguousarray(rel[:, :k]), np.ascontiguousarray(rel[:, k:])

@@ -5,7 +5,9 @@ For each position (USD; docs/var.md, "PnL explain"):
 * **actual** = PV at the second market − PV at the first, both by full revaluation, each
   converted at its own market's FX;
 * **rates** = Σ key-rate DV01 × the quote's move in bp, plus for swaps ½·gamma·(mean move of
-  their currency's rate quotes in bp)²;
+  their currency's rate quotes in bp)²; the key rates are to be the exact first derivative
+  (``key_rates="jacobian"``, CDX indices and tranches included): this is a Taylor expansion,
+  and the ±1bp bumped ones leave a first-order residual (docs/greeks.md);
 * **fx** = for FX products delta·r + ½·gamma·r² with r the pair's spot move in %; plus, for every
   position not in USD, the translation of its first PV at the new FX rate
   (pv_ccy · (fx₁ − fx₀));
