@@ -38,6 +38,7 @@ from workbench.pricing.splines import PackedSplines, SplineCache
 from workbench.pricing.surfaces import (
     FxVolSurfaceModel,
     SmileRows,
+    fx_smile_slopes,
     fx_smile_vols,
     smile_basis,
     smile_rows,
@@ -64,7 +65,9 @@ class FxPricer(SurfacePricer):
     """FX forwards and options of a book (asset class ``fx``), grouped by pair.
 
     ``risk``: PV, 1% spot delta and gamma (smile re-solved at each bumped spot: sticky delta),
-    vol-point vega and key-rate DV01s, in the pair's quote currency.
+    vol-point vega and key-rate DV01s, in the pair's quote currency. An option's key rates move
+    its forward with the curves and its vol with the forward (the smile is sticky in delta: its
+    slope in log-moneyness from the two moved-spot solves), spot held.
     """
 
     asset_class = "fx"
@@ -206,6 +209,7 @@ class FxPricer(SurfacePricer):
         gamma = np.zeros(rows.size)
         vega = np.zeros(rows.size)
         rho_d = rho_f = t_op = np.empty(0)  # the options' rhos, for the key rates
+        smile_fwd = np.empty(0)  # ∂PV/∂log F through the smile's vol (sticky delta)
         if op.any():
             t_op = t[op]
             r_d = -lq_t[op] / t_op
@@ -245,6 +249,9 @@ class FxPricer(SurfacePricer):
                 gamma[op] = up - 2.0 * base + down
                 vega[op] = n_op * res.vega * VOL_POINT
                 rho_d, rho_f = n_op * res.rho_d, n_op * res.rho_f
+                if self.with_key_rates:  # the vol moves with log F (sticky delta)
+                    slope = fx_smile_slopes(packed, which, rows_kept, s_op, *legs, vol)
+                    smile_fwd = n_op * res.vega * slope
             else:
                 pv[op] = n_op * black_price(sg_op, s_op, *legs, vol)
         key_parts: list[KeyRates] = []
@@ -254,11 +261,12 @@ class FxPricer(SurfacePricer):
             d_lq_t = np.where(fw, -notional * strike * df_q, 0.0)
             d_lb_s = np.where(fw, -fwd_leg, 0.0)
             d_lq_s = np.where(fw, fwd_leg, 0.0)
-            # options: r_d = -lq_t/t, r_f = (-lb_t + lb_s - lq_s)/t, spot held fixed
-            d_lq_t[op] = -rho_d / t_op
-            d_lb_t[op] = -rho_f / t_op
-            d_lb_s[op] = rho_f / t_op
-            d_lq_s[op] = -rho_f / t_op
+            # options: r_d = -lq_t/t, r_f = (-lb_t + lb_s - lq_s)/t, spot held fixed; the vol
+            # through log F = log S + lb_t - lb_s - lq_t + lq_s
+            d_lq_t[op] = -rho_d / t_op - smile_fwd
+            d_lb_t[op] = -rho_f / t_op + smile_fwd
+            d_lb_s[op] = rho_f / t_op - smile_fwd
+            d_lq_s[op] = -rho_f / t_op + smile_fwd
             at = 0
             for g, m in zip(picked, sizes, strict=True):
                 sl = slice(at, at + m)

@@ -258,6 +258,41 @@ def smile_solve(
 
 
 @numba.njit(cache=True, nogil=True)
+def smile_slopes(
+    packed: tuple[np.ndarray, ...],
+    which: np.ndarray,
+    coef: np.ndarray,
+    top: np.ndarray,
+    t: np.ndarray,
+    log_m: np.ndarray,
+    vol: np.ndarray,
+) -> np.ndarray:  # pragma: no cover - compiled
+    """∂σ/∂log(F/K) per option at its solved vol ``vol`` (:func:`smile_solve`'s answer for the
+    same inputs): the implicit derivative of σ = s(T, Φ(d1(σ))), the smile held."""
+    out = np.empty(t.size)
+    work = np.empty((2, 8))
+    by = np.empty(8)
+    dy = np.empty(8)
+    for p in range(t.size):
+        _, ty, _, _, ky, box = _unpack(packed, which[p])
+        _, out[p] = _smile_newton(
+            coef[p],
+            ty,
+            ky,
+            box[2],
+            box[3],
+            top[p],
+            log_m[p],
+            math.sqrt(t[p]),
+            vol[p],
+            by,
+            dy,
+            work,
+        )
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
 def spline_values(
     packed: tuple[np.ndarray, ...], which: np.ndarray, x: np.ndarray, y: np.ndarray
 ) -> np.ndarray:  # pragma: no cover - compiled
@@ -291,4 +326,4 @@ def spline_values(
     return out
 
 
-__all__ = ["expiry_basis", "expiry_rows", "smile_solve", "spline_values"]
+__all__ = ["expiry_basis", "expiry_rows", "smile_slopes", "smile_solve", "spline_values"]

@@ -18,7 +18,13 @@ from datetime import date
 import numpy as np
 
 from workbench._types import FloatArray, IntArray
-from workbench.pricing.spline_kernels import expiry_basis, expiry_rows, smile_solve, spline_values
+from workbench.pricing.spline_kernels import (
+    expiry_basis,
+    expiry_rows,
+    smile_slopes,
+    smile_solve,
+    spline_values,
+)
 from workbench.pricing.splines import (
     GridFit,
     PackedSplines,
@@ -124,6 +130,27 @@ def fx_smile_vols(
     if smiles:
         smiles[0].cache.lookup_ns += time.perf_counter_ns() - t0
     return vol if spot_moves else vol[:, 0]
+
+
+def fx_smile_slopes(
+    packed: PackedSplines,
+    which: IntArray,
+    rows: SmileRows,
+    S: FloatArray,
+    K: FloatArray,
+    T: FloatArray,
+    r_d: FloatArray,
+    r_f: FloatArray,
+    vol: FloatArray,
+) -> FloatArray:
+    """∂σ/∂log F of options at their solved vols ``vol`` (:func:`fx_smile_vols` on the same
+    smiles ``packed``, options ``which``, smile ``rows`` and inputs): how each vol moves with
+    its forward on a smile sticky in delta, exact (the implicit derivative of the solve)."""
+    t = np.ascontiguousarray(T, dtype=np.float64)
+    log_m = np.ascontiguousarray(np.log(S * np.exp((r_d - r_f) * t) / K), dtype=np.float64)
+    at = np.ascontiguousarray(which, dtype=np.int64)
+    v = np.ascontiguousarray(vol, dtype=np.float64)
+    return smile_slopes(packed.args(), at, rows[0], rows[1], t, log_m, v)
 
 
 def equity_vols(
@@ -286,6 +313,7 @@ __all__ = [
     "SplineCache",
     "TensorSpline",
     "equity_vols",
+    "fx_smile_slopes",
     "fx_smile_vols",
     "smile_basis",
     "smile_rows",
