@@ -22,7 +22,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -48,6 +48,7 @@ _PRICERS: dict[str, ScenarioBook] = {}
 _GREEKS: dict[str, GreeksState] = {}
 """In a worker: the Greeks of each chunk whose gap it has computed, by chunk key."""
 _KEPT = 8
+_T = TypeVar("_T")
 CHUNK = 200_000
 """Positions per book chunk by default: the whole reference book is one chunk, so the work that
 each scenario costs whatever the chunk's size (its curves, smiles and tranche loss
@@ -78,28 +79,13 @@ class Layout:
     block: int
 
 
-def _held(key: str, chunk: Book, market: MarketSnapshot) -> ScenarioBook:
-    """In a worker: the chunk's set-up pricer, built on first use."""
-    held = _PRICERS.get(key)
-    if held is None:
-        held = ScenarioBook(chunk, market)
-        while len(_PRICERS) >= _KEPT:
-            _PRICERS.pop(next(iter(_PRICERS)))  # the oldest
-        _PRICERS[key] = held
-    return held
-
-
-def _chunk_pnl(
-    key: str,
-    chunk: Book,
-    market: MarketSnapshot,
-    values: FloatArray,
-    codes: IntArray,
-    n_groups: int,
-) -> FloatArray:
-    """In a worker: the chunk's PnL under each scenario row of ``values``, summed by group
-    (block × groups), USD."""
-    return _held(key, chunk, market).group_pnl(values, codes, n_groups)
+def _kept(held: dict[str, _T], key: str, make: Callable[[], _T]) -> _T:
+    """``held[key]``, made on first use; the oldest dropped beyond :data:`_KEPT`."""
+    if key not in held:
+        while len(held) >= _KEPT:
+            held.pop(next(iter(held)))
+        held[key] = make()
+    return held[key]
 
 
 def _chunk_task(
@@ -111,20 +97,18 @@ def _chunk_task(
     n_groups: int,
     gap: tuple[int, int, int] | None,
 ) -> tuple[FloatArray, BlockGap | None]:
-    """In a worker: :func:`_chunk_pnl` and, with ``gap`` = (the block's first scenario, the
-    chunk's first position, pairs kept), the Greeks' estimate of the block beside its full
-    revaluation (:func:`workbench.scenario_greeks.block_gap`)."""
-    sums = _chunk_pnl(key, chunk, market, values, codes, n_groups)
+    """In a worker: the chunk's PnL under each scenario row of ``values``, summed by group
+    (block × groups, USD), and, with ``gap`` = (the block's first scenario, the chunk's first
+    position, pairs kept), the Greeks' estimate of the block beside its full revaluation
+    (:func:`workbench.scenario_greeks.block_gap`)."""
+    pricer = _kept(_PRICERS, key, lambda: ScenarioBook(chunk, market))
+    sums = pricer.group_pnl(values, codes, n_groups)
     if gap is None:
         return sums, None
     start, first, worst = gap
-    state = _GREEKS.get(key)
-    if state is None:
-        rows = np.arange(first, first + len(chunk), dtype=np.int64)
-        state = GreeksState(chunk, market, rows=rows, scenario_book=_held(key, chunk, market))
-        while len(_GREEKS) >= _KEPT:
-            _GREEKS.pop(next(iter(_GREEKS)))
-        _GREEKS[key] = state
+    rows = np.arange(first, first + len(chunk), dtype=np.int64)
+    state = _kept(_GREEKS, key,
+                  lambda: GreeksState(chunk, market, rows=rows, scenario_book=pricer))  # fmt: skip
     return sums, block_gap(state, values, start, worst)
 
 
