@@ -31,7 +31,14 @@ from workbench.pricing.revaluation import group_pnl_by_block, scenario_pnl
 from workbench.pricing.scenario_book import ScenarioBook
 from workbench.risk.loss import group_pnl
 from workbench.risk.scenarios import historical_scenarios, stress_scenarios
-from workbench.scenario_cluster import Layout, cluster, distributed_group_pnl
+from workbench.scenario_cluster import (
+    _GREEKS,
+    Layout,
+    cluster,
+    distributed_group_pnl,
+    distributed_pnl_and_gap,
+)
+from workbench.scenario_greeks import greeks_gap
 
 DASK = Path(sys.executable).parent / "dask"
 
@@ -131,14 +138,19 @@ def test_workers_started_from_the_command_line_give_the_single_process_pnl(
             assert rel.max() <= 1e-12, f"{layout}: {rel.max():.1e}"
 
 
+def _var_args(priced: tuple[MarketSnapshot, Book, Path]) -> list[str]:
+    """``workbench var`` on the test book and 8 days of a history written beside it."""
+    market, _, folder = priced
+    save_history(generate_history(market, days=9, seed=5), folder / "history.parquet")
+    return [sys.executable, "-m", "workbench.cli", "var", "--book", str(folder / "book.parquet"),
+            "--market", str(folder / "market.json"), "--history",
+            str(folder / "history.parquet"), "--window", "8"]  # fmt: skip
+
+
 def test_workbench_var_runs_on_a_scheduler_and_on_the_embedded_cluster(
     scheduler: str, priced: tuple[MarketSnapshot, Book, Path]
 ) -> None:
-    market, _, folder = priced
-    save_history(generate_history(market, days=9, seed=5), folder / "history.parquet")
-    args = [sys.executable, "-m", "workbench.cli", "var", "--book", str(folder / "book.parquet"),
-            "--market", str(folder / "market.json"), "--history",
-            str(folder / "history.parquet"), "--window", "8"]  # fmt: skip
+    args, folder = _var_args(priced), priced[2]
     outs = {}
     for label, extra in (("remote", ["--scheduler", scheduler]), ("local", []),
                          ("in-process", ["--in-process"])):  # fmt: skip
@@ -172,3 +184,84 @@ def test_the_embedded_cluster_leaves_this_process_environment_alone() -> None:
         threads = client.run(lambda: os.environ.get("NUMBA_NUM_THREADS"))
     assert list(threads.values()) == ["1"]
     assert dict(os.environ) == before
+
+
+def test_the_greeks_gap_is_computed_by_the_workers_and_equals_the_in_process_one(
+    scheduler: str, priced: tuple[MarketSnapshot, Book, Path]
+) -> None:
+    market, book, _ = priced
+    values = _values(market)
+    names = [f"s{i}" for i in range(values.shape[0])]
+    n_desks = len(book.desk.labels)
+    want = greeks_gap(book, market, values, names, worst=40)
+    want_pnl = group_pnl_by_block(ScenarioBook(book, market), values, book.desk.codes, n_desks)
+    from distributed import Client
+
+    def _forget_greeks() -> None:  # nested: sent to the workers by value
+        from workbench import scenario_cluster
+
+        scenario_cluster._GREEKS.clear()
+
+    def _greeks_held() -> int:
+        from workbench import scenario_cluster
+
+        return len(scenario_cluster._GREEKS)
+
+    with Client(scheduler, timeout="60s") as client:
+        client.run(_forget_greeks)
+        first = None
+        for layout in (None, Layout(chunks=3, block=2)):
+            pnl, got = distributed_pnl_and_gap(client, book, market, values, book.desk.codes,
+                                               n_desks, names, worst=40, layout=layout)  # fmt: skip
+            floor = 1e-12 * np.abs(want_pnl).max()
+            assert (np.abs(pnl - want_pnl) / np.maximum(np.abs(want_pnl), floor)).max() <= 1e-12
+            first = first or got
+            _same_gap(got.by_desk, first.by_desk)  # whatever the chunks and blocks
+            _same_gap(got.by_desk, want.by_desk)  # and as in this process
+            assert got.worst.height == 40
+            assert got.worst.select("position_id", "scenario").equals(
+                want.worst.select("position_id", "scenario")
+            )
+            scale = np.abs(want.by_desk["full"].to_numpy()).max()
+            np.testing.assert_allclose(got.worst["gap"].to_numpy(), want.worst["gap"].to_numpy(),
+                                       rtol=0.0, atol=1e-11 * scale)  # fmt: skip
+        # the Greeks were set up in the workers (one per chunk each worker ran)
+        held = client.run(_greeks_held)
+    assert sum(held.values()) >= 2, held
+    assert not _GREEKS  # and not here
+
+
+def _same_gap(got: pl.DataFrame, want: pl.DataFrame) -> None:
+    """Full revaluation by desk to 1e-12 relative; the Greeks' estimate and the gap to 1e-11
+    of the firm's PnL: the live pricers' Greeks (finite differences) differ by ~1e-14 between
+    processes with other thread counts, a desk's estimate by up to ~1e-12 of the firm's."""
+    assert got.select("scenario", "desk").equals(want.select("scenario", "desk"))
+    a, b = got["full"].to_numpy(), want["full"].to_numpy()
+    scale = np.abs(b).max()
+    rel = np.abs(a - b) / np.maximum(np.abs(b), 1e-12 * scale)
+    assert rel.max() <= 1e-12, f"full: {rel.max():.1e}"
+    for col in ("greeks", "gap"):
+        off = np.abs(got[col].to_numpy() - want[col].to_numpy()).max() / scale
+        assert off <= 1e-11, f"{col}: {off:.1e} of the firm's PnL"
+
+
+def test_workbench_var_greeks_and_groupings_on_a_scheduler_equal_in_process(
+    scheduler: str, priced: tuple[MarketSnapshot, Book, Path]
+) -> None:
+    folder = priced[2]
+    args = [*_var_args(priced), "--greeks", "--by", "asset_class,currency"]
+    outs = {}
+    for label, extra in (("remote", ["--scheduler", scheduler]), ("in-process", ["--in-process"])):
+        out = folder / f"greeks-{label}"
+        done = subprocess.run([*args, *extra, "--out", str(out)], capture_output=True,
+                              text=True, timeout=600, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        outs[label] = {f: pl.read_parquet(out / f) for f in
+                       ("greeks_pnl.parquet", "greeks_gap.parquet", "pnl_by.parquet")}  # fmt: skip
+    _same_gap(outs["remote"]["greeks_pnl.parquet"], outs["in-process"]["greeks_pnl.parquet"])
+    scale = np.abs(outs["in-process"]["greeks_pnl.parquet"]["full"].to_numpy()).max()
+    a, b = (outs[k]["greeks_gap.parquet"]["gap"].to_numpy() for k in ("remote", "in-process"))
+    assert np.abs(a - b).max() <= 1e-11 * scale
+    a, b = (outs[k]["pnl_by.parquet"]["pnl"].to_numpy() for k in ("remote", "in-process"))
+    rel = np.abs(a - b) / np.maximum(np.abs(b), 1e-12 * np.abs(b).max())
+    assert rel.max() <= 1e-12, f"pnl_by: {rel.max():.1e}"

@@ -49,13 +49,26 @@ def _cmd_market_history(args: argparse.Namespace) -> int:
     return 0
 
 
+_BY_HELP = ("groupings beside the desks, comma-separated: desk, book, product, asset_class, "
+            "currency, underlying (pnl_by.parquet, measures_by.parquet)")  # fmt: skip
+
+
+def _by(text: str) -> tuple[str, ...]:
+    from workbench.risk.groupings import parse_by
+
+    try:
+        return parse_by(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _cmd_var(args: argparse.Namespace) -> int:
     from workbench import scenario_risk
 
     where = scenario_risk.Where(args.in_process, args.scheduler, args.dask_workers)
     result = scenario_risk.historical(
         args.book, args.market, args.history, window=args.window, where=where, progress=sys.stderr,
-        greeks=args.greeks,
+        greeks=args.greeks, by=args.by,
     )  # fmt: skip
     scenario_risk.write(result, args.out)
     return 0
@@ -66,7 +79,7 @@ def _cmd_stress(args: argparse.Namespace) -> int:
     from workbench.risk.scenarios import STRESS_LIBRARY
 
     path = args.scenarios if args.scenarios is not None else STRESS_LIBRARY
-    result = scenario_risk.stress(args.book, args.market, path, progress=sys.stderr)
+    result = scenario_risk.stress(args.book, args.market, path, progress=sys.stderr, by=args.by)
     scenario_risk.write(result, args.out)
     return 0
 
@@ -349,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="revalue in this process, without Dask")  # fmt: skip
     var.add_argument("--greeks", action="store_true",
                      help="also the Greeks' estimate of every day and where it misses")  # fmt: skip
+    var.add_argument("--by", type=_by, default=("desk",), help=_BY_HELP)
     var.set_defaults(func=_cmd_var)
     stress = sub.add_parser("stress", help="a book's PnL under named stress scenarios")
     stress.add_argument("--book", required=True, help="book .parquet or .csv")
@@ -356,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     stress.add_argument("--scenarios", type=Path, default=None,
                         help="stress file JSON (default: the shipped library)")  # fmt: skip
     stress.add_argument("--out", type=Path, required=True, help="output folder")
+    stress.add_argument("--by", type=_by, default=("desk",), help=_BY_HELP)
     stress.set_defaults(func=_cmd_stress)
 
     expl = sub.add_parser("explain", help="a book's PnL between two markets, explained")

@@ -1,10 +1,13 @@
 """Scenario revaluation on Dask distributed: the same PnL as one process, spread over workers.
 
 The book is cut into row chunks and the scenarios into blocks; a task is (chunk × block). The
-chunks and the market are scattered once; each worker keeps a
+chunks, their group codes and the market are scattered once; each worker keeps a
 :class:`~workbench.pricing.scenario_book.ScenarioBook` per chunk it has seen (its set-up is the
 expensive, quote-independent part), revalues the block's scenarios at once and returns only the
 per-scenario PnL summed by group (block × groups): no per-position matrix crosses the network.
+Asked for the Greeks' gap (:func:`distributed_pnl_and_gap`), the same task also estimates its
+block from the chunk's Greeks (set up once per worker and chunk) and returns the desk sums of
+both PnLs and its largest gaps (:mod:`workbench.scenario_greeks`).
 Pricing is pure, so the result does not depend on chunking or on the number of workers (sums in
 another order: equal to ~1e-15).
 
@@ -17,9 +20,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -28,13 +31,24 @@ from workbench.book.schema import Book
 from workbench.market.model import MarketSnapshot
 from workbench.pricing.revaluation import BLOCK
 from workbench.pricing.scenario_book import ScenarioBook
+from workbench.scenario_greeks import (
+    WORST,
+    BlockGap,
+    GreeksGap,
+    GreeksState,
+    block_gap,
+    merge_gaps,
+)
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"
 """The environment variable naming a running scheduler (what Dask itself reads)."""
 
 _PRICERS: dict[str, ScenarioBook] = {}
 """In a worker: the set-up book of each chunk it has revalued, by chunk key."""
+_GREEKS: dict[str, GreeksState] = {}
+"""In a worker: the Greeks of each chunk whose gap it has computed, by chunk key."""
 _KEPT = 8
+_T = TypeVar("_T")
 CHUNK = 200_000
 """Positions per book chunk by default: the whole reference book is one chunk, so the work that
 each scenario costs whatever the chunk's size (its curves, smiles and tranche loss
@@ -65,23 +79,37 @@ class Layout:
     block: int
 
 
-def _chunk_pnl(
+def _kept(held: dict[str, _T], key: str, make: Callable[[], _T]) -> _T:
+    """``held[key]``, made on first use; the oldest dropped beyond :data:`_KEPT`."""
+    if key not in held:
+        while len(held) >= _KEPT:
+            held.pop(next(iter(held)))
+        held[key] = make()
+    return held[key]
+
+
+def _chunk_task(
     key: str,
     chunk: Book,
     market: MarketSnapshot,
     values: FloatArray,
     codes: IntArray,
     n_groups: int,
-) -> FloatArray:
+    gap: tuple[int, int, int] | None,
+) -> tuple[FloatArray, BlockGap | None]:
     """In a worker: the chunk's PnL under each scenario row of ``values``, summed by group
-    (block × groups), USD."""
-    held = _PRICERS.get(key)
-    if held is None:
-        held = ScenarioBook(chunk, market)
-        while len(_PRICERS) >= _KEPT:
-            _PRICERS.pop(next(iter(_PRICERS)))  # the oldest
-        _PRICERS[key] = held
-    return held.group_pnl(values, codes, n_groups)
+    (block × groups, USD), and, with ``gap`` = (the block's first scenario, the chunk's first
+    position, pairs kept), the Greeks' estimate of the block beside its full revaluation
+    (:func:`workbench.scenario_greeks.block_gap`)."""
+    pricer = _kept(_PRICERS, key, lambda: ScenarioBook(chunk, market))
+    sums = pricer.group_pnl(values, codes, n_groups)
+    if gap is None:
+        return sums, None
+    start, first, worst = gap
+    rows = np.arange(first, first + len(chunk), dtype=np.int64)
+    state = _kept(_GREEKS, key,
+                  lambda: GreeksState(chunk, market, rows=rows, scenario_book=pricer))  # fmt: skip
+    return sums, block_gap(state, values, start, worst)
 
 
 @contextlib.contextmanager
@@ -130,6 +158,45 @@ def distributed_group_pnl(
     scenarios than workers × blocks); ``progress(done, total)`` counts scenarios as blocks
     finish.
     """
+    out, _ = _distributed(client, book, market, values, codes, n_groups, layout=layout,
+                          progress=progress, worst=None)  # fmt: skip
+    return out
+
+
+def distributed_pnl_and_gap(
+    client: Any,
+    book: Book,
+    market: MarketSnapshot,
+    values: FloatArray,
+    codes: IntArray,
+    n_groups: int,
+    names: Sequence[str],
+    *,
+    worst: int = WORST,
+    layout: Layout | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[FloatArray, GreeksGap]:
+    """:func:`distributed_group_pnl` and, from the same tasks, the Greeks' estimate of every
+    scenario (named ``names``) beside its full revaluation
+    (:func:`workbench.scenario_greeks.greeks_gap`'s result, computed on the workers)."""
+    out, parts = _distributed(client, book, market, values, codes, n_groups, layout=layout,
+                              progress=progress, worst=worst)  # fmt: skip
+    return out, merge_gaps(parts, book, names, worst)
+
+
+def _distributed(
+    client: Any,
+    book: Book,
+    market: MarketSnapshot,
+    values: FloatArray,
+    codes: IntArray,
+    n_groups: int,
+    *,
+    layout: Layout | None,
+    progress: Callable[[int, int], None] | None,
+    worst: int | None,
+) -> tuple[FloatArray, list[BlockGap]]:
+    """The group sums and, with ``worst``, each task's :class:`BlockGap`."""
     from distributed import as_completed
 
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
@@ -140,19 +207,26 @@ def distributed_group_pnl(
     chunks = [c for c in np.array_split(np.arange(len(book)), cut.chunks) if c.size]
     keys = [chunk_key(book, market, c) for c in chunks]
     parts = client.scatter([book.take(c) for c in chunks], broadcast=True)
+    chunk_codes = client.scatter([np.ascontiguousarray(codes[c]) for c in chunks],
+                                 broadcast=True)  # fmt: skip
     shared_market = client.scatter(market, broadcast=True)
     starts = list(range(0, n_s, cut.block))
     futures = {}
-    for k, (key, part, rows) in enumerate(zip(keys, parts, chunks, strict=True)):
+    for k, (key, part, rows, part_codes) in enumerate(zip(keys, parts, chunks, chunk_codes,
+                                                          strict=True)):  # fmt: skip
         for b in starts:
-            block = values[b : b + cut.block]
-            fut = client.submit(_chunk_pnl, key, part, shared_market, block, codes[rows],
-                                n_groups, pure=False)  # fmt: skip
+            gap = None if worst is None else (b, int(rows[0]), worst)
+            fut = client.submit(_chunk_task, key, part, shared_market, values[b : b + cut.block],
+                                part_codes, n_groups, gap, pure=False)  # fmt: skip
             futures[fut] = (k, b)
     sums: dict[tuple[int, int], FloatArray] = {}
+    gaps: list[BlockGap] = []
     done = 0
     for fut in as_completed(futures):  # type: ignore[no-untyped-call]
-        sums[futures[fut]] = part_sum = fut.result()
+        part_sum, part_gap = fut.result()
+        sums[futures[fut]] = part_sum
+        if part_gap is not None:
+            gaps.append(part_gap)
         done += part_sum.shape[0]
         if progress is not None:
             progress(done // len(chunks), n_s)
@@ -161,7 +235,13 @@ def distributed_group_pnl(
         for b in starts:
             block_sum = sums[(k, b)]
             out[b : b + block_sum.shape[0]] += block_sum
-    return out
+    return out, gaps
 
 
-__all__ = ["SCHEDULER_ENV", "Layout", "cluster", "distributed_group_pnl"]
+__all__ = [
+    "SCHEDULER_ENV",
+    "Layout",
+    "cluster",
+    "distributed_group_pnl",
+    "distributed_pnl_and_gap",
+]

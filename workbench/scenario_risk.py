@@ -19,17 +19,17 @@ from typing import TextIO
 import numpy as np
 import polars as pl
 
-from workbench._types import FloatArray, IntArray
+from workbench._types import FloatArray
 from workbench.book.io import load_book
-from workbench.book.schema import Book
 from workbench.market.history import MAX_FILL_DAYS, load_history
 from workbench.market.io import load_market
 from workbench.market.model import MarketSnapshot
 from workbench.pricing.conversion import base_rate_column
-from workbench.pricing.portfolio import BookRisk, PortfolioPricer
-from workbench.pricing.revaluation import BLOCK, group_pnl_by_block
+from workbench.pricing.portfolio import PortfolioPricer
+from workbench.pricing.revaluation import group_pnl_by_block
 from workbench.pricing.scenario_book import ScenarioBook
-from workbench.risk.explain import GreekMap, Greeks, explain_by, explain_positions
+from workbench.risk.explain import explain_by, explain_positions
+from workbench.risk.groupings import GROUP_COLUMNS, Grouping, cells, grouping, parse_by, sum_cells
 from workbench.risk.loss import (
     ES_LEVEL,
     LEVELS,
@@ -45,22 +45,8 @@ from workbench.risk.scenarios import (
     historical_scenarios,
     stress_scenarios,
 )
-from workbench.scenario_cluster import cluster, distributed_group_pnl
-
-
-@dataclass(frozen=True)
-class GreeksGap:
-    """The Greeks' estimate of every scenario beside its full revaluation (USD).
-
-    ``by_desk``: per scenario and desk, the firm as ``"Firm"``: ``scenario``, ``desk``,
-    ``full`` (full-revaluation PnL), ``greeks`` (the Greeks' PnL, :class:`GreekMap`), ``gap``
-    (full − greeks); ``worst``: the (position, scenario) pairs the Greeks explain worst,
-    largest ``|gap|`` first: ``position_id``, ``desk``, ``product``, ``scenario``, ``full``,
-    ``greeks``, ``gap``.
-    """
-
-    by_desk: pl.DataFrame
-    worst: pl.DataFrame
+from workbench.scenario_cluster import cluster, distributed_group_pnl, distributed_pnl_and_gap
+from workbench.scenario_greeks import GreeksGap, greeks_gap, greeks_of
 
 
 @dataclass(frozen=True)
@@ -71,7 +57,8 @@ class ScenarioRisk:
     as desk ``"Firm"``; ``measures``: :func:`workbench.risk.loss.measures` by desk and firm
     (historical runs) or None; ``worst``: the firm's worst scenarios; ``seconds``: the
     revaluation's wall time; ``scenarios``: how many; ``greeks``: the Greeks' estimate beside
-    full revaluation, when asked for (:func:`greeks_gap`).
+    full revaluation, when asked for (:func:`greeks_gap`); ``by``: the PnL and measures of
+    each grouping asked for beyond the desks (:class:`GroupRisk`, the desks first).
     """
 
     pnl: pl.DataFrame
@@ -80,6 +67,19 @@ class ScenarioRisk:
     seconds: float
     scenarios: int
     greeks: GreeksGap | None = None
+    by: tuple[GroupRisk, ...] = ()
+
+
+@dataclass(frozen=True)
+class GroupRisk:
+    """One grouping's results: ``column`` (a book column, or ``asset_class``); ``pnl``, long:
+    ``scenario``, ``group``, ``pnl`` (USD; the groups only, the firm is in
+    :attr:`ScenarioRisk.pnl`); ``measures``: :func:`workbench.risk.loss.measures` of its
+    groups and the firm, whose component ES sum to the firm's ES (historical runs), or None."""
+
+    column: str
+    pnl: pl.DataFrame
+    measures: pl.DataFrame | None
 
 
 def _progress(out: TextIO) -> Callable[[int, int], None]:
@@ -113,91 +113,6 @@ class Where:
     workers: int | None = None
 
 
-def greeks_gap(
-    book: Book,
-    market: MarketSnapshot,
-    values: FloatArray,
-    names: Sequence[str],
-    *,
-    worst: int = 1000,
-    block: int = BLOCK,
-) -> GreeksGap:
-    """The Greeks' estimate of each scenario (rows of ``values``: the market's quotes, named
-    ``names``) beside its full revaluation, by desk and for the ``worst`` (position, scenario)
-    pairs, in this process. The Greeks are the book's own at ``market`` (delta, gamma, vega,
-    key rates by the exact first derivative, theta; docs/greeks.md) applied to each
-    scenario's quote and FX moves as PnL explain applies them (docs/var.md); scenarios are at
-    today's date, so carry is 0."""
-    book_now = ScenarioBook(book, market)
-    # exact first-order key rates: the bumped ones miss up to ~20% of a forward-starting
-    # swap's first-order PnL (docs/var.md)
-    risk = PortfolioPricer(book, market, key_rates="jacobian").risk(market)
-    gmap = GreekMap(book, market, _greeks(risk))
-    today = np.asarray(market.quotes, np.float64)
-    base = book_now.pv(today[None, :])[0]
-    ccy = book.currency.codes
-    fx0 = book_now.fx_rates(today[None, :])[0][ccy]
-    desks, n_desks = book.desk.codes, len(book.desk.labels)
-    sums = np.zeros((2, values.shape[0], n_desks))
-    kept: list[tuple[FloatArray, IntArray, FloatArray, FloatArray]] = []
-    for b in range(0, values.shape[0], block):
-        v = values[b : b + block]
-        full = book_now.pv(v) - base
-        est = gmap.predicted(v - today, book_now.fx_rates(v)[:, ccy] - fx0, 0.0)
-        for k, x in enumerate((full, est)):
-            sums[k, b : b + v.shape[0]] = [np.bincount(desks, weights=r, minlength=n_desks)
-                                           for r in x]  # fmt: skip
-        gap = np.abs(full - est).ravel()
-        top = np.argsort(-gap, kind="stable")[:worst]
-        kept.append((gap[top], top + b * len(book), full.ravel()[top], est.ravel()[top]))
-    size, flat, full_at, est_at = (np.concatenate([k[i] for k in kept]) for i in range(4))
-    top = np.argsort(-size, kind="stable")[:worst]
-    scen, pos = np.divmod(flat[top], len(book))
-    names_all = np.array(list(names), dtype=object)
-    worst_frame = pl.DataFrame(
-        {
-            "position_id": [book.position_id[int(i)] for i in pos],
-            "desk": np.array(book.desk.values(), dtype=object)[pos],
-            "product": np.array(book.product.values(), dtype=object)[pos],
-            "scenario": names_all[scen],
-            "full": full_at[top],
-            "greeks": est_at[top],
-            "gap": full_at[top] - est_at[top],
-        },
-        schema_overrides={
-            "position_id": pl.String,
-            "desk": pl.String,
-            "product": pl.String,
-            "scenario": pl.String,
-        },
-    )
-    full_d, est_d = (np.column_stack([x, x.sum(axis=1)]) for x in sums)
-    labels = np.array([*book.desk.labels, "Firm"], dtype=object)
-    by_desk = pl.DataFrame(
-        {
-            "scenario": np.repeat(names_all, n_desks + 1),
-            "desk": np.tile(labels, len(names_all)),
-            "full": full_d.ravel(),
-            "greeks": est_d.ravel(),
-            "gap": (full_d - est_d).ravel(),
-        },
-        schema={
-            "scenario": pl.String,
-            "desk": pl.String,
-            "full": pl.Float64,
-            "greeks": pl.Float64,
-            "gap": pl.Float64,
-        },
-    )
-    return GreeksGap(by_desk, worst_frame)
-
-
-def _greeks(risk: BookRisk) -> Greeks:
-    kr = risk.key_rates
-    return Greeks(risk.pv, risk.pv_ccy, risk.delta, risk.gamma, risk.vega, risk.theta,
-                  kr.rows, kr.quotes, kr.values)  # fmt: skip
-
-
 def run(
     book_path: str | Path,
     market_path: str | Path,
@@ -209,28 +124,53 @@ def run(
     es_level: float = ES_LEVEL,
     progress: TextIO | None = None,
     greeks: bool = False,
+    by: str | Sequence[str] = ("desk",),
 ) -> ScenarioRisk:
-    """Revalue the book under ``scenarios(market)`` and measure the PnL by desk; with
-    ``greeks``, also the Greeks' estimate of every scenario and where it misses
-    (:func:`greeks_gap`, in this process)."""
+    """Revalue the book under ``scenarios(market)`` and measure the PnL by desk, and by each
+    grouping of ``by`` (book columns or ``asset_class``, :data:`GROUP_COLUMNS`; a list or
+    ``"desk,currency"``) when it asks for more than the desks; with ``greeks``, also the
+    Greeks' estimate of every scenario and where it misses (:func:`greeks_gap`, where the
+    scenarios are revalued: in this process or by the same Dask tasks).
+
+    Raises
+    ------
+    ValueError
+        If ``by`` names something other than :data:`GROUP_COLUMNS`.
+    """
     market = load_market(market_path)
     book = load_book(book_path, market=market)
     scen = scenarios(market)
     values = scen.values(market)
     show = _progress(progress) if progress is not None else None
     desks = list(book.desk.labels)
+    names = list(scen.names)
+    # the desks first (``pnl`` and ``measures``), then each other grouping: all summed from
+    # one revaluation by cell (workbench.risk.groupings)
+    asked = parse_by(by)
+    groupings = [Grouping("desk", book.desk.labels, book.desk.codes)]
+    groupings += [grouping(book, c) for c in asked if c != "desk"]
+    cut = cells(groupings)
     t0 = time.perf_counter()
+    gap: GreeksGap | None = None
     if where.in_process:
-        by_desk: FloatArray = group_pnl_by_block(
-            ScenarioBook(book, market), values, book.desk.codes, len(desks), progress=show
+        by_cell: FloatArray = group_pnl_by_block(
+            ScenarioBook(book, market), values, cut.codes, cut.n, progress=show
         )
+        if greeks:
+            gap = greeks_gap(book, market, values, names)
     else:
         with cluster(where.scheduler, workers=where.workers) as client:
-            by_desk = distributed_group_pnl(client, book, market, values, book.desk.codes,
-                                            len(desks), progress=show)  # fmt: skip
+            if greeks:
+                by_cell, gap = distributed_pnl_and_gap(client, book, market, values, cut.codes,
+                                                       cut.n, names, progress=show)  # fmt: skip
+            else:
+                by_cell = distributed_group_pnl(client, book, market, values, cut.codes, cut.n,
+                                                progress=show)  # fmt: skip
     seconds = time.perf_counter() - t0
+    sums = [sum_cells(by_cell, of, len(g.labels)) if len(groupings) > 1 else by_cell
+            for g, of in zip(groupings, cut.groups, strict=True)]  # fmt: skip
+    by_desk = sums[0]
     firm = by_desk.sum(axis=1)
-    names = list(scen.names)
     frame = pl.DataFrame(
         {
             "scenario": np.repeat(np.array(names, dtype=object), len(desks) + 1),
@@ -240,8 +180,29 @@ def run(
         schema={"scenario": pl.String, "desk": pl.String, "pnl": pl.Float64},
     )
     table = measures(by_desk, desks, levels=levels, es_level=es_level) if historical else None
-    gap = greeks_gap(book, market, values, names) if greeks else None
-    return ScenarioRisk(frame, table, worst_scenarios(firm, names), seconds, len(names), gap)
+    grouped = tuple(
+        GroupRisk(
+            g.column,
+            _long(names, g.labels, x),
+            measures(x, g.labels, levels=levels, es_level=es_level) if historical else None,
+        )
+        for g, x in zip(groupings, sums, strict=True)
+        if asked != ("desk",)
+    )
+    return ScenarioRisk(frame, table, worst_scenarios(firm, names), seconds, len(names), gap,
+                        grouped)  # fmt: skip
+
+
+def _long(names: Sequence[str], labels: Sequence[str], pnl: FloatArray) -> pl.DataFrame:
+    """(scenarios × groups) PnL as rows ``scenario``, ``group``, ``pnl``."""
+    return pl.DataFrame(
+        {
+            "scenario": np.repeat(np.array(names, dtype=object), len(labels)),
+            "group": np.tile(np.array(list(labels), dtype=object), len(names)),
+            "pnl": pnl.ravel(),
+        },
+        schema={"scenario": pl.String, "group": pl.String, "pnl": pl.Float64},
+    )
 
 
 def historical(
@@ -254,19 +215,20 @@ def historical(
     where: Where = Where(),
     progress: TextIO | None = None,
     greeks: bool = False,
+    by: str | Sequence[str] = ("desk",),
 ) -> ScenarioRisk:
-    """Historical VaR/ES of a book: the latest ``window`` 1-day changes of the history; with
-    ``greeks``, the Greeks' estimate of every day beside it (:func:`greeks_gap`)."""
+    """Historical VaR/ES of a book: the latest ``window`` 1-day changes of the history, by
+    desk and by each grouping of ``by`` (:func:`run`); with ``greeks``, the Greeks' estimate
+    of every day beside it (:func:`greeks_gap`)."""
 
     def make(market: object) -> Scenarios:
-        from workbench.market.model import MarketSnapshot
 
         assert isinstance(market, MarketSnapshot)
         hist = load_history(history_path, market, max_fill_days=max_fill_days)
         return historical_scenarios(hist, market, window=window)
 
     return run(book_path, market_path, make, historical=True, where=where, progress=progress,
-               greeks=greeks)  # fmt: skip
+               greeks=greeks, by=by)  # fmt: skip
 
 
 def stress(
@@ -276,11 +238,13 @@ def stress(
     *,
     where: Where = Where(in_process=True),
     progress: TextIO | None = None,
+    by: str | Sequence[str] = ("desk",),
 ) -> ScenarioRisk:
     """The PnL of a book under each named stress of a stress file (the library by default;
-    a handful of scenarios: in this process unless ``where`` says otherwise)."""
+    a handful of scenarios: in this process unless ``where`` says otherwise), by desk and by
+    each grouping of ``by`` (:func:`run`)."""
     return run(book_path, market_path, lambda m: stress_scenarios(m, stresses_path),
-               historical=False, where=where, progress=progress)  # fmt: skip
+               historical=False, where=where, progress=progress, by=by)  # fmt: skip
 
 
 def explain(
@@ -291,7 +255,7 @@ def explain(
     risk-factor class, with the unexplained rest (USD)."""
     m0, m1 = load_market(from_market), load_market(to_market)
     book = load_book(book_path, market=m0)
-    greeks = _greeks(PortfolioPricer(book, m0, key_rates="jacobian").risk(m0))
+    greeks = greeks_of(PortfolioPricer(book, m0, key_rates="jacobian").risk(m0))
     pv1 = PortfolioPricer(book, m1).pv(m1)
     codes, labels = book.currency.codes, book.currency.labels
     fx0, fx1 = base_rate_column(m0, codes, labels), base_rate_column(m1, codes, labels)
@@ -310,6 +274,8 @@ def write(result: ScenarioRisk, out: Path, stream: TextIO = sys.stdout) -> None:
                  f"({per * 1e3:.0f} ms each); wrote {out}/pnl.parquet\n")  # fmt: skip
     if result.greeks is not None:
         _write_greeks(result.greeks, out, stream)
+    if result.by:
+        _write_by(result.by, out, stream)
     if result.measures is not None:
         result.measures.write_parquet(out / "measures.parquet")
         with pl.Config(tbl_rows=50, float_precision=0, tbl_cols=10, thousands_separator=","):
@@ -318,6 +284,23 @@ def write(result: ScenarioRisk, out: Path, stream: TextIO = sys.stdout) -> None:
         wide = result.pnl.pivot(on="desk", index="scenario", values="pnl")
         with pl.Config(tbl_rows=50, float_precision=0, tbl_cols=12, thousands_separator=","):
             stream.write(f"{wide}\n")
+
+
+def _write_by(by: Sequence[GroupRisk], out: Path, stream: TextIO) -> None:
+    """``pnl_by.parquet`` and (historical runs) ``measures_by.parquet``: every grouping's rows
+    with its name in a first column ``grouping``; each grouping's measures printed."""
+    pnl = [g.pnl.select(pl.lit(g.column).alias("grouping"), pl.all()) for g in by]
+    pl.concat(pnl).write_parquet(out / "pnl_by.parquet")
+    tables = [g.measures.select(pl.lit(g.column).alias("grouping"), pl.all())
+              for g in by if g.measures is not None]  # fmt: skip
+    if tables:
+        pl.concat(tables).write_parquet(out / "measures_by.parquet")
+        for g, table in zip(by, tables, strict=True):
+            with pl.Config(tbl_rows=50, float_precision=0, tbl_cols=10,
+                           thousands_separator=","):  # fmt: skip
+                stream.write(f"by {g.column}:\n{table.drop('grouping')}\n")
+    stream.write(f"wrote {out}/pnl_by.parquet" + (" and measures_by.parquet" if tables else "")
+                 + f" ({', '.join(g.column for g in by)})\n")  # fmt: skip
 
 
 def _write_greeks(gap: GreeksGap, out: Path, stream: TextIO) -> None:
@@ -336,7 +319,9 @@ def _write_greeks(gap: GreeksGap, out: Path, stream: TextIO) -> None:
 
 
 __all__ = [
+    "GROUP_COLUMNS",
     "GreeksGap",
+    "GroupRisk",
     "ScenarioRisk",
     "Where",
     "explain",

@@ -64,6 +64,10 @@ class ScenarioBook:
             rows = np.flatnonzero(position_class == name).astype(np.int64)
             if rows.size:
                 self._pricers.append(make(book, rows, market))
+        fx = [p for p in self._pricers if isinstance(p, ScenarioFx)]
+        if fx:  # scenario smiles are solved starting from today's vols
+            today = np.asarray(market.quotes, np.float64)[None, :]
+            fx[0].start_from(today, self.curves.solve(today))
         ccy = book.currency.labels
         self._ccy_codes = book.currency.codes
         self._ccy = ccy
