@@ -19,14 +19,15 @@ from typing import Any, Final, Literal
 
 import polars as pl
 
+from workbench.api.renders import RenderCache
 from workbench.client import AsyncClient, ServiceError, SnapshotView, connect
 
 LinkState = Literal["connecting", "up", "away", "closed"]
 _STATUS_TTL_S: Final = 1.0
+"""How long a status answer is reused (seconds)."""
 _POSITIONS_TTL_S: Final = 1.0
 """Seconds a per-position copy is served before the service is asked again (one answer for
 40,000 positions holds the aggregator's loop for 120-400 ms: at most one a second)."""
-"""How long a status answer is reused (seconds)."""
 _REQUEST_TIMEOUT_S: Final = 10.0
 """How long a request to the service may wait for its reply (seconds)."""
 
@@ -36,6 +37,20 @@ async def _close(stream: AsyncIterator[SnapshotView]) -> None:
     close = getattr(stream, "aclose", None)
     if close is not None:
         await close()
+
+
+@dataclass(frozen=True)
+class PositionsCopy:
+    """One copy of the service's per-position risk, shared by every reader until the next."""
+
+    number: int
+    """Copies this link has read since it started, this one included (identifies it)."""
+    seq: int
+    """The snapshot that was latest when the copy was read."""
+    frame: pl.DataFrame
+    """The per-position risk (USD), as ``Client.snapshot()`` answers it."""
+    meta: dict[str, Any]
+    """The copy's identity (``generation``, ``book_generation``)."""
 
 
 class ServiceUnavailableError(RuntimeError):
@@ -126,9 +141,12 @@ class ServiceLink:
         self._mailboxes: set[Mailbox] = set()
         self._rendered: dict[Any, bytes] = {}
         self._rendered_seq = -1
-        self._positions: tuple[int, pl.DataFrame, dict[str, Any]] | None = None
+        self._positions: PositionsCopy | None = None
         self._positions_lock = asyncio.Lock()
         self._positions_at = 0.0  # monotonic time of the last per-position copy
+        self._copies = 0  # per-position copies read since start
+        self.renders = RenderCache()
+        """Rendered per-position answers, shared by the readers of one copy."""
         self._status: tuple[float, dict[str, Any]] | None = None
         self._status_lock = asyncio.Lock()
 
@@ -227,10 +245,9 @@ class ServiceLink:
             body = self._rendered[key] = make()
         return body
 
-    async def positions(self) -> tuple[int, pl.DataFrame, dict[str, Any]]:
+    async def positions(self) -> PositionsCopy:
         """Per-position risk (USD), read from the service at most once per published snapshot
-        and at most once a second (:data:`_POSITIONS_TTL_S`): the seq of the snapshot that was
-        latest when it was read, the frame and the copy's identity.
+        and at most once a second (:data:`_POSITIONS_TTL_S`).
 
         Raises
         ------
@@ -243,7 +260,7 @@ class ServiceLink:
             if self._positions is None:
                 return False
             young = time.monotonic() - self._positions_at < _POSITIONS_TTL_S
-            return self._positions[0] >= view.seq or young
+            return self._positions.seq >= view.seq or young
 
         if fresh() and self._positions is not None:
             return self._positions
@@ -254,7 +271,8 @@ class ServiceLink:
                 frame, meta = await client.snapshot()
             except ServiceError as exc:
                 raise ServiceUnavailableError(str(exc)) from None
-            self._positions = (view.seq, frame, meta)
+            self._copies += 1
+            self._positions = PositionsCopy(self._copies, view.seq, frame, meta)
             self._positions_at = time.monotonic()
             return self._positions
 
@@ -312,4 +330,6 @@ class ServiceLink:
             "subscribers": len(self._mailboxes),
             "skipped": sum(b.skipped for b in self._mailboxes),
             "reconnects": self.reconnects,
+            "positions_copies": self._copies,
+            "positions_renders": self.renders.renders,
         }
