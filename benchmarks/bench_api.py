@@ -13,7 +13,7 @@ snapshots received; and the flush → publish p99 the aggregator reports at the 
 window, with and without the load.
 
 Run: ``python benchmarks/bench_api.py [--positions 40000] [--rate 5000] [--seconds 60]
-[--rps 200] [--subscribers 20] [--windows 3]``
+[--rps 200] [--subscribers 20] [--windows 3] [--api-nice 0]``
 """
 
 from __future__ import annotations
@@ -210,14 +210,18 @@ def _flush_p99(status: dict[str, object]) -> float:
     return float(agg.get("flush_to_publish_p99_ms", float("nan")))
 
 
-def _start_api(folder: Path, root: Path, name: str) -> tuple[subprocess.Popen[bytes], str]:
-    """``workbench api`` for service ``name`` on a free loopback port, once ready."""
+def _start_api(
+    folder: Path, root: Path, name: str, nice: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``workbench api --nice NICE`` for service ``name`` on a free loopback port, once
+    ready."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "WORKBENCH_RUN_DIR": str(root), "HOME": str(folder)}
     with (folder / "api.log").open("wb") as log:
         api = subprocess.Popen(
-            [sys.executable, "-m", "workbench.cli", "api", "--service", name, "--port", str(port)],
+            [sys.executable, "-m", "workbench.cli", "api", "--service", name, "--port", str(port),
+             "--nice", str(nice)],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip
     deadline = time.monotonic() + 60
@@ -267,6 +271,8 @@ def main() -> None:
     parser.add_argument("--rps", type=float, default=200.0)
     parser.add_argument("--subscribers", type=int, default=20)
     parser.add_argument("--windows", type=int, default=3, help="loaded windows (as many idle)")
+    parser.add_argument("--api-nice", type=int, default=0, dest="api_nice",
+                        help="workbench api --nice (default 0)")  # fmt: skip
     args = parser.parse_args()
     print(machine(f"httpx {httpx.__version__}"))
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp:
@@ -276,7 +282,7 @@ def main() -> None:
         )
         api: subprocess.Popen[bytes] | None = None
         try:
-            api, url = _start_api(folder, root, "benchapi")
+            api, url = _start_api(folder, root, "benchapi", args.api_nice)
             tally = Tally()
             window = args.seconds / args.windows
             p99: dict[str, list[float]] = {"idle": [], "under the API load": []}

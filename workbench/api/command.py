@@ -23,6 +23,8 @@ def _cmd_api(args: argparse.Namespace) -> int:
 
     if not args.service:
         raise ValueError("workbench api: --service NAME is required (the service to follow)")
+    if args.nice:
+        os.nice(args.nice)  # the service's processes before the API's answers
     path: Path | None = args.tokens
     if path is None and default_tokens().is_file():
         path = default_tokens()
@@ -68,6 +70,16 @@ def _rows(text: str) -> int:
     return value
 
 
+def _niceness(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= 19:
+        raise argparse.ArgumentTypeError(f"must be 0 to 19: {value}")
+    return value
+
+
 def add_api_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``api`` (and ``api token``) to the ``workbench`` command's subcommands."""
     api = sub.add_parser("api", help="serve the HTTP API of a running service (docs/api.md)")
@@ -83,6 +95,8 @@ def add_api_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     api.add_argument("--store", type=Path, help="risk store folder (default: <run dir>/store)")
     api.add_argument("--max-rows", type=_rows, default=50_000, dest="max_rows",
                      help="most rows in one answer (more: 413)")  # fmt: skip
+    api.add_argument("--nice", type=_niceness, default=0,
+                     help="niceness added to the API process (0-19; default 0)")  # fmt: skip
     api.set_defaults(func=_cmd_api)
     more = api.add_subparsers(dest="api_command", metavar="{token}")
     token = more.add_parser("token", help="make a bearer token, append its hash to the file")

@@ -67,7 +67,7 @@ def table_bytes(frame: pl.DataFrame, fmt: Format, meta: Mapping[str, Any]) -> by
     """The body of a table answer: ``frame`` in ``fmt``; in JSON with ``meta`` beside
     ``rows``."""
     sink = io.BytesIO()
-    if fmt == "json":  # Polars writes the rows as msgspec would, without a dict per row
+    if fmt == "json":  # the rows from Polars: no Python dict per row
         sink.write(json_bytes(meta)[:-1] + (b',"rows":' if meta else b'"rows":'))
         frame.write_json(sink)
         sink.write(b"}")
