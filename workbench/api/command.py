@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 _TOKENS_ENV = "WORKBENCH_API_TOKENS"
@@ -50,6 +51,17 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _whole(text: str, low: int, high: int, what: str) -> int:
+    """``text`` as a whole number in ``[low, high]``; ``what`` names the range in the error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be {what}: {value}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -61,23 +73,11 @@ def _port(text: str) -> int:
 
 
 def _rows(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value}")
-    return value
+    return _whole(text, 1, sys.maxsize, "positive")
 
 
 def _niceness(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 0 <= value <= 19:
-        raise argparse.ArgumentTypeError(f"must be 0 to 19: {value}")
-    return value
+    return _whole(text, 0, 19, "0 to 19")
 
 
 def add_api_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
