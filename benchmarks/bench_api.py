@@ -62,12 +62,15 @@ class Tally:
         self.hist: dict[str, LatencyHistogram] = defaultdict(LatencyHistogram)
         self.most: dict[str, float] = defaultdict(float)
         self.errors: dict[str, int] = defaultdict(int)
+        self.kinds: dict[str, int] = defaultdict(int)
+        """Errors by kind: the status code, or the exception's type."""
 
-    def add(self, name: str, ms: float, ok: bool) -> None:
+    def add(self, name: str, ms: float, ok: bool, kind: str = "") -> None:
         self.hist[name].observe_ms(ms)
         self.most[name] = max(self.most[name], ms)
         if not ok:
             self.errors[name] += 1
+            self.kinds[kind] += 1
 
 
 class _Pool:
@@ -86,30 +89,44 @@ class _Pool:
         self.room = asyncio.Semaphore(most)
 
     async def get(self, target: str, headers: dict[str, str]) -> int:
-        """``GET target``; the status code once the whole body has arrived."""
+        """``GET target``; the status code once the whole body has arrived. A kept-alive
+        connection the server closed meanwhile (its idle timeout) is replaced once, as
+        browsers and HTTP libraries do."""
         async with self.room:
-            conn = self.idle.pop() if self.idle else None
-            if conn is None:
-                conn = await asyncio.open_connection(self.host, self.port)
-            reader, writer = conn
-            extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-            writer.write(f"GET {target} HTTP/1.1\r\nHost: {self.host}\r\n{extra}\r\n".encode())
-            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-            status = int(head[0].split()[1])
-            fields = {
-                k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])
-            }
-            if "content-length" in fields:
-                await reader.readexactly(int(fields["content-length"]))
-            else:  # chunked
-                while size := int((await reader.readline()).split(b";")[0], 16):
-                    await reader.readexactly(size + 2)
-                await reader.readline()
-            if fields.get("connection", "").lower() == "close":
-                writer.close()
-            else:
-                self.idle.append(conn)
-            return status
+            while self.idle:
+                conn = self.idle.pop()
+                try:
+                    return await self._exchange(conn, target, headers)
+                except (OSError, asyncio.IncompleteReadError) as exc:
+                    conn[1].close()
+                    if isinstance(exc, asyncio.IncompleteReadError) and exc.partial:
+                        raise
+            conn = await asyncio.open_connection(self.host, self.port)
+            return await self._exchange(conn, target, headers)
+
+    async def _exchange(
+        self,
+        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        target: str,
+        headers: dict[str, str],
+    ) -> int:
+        reader, writer = conn
+        extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: {self.host}\r\n{extra}\r\n".encode())
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(head[0].split()[1])
+        fields = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
+        if "content-length" in fields:
+            await reader.readexactly(int(fields["content-length"]))
+        else:  # chunked
+            while size := int((await reader.readline()).split(b";")[0], 16):
+                await reader.readexactly(size + 2)
+            await reader.readline()
+        if fields.get("connection", "").lower() == "close":
+            writer.close()
+        else:
+            self.idle.append(conn)
+        return status
 
     def close(self) -> None:
         for _, writer in self.idle:
@@ -121,10 +138,10 @@ async def _one(pool: _Pool, tally: Tally, rng: random.Random) -> None:
     target = f"/v1/{name}?{urlencode(params)}" if params else f"/v1/{name}"
     t0 = time.perf_counter()
     try:
-        ok = await pool.get(target, headers) == 200
-    except (OSError, ValueError, asyncio.IncompleteReadError):
-        ok = False
-    tally.add(name, (time.perf_counter() - t0) * 1e3, ok)
+        kind = str(await pool.get(target, headers))
+    except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
+        kind = type(exc).__name__
+    tally.add(name, (time.perf_counter() - t0) * 1e3, kind == "200", kind)
 
 
 _EVENT = b"event: snapshot"
@@ -253,6 +270,8 @@ def _report(
         h = tally.hist[name]
         print(f"{name:<12}{h.count:>9}{tally.errors[name]:>8}{h.quantile_ms(0.5):>9.1f}"
               f"{h.quantile_ms(0.99):>9.1f}{tally.most[name]:>9.1f}")  # fmt: skip
+    if tally.kinds:
+        print("errors by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(tally.kinds.items())))
     print(
         f"stream snapshots received per subscriber: min {min(received)}, max {max(received)} "
         f"(published by the service in all: {published:.0f})"
