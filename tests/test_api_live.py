@@ -78,14 +78,16 @@ def test_readers_of_one_positions_copy_share_one_rendered_answer(
     assert [r.status_code for r in answers] == [200] * len(answers)
     copies = after["positions_copies"] - before["positions_copies"]
     renders = after["positions_renders"] - before["positions_renders"]
-    assert 1 <= copies <= 5, (before, after)  # at most one read of the service a second
-    assert 1 <= renders <= 2 * copies, (before, after)  # once per question and copy, not 60
+    # at most one read of the service a second; the copy in hand is served while it runs
+    assert 0 <= copies <= 5, (before, after)
+    served = copies + 1  # the copies answered: the one in hand before, and those read
+    assert 1 <= renders <= 2 * served, (before, after)  # once per question and copy, not 60
     by_copy: dict[tuple[str, str], set[bytes]] = {}
     for r in answers:
         seq = r.json()["snapshot_seq"] if "json" in r.headers["content-type"] else None
         key = (r.headers["content-type"], str(seq or r.headers["x-workbench-snapshot-seq"]))
         by_copy.setdefault(key, set()).add(r.content)
-    assert len(by_copy) <= 2 * copies
+    assert len(by_copy) <= 2 * served
     expected, _ = service.snapshot()  # no feed: the numbers hold still
     credit = expected.filter(pl.col("asset_class").cast(pl.String) == "credit")
     rows = next(r for r in answers if "json" in r.headers["content-type"]).json()["rows"]

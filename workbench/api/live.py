@@ -221,6 +221,8 @@ class ServiceLink:
         self.reason = "the API is shutting down"
         for box in self._mailboxes:
             box.close()
+        for task in self._refreshing.values():
+            task.cancel()
 
     # --- what readers ask -------------------------------------------------------------------
 
