@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import polars as pl
 import pytest
 import test_api_support as support
 from service_helpers import start, wait
@@ -56,6 +57,43 @@ def test_concurrent_readers_all_get_answers(api: Api, tokens: dict[str, Any]) ->
         assert all(rows == copies[0] for rows in copies)
     still = [[{k: v for k, v in r.items() if k != "age_s"} for r in b["rows"]] for b in credit]
     assert all(rows == still[0] for rows in still)
+
+
+def test_readers_of_one_positions_copy_share_one_rendered_answer(
+    api: Api, tokens: dict[str, Any], service: Client
+) -> None:
+    auth = {"Authorization": f"Bearer {tokens['read']}"}
+    asks = [{"asset_class": "credit", "measures": "pv,cs01"},
+            {"asset_class": "credit", "measures": "pv,cs01", "format": "csv"}]  # fmt: skip
+    before = httpx.get(f"{api.url}/v1/health").json()
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=api.url, headers=auth, timeout=30) as http:
+            return await asyncio.gather(
+                *(http.get("/v1/positions", params=asks[i % 2]) for i in range(60))
+            )
+
+    answers = asyncio.run(run())
+    after = httpx.get(f"{api.url}/v1/health").json()
+    assert [r.status_code for r in answers] == [200] * len(answers)
+    copies = after["positions_copies"] - before["positions_copies"]
+    renders = after["positions_renders"] - before["positions_renders"]
+    # at most one read of the service a second; the copy in hand is served while it runs
+    assert 0 <= copies <= 5, (before, after)
+    served = copies + 1  # the copies answered: the one in hand before, and those read
+    assert 1 <= renders <= 2 * served, (before, after)  # once per question and copy, not 60
+    by_copy: dict[tuple[str, str], set[bytes]] = {}
+    for r in answers:
+        seq = r.json()["snapshot_seq"] if "json" in r.headers["content-type"] else None
+        key = (r.headers["content-type"], str(seq or r.headers["x-workbench-snapshot-seq"]))
+        by_copy.setdefault(key, set()).add(r.content)
+    assert len(by_copy) <= 2 * served
+    expected, _ = service.snapshot()  # no feed: the numbers hold still
+    credit = expected.filter(pl.col("asset_class").cast(pl.String) == "credit")
+    rows = next(r for r in answers if "json" in r.headers["content-type"]).json()["rows"]
+    assert [r["position_id"] for r in rows] == credit["position_id"].to_list()
+    assert [r["pv"] for r in rows] == credit["pv"].to_list()
+    assert [r["cs01"] for r in rows] == credit["cs01"].to_list()
 
 
 def test_the_stream_delivers_each_snapshot_as_an_event(

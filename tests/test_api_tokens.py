@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import polars as pl
 import pytest
 
@@ -91,6 +92,35 @@ def test_tables_render_in_each_format_with_non_finite_numbers_as_null() -> None:
     assert pl.read_ipc_stream(table_bytes(frame, "arrow", {})).equals(frame)
     assert table_bytes(frame, "csv", {}).decode().splitlines()[0] == "desk,pv,n"
     assert headers({"snapshot_seq": 4, "rows": [1]}) == {"X-Workbench-Snapshot-Seq": "4"}
+
+
+def test_json_rows_are_the_values_of_a_dict_per_row_for_every_column_type() -> None:
+    frame = pl.DataFrame(
+        {
+            "desk": pl.Series(["A", None, 'C"\n'], dtype=pl.Categorical),
+            "kind": pl.Series(["fx", "rates", "fx"], dtype=pl.Enum(["fx", "rates"])),
+            "pv": [0.1 + 0.2, float("nan"), -1e300],
+            "n": [1, None, 2**62],
+            "stale": [True, False, None],
+            "note": ["é", "", None],
+        }
+    )
+    rows = frame.with_columns(pl.col(pl.Categorical, pl.Enum).cast(pl.String)).to_dicts()
+    body = table_bytes(frame, "json", {"seq": 3, "g": "desk"})
+    assert body.startswith(b'{"seq":3,"g":"desk","rows":[{"desk":"A","kind":"fx","pv":0.30000000')
+    assert msgspec.json.decode(body) == {"seq": 3, "g": "desk", "rows": [
+        {k: None if isinstance(v, float) and v != v else v for k, v in r.items()} for r in rows
+    ]}  # fmt: skip
+    assert table_bytes(frame.clear(), "json", {}) == b'{"rows":[]}'
+
+
+def test_a_niceness_beyond_19_is_refused(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "api", "--service", "x", "--nice", "20"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--nice: must be 0 to 19: 20" in done.stderr
 
 
 def test_only_loopback_may_bind_without_tokens(tmp_path: Path) -> None:

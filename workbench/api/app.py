@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from workbench.api import history, risk, service, stream
 from workbench.api.guards import Bounds, install_error_handlers
@@ -25,7 +26,9 @@ needs a bearer token when the server has a tokens file (`read` scope; `control` 
 
 def create_app(config: ApiSettings) -> FastAPI:
     """The API following service ``config.service`` (see :class:`ApiSettings`); OpenAPI at
-    ``/docs`` and ``/openapi.json``."""
+    ``/docs`` and ``/openapi.json``. The Swagger UI page loads its script, style and icon from
+    this server (the ``fastapi-offline`` package's copy of ``swagger-ui-dist``), never from a
+    CDN: it works without internet."""
     live = ServiceLink(config.service, run_root=config.run_root, silence_s=config.silence_s)
 
     @contextlib.asynccontextmanager
@@ -39,7 +42,7 @@ def create_app(config: ApiSettings) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    app = FastAPI(
+    app = FastAPIOffline(
         title="workbench risk API",
         version="1",
         description=DESCRIPTION,

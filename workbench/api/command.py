@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 _TOKENS_ENV = "WORKBENCH_API_TOKENS"
@@ -23,6 +24,8 @@ def _cmd_api(args: argparse.Namespace) -> int:
 
     if not args.service:
         raise ValueError("workbench api: --service NAME is required (the service to follow)")
+    if args.nice:
+        os.nice(args.nice)  # the service's processes before the API's answers
     path: Path | None = args.tokens
     if path is None and default_tokens().is_file():
         path = default_tokens()
@@ -48,6 +51,17 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _whole(text: str, low: int, high: int, what: str) -> int:
+    """``text`` as a whole number in ``[low, high]``; ``what`` names the range in the error."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be {what}: {value}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -59,13 +73,11 @@ def _port(text: str) -> int:
 
 
 def _rows(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value}")
-    return value
+    return _whole(text, 1, sys.maxsize, "positive")
+
+
+def _niceness(text: str) -> int:
+    return _whole(text, 0, 19, "0 to 19")
 
 
 def add_api_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,6 +95,8 @@ def add_api_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     api.add_argument("--store", type=Path, help="risk store folder (default: <run dir>/store)")
     api.add_argument("--max-rows", type=_rows, default=50_000, dest="max_rows",
                      help="most rows in one answer (more: 413)")  # fmt: skip
+    api.add_argument("--nice", type=_niceness, default=0,
+                     help="niceness added to the API process (0-19; default 0)")  # fmt: skip
     api.set_defaults(func=_cmd_api)
     more = api.add_subparsers(dest="api_command", metavar="{token}")
     token = more.add_parser("token", help="make a bearer token, append its hash to the file")

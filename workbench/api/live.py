@@ -12,21 +12,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
 import polars as pl
 
+from workbench.api.renders import RenderCache
 from workbench.client import AsyncClient, ServiceError, SnapshotView, connect
 
 LinkState = Literal["connecting", "up", "away", "closed"]
 _STATUS_TTL_S: Final = 1.0
+"""How long a status answer is reused (seconds)."""
 _POSITIONS_TTL_S: Final = 1.0
 """Seconds a per-position copy is served before the service is asked again (one answer for
 40,000 positions holds the aggregator's loop for 120-400 ms: at most one a second)."""
-"""How long a status answer is reused (seconds)."""
 _REQUEST_TIMEOUT_S: Final = 10.0
 """How long a request to the service may wait for its reply (seconds)."""
 
@@ -36,6 +37,20 @@ async def _close(stream: AsyncIterator[SnapshotView]) -> None:
     close = getattr(stream, "aclose", None)
     if close is not None:
         await close()
+
+
+@dataclass(frozen=True)
+class PositionsCopy:
+    """One copy of the service's per-position risk, shared by every reader until the next."""
+
+    number: int
+    """Copies this link has read since it started, this one included (identifies it)."""
+    seq: int
+    """The snapshot that was latest when the copy was read."""
+    frame: pl.DataFrame
+    """The per-position risk (USD), as ``Client.snapshot()`` answers it."""
+    meta: dict[str, Any]
+    """The copy's identity (``generation``, ``book_generation``)."""
 
 
 class ServiceUnavailableError(RuntimeError):
@@ -126,11 +141,15 @@ class ServiceLink:
         self._mailboxes: set[Mailbox] = set()
         self._rendered: dict[Any, bytes] = {}
         self._rendered_seq = -1
-        self._positions: tuple[int, pl.DataFrame, dict[str, Any]] | None = None
+        self._positions: PositionsCopy | None = None
         self._positions_lock = asyncio.Lock()
         self._positions_at = 0.0  # monotonic time of the last per-position copy
+        self._copies = 0  # per-position copies read since start
+        self.renders = RenderCache()
+        """Rendered per-position answers, shared by the readers of one copy."""
         self._status: tuple[float, dict[str, Any]] | None = None
         self._status_lock = asyncio.Lock()
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
 
     # --- following the service ------------------------------------------------------------
 
@@ -202,6 +221,8 @@ class ServiceLink:
         self.reason = "the API is shutting down"
         for box in self._mailboxes:
             box.close()
+        for task in self._refreshing.values():
+            task.cancel()
 
     # --- what readers ask -------------------------------------------------------------------
 
@@ -227,10 +248,10 @@ class ServiceLink:
             body = self._rendered[key] = make()
         return body
 
-    async def positions(self) -> tuple[int, pl.DataFrame, dict[str, Any]]:
+    async def positions(self) -> PositionsCopy:
         """Per-position risk (USD), read from the service at most once per published snapshot
-        and at most once a second (:data:`_POSITIONS_TTL_S`): the seq of the snapshot that was
-        latest when it was read, the frame and the copy's identity.
+        and at most once a second (:data:`_POSITIONS_TTL_S`). Only the first copy of an
+        attachment is waited for: later, the copy in hand is answered while the next is read.
 
         Raises
         ------
@@ -238,28 +259,43 @@ class ServiceLink:
             The service is away or did not answer.
         """
         client, view = self.require()
-
-        def fresh() -> bool:
+        copy = self._positions
+        if copy is None:  # the first copy of this attachment: every reader waits for it
+            async with self._positions_lock:
+                if self._positions is None:
+                    await self._read_positions(client, view.seq)
             if self._positions is None:
-                return False
-            young = time.monotonic() - self._positions_at < _POSITIONS_TTL_S
-            return self._positions[0] >= view.seq or young
+                raise ServiceUnavailableError(f"service {self.name}: no positions answer")
+            return self._positions
+        young = time.monotonic() - self._positions_at < _POSITIONS_TTL_S
+        if copy.seq < view.seq and not young:  # read the next copy; this one meanwhile
+            self._background("positions", self._read_positions(client, view.seq))
+        return copy
 
-        if fresh() and self._positions is not None:
-            return self._positions
-        async with self._positions_lock:
-            if fresh() and self._positions is not None:
-                return self._positions
-            try:
-                frame, meta = await client.snapshot()
-            except ServiceError as exc:
+    async def _read_positions(self, client: AsyncClient, seq: int) -> None:
+        """Read a copy of the per-position risk; keep it if ``client`` is still the link's."""
+        try:
+            frame, meta = await client.snapshot()
+        except ServiceError as exc:
+            if self._positions is None:
                 raise ServiceUnavailableError(str(exc)) from None
-            self._positions = (view.seq, frame, meta)
+            return  # the copy in hand is served until the next read or the service is away
+        if client is self._client:
+            self._copies += 1
+            self._positions = PositionsCopy(self._copies, seq, frame, meta)
             self._positions_at = time.monotonic()
-            return self._positions
+
+    def _background(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` as a task unless one of that ``name`` is still running."""
+        running = self._refreshing.get(name)
+        if running is not None and not running.done():
+            work.close()
+            return
+        self._refreshing[name] = asyncio.create_task(work, name=f"refresh-{name}")
 
     async def status(self) -> dict[str, Any]:
-        """The service's status, asked at most once a second.
+        """The service's status, asked at most once a second; once a status is in hand, it
+        is answered while the next is asked.
 
         Raises
         ------
@@ -267,17 +303,26 @@ class ServiceLink:
             The service is away or did not answer.
         """
         client, _ = self.require()
-        if self._status is not None and time.monotonic() - self._status[0] < _STATUS_TTL_S:
-            return self._status[1]
-        async with self._status_lock:
-            if self._status is not None and time.monotonic() - self._status[0] < _STATUS_TTL_S:
-                return self._status[1]
-            try:
-                answer = await client.status()
-            except ServiceError as exc:
+        if self._status is None:
+            async with self._status_lock:
+                if self._status is None:
+                    await self._read_status(client)
+            if self._status is None:
+                raise ServiceUnavailableError(f"service {self.name}: no status answer")
+        elif time.monotonic() - self._status[0] >= _STATUS_TTL_S:
+            self._background("status", self._read_status(client))
+        return self._status[1]
+
+    async def _read_status(self, client: AsyncClient) -> None:
+        """Ask the service's status; keep it if ``client`` is still the link's."""
+        try:
+            answer = await client.status()
+        except ServiceError as exc:
+            if self._status is None:
                 raise ServiceUnavailableError(str(exc)) from None
+            return
+        if client is self._client:
             self._status = (time.monotonic(), answer)
-            return answer
 
     # --- subscribers --------------------------------------------------------------------------
 
@@ -312,4 +357,6 @@ class ServiceLink:
             "subscribers": len(self._mailboxes),
             "skipped": sum(b.skipped for b in self._mailboxes),
             "reconnects": self.reconnects,
+            "positions_copies": self._copies,
+            "positions_renders": self.renders.renders,
         }

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, R
 
 from workbench.api import formats
 from workbench.api.guards import known_parameters, link, require, service_failure, settings
+from workbench.api.live import PositionsCopy
 from workbench.client import AnyShock, ServiceError, SnapshotView
 from workbench.risk.aggregation import GROUP_COLUMNS
 
@@ -74,13 +75,17 @@ def _values(raw: list[str] | None, name: str) -> list[str]:
     return out
 
 
-def bounded(frame: pl.DataFrame, request: Request, what: str, hint: str) -> None:
-    """Refuse (413) an answer of more than the server's ``max_rows`` rows."""
-    limit = settings(request).max_rows
+def at_most(frame: pl.DataFrame, limit: int, what: str, hint: str) -> None:
+    """Refuse (413) an answer of more than ``limit`` rows, naming ``what`` and a ``hint``."""
     if frame.height > limit:
         raise HTTPException(
             413, f"{what}: {frame.height} rows, more than this server's {limit}; {hint}"
         )
+
+
+def bounded(frame: pl.DataFrame, request: Request, what: str, hint: str) -> None:
+    """Refuse (413) an answer of more than the server's ``max_rows`` rows."""
+    at_most(frame, settings(request).max_rows, what, hint)
 
 
 def of_latest(
@@ -132,6 +137,49 @@ async def latest(
     )
 
 
+def positions_body(
+    copy: PositionsCopy,
+    filters: tuple[tuple[str, tuple[str, ...]], ...],
+    ids: tuple[str, ...],
+    measures: list[str] | None,
+    fmt: formats.Format,
+    max_rows: int,
+) -> bytes:
+    """The body of a positions answer: ``copy`` filtered (``filters``: column and the values
+    kept; ``ids``: position ids), with the ``measures`` asked, in ``fmt``.
+
+    Raises
+    ------
+    HTTPException
+        400 for an unknown desk, asset class or measure; 413 beyond ``max_rows`` rows.
+    """
+    frame = copy.frame
+    for column, wanted in filters:
+        if not wanted:
+            continue
+        text = pl.col(column).cast(pl.String)
+        known = set(frame.select(text.unique())[column].to_list())
+        unknown = [w for w in wanted if w not in known]
+        if unknown:
+            listed = ", ".join(sorted(known))
+            raise HTTPException(400, f"{column}={unknown[0][:60]!r}: none such; one of {listed}")
+        frame = frame.filter(text.is_in(wanted))
+    if ids:
+        frame = frame.filter(pl.col("position_id").is_in(ids))
+    frame = pick(frame, measures, ("row", "position_id", *GROUP_COLUMNS))
+    at_most(frame, max_rows, "positions", "filter by desk, asset_class or id")
+    return formats.table_bytes(frame, fmt, identity(copy))
+
+
+def identity(copy: PositionsCopy) -> dict[str, Any]:
+    """What identifies a positions answer: the snapshot seq and the risk table's counters."""
+    return {
+        "snapshot_seq": copy.seq,
+        "generation": copy.meta.get("generation", 0),
+        "book_generation": copy.meta.get("book_generation", 0),
+    }
+
+
 @router.get("/positions", summary="Per-position risk (USD), filtered")
 async def positions(
     request: Request,
@@ -143,32 +191,24 @@ async def positions(
     accept: AcceptHeader = None,
 ) -> Response:
     """The per-position risk of the service as of the latest snapshot (read from the service
-    at most once per snapshot, whatever the number of readers). More rows than the server's
-    bound give 413: filter by desk, asset class or id."""
+    at most once a second, whatever the number of readers; readers asking the same question
+    of one copy share one rendered answer). More rows than the server's bound give 413:
+    filter by desk, asset class or id."""
     fmt = formats.negotiate(accept, format_)
-    seq, frame, meta = await link(request).positions()
-    for column, raw in (("desk", desk), ("asset_class", asset_class)):
-        wanted = _values(raw, column)
-        if wanted:
-            known = set(frame[column].cast(pl.String).unique().to_list())
-            unknown = [w for w in wanted if w not in known]
-            if unknown:
-                listed = ", ".join(sorted(known))
-                raise HTTPException(
-                    400, f"{column}={unknown[0][:60]!r}: none such; one of {listed}"
-                )
-            frame = frame.filter(pl.col(column).cast(pl.String).is_in(wanted))
-    ids = _values(ids, "id")
-    if ids:
-        frame = frame.filter(pl.col("position_id").is_in(ids))
-    frame = pick(frame, measures, ("row", "position_id", *GROUP_COLUMNS))
-    bounded(frame, request, "positions", "filter by desk, asset_class or id")
-    identity = {
-        "snapshot_seq": seq,
-        "generation": meta.get("generation", 0),
-        "book_generation": meta.get("book_generation", 0),
-    }
-    return formats.render(frame, fmt, identity)
+    filters = (
+        ("desk", tuple(_values(desk, "desk"))),
+        ("asset_class", tuple(_values(asset_class, "asset_class"))),
+    )
+    wanted = tuple(_values(ids, "id"))
+    live = link(request)
+    copy = await live.positions()
+    body = await live.renders.get(
+        copy.number,
+        (filters, wanted, tuple(measures or ()), fmt),
+        lambda: positions_body(copy, filters, wanted, measures, fmt, settings(request).max_rows),
+        threaded=True,
+    )
+    return formats.table_response(body, fmt, identity(copy))
 
 
 @router.get("/limits", summary="Usage of every configured limit (USD)")

@@ -3,9 +3,12 @@
 One small chart per measure (their scales differ by orders of magnitude), x in seconds from the
 moment the widget opened (monotonic clock): the day so far (UTC), read from the service's risk
 store when the widget connects, lies before 0; the snapshots published since are appended as
-they arrive, a snapshot already read from the store never twice. The arrays go to the browser
-as binary float64 buffers (finite values only); redraws are throttled (latest value wins, at
-most :data:`MAX_CHART_HZ`).
+they arrive, a snapshot already read from the store never twice. The widget subscribes before
+it reads the store, and the snapshots the store writer still held in memory then (up to one
+store interval, between the store's last file and the first live point) are read from the
+store once written, so the line has no hole where the store ends and the live part begins.
+The arrays go to the browser as binary float64 buffers (finite values only); redraws are
+throttled (latest value wins, at most :data:`MAX_CHART_HZ`).
 
 Every linear axis of the chart widgets names its tick format: without one, bqplot picks a format
 from the ticks of the domain the axis first rendered with and keeps it, and a domain with no
@@ -21,6 +24,7 @@ across the middle, with one tick).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Sequence
@@ -70,6 +74,10 @@ kind (``currency:USD``) shows the live snapshots only."""
 SAME_SNAPSHOT_S: Final = 2.0
 """A live snapshot is the stored one of its seq when their times are this close (seconds): a
 service restarted during the day numbers its snapshots from 1 again."""
+GAP_WAIT_S: Final = 60.0
+"""Longest wait (seconds) for the store to hold the snapshots before the first live point."""
+GAP_POLL_S: Final = 0.5
+"""Seconds between two reads of the store while waiting for those snapshots."""
 
 
 def day_start(now_ns: int) -> int:
@@ -84,15 +92,23 @@ def day_start(now_ns: int) -> int:
 
 
 def stored_points(
-    frame: pl.DataFrame, scope: str, measures: Sequence[str], opened_ns: int, max_points: int
+    frame: pl.DataFrame,
+    scope: str,
+    measures: Sequence[str],
+    opened_ns: int,
+    max_points: int,
+    *,
+    before_seq: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """The points of a stored history (:meth:`Client.history` of ``scope``'s grouping) before
     ``opened_ns`` (UTC ns): seconds from ``opened_ns`` (negative), seqs and values per measure,
-    evenly thinned to at most ``max_points``."""
+    evenly thinned to at most ``max_points``. With ``before_seq``: the points of seqs below
+    it instead, whenever made (seconds from ``opened_ns``, of either sign)."""
     kind, _, name = scope.partition(":")
     if kind != "firm":
         frame = frame.filter(pl.col(kind) == name)
-    frame = frame.filter(pl.col("made_ns") < opened_ns).sort("made_ns")
+    early = pl.col("made_ns") < opened_ns if before_seq is None else pl.col("seq") < before_seq
+    frame = frame.filter(early).sort("made_ns")
     if frame.height > max_points:
         step = math.ceil(frame.height / max_points)
         frame = frame.gather_every(step, offset=(frame.height - 1) % step)
@@ -134,6 +150,9 @@ class GreekHistory(LiveWidget):
         Sequence number of the snapshot of each point.
     stored
         Points read from the store when the widget connected (0 without a store).
+    filled
+        Points read from the store afterwards: the snapshots published between the store's
+        last file and the first live point.
     """
 
     def __init__(
@@ -159,7 +178,10 @@ class GreekHistory(LiveWidget):
         self.t0_ns = time.monotonic_ns()
         self.opened_ns = time.time_ns()  # the same moment on the UTC clock of the store
         self.stored = 0
+        self.filled = 0
         self._stored_at: dict[int, float] = {}  # seq → t of the points read from the store
+        self._stored_until = day_start(self.opened_ns)  # UTC ns of the last point read
+        self._first_live: SnapshotView | None = None  # the first snapshot recorded live
         self.t = np.empty(0)
         self.seqs = np.empty(0, dtype=np.int64)
         self.values: dict[str, np.ndarray] = {m: np.empty(0) for m in self.measures}
@@ -195,9 +217,46 @@ class GreekHistory(LiveWidget):
         )
         self._stored_at = dict(zip(seqs.tolist(), t.tolist(), strict=True))
         self.stored = t.size
-        self.t = np.r_[t, self.t]
-        self.seqs = np.r_[seqs, self.seqs]
-        self.values = {m: np.r_[values[m], v] for m, v in self.values.items()}
+        before = frame.filter(pl.col("made_ns") < self.opened_ns)["made_ns"]
+        if before.len():
+            self._stored_until = int(before.max())  # type: ignore[arg-type]
+        self._insert(t, seqs, values)
+
+    def fill(self, frame: pl.DataFrame) -> bool:
+        """Put the stored snapshots published before the first live point (``frame``: the
+        store's history of this scope's grouping from the last point read on) in their place.
+
+        Returns
+        -------
+        bool
+            Whether the store already holds the first live snapshot, hence every one before
+            it (False: nothing is inserted; read the store again later).
+        """
+        first = self._first_live
+        if first is None:
+            return False
+        first_ns = self.opened_ns + first.made_ns - self.t0_ns  # on the store's UTC clock
+        near = frame.filter(
+            (pl.col("seq") == first.seq)
+            & ((pl.col("made_ns") - first_ns).abs() < SAME_SNAPSHOT_S * 1e9)
+        )
+        if near.is_empty():
+            return False
+        frame = frame.filter(pl.col("made_ns") > self._stored_until)
+        t, seqs, values = stored_points(
+            frame, self.scope, self.measures, self.opened_ns, self.max_points, before_seq=first.seq
+        )
+        self._stored_at.update(zip(seqs.tolist(), t.tolist(), strict=True))
+        self.filled += t.size
+        self._insert(t, seqs, values)
+        return True
+
+    def _insert(self, t: np.ndarray, seqs: np.ndarray, values: dict[str, np.ndarray]) -> None:
+        """Insert points earlier than every live point where they belong in time."""
+        at = int(np.searchsorted(self.t, t[0])) if t.size else 0
+        self.t = np.r_[self.t[:at], t, self.t[at:]]
+        self.seqs = np.r_[self.seqs[:at], seqs, self.seqs[at:]]
+        self.values = {m: np.r_[v[:at], values[m], v[at:]] for m, v in self.values.items()}
 
     def record(self, snap: SnapshotView) -> None:
         """Append one snapshot's values (seconds from :attr:`t0_ns` on the monotonic clock),
@@ -206,6 +265,8 @@ class GreekHistory(LiveWidget):
         stored_t = self._stored_at.get(snap.seq)
         if stored_t is not None and abs(stored_t - t) < SAME_SNAPSHOT_S:
             return
+        if self._first_live is None:
+            self._first_live = snap
         self.t = np.append(self.t, t)
         for m in self.measures:
             self.values[m] = np.append(self.values[m], scope_value(snap, self.scope, m))
@@ -219,7 +280,8 @@ class GreekHistory(LiveWidget):
             self.values = {m: v[keep] for m, v in self.values.items()}
 
     async def _load_day(self) -> None:
-        """The day so far from the store (nothing when the service keeps none)."""
+        """The day so far from the store (nothing when the service keeps none), then the
+        snapshots up to the first live point once the store holds them."""
         kind = self.scope.partition(":")[0]
         grouping = STORE_GROUPINGS.get(kind)
         if grouping is None or not self.day:
@@ -228,17 +290,30 @@ class GreekHistory(LiveWidget):
         try:
             client = await self.conn.client()
             frame = await client.ahistory(start, grouping=grouping, measures=self.measures)
+            self.preload(frame)
+            self._box.put(True)
+            deadline = time.monotonic() + GAP_WAIT_S
+            while time.monotonic() < deadline:
+                await asyncio.sleep(GAP_POLL_S)
+                if self._first_live is None:
+                    continue
+                since = await client.ahistory(
+                    self._stored_until + 1, grouping=grouping, measures=self.measures
+                )
+                if self.fill(since):
+                    self._box.put(True)
+                    return
         except (ServiceError, OSError, ValueError):
             return  # a remote service, an unreadable store: live points only
-        self.preload(frame)
 
     async def _feed(self) -> None:
-        await self._load_day()
-        if self.stored:
-            self._box.put(True)
-        async for snap in self.conn.snapshots():
-            self.record(snap)
-            self._box.put(True)
+        day = self._spawn(self._load_day())  # while the subscription below records
+        try:
+            async for snap in self.conn.snapshots():
+                self.record(snap)
+                self._box.put(True)
+        finally:
+            day.cancel()
 
     def _draw(self, _flag: bool) -> None:
         for m, line in self.lines.items():
