@@ -188,7 +188,7 @@ class AsyncClient(Attached):
 
     async def limits(self) -> pl.DataFrame:
         """:meth:`Client.limits`: usage of each configured limit (USD)."""
-        return await self._run(calls.limits())
+        return await self._run(calls.limits(self._session))
 
     async def whatif(
         self, shocks: Sequence[AnyShock], by: Sequence[str] = ("desk",)

@@ -198,10 +198,20 @@ def aggregate(by: Sequence[str]) -> Plan[pl.DataFrame]:
     return views.table(reply, "aggregate")
 
 
-def limits() -> Plan[pl.DataFrame]:
-    """Limit usage per configured limit."""
+def limits(s: Session) -> Plan[pl.DataFrame]:
+    """Limit usage per configured limit: the aggregator's, then the VaR/ES limits of the loss
+    process's last result (when it runs on this machine and has one)."""
     reply = yield from request(msg.LimitsRequest(), None)
-    return views.table(reply, "limits")
+    usage = views.table(reply, "limits")
+    if not s.local or not s.descriptor.config.loss.enabled:
+        return usage
+    try:
+        loss = views.loss_result((yield AskLoss(msg.LossRequest(what="var"), 5.0)))
+    except ServiceError:  # the loss process not up: the aggregator's limits still count
+        return usage
+    if not loss.ready or loss.limits.height == 0:
+        return usage
+    return pl.concat([usage, loss.limits], how="vertical_relaxed")
 
 
 def whatif(shocks: Sequence[AnyShock], by: Sequence[str]) -> Plan[pl.DataFrame]:

@@ -241,7 +241,7 @@ class Client(Attached):
 
     def limits(self) -> pl.DataFrame:
         """Limit usage (value and limit in USD, utilisation, breached) per configured limit."""
-        return self._run(calls.limits())
+        return self._run(calls.limits(self._session))
 
     def whatif(self, shocks: Sequence[AnyShock], by: Sequence[str] = ("desk",)) -> pl.DataFrame:
         """PnL (USD) of a shocked copy of the live market, grouped by ``by``."""

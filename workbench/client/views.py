@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
 import polars as pl
 
 from workbench.engine.protocol import messages as msg
@@ -253,7 +254,8 @@ class LossResult:
     ``age_s``: seconds from then to the answer; ``ready``: False until a first run has ended
     (every frame then empty); ``computing``: ``"var"`` or ``"stress"`` while a run is under
     way, with ``done`` of ``total`` scenarios; ``error``: why the last run failed, if it did;
-    ``every_s``: the timer (s).
+    ``every_s``: the timer (s); ``limits``: the VaR/ES limits' usage (as
+    :meth:`~workbench.client.Client.limits`' rows) and ``breaches`` those in force.
     """
 
     pnl: pl.DataFrame
@@ -272,6 +274,8 @@ class LossResult:
     total: int
     error: str
     every_s: float
+    limits: pl.DataFrame
+    breaches: tuple[Breach, ...]
 
 
 @dataclass(frozen=True)
@@ -332,6 +336,8 @@ def loss_result(reply: msg.Reply) -> LossResult:
         total=int(d.get("total", 0)),
         error=str(d.get("error", "")),
         every_s=float(d.get("every_s", 0.0)),
+        limits=_frame(reply, "limits"),
+        breaches=tuple(msgspec.convert(b, Breach) for b in d.get("breaches", ())),
     )
 
 

@@ -98,7 +98,8 @@ class LiveLoss:
         self.historical: Scenarios = historical_scenarios(
             load_history(history, market), market, window=window
         )
-        self.stresses: Scenarios = stress_scenarios(market, stresses or STRESS_LIBRARY)
+        self.stresses = Path(stresses or STRESS_LIBRARY)
+        stress_scenarios(market, self.stresses)  # a bad file fails here, at start
         self.greeks = greeks
         self.desks = list(book.desk.labels)
 
@@ -151,7 +152,9 @@ class LiveLoss:
     def stress(self, market: MarketSnapshot, progress: Progress | None = None) -> Computed:
         """The book's PnL under each stress at ``market``: tables ``pnl``, ``worst``,
         ``quotes``."""
-        by_desk, _, names = self._revalue(market, self.stresses, progress)
+        # a stress is the change its shocks make to the market it is applied to: made again
+        by_desk, _, names = self._revalue(market, stress_scenarios(market, self.stresses),
+                                          progress)  # fmt: skip
         tables = {
             "pnl": pnl_frame(by_desk, self.desks, names),
             "worst": worst_scenarios(by_desk.sum(axis=1), names),

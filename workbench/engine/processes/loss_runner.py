@@ -5,16 +5,18 @@ generation (the seqlock copy, as the workers read it), revalues the book under t
 scenarios and the stress library with the batch engine's functions, single-threaded in this
 process (:mod:`~.loss_measures`), and keeps the result with that generation and the copy's UTC
 time. Clients ask for the last result on this process's own socket (ROUTER
-``<sockets>/loss.ipc``, :class:`~workbench.engine.protocol.messages.LossRequest`); it answers
-between two blocks of scenarios, so a run never holds a request long. An explain is computed
+``<sockets>/loss.ipc``, :class:`~workbench.engine.protocol.messages.LossRequest`), answered
+by one thread of its own, which also sends the heartbeats: a run never holds a request or a
+heartbeat (the run itself is single-threaded). An explain is computed
 when asked, from a kept copy of the quotes (the day's first, or the latest at or before a
 chosen time) to a fresh one. Heartbeats carry the summary (firm and desk VaR/ES, age, progress).
-It runs niced (``loss.nice``) on the polling process shell, role ``loss``.
+It runs niced (``loss.nice``) on the process shell, role ``loss``.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,7 @@ from workbench.market.io import load_market
 from workbench.market.model import MarketSnapshot
 from workbench.market.reference_history import generate_history
 from workbench.risk.explain import COMPONENTS
+from workbench.risk.limits import LOSS_MEASURES, LimitMonitor, LimitReport
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,8 @@ class LossProcess:
         self.book = load_book(book_path(config), market=self.market)
         self.quotes = QuoteTable.attach(config.segments["quotes"], len(self.market.quote_ids))
         self.loss: LiveLoss | None = None
+        self.limits = LimitMonitor(config.limits, desks=list(self.book.desk.labels),
+                                   measures=LOSS_MEASURES)  # fmt: skip
         self.results: dict[str, Computed] = {}
         self.copies: list[QuoteCopy] = []
         self.day_first: QuoteCopy | None = None
@@ -99,8 +104,13 @@ class LossProcess:
         self.what = ""
         self.error = ""
         self.counts = {"runs": 0, "errors": 0, "requests": 0, "bad_requests": 0,
-                       "replies_dropped": 0, "torn_reads": 0}  # fmt: skip
+                       "replies_dropped": 0, "torn_reads": 0, "breaches": 0}  # fmt: skip
         self.last_run_s = 0.0
+        self.summary: dict[str, float] = {}
+        self.stopping = False
+        self.copying = threading.Lock()
+        self.pricing = threading.Lock()  # one thread prices at a time (Numba's pool is one)
+        self.pricing_wanted = threading.Event()
 
     def begin(self) -> None:
         """Build the scenarios (the history is generated first when none is configured)."""
@@ -110,30 +120,40 @@ class LossProcess:
                              window=lc.window, stresses=lc.stresses, greeks=lc.greeks)  # fmt: skip
 
     def turn(self) -> None:
-        """Answer what arrived; keep a copy of the quotes when due; run when due."""
-        if self.router.poll(_POLL_MS):
-            self._serve()
+        """Keep a copy of the quotes when due; run when due; else wait a little."""
         now = time.monotonic_ns()
         if now >= self.next_copy_ns:
             self.next_copy_ns = now + int(COPY_EVERY_S * 1e9)
             self._copy()
-        if now >= self.next_run_ns and self.copies:
+        if now >= self.next_run_ns and self.copies and self.loss is not None:
             self._run()
             self.next_run_ns = time.monotonic_ns() + self.every_ns
+        else:
+            time.sleep(_POLL_MS / 1000)
+
+    def serve_requests(self) -> None:
+        """The request thread: answer what arrives and beat, until the process stops."""
+        while not self.stopping and self.shell.running():
+            if self.router.poll(_POLL_MS):
+                self._serve()
+            self.shell.beat_if_due(self)
+        self.stopping = True
 
     # --- the copies of the quotes ----------------------------------------------------------
 
     def _copy(self) -> QuoteCopy | None:
-        try:
-            values, _, gen = self.quotes.snapshot()
-        except TornReadError:
-            self.counts["torn_reads"] += 1
-            return None
-        copy = QuoteCopy(gen, time.time_ns(), values)
-        if self.day_first is None or copy.made_ns // _DAY_NS != self.day_first.made_ns // _DAY_NS:
-            self.day_first = copy
-        self.copies = [*self.copies[-(KEPT_COPIES - 1) :], copy]
-        return copy
+        with self.copying:  # the run and the request thread both take copies
+            try:
+                values, _, gen = self.quotes.snapshot()
+            except TornReadError:
+                self.counts["torn_reads"] += 1
+                return None
+            copy = QuoteCopy(gen, time.time_ns(), values)
+            first = self.day_first
+            if first is None or copy.made_ns // _DAY_NS != first.made_ns // _DAY_NS:
+                self.day_first = copy
+            self.copies = [*self.copies[-(KEPT_COPIES - 1) :], copy]
+            return copy
 
     def base_copy(self, since_ns: int | None) -> QuoteCopy:
         """The copy an explain since ``since_ns`` starts from: the latest at or before it, the
@@ -150,15 +170,22 @@ class LossProcess:
 
     def _between_blocks(self, done: int, total: int) -> None:
         self.progress = (done, total)
-        if self.router.poll(0):
-            self._serve()
-        self.shell.beat_if_due(self)
+        if self.stopping:
+            raise _StoppedError
+        if self.pricing_wanted.is_set():  # an explain waits: let it price, then go on
+            self.pricing.release()
+            try:
+                while self.pricing_wanted.is_set() and not self.stopping:
+                    time.sleep(0.005)
+            finally:
+                self.pricing.acquire()
 
     def _run(self) -> None:
         assert self.loss is not None
         copy = self._copy() or self.copies[-1]
         market = self.loss.market(copy.values)
         t0 = time.perf_counter()
+        self.pricing.acquire()
         try:
             for what in ("var", "stress"):
                 self.what = what
@@ -166,17 +193,34 @@ class LossProcess:
                 computed = getattr(self.loss, what)(market, self._between_blocks)
                 computed.data.update(generation=copy.generation, made_ns=copy.made_ns,
                                      seconds=time.perf_counter() - start)  # fmt: skip
+                if what == "var":
+                    self._limits(computed)
+                    self.summary = _summary(computed)
                 self.results[what] = computed
             self.error = ""
             self.counts["runs"] += 1
+        except _StoppedError:
+            return
         except Exception as exc:  # a failed run keeps the last result and says why
             self.counts["errors"] += 1
             self.error = f"{type(exc).__name__}: {exc}"
             log.exception("loss: run failed")
         finally:
+            self.pricing.release()
             self.what = ""
             self.progress = (0, 0)
             self.last_run_s = time.perf_counter() - t0
+
+    def _limits(self, computed: Computed) -> None:
+        """The VaR/ES limits on ``computed``: table ``limits`` (as the aggregator's usage),
+        ``breaches`` in force (their start on this machine's monotonic clock)."""
+        table = msg.bytes_to_frame(computed.tables["measures"])
+        firm = table.filter(table["group"] == "Firm")
+        desk = table.filter(table["group"] != "Firm").rename({"group": "desk"})
+        report: LimitReport = self.limits.evaluate_rollups(firm, desk, time.monotonic_ns())
+        computed.tables["limits"] = msg.frame_to_bytes(report.usage)
+        computed.data["breaches"] = [msgspec.to_builtins(b) for b in report.breaches]
+        self.counts["breaches"] = len(report.breaches)
 
     # --- requests ------------------------------------------------------------------------
 
@@ -218,6 +262,12 @@ class LossProcess:
     def _explain(self, since_ns: int | None) -> msg.Reply:
         if self.day_first is None:
             return msg.Reply(ok=True, data={**self._facts(), "ready": False})
+        self.pricing_wanted.set()
+        with self.pricing:
+            self.pricing_wanted.clear()
+            return self._explained(since_ns)
+
+    def _explained(self, since_ns: int | None) -> msg.Reply:
         base = self.base_copy(since_ns)
         now = self._copy() or self.copies[-1]
         if self.explain_base is None or self.explain_base.generation != base.generation:
@@ -239,15 +289,10 @@ class LossProcess:
         out = {k: float(v) for k, v in self.counts.items()}
         out.update(done=float(self.progress[0]), total=float(self.progress[1]),
                    last_run_s=self.last_run_s)  # fmt: skip
-        found = self.results.get("var")
-        if found is not None:
-            frame = msg.bytes_to_frame(found.tables["measures"])
-            var_col, es_col = frame.columns[1], frame.columns[1 + len(found.data["levels"])]
-            for row in frame.iter_rows(named=True):
-                out[f"var:{row['group']}"] = float(row[var_col])
-                out[f"es:{row['group']}"] = float(row[es_col])
-            out["var_age_s"] = (time.time_ns() - int(found.data["made_ns"])) / 1e9
-            out["var_generation"] = float(found.data["generation"])
+        out.update(self.summary)
+        made_ns = self.results["var"].data["made_ns"] if "var" in self.results else None
+        if made_ns is not None:
+            out["var_age_s"] = (time.time_ns() - int(made_ns)) / 1e9
         return out
 
     def histograms(self) -> dict[str, list[float]]:
@@ -264,6 +309,40 @@ class LossProcess:
             self.ctx.term()
 
 
+class _StoppedError(Exception):
+    """The process is stopping: a run ends between two blocks."""
+
+
+def _summary(computed: Computed) -> dict[str, float]:
+    """``var:<desk>`` (the first level) and ``es:<desk>`` (USD, the firm as ``Firm``) and the
+    quote generation of a VaR result, for the heartbeats."""
+    frame = msg.bytes_to_frame(computed.tables["measures"])
+    var_col, es_col = frame.columns[1], frame.columns[1 + len(computed.data["levels"])]
+    out = {"var_generation": float(computed.data["generation"])}
+    for row in frame.iter_rows(named=True):
+        out[f"var:{row['group']}"] = float(row[var_col])
+        out[f"es:{row['group']}"] = float(row[es_col])
+    return out
+
+
+def serve(body: LossProcess) -> None:
+    """Start the request thread, build the scenarios, run on the timer until a stop or the
+    parent's exit; then the last heartbeat and the close."""
+    server = threading.Thread(target=body.serve_requests, name="loss-requests", daemon=True)
+    server.start()
+    try:
+        body.begin()
+        while not body.stopping and body.shell.running():
+            body.turn()
+    finally:
+        body.stopping = True
+        server.join(5.0)
+        try:
+            body.shell.beat(body, ready=False)  # final counters
+        finally:
+            body.close()
+
+
 def run(config_json: str) -> None:
     """Process entry point (``spawn``): serve until SIGTERM/SIGINT or the parent's exit."""
     config, stop = shell.start(config_json, "loss")
@@ -271,8 +350,8 @@ def run(config_json: str) -> None:
 
     numba.set_num_threads(1)  # single-threaded: the cores are the hot path's
     shell.lower_priority(config.loss.nice)
-    shell.run_polling(lambda: LossProcess(config, stop))
+    serve(LossProcess(config, stop))
 
 
 __all__ = ["COPY_EVERY_S", "KEPT_COPIES", "LossProcess", "QuoteCopy", "reference_history_file",
-           "run"]  # fmt: skip
+           "run", "serve"]  # fmt: skip
