@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+from datetime import UTC, datetime
 from typing import Final
 
 import bqplot as bq  # type: ignore[import-untyped]
@@ -94,8 +95,8 @@ def explain_html(view: ExplainView) -> str:
     cols = ["actual", *view.components, "unexplained"]
     long = view.by_desk.unpivot(index="desk", on=cols, variable_name="part", value_name="usd")
     table = cross_html(long, "desk", "part", "usd")
-    return f"<div>since the base of {view.base_ns / 1e9:,.0f} s (UTC) · age {view.age_s:,.1f} s" \
-        f"</div>{table}"  # fmt: skip
+    base = datetime.fromtimestamp(view.base_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"<div>since the quotes of {base} · age {view.age_s:,.1f} s</div>{table}"
 
 
 def gap_html(result: LossResult) -> str:
