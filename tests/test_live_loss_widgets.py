@@ -5,9 +5,6 @@ starts itself."""
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,6 +13,7 @@ import numpy as np
 import polars as pl
 import pytest
 from service_helpers import PATHS, make_files, start
+from test_widgets import _kernelspec
 
 from workbench.client import Client, LossConfig, ServiceError, connect
 from workbench.widgets.scenario_risk import BINS, ScenarioRisk, firm_measures, money
@@ -71,11 +69,12 @@ def test_the_widget_shows_the_clients_numbers(service: Client) -> None:
             assert f"<b>{money(firm_es)}</b>" in widget.summary.value
             desks = var.measures.filter(pl.col("group") != "Firm")
             assert list(widget.bars.x) == desks["group"].to_list()
-            np.testing.assert_array_equal(np.asarray(widget.bars.y)[0], desks["var_99"].to_numpy())
+            np.testing.assert_array_equal(np.asarray(widget.bars.y), desks["var_99"].to_numpy())
+            np.testing.assert_array_equal(np.asarray(widget.es_bars.y), desks["es_97.5"].to_numpy())
             assert len(widget.histogram.y) == BINS
             assert float(np.sum(widget.histogram.y)) == var.scenarios
             assert float(np.asarray(widget.marks.x)[0][0]) == -firm_var
-            assert len(widget.scatter.x) == var.scenarios
+            assert np.asarray(widget.scatter.x).shape == (2, var.scenarios)
             assert str(var.worst["scenario"][0]) in widget.worst.value
             assert widget.stress is not None
             assert widget.stress.ready
@@ -110,18 +109,6 @@ def test_the_widget_says_when_the_service_has_no_loss_process(files: tuple[Path,
         svc.stop()
 
 
-def _kernelspec() -> str:
-    kdir = Path(os.environ["JUPYTER_DATA_DIR"]) / "kernels" / "wbtest"
-    kdir.mkdir(parents=True, exist_ok=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "workbench test",
-        "language": "python",
-    }
-    (kdir / "kernel.json").write_text(json.dumps(spec))
-    return "wbtest"
-
-
 def test_market_risk_notebook_runs_headless_on_a_service_it_starts(
     files: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -144,7 +131,7 @@ def test_market_risk_notebook_runs_headless_on_a_service_it_starts(
             "close_when_done": True,
             "stop_when_done": True,
         },
-        kernel_name=_kernelspec(),
+        kernel_name=_kernelspec(tmp_path),
         cwd=str(tmp_path),
         progress_bar=False,
     )

@@ -3,9 +3,9 @@
 
 VaR and ES by desk (bars), the firm's PnL distribution over the historical days (histogram,
 VaR and ES marked), the worst days with their dates, the desk × stress table coloured like the
-GreekGrid, the Greeks' estimate against full revaluation (scatter, per scenario of the firm,
-and the largest gaps by desk), a progress bar while a run computes, the result's age; the PnL
-explain since the day's start by desk and risk factor. Every amount is in USD.
+GreekGrid, the Greeks' estimate against full revaluation (per day of the firm, beside the
+diagonal, and the largest gaps by desk), a progress bar while a run computes, the result's
+age; the PnL explain since the day's start by desk and risk factor. Every amount is in USD.
 """
 
 from __future__ import annotations
@@ -143,15 +143,15 @@ class ScenarioRisk(LiveWidget):
         self.explain = w.HTML()
         link = f'<a href="{html.escape(dask_dashboard or "")}" target="_blank">Dask dashboard</a>'
         self.dask = w.HTML(value=link if dask_dashboard else "")
-        self.bars = self._bars()
+        self.bars, self.es_bars = self._bars()
         self.histogram, self.marks = self._histogram()
         self.scatter = self._scatter()
         self.widget = w.VBox([
             self.status, w.HTML(value=STYLE), w.HBox([self.summary, self.progress, self.dask]),
-            w.HBox([self.bars.figure, self.histogram.figure]),
+            w.HBox([self.bars_figure, self.histogram_figure]),
             w.HBox([w.VBox([w.HTML(value="<b>worst days (firm)</b>"), self.worst]),
                     w.VBox([w.HTML(value="<b>Greeks against full revaluation</b>"),
-                            self.scatter.figure, self.gap])]),
+                            self.gap_figure, self.gap])]),
             w.HTML(value="<b>stresses (PnL by desk)</b>"), self.stresses,
             w.HTML(value="<b>PnL explain since the day's start</b>"), self.explain,
         ])  # fmt: skip
@@ -168,32 +168,36 @@ class ScenarioRisk(LiveWidget):
             fig_margin={"top": 30, "bottom": 70, "left": 60, "right": 10},
         )  # fmt: skip
 
-    def _bars(self) -> bq.Bars:
+    def _bars(self) -> tuple[bq.Bars, bq.Bars]:
+        """ES (wide, behind) and VaR (narrow, in front) by desk, one bar each."""
         x, y = bq.OrdinalScale(), bq.LinearScale(min=0.0)
-        bars = bq.Bars(x=[], y=[], scales={"x": x, "y": y}, type="grouped",
-                       colors=["#d9534f", "#8c1c13"], labels=["VaR", "ES"],
-                       display_legend=True)  # fmt: skip
-        bars.figure = self._figure([bars], x, y, "VaR and ES by desk (USD)", "",
-                                   width="520px", tick_rotate=-35)  # fmt: skip
-        return bars
+        es = bq.Bars(x=[], y=[], scales={"x": x, "y": y}, colors=["#8c1c13"], padding=0.1,
+                     labels=["ES"], display_legend=True)  # fmt: skip
+        var = bq.Bars(x=[], y=[], scales={"x": x, "y": y}, colors=["#f0ad4e"], padding=0.5,
+                      labels=["VaR"], display_legend=True)  # fmt: skip
+        self.bars_figure = self._figure([es, var], x, y, "VaR and ES by desk (USD)", "",
+                                        width="520px", tick_rotate=-35)  # fmt: skip
+        return var, es
 
     def _histogram(self) -> tuple[bq.Bars, bq.Lines]:
         x, y = bq.LinearScale(), bq.LinearScale(min=0.0)
         bars = bq.Bars(x=[], y=[], scales={"x": x, "y": y}, colors=["#57606a"])
         lines = bq.Lines(x=[], y=[], scales={"x": x, "y": y}, colors=["#d9534f", "#8c1c13"],
                          labels=["−VaR", "−ES"], display_legend=True)  # fmt: skip
-        bars.figure = self._figure([bars, lines], x, y, "firm PnL over the days",
-                                   "PnL (USD)", tick_format=NUMBER_TICKS)  # fmt: skip
+        self.histogram_figure = self._figure([bars, lines], x, y, "firm PnL over the days",
+                                             "PnL (USD)", tick_format=NUMBER_TICKS)  # fmt: skip
         return bars, lines
 
-    def _scatter(self) -> bq.Scatter:
+    def _scatter(self) -> bq.Lines:
+        """The Greeks' estimate of the firm's PnL against full revaluation, days sorted by
+        the full PnL, and the diagonal (a perfect estimate)."""
         x, y = bq.LinearScale(), bq.LinearScale()
-        dots = bq.Scatter(x=[], y=[], scales={"x": x, "y": y}, default_size=12,
-                          colors=["#0550ae"])  # fmt: skip
-        dots.figure = self._figure([dots], x, y, "firm PnL: full (x) against Greeks (y)",
-                                   "full revaluation (USD)", width="360px",
-                                   tick_format=NUMBER_TICKS)  # fmt: skip
-        return dots
+        lines = bq.Lines(x=[], y=[], scales={"x": x, "y": y}, colors=["#0550ae", "#8c959f"],
+                         labels=["Greeks", "full"], display_legend=True)  # fmt: skip
+        self.gap_figure = self._figure([lines], x, y, "firm PnL: Greeks against full",
+                                       "full revaluation (USD)", width="360px",
+                                       tick_format=NUMBER_TICKS)  # fmt: skip
+        return lines
 
     async def _loop(self) -> None:
         client = await self.conn.client()
@@ -233,9 +237,10 @@ class ScenarioRisk(LiveWidget):
         assert var.measures is not None
         var_col, es_col, firm_var, firm_es = firm_measures(var)
         desks = var.measures.filter(pl.col("group") != FIRM)
-        with self.bars.hold_sync():
-            self.bars.x = desks["group"].to_list()
-            self.bars.y = np.vstack([desks[var_col].to_numpy(), desks[es_col].to_numpy()])
+        for bars, col in ((self.bars, var_col), (self.es_bars, es_col)):
+            with bars.hold_sync():
+                bars.x = desks["group"].to_list()
+                bars.y = desks[col].to_numpy()
         pnl = var.pnl.filter(pl.col("desk") == FIRM)["pnl"].to_numpy()
         counts, edges = np.histogram(pnl, bins=BINS)
         top = float(counts.max())
@@ -247,10 +252,11 @@ class ScenarioRisk(LiveWidget):
             self.marks.y = np.array([[0.0, top], [0.0, top]])
         self.worst.value = worst_html(var.worst)
         if var.greeks is not None:
-            firm = var.greeks.by_desk.filter(pl.col("desk") == FIRM)
+            firm = var.greeks.by_desk.filter(pl.col("desk") == FIRM).sort("full")
+            full = firm["full"].to_numpy()
             with self.scatter.hold_sync():
-                self.scatter.x = firm["full"].to_numpy()
-                self.scatter.y = firm["greeks"].to_numpy()
+                self.scatter.x = np.vstack([full, full])
+                self.scatter.y = np.vstack([firm["greeks"].to_numpy(), full])
             self.gap.value = gap_html(var)
 
 
