@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 import test_browser as tb
 from service_helpers import start
-from widget_probes import charts, table_rows
+from widget_probes import charts
 
 from workbench.client import Client, LossConfig
 from workbench.widgets.scenario_risk import firm_measures, money
@@ -36,6 +36,19 @@ def service(files: tuple[Path, Path]) -> Iterator[Client]:
         yield client
     finally:
         client.stop()
+
+
+def widget_rows(page: Any, header: str) -> list[list[str]]:
+    """Body rows (cell texts) of the widget's tables (``table.wbg``) with a header ``header``
+    (the notebook's own frames, also shown, are not these)."""
+    rows: list[list[str]] = page.evaluate(
+        """h => Array.from(document.querySelectorAll('table.wbg'))
+            .filter(t => Array.from(t.querySelectorAll('th'), c => c.textContent).includes(h))
+            .flatMap(t => Array.from(t.querySelectorAll('tbody tr'))
+                .map(r => Array.from(r.children, c => c.textContent || '')))""",
+        header,
+    )
+    return rows
 
 
 def _bars(page: Any, title: str) -> int:
@@ -80,12 +93,12 @@ def test_scenario_risk_drawn_in_jupyterlab(
     assert _bars(page, "VaR and ES by desk") == nonzero
     stress = service.stress(wait_s=0)
     wide = stress.pnl.pivot(on="scenario", index="desk", values="pnl")
-    rows = tb.wait_for(lambda: table_rows(page, "rates +200bp"), 60, "the stress table", page)
+    rows = tb.wait_for(lambda: widget_rows(page, "rates +200bp"), 60, "the stress table", page)
     want = [[str(r[0]), *(money(float(v)) for v in r[1:])] for r in wide.iter_rows()]
     assert rows == want
-    worst = table_rows(page, "day")
+    worst = widget_rows(page, "day")
     assert [r[1] for r in worst] == var.worst["scenario"].to_list()
-    explain = tb.wait_for(lambda: table_rows(page, "unexplained"), 60, "the explain", page)
+    explain = tb.wait_for(lambda: widget_rows(page, "unexplained"), 60, "the explain", page)
     assert explain[-1][0] == "Firm"
     tb.shot(page, "lab-scenario-risk")
     assert not errors, f"console errors: {errors[:3]}"

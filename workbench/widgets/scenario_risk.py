@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import time
 from datetime import UTC, datetime
 from typing import Final
 
@@ -115,8 +116,10 @@ def gap_html(result: LossResult) -> str:
 class ScenarioRisk(LiveWidget):
     """Live VaR/ES, stresses and PnL explain of a service, every ``period_s`` seconds.
 
-    ``dask_dashboard``: the address of a Dask dashboard to link (when the scenarios run on a
-    cluster; the service's own loss process runs in one process and has none).
+    ``explain_every_s``: seconds between two explains (each prices the book in the service's
+    loss process); ``dask_dashboard``: the address of a Dask dashboard to link (when the
+    scenarios run on a cluster; the service's own loss process runs in one process and has
+    none).
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class ScenarioRisk(LiveWidget):
         service: Client | str | None = None,
         *,
         period_s: float = 2.0,
+        explain_every_s: float = 10.0,
         run_root: str | None = None,
         dask_dashboard: str | None = None,
     ) -> None:
@@ -131,6 +135,7 @@ class ScenarioRisk(LiveWidget):
             raise ValueError(f"period_s must be positive: {period_s}")
         super().__init__(service, run_root=run_root)
         self.period_s = period_s
+        self.explain_every_s = explain_every_s
         self.var: LossResult | None = None
         self.stress: LossResult | None = None
         self.explained: ExplainView | None = None
@@ -171,32 +176,33 @@ class ScenarioRisk(LiveWidget):
     def _bars(self) -> tuple[bq.Bars, bq.Bars]:
         """ES (wide, behind) and VaR (narrow, in front) by desk, one bar each."""
         x, y = bq.OrdinalScale(), bq.LinearScale(min=0.0)
-        es = bq.Bars(x=[], y=[], scales={"x": x, "y": y}, colors=["#8c1c13"], padding=0.1,
-                     labels=["ES"], display_legend=True)  # fmt: skip
-        var = bq.Bars(x=[], y=[], scales={"x": x, "y": y}, colors=["#f0ad4e"], padding=0.5,
-                      labels=["VaR"], display_legend=True)  # fmt: skip
-        self.bars_figure = self._figure([es, var], x, y, "VaR and ES by desk (USD)", "",
-                                        width="520px", tick_rotate=-35)  # fmt: skip
+        scales = {"x": x, "y": y}
+        es = bq.Bars(x=[], y=[], scales=scales, colors=["#8c1c13"], padding=0.1)
+        var = bq.Bars(x=[], y=[], scales=scales, colors=["#f0ad4e"], padding=0.5)
+        title = "VaR and ES by desk (USD; VaR the narrow bar)"
+        self.bars_figure = self._figure([es, var], x, y, title, "", width="520px", tick_rotate=-35)
         return var, es
 
     def _histogram(self) -> tuple[bq.Bars, bq.Lines]:
         x, y = bq.LinearScale(), bq.LinearScale(min=0.0)
         bars = bq.Bars(x=[], y=[], scales={"x": x, "y": y}, colors=["#57606a"])
-        lines = bq.Lines(x=[], y=[], scales={"x": x, "y": y}, colors=["#d9534f", "#8c1c13"],
-                         labels=["−VaR", "−ES"], display_legend=True)  # fmt: skip
-        self.histogram_figure = self._figure([bars, lines], x, y, "firm PnL over the days",
-                                             "PnL (USD)", tick_format=NUMBER_TICKS)  # fmt: skip
+        lines = bq.Lines(x=[], y=[], scales={"x": x, "y": y}, colors=["#d9534f", "#8c1c13"])
+        title = "firm PnL over the days (lines: −VaR, −ES)"
+        self.histogram_figure = self._figure(
+            [bars, lines], x, y, title, "PnL (USD)", tick_format=NUMBER_TICKS
+        )
         return bars, lines
 
     def _scatter(self) -> bq.Lines:
         """The Greeks' estimate of the firm's PnL against full revaluation, days sorted by
         the full PnL, and the diagonal (a perfect estimate)."""
         x, y = bq.LinearScale(), bq.LinearScale()
-        lines = bq.Lines(x=[], y=[], scales={"x": x, "y": y}, colors=["#0550ae", "#8c959f"],
-                         labels=["Greeks", "full"], display_legend=True)  # fmt: skip
-        self.gap_figure = self._figure([lines], x, y, "firm PnL: Greeks against full",
-                                       "full revaluation (USD)", width="360px",
-                                       tick_format=NUMBER_TICKS)  # fmt: skip
+        lines = bq.Lines(x=[], y=[], scales={"x": x, "y": y}, colors=["#0550ae", "#8c959f"])
+        title = "firm PnL: Greeks against full (grey: equal)"
+        self.gap_figure = self._figure(
+            [lines], x, y, title, "full revaluation (USD)", width="360px",
+            tick_format=NUMBER_TICKS,
+        )  # fmt: skip
         return lines
 
     async def _loop(self) -> None:
@@ -204,14 +210,19 @@ class ScenarioRisk(LiveWidget):
         if client.local and not client.descriptor.config.loss.enabled:
             self.summary.value = "<i>the service runs without its loss process</i>"
             return
+        asked = 0.0
         while True:
             await self._turn()
             var = await self.conn.call(lambda c: c.avar(wait_s=0))
             stress = await self.conn.call(lambda c: c.astress(wait_s=0))
-            try:
-                explained: ExplainView | None = await self.conn.call(lambda c: c.aexplain(wait_s=0))
-            except ServiceError:  # no copy of the quotes yet
-                explained = None
+            explained = self.explained
+            now = time.monotonic()
+            if explained is None or now - asked >= self.explain_every_s:
+                asked = now
+                try:
+                    explained = await self.conn.call(lambda c: c.aexplain(wait_s=0))
+                except ServiceError:  # no copy of the quotes yet
+                    explained = None
             self.update(var, stress, explained)
             self._stamp()
             await asyncio.sleep(self.period_s)
