@@ -103,6 +103,20 @@ class LiveLoss:
         self.greeks = greeks
         self.desks = list(book.desk.labels)
 
+    def warm(self) -> None:
+        """Run every kernel a run and an explain use once, on two scenarios of each kind
+        (Numba holds the GIL while it compiles: done before the process says it is ready)."""
+        market = self.base_market
+        book = ScenarioBook(self.book, market)
+        for scen in (self.historical, stress_scenarios(market, self.stresses)):
+            values = scen.values(market)[:2]
+            group_pnl_by_block(book, values, self.book.desk.codes, len(self.desks),
+                               block=LIVE_BLOCK)  # fmt: skip
+        if self.greeks:
+            values = self.historical.values(market)[:2]
+            greeks_gap(self.book, market, values, list(self.historical.names[:2]), worst=1)
+        ExplainBase(self.book, market, generation=-1).explain(market)
+
     def market(self, values: FloatArray) -> MarketSnapshot:
         """The service's market with the quote ``values`` (one copy of the quote table)."""
         return self.base_market.with_quote_values(values)

@@ -88,6 +88,7 @@ class LossProcess:
         self.router.setsockopt(zmq.MAXMSGSIZE, msg.MAX_CONTROL_BYTES)
         self.router.bind(loss_endpoint(config.endpoints))
         self.shell = shell.Shell(config, "loss", stop, self.ctx)
+        self.shell.ready = False  # set-up: the supervisor allows startup_timeout_s of silence
         self.market = load_market(market_path(config))
         self.book = load_book(book_path(config), market=self.market)
         self.quotes = QuoteTable.attach(config.segments["quotes"], len(self.market.quote_ids))
@@ -113,11 +114,16 @@ class LossProcess:
         self.pricing_wanted = threading.Event()
 
     def begin(self) -> None:
-        """Build the scenarios (the history is generated first when none is configured)."""
+        """Build the scenarios (the history is generated first when none is configured) and
+        compile the kernels; then the process is ready (the heartbeats may stop for a while
+        before: Numba holds the GIL while it compiles)."""
         lc = self.config.loss
-        self.loss = LiveLoss(self.book, self.market,
-                             history=reference_history_file(self.config, self.market),
-                             window=lc.window, stresses=lc.stresses, greeks=lc.greeks)  # fmt: skip
+        loss = LiveLoss(self.book, self.market,
+                        history=reference_history_file(self.config, self.market),
+                        window=lc.window, stresses=lc.stresses, greeks=lc.greeks)  # fmt: skip
+        loss.warm()
+        self.loss = loss
+        self.shell.ready = True
 
     def turn(self) -> None:
         """Keep a copy of the quotes when due; run when due; else wait a little."""
