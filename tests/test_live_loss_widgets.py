@@ -5,6 +5,7 @@ starts itself."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -116,25 +117,29 @@ def test_market_risk_notebook_runs_headless_on_a_service_it_starts(
 
     out = tmp_path / "market_risk.ipynb"
     book, market = files
-    pm.execute_notebook(
-        str(NOTEBOOKS / "market_risk.ipynb"),
-        str(out),
-        parameters={
-            "service": "mrisk",
-            "book": str(book),
-            "market": str(market),
-            "n_paths": PATHS,
-            "loss_every_s": 5.0,
-            "loss_window": 30,
-            "wait_s": 240.0,
-            "run_for_s": 3.0,
-            "close_when_done": True,
-            "stop_when_done": True,
-        },
-        kernel_name=_kernelspec(tmp_path),
-        cwd=str(tmp_path),
-        progress_bar=False,
-    )
+    try:
+        pm.execute_notebook(
+            str(NOTEBOOKS / "market_risk.ipynb"),
+            str(out),
+            parameters={
+                "service": "mrisk",
+                "book": str(book),
+                "market": str(market),
+                "n_paths": PATHS,
+                "loss_every_s": 5.0,
+                "loss_window": 30,
+                "wait_s": 240.0,
+                "run_for_s": 3.0,
+                "close_when_done": True,
+                "stop_when_done": True,
+            },
+            kernel_name=_kernelspec(tmp_path),
+            cwd=str(tmp_path),
+            progress_bar=False,
+        )
+    finally:  # a failed run leaves the service it started: stop it here
+        with contextlib.suppress(ServiceError):
+            connect("mrisk").stop()
     text = out.read_text()
     assert '"ename"' not in text
     assert "30 days at quote generation" in text
