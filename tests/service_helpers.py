@@ -8,7 +8,7 @@ from pathlib import Path
 
 import workbench
 from workbench.book.reference import generate_reference_book
-from workbench.client import Client
+from workbench.client import Client, LossConfig
 from workbench.market.io import save_market
 from workbench.market.reference import generate_reference_market
 
@@ -27,8 +27,10 @@ def make_files(folder: Path) -> tuple[Path, Path]:
 
 
 def start(files: tuple[Path, Path], name: str, **kw: object) -> Client:
-    """Start a service on the files and wait until it is ready."""
+    """Start a service on the files and wait until it is ready; without the live loss process
+    unless ``loss`` is given (its VaR runs are tested on their own, tests/test_live_loss*.py)."""
     book, market = files
+    kw.setdefault("loss", LossConfig(enabled=False))
     return workbench.start(book, market, name=name, n_paths=PATHS, timeout_s=240, **kw)  # type: ignore[arg-type]
 
 

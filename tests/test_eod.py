@@ -21,7 +21,7 @@ import workbench
 from workbench.batch import BatchInputError, key_rate_frame, pin_market, rerisk
 from workbench.book.io import load_book
 from workbench.book.reference import generate_reference_book
-from workbench.client import FeedConfig
+from workbench.client import FeedConfig, LossConfig
 from workbench.market.io import load_market, save_market
 from workbench.market.reference import generate_reference_market
 from workbench.pricing.portfolio import PortfolioPricer
@@ -257,6 +257,7 @@ def service(files: dict[str, Path]) -> Iterator[workbench.Client]:
         feed="none",
         limits=(LimitConfig(measure="dv01", limit=1.0),),
         timeout_s=240,
+        loss=LossConfig(enabled=False),  # no live VaR runs: not what is tested here
     )
     try:
         yield svc
@@ -340,6 +341,7 @@ def live(files: dict[str, Path]) -> Iterator[workbench.Client]:
         n_paths=PATHS,
         feed=FeedConfig(mode="synthetic", rate=1_000.0),
         timeout_s=240,
+        loss=LossConfig(enabled=False),  # no live VaR runs: not what is tested here
     )
     try:
         yield svc

@@ -200,3 +200,12 @@ def test_the_api_uses_only_the_client_and_the_risk_types() -> None:
 
 def test_the_command_line_loads_no_web_framework() -> None:
     assert _loaded("workbench.cli", ("fastapi", "uvicorn", "starlette")) == ""
+
+
+def test_the_loss_process_loads_no_cluster_or_widget_code() -> None:
+    """The live loss process revalues in its own process and thread: no Dask, no widgets."""
+    loaded = _loaded(
+        "workbench.engine.processes.loss_runner",
+        ("dask", "distributed", "ipywidgets", "bqplot", "workbench.widgets"),
+    )
+    assert loaded == ""

@@ -15,7 +15,7 @@ from service_helpers import wait
 
 import workbench
 from workbench.book.reference import generate_reference_book
-from workbench.client import StoreConfig
+from workbench.client import LossConfig, StoreConfig
 from workbench.client.stored import history, store_root
 from workbench.market.io import save_market
 from workbench.market.reference import generate_reference_market
@@ -42,6 +42,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[workbench.Clie
         limits=(LimitConfig(measure="dv01", limit=1.0),),
         store=StoreConfig(interval_s=0.3),
         timeout_s=240,
+        loss=LossConfig(enabled=False),  # no live VaR runs: not what is tested here
     )
     try:
         yield svc

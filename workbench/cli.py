@@ -196,6 +196,11 @@ def _service_options(args: argparse.Namespace) -> dict[str, object]:
         "tranche_method": args.tranche_method,
         "standby": not getattr(args, "no_standby", False),
     }
+    loss_every = getattr(args, "loss_every", None)
+    if loss_every is not None:
+        from workbench.client import LossConfig
+
+        out["loss"] = LossConfig(enabled=loss_every > 0, every_s=loss_every or 60.0)
     if getattr(args, "sources", None) is not None:
         from workbench.client import load_sources
 
@@ -430,6 +435,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         dest="no_standby",
         help="no warm standby process (saves its memory; a dead worker restarts cold)",
+    )
+    serve.add_argument(
+        "--loss-every",
+        type=float,
+        default=None,
+        dest="loss_every",
+        help="seconds between two runs of the live VaR/ES and stresses (default 60; 0: no "
+        "loss process; docs/var.md, 'Live')",
     )
     serve.add_argument("--limits", type=Path, default=None, help="limits JSON (docs/service.md)")
     serve.add_argument(

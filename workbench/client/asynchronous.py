@@ -22,7 +22,7 @@ import zmq.asyncio
 from workbench.client import calls
 from workbench.client.errors import ServiceError
 from workbench.client.session import STATUS_TIMEOUT_S, Attached, Session
-from workbench.client.views import MarketView, SnapshotView
+from workbench.client.views import ExplainView, LossResult, MarketView, SnapshotView
 from workbench.client.wire import (
     no_snapshot,
     read_reply,
@@ -32,9 +32,10 @@ from workbench.client.wire import (
     unreachable,
 )
 from workbench.engine.protocol import messages as msg
+from workbench.engine.protocol.config import loss_endpoint
 from workbench.engine.transport.shm import pid_alive
 from workbench.risk.shocks import AnyShock
-from workbench.store.query import Moment
+from workbench.store.query import Moment, as_utc_ns
 
 
 class AsyncClient(Attached):
@@ -78,13 +79,24 @@ class AsyncClient(Attached):
         if isinstance(step, calls.Listen):
             return await self._listen(step.timeout_s)
         wait = self.timeout_s if step.timeout_s is None else step.timeout_s
+        if isinstance(step, calls.AskLoss):
+            return await self._ask(step.request, wait, supervisor=False, loss=True)
         return await self._ask(step.request, wait, supervisor=step.supervisor and self.local)
 
-    async def _ask(self, req: msg.Request, wait_s: float, *, supervisor: bool) -> msg.Reply:
+    async def _ask(
+        self,
+        req: msg.Request | msg.LossRequest,
+        wait_s: float,
+        *,
+        supervisor: bool,
+        loss: bool = False,
+    ) -> msg.Reply:
         sock = zmq.asyncio.Context.instance().socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         try:
-            if supervisor:
+            if loss:
+                sock.connect(loss_endpoint(self.endpoints))
+            elif supervisor:
                 sock.setsockopt(zmq.SNDHWM, 1)
                 sock.connect(self.endpoints.supervisor)
             else:
@@ -176,7 +188,7 @@ class AsyncClient(Attached):
 
     async def limits(self) -> pl.DataFrame:
         """:meth:`Client.limits`: usage of each configured limit (USD)."""
-        return await self._run(calls.limits())
+        return await self._run(calls.limits(self._session))
 
     async def whatif(
         self, shocks: Sequence[AnyShock], by: Sequence[str] = ("desk",)
@@ -192,6 +204,19 @@ class AsyncClient(Attached):
     ) -> MarketView:
         """:meth:`Client.market`: quotes, pillars, base and shocked curves (%)."""
         return await self._run(calls.market(curves, shocks, years))
+
+    async def var(self, *, wait_s: float = 300.0) -> LossResult:
+        """:meth:`Client.var`: the live VaR/ES, its generation and age."""
+        return await self._run(calls.loss_result(self._session, "var", wait_s))
+
+    async def stress(self, *, wait_s: float = 300.0) -> LossResult:
+        """:meth:`Client.stress`: the live stress PnL, its generation and age."""
+        return await self._run(calls.loss_result(self._session, "stress", wait_s))
+
+    async def explain(self, since: Moment = None, *, wait_s: float = 60.0) -> ExplainView:
+        """:meth:`Client.explain`: intraday PnL explain since ``since`` (None: the day's
+        start)."""
+        return await self._run(calls.explain(self._session, as_utc_ns(since), wait_s))
 
     async def profile(self, worker: str, seconds: float = 2.0) -> dict[str, Any]:
         """:meth:`Client.profile`: a worker's profile over ``seconds`` of live work."""

@@ -61,7 +61,16 @@ class Sleep:
     seconds: float
 
 
-Step = Ask | Listen | Sleep
+@dataclass(frozen=True)
+class AskLoss:
+    """Send ``request`` to the live loss process and wait ``timeout_s`` seconds (None: the
+    client's default) for the reply."""
+
+    request: msg.LossRequest
+    timeout_s: float | None = None
+
+
+Step = Ask | AskLoss | Listen | Sleep
 Plan = Generator[Step, Any, T]
 
 
@@ -189,10 +198,20 @@ def aggregate(by: Sequence[str]) -> Plan[pl.DataFrame]:
     return views.table(reply, "aggregate")
 
 
-def limits() -> Plan[pl.DataFrame]:
-    """Limit usage per configured limit."""
+def limits(s: Session) -> Plan[pl.DataFrame]:
+    """Limit usage per configured limit: the aggregator's, then the VaR/ES limits of the loss
+    process's last result (when it runs on this machine and has one)."""
     reply = yield from request(msg.LimitsRequest(), None)
-    return views.table(reply, "limits")
+    usage = views.table(reply, "limits")
+    if not s.local or not s.descriptor.config.loss.enabled:
+        return usage
+    try:
+        loss = views.loss_result((yield AskLoss(msg.LossRequest(what="var"), 5.0)))
+    except ServiceError:  # the loss process not up: the aggregator's limits still count
+        return usage
+    if not loss.ready or loss.limits.height == 0:
+        return usage
+    return pl.concat([usage, loss.limits], how="vertical_relaxed")
 
 
 def whatif(shocks: Sequence[AnyShock], by: Sequence[str]) -> Plan[pl.DataFrame]:
@@ -209,6 +228,47 @@ def market(
         curves=tuple(curves), shocks=tuple(shocks), years=tuple(float(y) for y in years)
     )
     return views.market_view((yield from request(req, None)))
+
+
+def _loss_here(s: Session) -> None:
+    if not s.local:
+        raise ServiceError(f"service {s.name} is on another machine: its loss process answers "
+                           f"on this machine only")  # fmt: skip
+    if not s.descriptor.config.loss.enabled:
+        raise ServiceError(f"service {s.name} runs without its loss process (loss.enabled)")
+
+
+def loss_result(s: Session, what: str, wait_s: float) -> Plan[views.LossResult]:
+    """The loss process's last ``"var"`` or ``"stress"`` result; waits up to ``wait_s``
+    seconds for a first one (0: the answer as it is, perhaps not ready)."""
+    _loss_here(s)
+    until = time.monotonic() + wait_s
+    while True:
+        reply = yield AskLoss(msg.LossRequest(what=what))  # type: ignore[arg-type]
+        result = views.loss_result(reply)
+        if result.ready or wait_s <= 0:
+            return result
+        if time.monotonic() > until:
+            why = f": {result.error}" if result.error else ""
+            raise ServiceError(
+                f"service {s.name}: no {what} result within {wait_s:g} s "
+                f"({result.computing or 'waiting'} {result.done}/{result.total}){why}"
+            )
+        yield Sleep(_POLL_S)
+
+
+def explain(s: Session, since_ns: int | None, wait_s: float) -> Plan[views.ExplainView]:
+    """Intraday PnL explain since ``since_ns`` (UTC ns; None: the day's first quotes)."""
+    _loss_here(s)
+    until = time.monotonic() + wait_s
+    while True:
+        reply = yield AskLoss(msg.LossRequest(what="explain", since_ns=since_ns))
+        if reply.data.get("ready"):
+            return views.explain_view(reply)
+        if time.monotonic() > until:
+            raise ServiceError(f"service {s.name}: no quotes copied for an explain within "
+                               f"{wait_s:g} s")  # fmt: skip
+        yield Sleep(_POLL_S)
 
 
 def profile(s: Session, worker: str, seconds: float) -> Plan[dict[str, Any]]:

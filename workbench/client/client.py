@@ -24,7 +24,7 @@ from workbench.client import calls
 from workbench.client.asynchronous import AsyncClient
 from workbench.client.errors import ServiceError
 from workbench.client.session import STATUS_TIMEOUT_S, Attached, Session
-from workbench.client.views import MarketView, SnapshotView
+from workbench.client.views import ExplainView, LossResult, MarketView, SnapshotView
 from workbench.client.wire import (
     CurveKeys,
     no_snapshot,
@@ -35,10 +35,10 @@ from workbench.client.wire import (
     unreachable,
 )
 from workbench.engine.protocol import messages as msg
-from workbench.engine.protocol.config import Descriptor
+from workbench.engine.protocol.config import Descriptor, loss_endpoint
 from workbench.engine.transport.shm import pid_alive
 from workbench.risk.shocks import AnyShock
-from workbench.store.query import Moment
+from workbench.store.query import Moment, as_utc_ns
 
 
 class Client(Attached):
@@ -77,6 +77,8 @@ class Client(Attached):
         if isinstance(step, calls.Listen):
             return self._listen(step.timeout_s)
         wait = self.timeout_s if step.timeout_s is None else step.timeout_s
+        if isinstance(step, calls.AskLoss):
+            return self._ask_at(loss_endpoint(self.endpoints), step.request, wait)
         if step.supervisor and self.local:
             return self._ask_supervisor(step.request, wait)
         return self._ask(step.request, wait)
@@ -108,17 +110,25 @@ class Client(Attached):
         return read_reply(self.name, sock.recv())
 
     def _ask_supervisor(self, req: msg.Request, wait_s: float) -> msg.Reply:
+        return self._ask_at(self.endpoints.supervisor, req, wait_s)
+
+    def _ask_at(
+        self, endpoint: str, req: msg.Request | msg.LossRequest, wait_s: float
+    ) -> msg.Reply:
+        """One request to a process's ROUTER on this machine (the supervisor, the loss
+        process), on a socket of its own."""
+        supervisor = endpoint == self.endpoints.supervisor
         sock = self._ctx.socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.SNDHWM, 1)
         try:
-            sock.connect(self.endpoints.supervisor)
+            sock.connect(endpoint)
             try:
                 sock.send_multipart([b"", msg.encode(req)], zmq.NOBLOCK)
             except zmq.Again:
-                raise unreachable(self.name, supervisor=True) from None
+                raise unreachable(self.name, supervisor=supervisor) from None
             if not sock.poll(int(wait_s * 1000)):
-                raise unanswered(self.name, req, wait_s, supervisor=True)
+                raise unanswered(self.name, req, wait_s, supervisor=supervisor)
             return read_reply(self.name, sock.recv_multipart()[-1])
         finally:
             sock.close(linger=0)
@@ -231,7 +241,7 @@ class Client(Attached):
 
     def limits(self) -> pl.DataFrame:
         """Limit usage (value and limit in USD, utilisation, breached) per configured limit."""
-        return self._run(calls.limits())
+        return self._run(calls.limits(self._session))
 
     def whatif(self, shocks: Sequence[AnyShock], by: Sequence[str] = ("desk",)) -> pl.DataFrame:
         """PnL (USD) of a shocked copy of the live market, grouped by ``by``."""
@@ -247,6 +257,25 @@ class Client(Attached):
         (ids such as ``USD.SOFR``) their zero and 3M forward rates (%) at ``years`` (default
         0.25 to 30 years), base and with ``shocks`` applied. Works over :func:`connect_remote`."""
         return self._run(calls.market(curves, shocks, years))
+
+    def var(self, *, wait_s: float = 300.0) -> LossResult:
+        """The live historical VaR/ES of the book (docs/var.md, "Live"): the loss process's
+        last result, computed on one copy of the live quotes every ``loss.every_s`` seconds,
+        with its quote ``generation`` and ``age_s``. Waits up to ``wait_s`` seconds for a first
+        result (0: the answer as it is, ``ready`` False before one). This machine only."""
+        return self._run(calls.loss_result(self._session, "var", wait_s))
+
+    def stress(self, *, wait_s: float = 300.0) -> LossResult:
+        """The book's PnL under each stress of the service's stress file, on the live quotes
+        (as :meth:`var`; ``measures`` is None)."""
+        return self._run(calls.loss_result(self._session, "stress", wait_s))
+
+    def explain(self, since: Moment = None, *, wait_s: float = 60.0) -> ExplainView:
+        """Intraday PnL explain by desk and risk factor (USD) from the quotes at ``since``
+        (UTC ns or a datetime, naive: UTC; the latest copy the loss process kept at or before
+        it, one a minute; None: the service's first quotes of the UTC day) to the live ones,
+        with the unexplained residual (docs/var.md, "Live")."""
+        return self._run(calls.explain(self._session, as_utc_ns(since), wait_s))
 
     def profile(self, worker: str, seconds: float = 2.0) -> dict[str, Any]:
         """Profile ``worker`` (e.g. ``"fx-0"``) for ``seconds`` of live work.
@@ -378,6 +407,18 @@ class Client(Attached):
     ) -> MarketView:
         """:meth:`AsyncClient.market`."""
         return await self.asynchronous().market(curves, shocks, years)
+
+    async def avar(self, *, wait_s: float = 300.0) -> LossResult:
+        """:meth:`AsyncClient.var`."""
+        return await self.asynchronous().var(wait_s=wait_s)
+
+    async def astress(self, *, wait_s: float = 300.0) -> LossResult:
+        """:meth:`AsyncClient.stress`."""
+        return await self.asynchronous().stress(wait_s=wait_s)
+
+    async def aexplain(self, since: Moment = None, *, wait_s: float = 60.0) -> ExplainView:
+        """:meth:`AsyncClient.explain`."""
+        return await self.asynchronous().explain(since, wait_s=wait_s)
 
     async def aprofile(self, worker: str, seconds: float = 2.0) -> dict[str, Any]:
         """:meth:`AsyncClient.profile`."""

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+import msgspec
 import polars as pl
 
 from workbench.engine.protocol import messages as msg
@@ -235,3 +236,121 @@ def latency_summary(buckets: pl.DataFrame) -> pl.DataFrame:
             }
         )
     return pl.DataFrame(rows, schema=_SUMMARY_SCHEMA)
+
+
+@dataclass(frozen=True)
+class LossResult:
+    """The live loss process's last result (docs/var.md, "Live"), the batch
+    :class:`~workbench.scenario_risk.ScenarioRisk`'s shape plus where it stands.
+
+    ``pnl``: PnL per scenario and desk, long (``scenario``, ``desk``, ``pnl`` USD; the firm as
+    desk ``"Firm"``); ``measures``: VaR/ES by desk and firm (historical runs; None for
+    stresses); ``worst``: the firm's worst scenarios (``rank``, ``scenario`` — a historical
+    day, ISO — ``pnl``); ``seconds``: the run's wall time; ``scenarios``: how many;
+    ``greeks``: the Greeks' estimate beside full revaluation (``by_desk``: ``scenario``,
+    ``desk``, ``full``, ``greeks``, ``gap``; ``worst``: the positions it explains worst) or
+    None; ``quotes``: the quote values it ran on (``quote_id``, ``value``); ``generation``:
+    the quote table's generation of that copy; ``made_ns``: when the copy was taken (UTC ns);
+    ``age_s``: seconds from then to the answer; ``ready``: False until a first run has ended
+    (every frame then empty); ``computing``: ``"var"`` or ``"stress"`` while a run is under
+    way, with ``done`` of ``total`` scenarios; ``error``: why the last run failed, if it did;
+    ``every_s``: the timer (s); ``limits``: the VaR/ES limits' usage (as
+    :meth:`~workbench.client.Client.limits`' rows) and ``breaches`` those in force.
+    """
+
+    pnl: pl.DataFrame
+    measures: pl.DataFrame | None
+    worst: pl.DataFrame
+    seconds: float
+    scenarios: int
+    greeks: GreeksGapView | None
+    quotes: pl.DataFrame
+    generation: int
+    made_ns: int
+    age_s: float
+    ready: bool
+    computing: str
+    done: int
+    total: int
+    error: str
+    every_s: float
+    limits: pl.DataFrame
+    breaches: tuple[Breach, ...]
+
+
+@dataclass(frozen=True)
+class GreeksGapView:
+    """The Greeks' estimate of every historical scenario beside its full revaluation (USD):
+    ``by_desk`` and ``worst``, as :class:`~workbench.scenario_risk.GreeksGap`."""
+
+    by_desk: pl.DataFrame
+    worst: pl.DataFrame
+
+
+@dataclass(frozen=True)
+class ExplainView:
+    """Intraday PnL explain (docs/var.md, "Live"): ``by_desk`` (``desk``, then the firm as
+    ``"Firm"``; ``actual`` by full revaluation, one column per risk-factor class of
+    ``components`` from the Greeks at the base, ``unexplained``; USD) and ``positions`` (the
+    same per position); ``base_ns``, ``made_ns``: when the base and the latest copies of the
+    quotes were taken (UTC ns), ``base_generation``, ``generation`` their quote generations;
+    ``age_s``: seconds from the latest copy to the answer."""
+
+    by_desk: pl.DataFrame
+    positions: pl.DataFrame
+    components: tuple[str, ...]
+    base_ns: int
+    made_ns: int
+    base_generation: int
+    generation: int
+    age_s: float
+
+
+def _frame(reply: msg.Reply, name: str) -> pl.DataFrame:
+    raw = reply.tables.get(name)
+    return msg.bytes_to_frame(raw) if raw is not None else pl.DataFrame()
+
+
+def loss_result(reply: msg.Reply) -> LossResult:
+    """A :class:`LossResult` from the loss process's reply."""
+    d = reply.data
+    ready = bool(d.get("ready"))
+    made_ns = int(d.get("made_ns", 0))
+    greeks = None
+    if "greeks_by_desk" in reply.tables:
+        greeks = GreeksGapView(_frame(reply, "greeks_by_desk"), _frame(reply, "greeks_worst"))
+    return LossResult(
+        pnl=_frame(reply, "pnl"),
+        measures=_frame(reply, "measures") if "measures" in reply.tables else None,
+        worst=_frame(reply, "worst"),
+        seconds=float(d.get("seconds", 0.0)),
+        scenarios=int(d.get("scenarios", 0)),
+        greeks=greeks,
+        quotes=_frame(reply, "quotes"),
+        generation=int(d.get("generation", 0)),
+        made_ns=made_ns,
+        age_s=(int(d["now_ns"]) - made_ns) / 1e9 if ready else 0.0,
+        ready=ready,
+        computing=str(d.get("computing", "")),
+        done=int(d.get("done", 0)),
+        total=int(d.get("total", 0)),
+        error=str(d.get("error", "")),
+        every_s=float(d.get("every_s", 0.0)),
+        limits=_frame(reply, "limits"),
+        breaches=tuple(msgspec.convert(b, Breach) for b in d.get("breaches", ())),
+    )
+
+
+def explain_view(reply: msg.Reply) -> ExplainView:
+    """An :class:`ExplainView` from the loss process's reply."""
+    d = reply.data
+    return ExplainView(
+        by_desk=_frame(reply, "by_desk"),
+        positions=_frame(reply, "positions"),
+        components=tuple(d.get("components", ())),
+        base_ns=int(d["base_ns"]),
+        made_ns=int(d["made_ns"]),
+        base_generation=int(d["base_generation"]),
+        generation=int(d["generation"]),
+        age_s=(int(d["now_ns"]) - int(d["made_ns"])) / 1e9,
+    )

@@ -59,7 +59,9 @@ def unreachable(name: str, *, supervisor: bool) -> ServiceError:
     return ServiceError(f"service {name}: {who}not reachable")
 
 
-def unanswered(name: str, req: msg.Request, wait_s: float, *, supervisor: bool) -> ServiceError:
+def unanswered(
+    name: str, req: msg.Request | msg.LossRequest, wait_s: float, *, supervisor: bool
+) -> ServiceError:
     """No reply to ``req`` within ``wait_s`` seconds."""
     what = type(req).__name__
     if supervisor:

@@ -5,6 +5,10 @@ limit is on the absolute value of a net measure of :mod:`risk.aggregation` (USD)
 whole firm or one desk. A breach starts when the value goes over the limit; it keeps its
 ``since_ns`` while it lasts and clears when the value is back at or below
 ``limit * (1 - hysteresis)``.
+
+A limit on a loss measure (:data:`LOSS_MEASURES`: VaR and ES, USD, a loss) is kept by the
+monitor of the process that computes it (the service's loss process, docs/var.md "Live"): a
+monitor evaluates the limits of its own ``measures`` only.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import polars as pl
 
 from workbench.risk.aggregation import MEASURES, rollups
 from workbench.risk.breaches import Breach
+from workbench.risk.loss import ES_LEVEL, LEVELS
 
 
 class LimitConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,6 +32,13 @@ class LimitConfig(msgspec.Struct, frozen=True, kw_only=True):
     limit: float
     desk: str | None = None
 
+
+LOSS_MEASURES: tuple[str, ...] = (
+    *(f"var_{lv * 100:g}" for lv in LEVELS),
+    f"es_{ES_LEVEL * 100:g}",
+)
+"""Historical VaR and ES at the reported levels (``var_99``, ``var_97.5``, ``es_97.5``; USD,
+a loss): the columns of :func:`workbench.risk.loss.measures` a limit may be on."""
 
 FIRM = "firm"
 """The scope of a firm-wide limit; a desk's is ``desk:<name>``."""
@@ -84,6 +96,10 @@ class LimitMonitor:
         refused at the first :meth:`evaluate` whose frame does not have that desk.
     hysteresis
         Fraction of the limit a breached value must fall below to clear (0 = at the limit).
+    measures
+        The measures this monitor evaluates (the risk roll-ups' by default,
+        :data:`LOSS_MEASURES` for the loss process's); a limit on another known measure is
+        left to the other monitor.
 
     Raises
     ------
@@ -97,15 +113,17 @@ class LimitMonitor:
         *,
         desks: Iterable[str] | None = None,
         hysteresis: float = 0.0,
+        measures: Sequence[str] = MEASURES,
     ) -> None:
         if not 0.0 <= hysteresis < 1.0:
             raise ValueError(f"hysteresis {hysteresis!r}: expected a fraction in [0, 1)")
         known = None if desks is None else set(desks)
         seen: set[tuple[str, str]] = set()
         for lim in limits:
-            if lim.measure not in MEASURES:
+            if lim.measure not in MEASURES and lim.measure not in LOSS_MEASURES:
                 raise ValueError(
-                    f"limit on unknown measure {lim.measure!r} (expected one of {MEASURES})"
+                    f"limit on unknown measure {lim.measure!r} (expected one of "
+                    f"{(*MEASURES, *LOSS_MEASURES)})"
                 )
             if known is not None and lim.desk is not None and lim.desk not in known:
                 raise ValueError(f"limit on unknown desk {lim.desk!r}")
@@ -117,7 +135,7 @@ class LimitMonitor:
             if key in seen:
                 raise ValueError(f"{key[0]} {key[1]}: more than one limit")
             seen.add(key)
-        self.limits: tuple[LimitConfig, ...] = tuple(limits)
+        self.limits: tuple[LimitConfig, ...] = tuple(x for x in limits if x.measure in measures)
         self.hysteresis = hysteresis
         self._desks_checked = known is not None
         self._since: dict[tuple[str, str], int] = {}

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from workbench.widgets.history import GreekHistory
     from workbench.widgets.limits import LimitsPanel
     from workbench.widgets.profiler import Profiler
+    from workbench.widgets.scenario_risk import ScenarioRisk
     from workbench.widgets.shocks import CurveShock
     from workbench.widgets.telemetry import Telemetry
 
@@ -32,6 +33,7 @@ _WHERE = {
     "GreekHistory": "history",
     "LimitsPanel": "limits",
     "Profiler": "profiler",
+    "ScenarioRisk": "scenario_risk",
     "CurveShock": "shocks",
     "Telemetry": "telemetry",
 }
@@ -56,6 +58,7 @@ __all__ = [
     "LimitsPanel",
     "LiveWidget",
     "Profiler",
+    "ScenarioRisk",
     "Telemetry",
     "run_for",
     "throttled",

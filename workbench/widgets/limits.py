@@ -1,9 +1,12 @@
 """LimitsPanel: limit usage and the breaches in force — which desk, which measure, by how much,
 since when (the breach's start on the monotonic clock, shown as an age and a wall-clock time).
+The VaR/ES limits come from the service's loss process (docs/var.md, "Live"), read every
+``loss_every_s`` seconds beside the snapshots.
 """
 
 from __future__ import annotations
 
+import asyncio
 import html
 import time
 from collections.abc import Sequence
@@ -12,7 +15,7 @@ from datetime import datetime
 import ipywidgets as w  # type: ignore[import-untyped]
 import polars as pl
 
-from workbench.client import Client, SnapshotView
+from workbench.client import Client, ServiceError, SnapshotView
 from workbench.risk.breaches import Breach
 from workbench.widgets._live import Latest, LiveWidget
 from workbench.widgets.grid import compact
@@ -69,8 +72,11 @@ class LimitsPanel(LiveWidget):
         *,
         max_hz: float = 2.0,
         run_root: str | None = None,
+        loss_every_s: float = 5.0,
     ) -> None:
         super().__init__(service, run_root=run_root)
+        self.loss_usage = pl.DataFrame()
+        self.loss_breaches: tuple[Breach, ...] = ()
         self.breaches = w.HTML()
         self.usage = w.HTML()
         self.last: SnapshotView | None = None
@@ -86,14 +92,35 @@ class LimitsPanel(LiveWidget):
         self._box: Latest[SnapshotView] = Latest()
         self._spawn(self._feed())
         self._spawn(self._paced(self._box, self.update, max_hz=max_hz))
+        self._spawn(self._loss_feed(loss_every_s))
 
     async def _feed(self) -> None:
         async for snap in self.conn.snapshots():
             self._box.put(snap)
 
+    async def _loss_feed(self, every_s: float) -> None:
+        """The VaR/ES limits of the loss process's last result, every ``every_s`` seconds
+        (none when the service runs without it)."""
+        client = await self.conn.client()
+        if not client.local or not client.descriptor.config.loss.enabled:
+            return
+        while True:
+            try:
+                got = await self.conn.call(lambda c: c.avar(wait_s=0))
+            except ServiceError:
+                got = None
+            if got is not None and got.ready:
+                self.loss_usage, self.loss_breaches = got.limits, got.breaches
+            await asyncio.sleep(every_s)
+
     def update(self, snap: SnapshotView) -> None:
         """Redraw from one snapshot."""
         self.last = snap
-        self.breaches.value = breaches_html(snap.breaches, time.monotonic_ns())
-        if "limits" in snap.tables:
-            self.usage.value = usage_html(snap.tables["limits"])
+        breaches = (*snap.breaches, *self.loss_breaches)
+        self.breaches.value = breaches_html(breaches, time.monotonic_ns())
+        usage = snap.tables["limits"] if "limits" in snap.tables else pl.DataFrame()
+        if self.loss_usage.height:
+            usage = pl.concat([usage, self.loss_usage], how="vertical_relaxed") \
+                if usage.height else self.loss_usage  # fmt: skip
+        if usage.height or "limits" in snap.tables:
+            self.usage.value = usage_html(usage)

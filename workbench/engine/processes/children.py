@@ -85,7 +85,14 @@ class Live:
 
 def child_specs(config: ServiceConfig) -> list[ChildSpec]:
     """Every child of a service of ``config``, in start order."""
-    from workbench.engine.processes import aggregator, feed, ingest, store_writer, worker
+    from workbench.engine.processes import (
+        aggregator,
+        feed,
+        ingest,
+        loss_runner,
+        store_writer,
+        worker,
+    )
 
     text = encode_config(config)
     out: list[ChildSpec] = []
@@ -105,6 +112,8 @@ def child_specs(config: ServiceConfig) -> list[ChildSpec]:
         out.append(
             ChildSpec("store_writer", "store_writer", store_writer.run, (text,), "store", False)
         )
+    if config.loss.enabled:
+        out.append(ChildSpec("loss", "loss", loss_runner.run, (text,), "loss", False))
     return out
 
 

@@ -170,6 +170,35 @@ class StoreConfig(msgspec.Struct, frozen=True, kw_only=True):
     minutes: a day is read from ~150 files, not 17,280)."""
 
 
+class LossConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """The live loss process: historical VaR/ES, the stresses and the intraday PnL explain of
+    the book on the live quotes (docs/var.md, "Live").
+
+    ``every_s``: seconds from the end of one run to the start of the next; ``window``: 1-day
+    changes of the history used; ``history``: a market history file (None: a reference history
+    generated for the service's market, docs/history.md); ``stresses``: a stress file (None:
+    the library); ``greeks``: also the Greeks' estimate of every historical day; ``nice``:
+    added to the process's nice value.
+    """
+
+    enabled: bool = True
+    every_s: float = 60.0
+    window: int = 500
+    history: str | None = None
+    stresses: str | None = None
+    greeks: bool = True
+    nice: int = 10
+
+
+def loss_endpoint(endpoints: Endpoints) -> str:
+    """The live loss process's ROUTER: ``loss.ipc`` beside the control socket."""
+    head, sep, _ = endpoints.control.rpartition("/")
+    if not endpoints.control.startswith("ipc://") or not sep:
+        raise ValueError(f"the loss process listens beside an ipc control socket, not "
+                         f"{endpoints.control!r}")  # fmt: skip
+    return f"{head}/loss.ipc"
+
+
 class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a service and each of its processes needs to start."""
 
@@ -205,6 +234,8 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True):
     """A warm standby process ready to take a dead worker's slot at once (docs/service.md)."""
     store: StoreConfig = StoreConfig()
     """The risk store's writer process and its files (docs/store.md)."""
+    loss: LossConfig = LossConfig()
+    """The live VaR/ES, stress and PnL explain process (docs/var.md, "Live")."""
     fail_reprice: tuple[str, ...] = ()
     """Fault injection: glob patterns over pricing-group keys (``fx:EURUSD``, ``rates:*``)
     whose reprices fail as a pricer exception would (docs/service.md, "Fault injection")."""

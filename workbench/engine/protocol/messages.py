@@ -359,3 +359,19 @@ def error_reply(message: str) -> Reply:
 
 
 Role = Literal["feed", "ingest", "worker", "aggregator", "supervisor"]
+
+
+# --- the live loss process (client → loss) ---------------------------------------------------
+
+
+class LossRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Ask the live loss process (docs/var.md, "Live") for its last ``"var"`` or ``"stress"``
+    result, or for an ``"explain"`` of the PnL since ``since_ns`` (UTC ns since the epoch;
+    None: the service's first quotes of the UTC day)."""
+
+    what: Literal["var", "stress", "explain"]
+    since_ns: int | None = None
+    v: int = SCHEMA_VERSION
+
+
+loss_request_decoder = msgspec.msgpack.Decoder(LossRequest)

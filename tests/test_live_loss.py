@@ -1,0 +1,221 @@
+"""The live loss process in a real service: VaR/ES and stresses equal to the batch API on the
+same quote values, their age, snapshots flowing while it runs, VaR/ES limits breaching, and the
+intraday PnL explain adding up (docs/var.md, "Live")."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from service_helpers import make_files, start, wait
+
+from workbench import scenario_risk
+from workbench.client import Client, LossConfig, ServiceError
+from workbench.client.views import LossResult
+from workbench.market.io import load_market, save_market
+from workbench.risk.explain import COMPONENTS
+from workbench.risk.limits import LOSS_MEASURES, LimitConfig, LimitMonitor
+from workbench.scenario_risk import Where
+
+WINDOW = 40
+EVERY_S = 3.0
+RTOL = 1e-12
+"""Limits and heartbeat figures: the same numbers as the result they come from."""
+SCALE_TOL = 1e-11
+"""Live against batch: each number within this fraction of its column's largest magnitude
+(measured up to 2.1e-12: PnLs are differences of PVs computed in two processes whose curve
+solves start from different places, equal to the solvers' tolerance, not to the bit)."""
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_files(tmp_path_factory.mktemp("live_loss"))
+
+
+@pytest.fixture(scope="module")
+def service(files: tuple[Path, Path]) -> Iterator[Client]:
+    """A service whose loss process runs every 3 s on 40 days, with a firm VaR limit it
+    always breaches and a desk ES limit it never does."""
+    svc = start(
+        files,
+        "liveloss",
+        rate=200.0,  # small moves: the Greeks explain most of them
+        loss=LossConfig(every_s=EVERY_S, window=WINDOW),
+        limits=(
+            LimitConfig(measure="dv01", limit=1.0),
+            LimitConfig(measure="var_99", limit=1.0),
+            LimitConfig(measure="es_97.5", limit=1e15, desk="USD Rates"),
+        ),
+    )
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
+
+def _batch_market(result: LossResult, files: tuple[Path, Path], folder: Path) -> Path:
+    """A market file holding the quote values a live result ran on."""
+    market = load_market(files[1])
+    assert result.quotes["quote_id"].to_list() == list(market.quote_ids)
+    path = folder / f"market-{result.generation}.json"
+    save_market(market.with_quote_values(result.quotes["value"].to_numpy()), path)
+    return path
+
+
+def _close(live: pl.DataFrame, batch: pl.DataFrame, keys: list[str]) -> None:
+    """Equal keys, and every number within :data:`SCALE_TOL` of its column's largest
+    magnitude."""
+    assert live.columns == batch.columns
+    assert live.select(keys).equals(batch.select(keys))
+    for col in live.columns:
+        if live.schema[col] == pl.Float64:
+            want = batch[col].to_numpy()
+            scale = float(np.abs(want).max()) if want.size else 0.0
+            np.testing.assert_allclose(live[col].to_numpy(), want, rtol=0.0,
+                                       atol=SCALE_TOL * scale)  # fmt: skip
+
+
+def test_var_equals_the_batch_api_on_the_same_quotes(
+    service: Client, files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    live = service.var(wait_s=240)
+    assert live.ready
+    assert live.scenarios == WINDOW
+    assert live.measures is not None
+    run_dir = Path(service.descriptor.config.run_dir)
+    batch = scenario_risk.historical(
+        service.descriptor.config.frozen_book,
+        _batch_market(live, files, tmp_path),
+        run_dir / "loss" / "history.parquet",
+        window=WINDOW,
+        where=Where(in_process=True),
+        greeks=True,
+    )
+    assert batch.measures is not None
+    assert batch.greeks is not None
+    assert live.greeks is not None
+    _close(live.pnl, batch.pnl, ["scenario", "desk"])
+    _close(live.measures, batch.measures, ["group"])
+    _close(live.worst, batch.worst, ["rank", "scenario"])
+    _close(live.greeks.by_desk, batch.greeks.by_desk, ["scenario", "desk"])
+    firm = live.measures.filter(pl.col("group") == "Firm")
+    assert firm["es_97.5"][0] >= firm["var_97.5"][0] > 0.0
+
+
+def test_stress_equals_the_batch_api_on_the_same_quotes(
+    service: Client, files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    live = service.stress(wait_s=240)
+    assert live.ready
+    assert live.measures is None
+    assert live.scenarios > 0
+    batch = scenario_risk.stress(
+        service.descriptor.config.frozen_book, _batch_market(live, files, tmp_path)
+    )
+    _close(live.pnl, batch.pnl, ["scenario", "desk"])
+    _close(live.worst, batch.worst, ["rank", "scenario"])
+
+
+def test_the_age_grows_then_a_new_run_replaces_the_result(service: Client) -> None:
+    first = service.var(wait_s=240)
+    time.sleep(0.5)
+    again = service.var(wait_s=0)
+    if again.made_ns == first.made_ns:  # the same result, older
+        assert again.age_s > first.age_s
+    wait(lambda: service.var(wait_s=0).made_ns > first.made_ns, 120, "a new VaR run")
+    newer = service.var(wait_s=0)
+    assert newer.generation >= first.generation
+    assert 0.0 <= newer.age_s < first.age_s + 120
+    assert newer.every_s == EVERY_S
+
+
+def test_snapshots_keep_coming_while_it_runs(service: Client) -> None:
+    service.var(wait_s=240)
+    wait(lambda: service.var(wait_s=0).computing != "", 120, "a run under way")
+    seqs, p99 = [], []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 2.0:
+        snap = service.latest(timeout_s=2.0)
+        seqs.append(snap.seq)
+        p99.append(snap.stats.get("flush_to_publish_p99_ms", float("nan")))
+    assert len(seqs) >= 5
+    assert seqs == sorted(seqs)
+    print(f"flush → publish p99 while the loss process runs: {np.nanmax(p99):.1f} ms")
+
+
+def test_var_and_es_limits_breach_live(service: Client) -> None:
+    service.var(wait_s=240)
+    usage = service.limits()
+    rows = {(r["scope"], r["measure"]): r for r in usage.iter_rows(named=True)}
+    assert rows[("firm", "dv01")]["breached"]
+    assert rows[("firm", "var_99")]["breached"]
+    assert rows[("firm", "var_99")]["value"] > 1.0
+    assert not rows[("desk:USD Rates", "es_97.5")]["breached"]
+    live = service.var(wait_s=0)
+    firm = live.measures.filter(pl.col("group") == "Firm") if live.measures is not None else None
+    assert firm is not None
+    assert rows[("firm", "var_99")]["value"] == pytest.approx(abs(firm["var_99"][0]), rel=RTOL)
+    assert [(b.scope, b.measure) for b in live.breaches] == [("firm", "var_99")]
+    loss = next(p for p in service.status()["processes"] if p["name"] == "loss")
+    assert loss["stats"]["breaches"] == 1.0
+    assert loss["restarts"] == 0
+    assert loss["stats"]["var:Firm"] == pytest.approx(firm["var_99"][0], rel=RTOL)
+
+
+def test_explain_adds_up_and_its_residual_is_small(service: Client) -> None:
+    service.var(wait_s=240)
+    time.sleep(1.0)
+    view = service.explain()
+    assert view.components == COMPONENTS
+    frame = view.by_desk
+    parts = frame.select(pl.sum_horizontal([*COMPONENTS, "unexplained"])).to_series()
+    np.testing.assert_allclose(parts.to_numpy(), frame["actual"].to_numpy(), rtol=1e-9,
+                               atol=1e-6)  # fmt: skip
+    firm = frame.filter(pl.col("desk") == "Firm").row(0, named=True)
+    assert view.generation >= view.base_generation
+    assert view.made_ns >= view.base_ns
+    gross = float(view.positions["actual"].abs().sum())
+    assert abs(firm["unexplained"]) <= 0.1 * gross + 1.0, (firm, gross)
+    later = service.explain(since=time.time_ns())  # the latest kept copy: the day's first here
+    assert later.base_ns <= time.time_ns()
+
+
+def test_the_async_twins_answer_the_same(service: Client) -> None:
+    sync = service.var(wait_s=240)
+
+    async def both() -> tuple[LossResult, LossResult]:
+        return await service.avar(wait_s=0), await service.astress(wait_s=240)
+
+    got, stress = asyncio.run(both())
+    assert got.ready
+    assert stress.ready
+    assert got.made_ns >= sync.made_ns
+    view = asyncio.run(service.aexplain())
+    assert view.by_desk.height > 1
+    loss = next(p for p in service.status()["processes"] if p["name"] == "loss")
+    assert loss["restarts"] == 0  # explains priced beside runs, one at a time
+
+
+def test_a_service_without_it_says_so(files: tuple[Path, Path]) -> None:
+    svc = start(files, "nolossproc", feed="none", loss=LossConfig(enabled=False), standby=False)
+    try:
+        assert "loss" not in {p["name"] for p in svc.status()["processes"]}
+        with pytest.raises(ServiceError, match="without its loss process"):
+            svc.var(wait_s=0)
+        assert svc.limits().height == 0
+    finally:
+        svc.stop()
+
+
+def test_a_limit_monitor_keeps_to_its_own_measures() -> None:
+    limits = (LimitConfig(measure="dv01", limit=1.0), LimitConfig(measure="var_99", limit=2.0))
+    assert [x.measure for x in LimitMonitor(limits).limits] == ["dv01"]
+    own = LimitMonitor(limits, measures=LOSS_MEASURES)
+    assert [x.measure for x in own.limits] == ["var_99"]
+    with pytest.raises(ValueError, match="unknown measure 'var_95'"):
+        LimitMonitor((LimitConfig(measure="var_95", limit=1.0),))

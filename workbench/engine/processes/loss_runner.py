@@ -1,0 +1,363 @@
+"""The live loss process: VaR/ES, stresses and PnL explain of the book on the live quotes.
+
+Every ``loss.every_s`` seconds (from the end of a run) it copies the quote table at one
+generation (the seqlock copy, as the workers read it), revalues the book under the historical
+scenarios and the stress library with the batch engine's functions, single-threaded in this
+process (:mod:`~.loss_measures`), and keeps the result with that generation and the copy's UTC
+time. Clients ask for the last result on this process's own socket (ROUTER
+``<sockets>/loss.ipc``, :class:`~workbench.engine.protocol.messages.LossRequest`), answered
+by one thread of its own, which also sends the heartbeats: a run never holds a request or a
+heartbeat (the run itself is single-threaded). An explain is computed
+when asked, from a kept copy of the quotes (the day's first, or the latest at or before a
+chosen time) to a fresh one. Heartbeats carry the summary (firm and desk VaR/ES, age, progress).
+It runs niced (``loss.nice``) on the process shell, role ``loss``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import msgspec
+import zmq
+
+from workbench._types import FloatArray
+from workbench.book.io import load_book
+from workbench.engine.processes import shell
+from workbench.engine.processes.inputs import book_path, market_path
+from workbench.engine.processes.loss_measures import Computed, ExplainBase, LiveLoss
+from workbench.engine.protocol import messages as msg
+from workbench.engine.protocol.config import ServiceConfig, loss_endpoint
+from workbench.engine.transport import sockets
+from workbench.engine.transport.shm import QuoteTable, TornReadError
+from workbench.market.history import save_history
+from workbench.market.io import load_market
+from workbench.market.model import MarketSnapshot
+from workbench.market.reference_history import generate_history
+from workbench.risk.explain import COMPONENTS
+from workbench.risk.limits import LOSS_MEASURES, LimitMonitor, LimitReport
+
+log = logging.getLogger(__name__)
+
+_POLL_MS: Final = 100
+COPY_EVERY_S: Final = 60.0
+"""Seconds between two kept copies of the quotes (the bases an explain may start from)."""
+KEPT_COPIES: Final = 1_500
+"""Copies kept (a day at one a minute); the day's first is kept apart."""
+_DAY_NS: Final = 86_400 * 1_000_000_000
+
+
+@dataclass(frozen=True)
+class QuoteCopy:
+    """One consistent copy of the quote table: its ``generation``, when it was taken
+    (``made_ns``, UTC ns since the epoch) and the ``values``."""
+
+    generation: int
+    made_ns: int
+    values: FloatArray
+
+
+def reference_history_file(config: ServiceConfig, market: MarketSnapshot) -> Path:
+    """``loss.history``, or a reference history for ``market`` written once to
+    ``<run dir>/loss/history.parquet`` (docs/history.md)."""
+    if config.loss.history:
+        return Path(config.loss.history)
+    path = Path(config.run_dir) / "loss" / "history.parquet"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_history(generate_history(market), tmp)
+        tmp.replace(path)
+    return path
+
+
+class LossProcess:
+    """The loss process's socket, timer and results (built and run by :func:`run`)."""
+
+    def __init__(self, config: ServiceConfig, stop: shell.Stop) -> None:
+        assert config.endpoints is not None
+        self.config = config
+        self.every_ns = int(config.loss.every_s * 1e9)
+        self.ctx = zmq.Context()
+        self.router = self.ctx.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.MAXMSGSIZE, msg.MAX_CONTROL_BYTES)
+        self.router.bind(loss_endpoint(config.endpoints))
+        self.shell = shell.Shell(config, "loss", stop, self.ctx)
+        self.shell.ready = False  # set-up: the supervisor allows startup_timeout_s of silence
+        self.market = load_market(market_path(config))
+        self.book = load_book(book_path(config), market=self.market)
+        self.quotes = QuoteTable.attach(config.segments["quotes"], len(self.market.quote_ids))
+        self.loss: LiveLoss | None = None
+        self.limits = LimitMonitor(config.limits, desks=list(self.book.desk.labels),
+                                   measures=LOSS_MEASURES)  # fmt: skip
+        self.results: dict[str, Computed] = {}
+        self.copies: list[QuoteCopy] = []
+        self.day_first: QuoteCopy | None = None
+        self.explain_base: ExplainBase | None = None
+        self.next_run_ns = 0
+        self.next_copy_ns = 0
+        self.progress = (0, 0)
+        self.what = ""
+        self.error = ""
+        self.counts = {"runs": 0, "errors": 0, "requests": 0, "bad_requests": 0,
+                       "replies_dropped": 0, "torn_reads": 0, "breaches": 0}  # fmt: skip
+        self.last_run_s = 0.0
+        self.summary: dict[str, float] = {}
+        self.stopping = False
+        self.copying = threading.Lock()
+        self.pricing = threading.Lock()  # one thread prices at a time (Numba's pool is one)
+        self.pricing_wanted = threading.Event()
+
+    def begin(self) -> None:
+        """Build the scenarios (the history is generated first when none is configured) and
+        compile the kernels; then the process is ready (the heartbeats may stop for a while
+        before: Numba holds the GIL while it compiles)."""
+        lc = self.config.loss
+        loss = LiveLoss(self.book, self.market,
+                        history=reference_history_file(self.config, self.market),
+                        window=lc.window, stresses=lc.stresses, greeks=lc.greeks)  # fmt: skip
+        loss.warm()
+        self.loss = loss
+        self.shell.ready = True
+
+    def turn(self) -> None:
+        """Keep a copy of the quotes when due; run when due; else wait a little."""
+        now = time.monotonic_ns()
+        if now >= self.next_copy_ns:
+            self.next_copy_ns = now + int(COPY_EVERY_S * 1e9)
+            self._copy()
+        if now >= self.next_run_ns and self.copies and self.loss is not None:
+            self._run()
+            self.next_run_ns = time.monotonic_ns() + self.every_ns
+        else:
+            time.sleep(_POLL_MS / 1000)
+
+    def serve_requests(self) -> None:
+        """The request thread: answer what arrives and beat, until the process stops."""
+        while not self.stopping and self.shell.running():
+            if self.router.poll(_POLL_MS):
+                self._serve()
+            self.shell.beat_if_due(self)
+        self.stopping = True
+
+    # --- the copies of the quotes ----------------------------------------------------------
+
+    def _copy(self) -> QuoteCopy | None:
+        with self.copying:  # the run and the request thread both take copies
+            try:
+                values, _, gen = self.quotes.snapshot()
+            except TornReadError:
+                self.counts["torn_reads"] += 1
+                return None
+            copy = QuoteCopy(gen, time.time_ns(), values)
+            first = self.day_first
+            if first is None or copy.made_ns // _DAY_NS != first.made_ns // _DAY_NS:
+                self.day_first = copy
+            self.copies = [*self.copies[-(KEPT_COPIES - 1) :], copy]
+            return copy
+
+    def base_copy(self, since_ns: int | None) -> QuoteCopy:
+        """The copy an explain since ``since_ns`` starts from: the latest at or before it, the
+        first kept when none is; None: the day's first."""
+        assert self.day_first is not None
+        if since_ns is None:
+            return self.day_first
+        before = [c for c in self.copies if c.made_ns <= since_ns]
+        if before:
+            return before[-1]
+        return min([self.day_first, *self.copies], key=lambda c: c.made_ns)
+
+    # --- a run ---------------------------------------------------------------------------
+
+    def _between_blocks(self, done: int, total: int) -> None:
+        self.progress = (done, total)
+        if self.stopping:
+            raise _StoppedError
+        if self.pricing_wanted.is_set():  # an explain waits: let it price, then go on
+            self.pricing.release()
+            try:
+                while self.pricing_wanted.is_set() and not self.stopping:
+                    time.sleep(0.005)
+            finally:
+                self.pricing.acquire()
+
+    def _run(self) -> None:
+        assert self.loss is not None
+        copy = self._copy() or self.copies[-1]
+        market = self.loss.market(copy.values)
+        t0 = time.perf_counter()
+        self.pricing.acquire()
+        try:
+            for what in ("var", "stress"):
+                self.what = what
+                start = time.perf_counter()
+                computed = getattr(self.loss, what)(market, self._between_blocks)
+                computed.data.update(generation=copy.generation, made_ns=copy.made_ns,
+                                     seconds=time.perf_counter() - start)  # fmt: skip
+                if what == "var":
+                    self._limits(computed)
+                    self.summary = _summary(computed)
+                self.results[what] = computed
+            self.error = ""
+            self.counts["runs"] += 1
+        except _StoppedError:
+            return
+        except Exception as exc:  # a failed run keeps the last result and says why
+            self.counts["errors"] += 1
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("loss: run failed")
+        finally:
+            self.pricing.release()
+            self.what = ""
+            self.progress = (0, 0)
+            self.last_run_s = time.perf_counter() - t0
+
+    def _limits(self, computed: Computed) -> None:
+        """The VaR/ES limits on ``computed``: table ``limits`` (as the aggregator's usage),
+        ``breaches`` in force (their start on this machine's monotonic clock)."""
+        table = msg.bytes_to_frame(computed.tables["measures"])
+        firm = table.filter(table["group"] == "Firm")
+        desk = table.filter(table["group"] != "Firm").rename({"group": "desk"})
+        report: LimitReport = self.limits.evaluate_rollups(firm, desk, time.monotonic_ns())
+        computed.tables["limits"] = msg.frame_to_bytes(report.usage)
+        computed.data["breaches"] = [msgspec.to_builtins(b) for b in report.breaches]
+        self.counts["breaches"] = len(report.breaches)
+
+    # --- requests ------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                parts = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            envelope, payload = parts[:-1], parts[-1]
+            self.counts["requests"] += 1
+            try:
+                req = msg.loss_request_decoder.decode(payload)
+                msg.check_version(req)
+                reply = self._answer(req)
+            except (msgspec.DecodeError, msgspec.ValidationError, msg.VersionError) as exc:
+                self.counts["bad_requests"] += 1
+                reply = msg.error_reply(f"bad request: {exc}")
+            except Exception as exc:  # a request it cannot serve never ends its loop
+                reply = msg.error_reply(f"loss: {type(exc).__name__}: {exc}")
+            if not sockets.send_reply(self.router, envelope, reply):
+                self.counts["replies_dropped"] += 1
+
+    def _facts(self) -> dict[str, Any]:
+        done, total = self.progress
+        return {"computing": self.what, "done": done, "total": total, "error": self.error,
+                "every_s": self.config.loss.every_s, "as_of": self.market.as_of.isoformat(),
+                "now_ns": time.time_ns()}  # fmt: skip
+
+    def _answer(self, req: msg.LossRequest) -> msg.Reply:
+        if req.what == "explain":
+            return self._explain(req.since_ns)
+        found = self.results.get(req.what)
+        if found is None:
+            return msg.Reply(ok=True, data={**self._facts(), "ready": False})
+        return msg.Reply(ok=True, data={**found.data, **self._facts(), "ready": True},
+                         tables=found.tables)  # fmt: skip
+
+    def _explain(self, since_ns: int | None) -> msg.Reply:
+        if self.day_first is None:
+            return msg.Reply(ok=True, data={**self._facts(), "ready": False})
+        self.pricing_wanted.set()
+        with self.pricing:
+            self.pricing_wanted.clear()
+            return self._explained(since_ns)
+
+    def _explained(self, since_ns: int | None) -> msg.Reply:
+        base = self.base_copy(since_ns)
+        now = self._copy() or self.copies[-1]
+        if self.explain_base is None or self.explain_base.generation != base.generation:
+            market0 = self.market.with_quote_values(base.values)
+            self.explain_base = ExplainBase(self.book, market0, generation=base.generation)
+        positions, by_desk = self.explain_base.explain(self.market.with_quote_values(now.values))
+        data = {**self._facts(), "ready": True, "base_generation": base.generation,
+                "base_ns": base.made_ns, "generation": now.generation, "made_ns": now.made_ns,
+                "components": list(COMPONENTS)}  # fmt: skip
+        tables = {"by_desk": msg.frame_to_bytes(by_desk),
+                  "positions": msg.frame_to_bytes(positions)}  # fmt: skip
+        return msg.Reply(ok=True, data=data, tables=tables)
+
+    # --- the shell's side ----------------------------------------------------------------
+
+    def stats(self) -> dict[str, float]:
+        """Counters, progress and the last VaR/ES summary: ``var:<desk>`` (the first level),
+        ``es:<desk>`` (USD, the firm as ``Firm``), ``var_age_s``."""
+        out = {k: float(v) for k, v in self.counts.items()}
+        out.update(done=float(self.progress[0]), total=float(self.progress[1]),
+                   last_run_s=self.last_run_s)  # fmt: skip
+        out.update(self.summary)
+        made_ns = self.results["var"].data["made_ns"] if "var" in self.results else None
+        if made_ns is not None:
+            out["var_age_s"] = (time.time_ns() - int(made_ns)) / 1e9
+        return out
+
+    def histograms(self) -> dict[str, list[float]]:
+        """None of its own."""
+        return {}
+
+    def close(self) -> None:
+        """Detach from the quote table (its owner, the supervisor, unlinks it); close."""
+        try:
+            self.quotes.close()
+        finally:
+            self.shell.close()
+            self.router.close()
+            self.ctx.term()
+
+
+class _StoppedError(Exception):
+    """The process is stopping: a run ends between two blocks."""
+
+
+def _summary(computed: Computed) -> dict[str, float]:
+    """``var:<desk>`` (the first level) and ``es:<desk>`` (USD, the firm as ``Firm``) and the
+    quote generation of a VaR result, for the heartbeats."""
+    frame = msg.bytes_to_frame(computed.tables["measures"])
+    var_col, es_col = frame.columns[1], frame.columns[1 + len(computed.data["levels"])]
+    out = {"var_generation": float(computed.data["generation"])}
+    for row in frame.iter_rows(named=True):
+        out[f"var:{row['group']}"] = float(row[var_col])
+        out[f"es:{row['group']}"] = float(row[es_col])
+    return out
+
+
+def serve(body: LossProcess) -> None:
+    """Start the request thread, build the scenarios, run on the timer until a stop or the
+    parent's exit; then the last heartbeat and the close."""
+    server = threading.Thread(target=body.serve_requests, name="loss-requests", daemon=True)
+    server.start()
+    try:
+        body.begin()
+        while not body.stopping and body.shell.running():
+            body.turn()
+    finally:
+        body.stopping = True
+        server.join(5.0)
+        try:
+            body.shell.beat(body, ready=False)  # final counters
+        finally:
+            body.close()
+
+
+def run(config_json: str) -> None:
+    """Process entry point (``spawn``): serve until SIGTERM/SIGINT or the parent's exit."""
+    config, stop = shell.start(config_json, "loss")
+    import numba
+
+    numba.set_num_threads(1)  # single-threaded: the cores are the hot path's
+    shell.lower_priority(config.loss.nice)
+    serve(LossProcess(config, stop))
+
+
+__all__ = ["COPY_EVERY_S", "KEPT_COPIES", "LossProcess", "QuoteCopy", "reference_history_file",
+           "run", "serve"]  # fmt: skip
