@@ -134,6 +134,33 @@ def test_the_age_grows_then_a_new_run_replaces_the_result(service: Client) -> No
     assert newer.every_s == EVERY_S
 
 
+def test_the_last_result_rides_with_the_snapshots_with_its_age(service: Client) -> None:
+    first = service.var(wait_s=240)
+
+    def riding() -> bool:
+        stats = service.latest(timeout_s=2.0).stats
+        return stats.get("loss.var_generation", -1.0) >= first.generation
+
+    wait(riding, 30, "the VaR summary in a snapshot")
+    stats = service.latest(timeout_s=2.0).stats
+    made = service.var(wait_s=0)  # the result whose summary the snapshot carries
+    assert stats["loss.var_generation"] == made.generation
+    mine = (
+        made.measures.filter(made.measures["group"] == "Firm")
+        if made.measures is not None
+        else None
+    )
+    assert mine is not None
+    assert stats["loss.var:Firm"] == pytest.approx(float(mine[mine.columns[1]][0]), rel=1e-12)
+    assert stats["loss.es:Firm"] == pytest.approx(float(mine["es_97.5"][0]), rel=1e-12)
+    assert stats["loss.age_s"] == pytest.approx(made.age_s, abs=2.0)
+    age = stats["loss.age_s"]
+    time.sleep(1.5)
+    later = service.latest(timeout_s=2.0).stats
+    if later["loss.var_generation"] == stats["loss.var_generation"]:  # the same result, older
+        assert later["loss.age_s"] > age + 1.0
+
+
 def test_snapshots_keep_coming_while_it_runs(service: Client) -> None:
     service.var(wait_s=240)
     wait(lambda: service.var(wait_s=0).computing != "", 120, "a run under way")

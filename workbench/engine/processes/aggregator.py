@@ -98,6 +98,7 @@ class Aggregator:
         self.snapshot_bytes = 0  # the last snapshot's size on the wire
         self.snapshot_stats: dict[str, float] = {}
         self.failed: dict[str, dict[str, str]] = {}  # worker → its groups whose reprice failed
+        self.loss_summary: msg.LossSummary | None = None  # the loss process's last VaR/ES
         self.pacer = PublishPacer(config.snapshot_hz)
         self.poller = zmq.Poller()
         for sock in (self.flush_sub, self.pull):
@@ -175,6 +176,9 @@ class Aggregator:
             "book_generation": float(self.config.book_generation),
             "failed_groups": float(sum(len(f) for f in self.failed.values())),
         }
+        if self.loss_summary is not None:  # the loss process's last VaR/ES, with its age
+            stats.update({f"loss.{k}": v for k, v in self.loss_summary.values.items()})
+            stats["loss.age_s"] = (time.time_ns() - self.loss_summary.made_ns) / 1e9
         snap = msg.Snapshot(
             seq=self.seq, made_ns=done, tables=tables, breaches=breaches, stats=stats
         )
@@ -271,7 +275,9 @@ class Aggregator:
                     pacer.result(time.monotonic_ns(), expecting=self.tracker.waiting())
         if self.pull in events:
             for notice in sockets.drain(self.pull):
-                if isinstance(notice, msg.RiskUpdated):
+                if isinstance(notice, msg.LossSummary):
+                    self.loss_summary = notice
+                elif isinstance(notice, msg.RiskUpdated):
                     self.failed[notice.worker] = notice.failed
                     self.tracker.priced(notice.worker, notice.quote_gen)
                     now = time.monotonic_ns()

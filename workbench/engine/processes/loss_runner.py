@@ -15,6 +15,7 @@ It runs niced (``loss.nice``) on the process shell, role ``loss``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -87,6 +88,10 @@ class LossProcess:
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.MAXMSGSIZE, msg.MAX_CONTROL_BYTES)
         self.router.bind(loss_endpoint(config.endpoints))
+        self.push = self.ctx.socket(zmq.PUSH)  # each result's summary to the aggregator
+        self.push.setsockopt(zmq.SNDHWM, 10)
+        self.push.setsockopt(zmq.LINGER, 0)
+        self.push.connect(config.endpoints.risk)
         self.shell = shell.Shell(config, "loss", stop, self.ctx)
         self.shell.ready = False  # set-up: the supervisor allows startup_timeout_s of silence
         self.market = load_market(market_path(config))
@@ -202,6 +207,7 @@ class LossProcess:
                 if what == "var":
                     self._limits(computed)
                     self.summary = _summary(computed)
+                    self._announce(int(copy.made_ns))
                 self.results[what] = computed
             self.error = ""
             self.counts["runs"] += 1
@@ -216,6 +222,12 @@ class LossProcess:
             self.what = ""
             self.progress = (0, 0)
             self.last_run_s = time.perf_counter() - t0
+
+    def _announce(self, made_ns: int) -> None:
+        """Send the summary to the aggregator, which puts it in every snapshot with its age."""
+        summary = msg.LossSummary(values=dict(self.summary), made_ns=made_ns)
+        with contextlib.suppress(zmq.Again):  # the aggregator is away: the next run sends again
+            self.push.send(msg.encode(summary), zmq.NOBLOCK)
 
     def _limits(self, computed: Computed) -> None:
         """The VaR/ES limits on ``computed``: table ``limits`` (as the aggregator's usage),
@@ -312,6 +324,7 @@ class LossProcess:
         finally:
             self.shell.close()
             self.router.close()
+            self.push.close()
             self.ctx.term()
 
 

@@ -90,7 +90,16 @@ class Heartbeat(Notice, frozen=True, tag="hb"):
     form)."""
 
 
-NoticeMessage = QuotesDirty | RiskUpdated | Heartbeat
+class LossSummary(Notice, frozen=True, tag="loss"):
+    """The loss process's last VaR/ES result, for the snapshots (docs/var.md, "Live"):
+    ``values`` ``var:<desk>`` (the first VaR level) and ``es:<desk>`` (USD, losses; the firm as
+    ``Firm``), ``var_generation``; ``made_ns``: when its quotes were copied, UTC ns."""
+
+    values: dict[str, float]
+    made_ns: int
+
+
+NoticeMessage = QuotesDirty | RiskUpdated | Heartbeat | LossSummary
 
 
 # --- control plane --------------------------------------------------------------------------
