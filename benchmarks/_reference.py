@@ -19,6 +19,7 @@ from playwright.sync_api import Page, sync_playwright
 
 import workbench
 from workbench.book.reference import generate_reference_book
+from workbench.client import LossConfig
 from workbench.engine.transport.endpoints import free_port
 from workbench.market.io import save_market
 from workbench.market.model import MarketSnapshot
@@ -57,12 +58,21 @@ def service_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, default=5_000.0)
     parser.add_argument("--service-nice", type=int, default=None, dest="service_nice",
                         help="the service session's nice value (default: its own)")  # fmt: skip
+    parser.add_argument("--loss-every", type=float, default=None, dest="loss_every",
+                        help="seconds between the live VaR runs (default the service's, 60; "
+                        "0: no loss process)")  # fmt: skip
     return parser
 
 
 def service_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The service configuration the common options ask for (``--service-nice``)."""
-    return {} if args.service_nice is None else {"service_nice": args.service_nice}
+    """The service configuration the common options ask for (``--service-nice``,
+    ``--loss-every``)."""
+    out: dict[str, Any] = {}
+    if args.service_nice is not None:
+        out["service_nice"] = args.service_nice
+    if getattr(args, "loss_every", None) is not None:
+        out["loss"] = LossConfig(enabled=args.loss_every > 0, every_s=args.loss_every or 60.0)
+    return out
 
 
 CHROMIUM = "/usr/bin/chromium"

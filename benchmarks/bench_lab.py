@@ -55,7 +55,7 @@ from playwright.sync_api import Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 import workbench
-from workbench.client import BUCKETS_MS
+from workbench.client import BUCKETS_MS, LossConfig
 from workbench.engine.transport.endpoints import free_port
 from workbench.widgets.dashboard import parameterize
 
@@ -297,6 +297,11 @@ def _q(q: tuple[float, float, float]) -> str:
     return f"({lo:g}, {hi:g}] ms ≈{inside:.1f}"
 
 
+def _loss(loss: LossConfig) -> str:
+    """The loss process as the setting line says it."""
+    return f"every {loss.every_s:g} s" if loss.enabled else "off"
+
+
 def _print(w: Window) -> None:
     busy = sorted(w.cpu.items(), key=lambda kv: -kv[1])
     total = sum(v for k, v in w.cpu.items() if k != "this benchmark")
@@ -353,7 +358,8 @@ def main() -> int:
             lab = Lab(folder, root)
             print(f"setting: the service ({args.positions:,} positions, synthetic feed at "
                   f"{args.rate:,.0f} ticks/s, workers {svc.descriptor.config.workers}, "
-                  f"service_nice {svc.descriptor.config.service_nice}) and "
+                  f"service_nice {svc.descriptor.config.service_nice}, live VaR "
+                  f"{_loss(svc.descriptor.config.loss)}) and "
                   f"JupyterLab ready after {time.monotonic() - t0:.1f} s; machine: "
                   f"{machine()}")  # fmt: skip
             for r in range(1, args.rounds + 1):

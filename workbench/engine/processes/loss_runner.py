@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -351,6 +352,7 @@ def serve(body: LossProcess) -> None:
     server.start()
     try:
         body.begin()
+        _runs_on_idle_cpu()
         while not body.stopping and body.shell.running():
             body.turn()
     finally:
@@ -360,6 +362,16 @@ def serve(body: LossProcess) -> None:
             body.shell.beat(body, ready=False)  # final counters
         finally:
             body.close()
+
+
+def _runs_on_idle_cpu() -> None:
+    """Put the calling thread (the one that runs VaR) under ``SCHED_IDLE``: it gets only CPU no
+    other thread wants, and a flush's worker preempts it at once. Niced by 10 alone, a run on
+    the reference book took the service's flush → publish p99 from ~50 to ~90 ms. The request
+    and heartbeat thread keeps its nice value, so heartbeats and answers still come on a busy
+    machine (a run then takes longer: its age shows it)."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux: the nice value only
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
 
 def run(config_json: str) -> None:
