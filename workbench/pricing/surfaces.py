@@ -83,6 +83,13 @@ def smile_rows(
     return coef, top
 
 
+def _log_moneyness(
+    S: FloatArray, K: FloatArray, t: FloatArray, r_d: FloatArray, r_f: FloatArray
+) -> FloatArray:
+    """log(F/K) with the forward F = S·exp((r_d − r_f)·t), contiguous for the kernels."""
+    return np.ascontiguousarray(np.log(S * np.exp((r_d - r_f) * t) / K), dtype=np.float64)
+
+
 def fx_smile_vols(
     smiles: Sequence[FxVolSurfaceModel],
     which: IntArray,
@@ -111,8 +118,7 @@ def fx_smile_vols(
     usually needs one or two Newton steps.
     """
     t = np.ascontiguousarray(T, dtype=np.float64)
-    fwd = S * np.exp((r_d - r_f) * t)
-    log_m = np.ascontiguousarray(np.log(fwd / K), dtype=np.float64)
+    log_m = _log_moneyness(S, K, t, r_d, r_f)
     if packed is None:
         packed = PackedSplines.of([m.spline() for m in smiles], [m.box() for m in smiles])
     start = (
@@ -147,7 +153,7 @@ def fx_smile_slopes(
     smiles ``packed``, options ``which``, smile ``rows`` and inputs): how each vol moves with
     its forward on a smile sticky in delta, exact (the implicit derivative of the solve)."""
     t = np.ascontiguousarray(T, dtype=np.float64)
-    log_m = np.ascontiguousarray(np.log(S * np.exp((r_d - r_f) * t) / K), dtype=np.float64)
+    log_m = _log_moneyness(S, K, t, r_d, r_f)
     at = np.ascontiguousarray(which, dtype=np.int64)
     v = np.ascontiguousarray(vol, dtype=np.float64)
     return smile_slopes(packed.args(), at, rows[0], rows[1], t, log_m, v)

@@ -366,10 +366,12 @@ def serve(body: LossProcess) -> None:
 
 def _runs_on_idle_cpu() -> None:
     """Put the calling thread (the one that runs VaR) under ``SCHED_IDLE``: it gets only CPU no
-    other thread wants, and a flush's worker preempts it at once. Niced by 10 alone, a run on
-    the reference book took the service's flush → publish p99 from ~50 to ~90 ms. The request
-    and heartbeat thread keeps its nice value, so heartbeats and answers still come on a busy
-    machine (a run then takes longer: its age shows it)."""
+    other thread wants, and a flush's worker preempts it at once. The request and heartbeat
+    thread keeps its nice value, so heartbeats and answers still come on a busy machine (a run
+    then takes longer: its age shows it). Measured on the reference book: this did not lower
+    the service's flush → publish p99 while a run goes on (84 ms, against 92 ms niced alone and
+    ~50 ms with no run; docs/benchmarks.md): the cores' shared caches, not the scheduler, are
+    what a run costs the hot path."""
     with contextlib.suppress(AttributeError, OSError):  # not Linux: the nice value only
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
