@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -456,6 +457,40 @@ def test_tick_numbers_read_back() -> None:
     ]
     assert points("M0,1L2,3L4,NaN") == 2
     assert points("") == 0
+
+
+def test_in_kernel_answers_while_the_kernel_publishes(kernelspec: str, tmp_path: Path) -> None:
+    """A kernel whose widgets publish all the time is asked within seconds (the probe once
+    waited for 0.2 s of quiet on IOPub: minutes under Voila)."""
+    from jupyter_client import KernelManager
+
+    km = KernelManager(kernel_name=kernelspec, connection_file=str(tmp_path / "kernel.json"))
+    km.start_kernel()
+    try:
+        kc = km.blocking_client()
+        kc.start_channels()
+        kc.wait_for_ready(timeout=60)
+        chatter = (
+            "import threading, time\n"
+            "def _chat():\n"
+            "    while True:\n"
+            "        print('update', flush=True)\n"
+            "        time.sleep(0.05)\n"
+            "threading.Thread(target=_chat, daemon=True).start()\n"
+        )
+        kc.execute_interactive(chatter, timeout=30, output_hook=lambda _msg: None)
+        kc.stop_channels()
+        answer: queue.Queue[Any] = queue.Queue()
+        asking = threading.Thread(
+            target=lambda: answer.put(in_kernel(Path(km.connection_file), "1 + 1")), daemon=True
+        )
+        asking.start()
+        try:
+            assert answer.get(timeout=20) == 2
+        except queue.Empty:
+            raise AssertionError("no answer in 20 s: the probe waits for IOPub's quiet") from None
+    finally:
+        km.shutdown_kernel(now=True)
 
 
 class _Page:

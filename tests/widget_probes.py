@@ -9,7 +9,9 @@ import bisect
 import contextlib
 import json
 import math
+import queue
 import re
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -160,24 +162,30 @@ def kernel_connection(parent_pid: int) -> Path:
     return files_[0]
 
 
-def in_kernel(connection: Path, expression: str, *, code: str = "") -> Any:
+def in_kernel(connection: Path, expression: str, *, code: str = "", timeout_s: float = 60.0) -> Any:
     """The value of ``expression`` (JSON-serialisable) in a running kernel after ``code`` ran
-    there, asked silently on its shell channel (the notebook's page shows nothing of it)."""
+    there, asked silently on its shell channel (the notebook's page shows nothing of it).
+
+    Only the shell channel is opened: ``wait_for_ready`` drains IOPub until it is quiet for
+    0.2 s, which a kernel whose widgets publish ten updates a second seldom is (minutes)."""
     kc = BlockingKernelClient()
     kc.load_connection_file(str(connection))
-    kc.start_channels()
+    kc.start_channels(shell=True, iopub=False, stdin=False, hb=False, control=False)
     try:
-        kc.wait_for_ready(timeout=60)
         msg_id = kc.execute(
             code,
             silent=True,
             store_history=False,
             user_expressions={"v": f"__import__('json').dumps({expression})"},
         )
+        deadline = time.monotonic() + timeout_s
         while True:
-            reply = kc.get_shell_msg(timeout=60)
-            if reply["parent_header"].get("msg_id") == msg_id:
-                break
+            left = deadline - time.monotonic()
+            assert left > 0, f"no reply from the kernel of {connection} within {timeout_s} s"
+            with contextlib.suppress(queue.Empty):
+                reply = kc.get_shell_msg(timeout=left)
+                if reply["parent_header"].get("msg_id") == msg_id:
+                    break
         assert reply["content"]["status"] == "ok", reply["content"]
         value = reply["content"]["user_expressions"]["v"]
         assert value["status"] == "ok", value
