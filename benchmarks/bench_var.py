@@ -5,7 +5,8 @@ revaluation in ≤ 5 s on the 2-core machine. The baseline measured in the same 
 per-scenario path (``PortfolioPricer.scenario_pv``, one PV-only re-price of the whole book per
 scenario through the live pricers) on the first ``--baseline-scenarios`` scenarios,
 extrapolated linearly to all of them. Reported: median and min–max of ``--runs`` runs, time per
-scenario, in process and on an embedded Dask cluster of 1 and 2 workers (the book chunk set
+scenario, in process (on one thread, then the pricers side by side on every core, as ``workbench
+var`` runs) and on an embedded Dask cluster of 1 and 2 workers (the book chunk set
 up in each worker on a first, untimed run; the whole book is one chunk up to 200,000 positions,
 the workers share the scenario blocks), the scheduler's overhead per task (trivial tasks),
 peak memory (this process and each worker) and one run at ``--big`` positions.
@@ -16,6 +17,7 @@ Run: ``python benchmarks/bench_var.py [--positions 40000] [--scenarios 500] [--r
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import tempfile
@@ -115,14 +117,20 @@ def main() -> None:
     print(f"baseline, per-scenario path: {base / n_s * 1e3:.1f} ms per scenario on "
           f"{sub.shape[0]} scenarios, extrapolated to {n_s}: {base:.1f} s")  # fmt: skip
 
-    t0 = time.perf_counter()
-    scen_book = ScenarioBook(book, market)
-    setup = time.perf_counter() - t0
     codes, n_desks = book.desk.codes, len(book.desk.labels)
-    group_pnl_by_block(scen_book, values[:BLOCK], codes, n_desks)  # compilation
-    runs = _timed(lambda: group_pnl_by_block(scen_book, values, codes, n_desks), args.runs)
-    print(f"in process (set-up {setup:.2f} s, not timed): {_fmt(runs, n_s)}; "
-          f"{base / statistics.median(runs):.1f}× the baseline")  # fmt: skip
+    cores = len(os.sched_getaffinity(0))
+    for threads in sorted({1, cores}):  # what workbench var runs in process: every core
+        t0 = time.perf_counter()
+        scen_book = ScenarioBook(book, market, threads=threads)
+        setup = time.perf_counter() - t0
+        group_pnl_by_block(scen_book, values[:BLOCK], codes, n_desks)  # compilation
+
+        def revalue(sb: ScenarioBook = scen_book) -> None:
+            group_pnl_by_block(sb, values, codes, n_desks)
+
+        runs = _timed(revalue, args.runs)
+        print(f"in process, {threads} thread(s) (set-up {setup:.2f} s, not timed): "
+              f"{_fmt(runs, n_s)}; {base / statistics.median(runs):.1f}× the baseline")  # fmt: skip
 
     medians = {}
     for workers in (int(w) for w in args.workers.split(",")):

@@ -85,6 +85,25 @@ def test_blocks_and_group_sums_do_not_change_the_numbers(case: Case) -> None:
         whole.pv(values[:, :10])
 
 
+def test_pricers_side_by_side_give_the_same_numbers_to_the_last_bit(case: Case) -> None:
+    import numba
+
+    market, book, values, _ = case
+    codes, n = book.desk.codes, len(book.desk.labels)
+    one = ScenarioBook(book, market)
+    two = ScenarioBook(book, market, threads=2)
+    before = numba.get_num_threads()
+    for _ in range(2):  # the second block starts the pricers in the order of the first's times
+        np.testing.assert_array_equal(two.pv(values), one.pv(values))
+        np.testing.assert_array_equal(
+            group_pnl_by_block(two, values, codes, n, block=7),
+            group_pnl_by_block(one, values, codes, n, block=7),
+        )
+    assert numba.get_num_threads() == before  # the caller's Numba threads untouched
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        ScenarioBook(book, market, threads=0)
+
+
 def test_count_distributions_of_a_block_are_each_scenarios_own() -> None:
     market = generate_reference_market()
     spec = next(c for c in market.credit_indices if c.id == "CDX.HY")

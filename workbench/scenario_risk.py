@@ -9,6 +9,7 @@ the market and the history or stress file, build the scenarios
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -153,8 +154,9 @@ def run(
     t0 = time.perf_counter()
     gap: GreeksGap | None = None
     if where.in_process:
+        threads = len(os.sched_getaffinity(0))  # the pricers of a block side by side
         by_cell: FloatArray = group_pnl_by_block(
-            ScenarioBook(book, market), values, cut.codes, cut.n, progress=show
+            ScenarioBook(book, market, threads=threads), values, cut.codes, cut.n, progress=show
         )
         if greeks:
             gap = greeks_gap(book, market, values, names)
