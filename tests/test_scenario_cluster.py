@@ -177,13 +177,49 @@ def test_the_embedded_cluster_starts_and_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_the_embedded_cluster_leaves_this_process_environment_alone() -> None:
-    """Its workers run one Numba thread each; the caller's environment is not changed (Numba
-    refuses a changed NUMBA_NUM_THREADS once its threads run: every later compile failed)."""
+    """The caller's environment is not changed (Numba refuses a changed NUMBA_NUM_THREADS once
+    its threads run: every later compile failed)."""
     before = dict(os.environ)
     with cluster(workers=1) as client:
-        threads = client.run(lambda: os.environ.get("NUMBA_NUM_THREADS"))
-    assert list(threads.values()) == ["1"]
+        assert client.submit(sum, [1, 2], pure=False).result() == 3
     assert dict(os.environ) == before
+
+
+_THREADS_SCRIPT = """
+import sys
+
+import numba  # imported by the main module, as `workbench var` and the benchmarks do
+
+from workbench.book.io import load_book
+from workbench.market.io import load_market
+from workbench.scenario_cluster import cluster, distributed_group_pnl
+
+if __name__ == "__main__":
+    market = load_market(sys.argv[1])
+    book = load_book(sys.argv[2], market=market)
+    values = market.quotes[None, :].repeat(2, axis=0)
+    with cluster(workers=1) as client:
+        distributed_group_pnl(client, book, market, values, book.desk.codes,
+                              len(book.desk.labels))
+        print(client.submit(numba.get_num_threads, pure=False).result())
+"""
+
+
+def test_embedded_workers_revalue_on_one_numba_thread(
+    priced: tuple[MarketSnapshot, Book, Path], tmp_path: Path
+) -> None:
+    """A spawned worker imports the caller's main module, and Numba with it, before the
+    cluster's NUMBA_NUM_THREADS applies: its tasks ran two threads each, and two workers on two
+    cores were each 1.55× slower per task. Each task now sets one (its worker's only task
+    thread keeps it)."""
+    folder = priced[2]
+    script = tmp_path / "threads.py"
+    script.write_text(_THREADS_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), str(folder / "market.json"),
+                           str(folder / "book.parquet")], capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-1] == "1", done.stdout
 
 
 def test_the_greeks_gap_is_computed_by_the_workers_and_equals_the_in_process_one(

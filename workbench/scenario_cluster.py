@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numba
 import numpy as np
 
 from workbench._types import FloatArray, IntArray
@@ -92,15 +93,21 @@ def _chunk_task(
     key: str,
     chunk: Book,
     market: MarketSnapshot,
-    values: FloatArray,
+    scenarios: FloatArray,
+    block: tuple[int, int],
     codes: IntArray,
     n_groups: int,
     gap: tuple[int, int, int] | None,
 ) -> tuple[FloatArray, BlockGap | None]:
-    """In a worker: the chunk's PnL under each scenario row of ``values``, summed by group
-    (block × groups, USD), and, with ``gap`` = (the block's first scenario, the chunk's first
-    position, pairs kept), the Greeks' estimate of the block beside its full revaluation
-    (:func:`workbench.scenario_greeks.block_gap`)."""
+    """In a worker: the chunk's PnL under scenario rows ``block`` = (first, end) of
+    ``scenarios``, summed by group (block × groups, USD), and, with ``gap`` = (the block's
+    first scenario, the chunk's first position, pairs kept), the Greeks' estimate of the block
+    beside its full revaluation (:func:`workbench.scenario_greeks.block_gap`)."""
+    # one Numba thread per task (the worker's threads are the parallelism): a spawned worker
+    # imports Numba with the caller's main module, so an environment variable given to the
+    # cluster came too late, and two 2-thread workers on two cores took 1.55× as long a task
+    numba.set_num_threads(1)
+    values = scenarios[block[0] : block[1]]
     pricer = _kept(_PRICERS, key, lambda: ScenarioBook(chunk, market))
     sums = pricer.group_pnl(values, codes, n_groups)
     if gap is None:
@@ -130,7 +137,6 @@ def cluster(scheduler: str | None = None, *, workers: int | None = None) -> Iter
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        env={"NUMBA_NUM_THREADS": "1"},  # each worker process: one thread (not this process)
         dashboard_address=None,
         # no dashboard; the scheduler's HTTP routes (health, metrics) on any free port
         scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
@@ -210,14 +216,18 @@ def _distributed(
     chunk_codes = client.scatter([np.ascontiguousarray(codes[c]) for c in chunks],
                                  broadcast=True)  # fmt: skip
     shared_market = client.scatter(market, broadcast=True)
+    # the scenarios sent once to every worker, each task naming its rows: inline, every
+    # block's rows would pass through the scheduler, whose CPU is the workers' on one machine
+    shared_values = client.scatter(np.ascontiguousarray(values), broadcast=True)
     starts = list(range(0, n_s, cut.block))
     futures = {}
     for k, (key, part, rows, part_codes) in enumerate(zip(keys, parts, chunks, chunk_codes,
                                                           strict=True)):  # fmt: skip
         for b in starts:
             gap = None if worst is None else (b, int(rows[0]), worst)
-            fut = client.submit(_chunk_task, key, part, shared_market, values[b : b + cut.block],
-                                part_codes, n_groups, gap, pure=False)  # fmt: skip
+            fut = client.submit(_chunk_task, key, part, shared_market, shared_values,
+                                (b, min(b + cut.block, n_s)), part_codes, n_groups, gap,
+                                pure=False)  # fmt: skip
             futures[fut] = (k, b)
     sums: dict[tuple[int, int], FloatArray] = {}
     gaps: list[BlockGap] = []

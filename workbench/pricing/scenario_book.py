@@ -133,6 +133,7 @@ class ScenarioBook:
     def _each(self, work: Callable[[_Pricer], FloatArray]) -> list[FloatArray]:
         """``work(pricer)`` for every pricer, in the pricers' order; on :attr:`threads`
         threads, the pricers that took longest last time started first."""
+
         def timed(k: int) -> FloatArray:
             t0 = time.perf_counter()
             try:

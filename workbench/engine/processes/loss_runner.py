@@ -144,7 +144,11 @@ class LossProcess:
             time.sleep(_POLL_MS / 1000)
 
     def serve_requests(self) -> None:
-        """The request thread: answer what arrives and beat, until the process stops."""
+        """The request thread: answer what arrives and beat, until the process stops (an
+        explain prices here, on one Numba thread as the runs do: the setting is per thread)."""
+        import numba
+
+        numba.set_num_threads(1)
         while not self.stopping and self.shell.running():
             if self.router.poll(_POLL_MS):
                 self._serve()
