@@ -212,13 +212,15 @@ def _distributed(
     cut = layout or Layout(chunks=1 + len(book) // CHUNK, block=block)
     chunks = [c for c in np.array_split(np.arange(len(book)), cut.chunks) if c.size]
     keys = [chunk_key(book, market, c) for c in chunks]
-    parts = client.scatter([book.take(c) for c in chunks], broadcast=True)
+    # keys of this call's own (hash=False): data equal to a finished call's would get that
+    # call's keys, which the scheduler may be releasing — its tasks then lose their inputs
+    parts = client.scatter([book.take(c) for c in chunks], broadcast=True, hash=False)
     chunk_codes = client.scatter([np.ascontiguousarray(codes[c]) for c in chunks],
-                                 broadcast=True)  # fmt: skip
-    shared_market = client.scatter(market, broadcast=True)
+                                 broadcast=True, hash=False)  # fmt: skip
+    shared_market = client.scatter(market, broadcast=True, hash=False)
     # the scenarios sent once to every worker, each task naming its rows: inline, every
     # block's rows would pass through the scheduler, whose CPU is the workers' on one machine
-    shared_values = client.scatter(np.ascontiguousarray(values), broadcast=True)
+    shared_values = client.scatter(np.ascontiguousarray(values), broadcast=True, hash=False)
     starts = list(range(0, n_s, cut.block))
     futures = {}
     for k, (key, part, rows, part_codes) in enumerate(zip(keys, parts, chunks, chunk_codes,
