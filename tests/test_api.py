@@ -243,6 +243,15 @@ def test_bad_bodies_get_a_4xx_naming_what_was_wrong(api: Api, tokens: dict[str, 
     assert "over" in r.json()["error"]
 
 
+def test_loss_measures_of_a_service_without_its_loss_process_are_a_422_saying_so(
+    read: httpx.Client,
+) -> None:
+    for path in ("/v1/var", "/v1/stress"):
+        r = read.get(path)
+        assert r.status_code == 422, r.text
+        assert "without its loss process" in r.json()["error"], r.text
+
+
 def test_history_without_a_store_is_a_503_saying_so(
     service: Client, tokens: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from workbench.api import history, risk, service, stream
+from workbench.api import history, loss, risk, service, stream
 from workbench.api.guards import Bounds, install_error_handlers
 from workbench.api.live import ServiceLink
 from workbench.api.settings import ApiSettings
@@ -20,7 +20,8 @@ DESCRIPTION = """Live and stored risk of one workbench service over HTTP.
 Tables answer in JSON (default), Arrow IPC stream (`Accept: application/vnd.apache.arrow.stream`)
 or CSV (`Accept: text/csv` or `?format=csv`). Every endpoint but `/v1/health` and `/v1/ready`
 needs a bearer token when the server has a tokens file (`read` scope; `control` for
-`POST /v1/whatif`). Measures are in USD. See docs/api.md.
+`POST /v1/whatif` and `GET /v1/explain`, which make the service price). Measures are in
+USD. See docs/api.md.
 """
 
 
@@ -53,9 +54,10 @@ def create_app(config: ApiSettings) -> FastAPI:
     app.state.settings = config
     app.state.link = live
     install_error_handlers(app)
-    for module in (risk, history, service, stream):
+    for module in (risk, history, loss, service, stream):
         app.include_router(module.router)
     app.include_router(risk.control)
+    app.include_router(loss.control)
     app.add_middleware(
         Bounds, max_query_bytes=config.max_query_bytes, max_body_bytes=config.max_body_bytes
     )
