@@ -374,8 +374,9 @@ def _runs_on_idle_cpu() -> None:
     thread keeps its nice value, so heartbeats and answers still come on a busy machine (a run
     then takes longer: its age shows it). Measured on the reference book: this did not lower
     the service's flush → publish p99 while a run goes on (84 ms, against 92 ms niced alone and
-    ~50 ms with no run; docs/benchmarks.md): the cores' shared caches, not the scheduler, are
-    what a run costs the hot path."""
+    ~50 ms with no run; docs/benchmarks.md), nor did every thread of the process on
+    ``SCHED_IDLE`` (Numba's work-queue thread, which runs the tranche recursion, included): what
+    a run costs the hot path is not its share of the CPU; the cause is not known."""
     with contextlib.suppress(AttributeError, OSError):  # not Linux: the nice value only
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
 
