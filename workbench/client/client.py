@@ -262,7 +262,8 @@ class Client(Attached):
         """The live historical VaR/ES of the book (docs/var.md, "Live"): the loss process's
         last result, computed on one copy of the live quotes every ``loss.every_s`` seconds,
         with its quote ``generation`` and ``age_s``. Waits up to ``wait_s`` seconds for a first
-        result (0: the answer as it is, ``ready`` False before one). This machine only."""
+        result (0: the answer as it is, ``ready`` False before one). This machine only (other
+        machines: ``GET /v1/var`` of ``workbench api``, docs/api.md)."""
         return self._run(calls.loss_result(self._session, "var", wait_s))
 
     def stress(self, *, wait_s: float = 300.0) -> LossResult:
