@@ -10,7 +10,6 @@ A result is one table of the run (``?table=``) with the run's facts beside it: t
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Final
 
 import polars as pl
@@ -18,6 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from workbench.api import formats
 from workbench.api.guards import known_parameters, link, require, service_failure
+from workbench.api.history import TimeParam, epoch_ns
 from workbench.api.risk import AcceptHeader, FormatParam, bounded
 from workbench.client import ServiceError
 from workbench.client.views import LossResult
@@ -120,30 +120,10 @@ async def stress(
     return await _answer(request, "stress", _choice(table, STRESS_TABLES), fmt)
 
 
-def _since_ns(since: str | None) -> int | None:
-    """UTC ns of ``since`` (ISO 8601, naive: UTC; or integer ns); None: the day's start."""
-    if since is None:
-        return None
-    if since.lstrip("-").isdigit():
-        return int(since)
-    try:
-        moment = datetime.fromisoformat(since)
-    except ValueError:
-        raise HTTPException(
-            400, f"since={since[:60]!r}: expected an ISO 8601 time or UTC nanoseconds"
-        ) from None
-    if moment.tzinfo is None:
-        return int((moment - datetime(1970, 1, 1)).total_seconds() * 1e9)
-    return int(moment.timestamp() * 1e9)
-
-
 @control.get("/explain", summary="Intraday PnL explain by desk and risk factor (USD)")
 async def explain(
     request: Request,
-    since: Annotated[
-        str | None,
-        Query(max_length=40, description="ISO 8601 (naive: UTC) or UTC ns; default: day start"),
-    ] = None,
+    since: TimeParam = None,
     table: Annotated[str, Query(description=" | ".join(EXPLAIN_TABLES))] = "by_desk",
     format_: FormatParam = None,
     accept: AcceptHeader = None,
@@ -154,7 +134,7 @@ async def explain(
     ``positions``. The loss process prices the book for it: ``control`` scope."""
     fmt = formats.negotiate(accept, format_)
     name = _choice(table, EXPLAIN_TABLES)
-    at = _since_ns(since)
+    at = epoch_ns("since", since)  # None: the day's start
     client, _ = link(request).require()
     try:
         view = await client.explain(at, wait_s=10.0)
