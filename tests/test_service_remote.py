@@ -17,6 +17,7 @@ import workbench
 from workbench.client import (
     AsyncClient,
     Client,
+    LossConfig,
     ParallelShock,
     RemoteConfig,
     ServiceError,
@@ -24,6 +25,7 @@ from workbench.client import (
 )
 from workbench.engine.protocol import messages as msg
 from workbench.engine.protocol.config import Endpoints
+from workbench.risk.limits import LimitConfig
 from workbench.widgets import CurveShock
 
 
@@ -147,6 +149,9 @@ def test_only_authorized_clients_get_in(files: tuple[Path, Path], keys: dict[str
             moved = (view.curves["zero_shocked_pct"] - view.curves["zero_pct"]).to_numpy()
             assert np.allclose(moved * 100, 10.0, atol=1.5)
             curve_shock_works(alice)
+            with pytest.raises(ServiceError, match="runs without its loss process"):
+                alice.var(wait_s=0)  # the gateway answers for a service without one
+            assert alice.limits().height == 0
         finally:
             alice.close()
         mallory = workbench.connect_remote(
@@ -169,5 +174,53 @@ def test_only_authorized_clients_get_in(files: tuple[Path, Path], keys: dict[str
         plain.close(linger=0)
         ctx.term()
         assert svc.status()["ready"]  # the local client is unaffected
+    finally:
+        svc.stop()
+
+
+def test_a_remote_client_reads_the_live_loss_measures(
+    files: tuple[Path, Path], keys: dict[str, Path]
+) -> None:
+    """VaR/ES, stress, explain and the VaR limits over CurveZMQ: the loss process's own
+    results, relayed by the gateway."""
+    remote = RemoteConfig(host="127.0.0.1", server_key=str(keys["server_secret"]),
+                          authorized_keys=str(keys["allowed"]))  # fmt: skip
+    svc = start(files, "remoteloss", rate=200.0, remote=remote,
+                loss=LossConfig(every_s=3.0, window=40),
+                limits=(LimitConfig(measure="var_99", limit=1.0),))  # fmt: skip
+    try:
+        ep = svc.descriptor.config.endpoints
+        assert ep is not None
+        alice = workbench.connect_remote(
+            ep.remote_control, ep.remote_snapshots,
+            server_key=keys["server_public"], client_key=keys["alice"], timeout_s=20,
+        )  # fmt: skip
+        try:
+            far = alice.var(wait_s=240)
+            assert far.ready
+            assert far.measures is not None
+            near = svc.var(wait_s=0)
+            if near.made_ns == far.made_ns:  # the same run: the same numbers, bit for bit
+                assert near.measures is not None
+                assert far.measures.equals(near.measures)
+            stress = alice.stress(wait_s=240)
+            assert stress.ready
+            assert stress.pnl.height > 0
+            view = alice.explain(wait_s=60)
+            assert view.by_desk.height > 1
+            assert "var_99" in alice.limits()["measure"].to_list()
+
+            async def awaited() -> bool:
+                async with workbench.connect_remote(
+                    ep.remote_control, ep.remote_snapshots, server_key=keys["server_public"],
+                    client_key=keys["alice"], timeout_s=20, asynchronous=True,
+                ) as twin:  # fmt: skip
+                    return (await twin.var(wait_s=0)).ready
+
+            assert asyncio.run(awaited())
+        finally:
+            alice.close()
+        relay = svc.status()["remote"]["relay"]
+        assert relay["request_dropped"] == 0
     finally:
         svc.stop()

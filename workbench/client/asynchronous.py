@@ -80,7 +80,8 @@ class AsyncClient(Attached):
             return await self._listen(step.timeout_s)
         wait = self.timeout_s if step.timeout_s is None else step.timeout_s
         if isinstance(step, calls.AskLoss):
-            return await self._ask(step.request, wait, supervisor=False, loss=True)
+            # a remote client asks through the gateway's control listener, which relays it
+            return await self._ask(step.request, wait, supervisor=False, loss=self.local)
         return await self._ask(step.request, wait, supervisor=step.supervisor and self.local)
 
     async def _ask(

@@ -200,10 +200,10 @@ def aggregate(by: Sequence[str]) -> Plan[pl.DataFrame]:
 
 def limits(s: Session) -> Plan[pl.DataFrame]:
     """Limit usage per configured limit: the aggregator's, then the VaR/ES limits of the loss
-    process's last result (when it runs on this machine and has one)."""
+    process's last result (when the service runs one and it has a result)."""
     reply = yield from request(msg.LimitsRequest(), None)
     usage = views.table(reply, "limits")
-    if not s.local or not s.descriptor.config.loss.enabled:
+    if s.local and not s.descriptor.config.loss.enabled:
         return usage
     try:
         loss = views.loss_result((yield AskLoss(msg.LossRequest(what="var"), 5.0)))
@@ -231,10 +231,9 @@ def market(
 
 
 def _loss_here(s: Session) -> None:
-    if not s.local:
-        raise ServiceError(f"service {s.name} is on another machine: its loss process answers "
-                           f"on this machine only")  # fmt: skip
-    if not s.descriptor.config.loss.enabled:
+    """Refuse a loss request to a local service without its loss process (a remote client's
+    gateway answers that itself: this client does not know the service's configuration)."""
+    if s.local and not s.descriptor.config.loss.enabled:
         raise ServiceError(f"service {s.name} runs without its loss process (loss.enabled)")
 
 

@@ -77,8 +77,10 @@ class Client(Attached):
         if isinstance(step, calls.Listen):
             return self._listen(step.timeout_s)
         wait = self.timeout_s if step.timeout_s is None else step.timeout_s
-        if isinstance(step, calls.AskLoss):
-            return self._ask_at(loss_endpoint(self.endpoints), step.request, wait)
+        if isinstance(step, calls.AskLoss):  # remote: the gateway relays it to the process
+            if self.local:
+                return self._ask_at(loss_endpoint(self.endpoints), step.request, wait)
+            return self._ask(step.request, wait)
         if step.supervisor and self.local:
             return self._ask_supervisor(step.request, wait)
         return self._ask(step.request, wait)
@@ -97,7 +99,7 @@ class Client(Attached):
             self._sock.close(linger=0)
             self._sock = None
 
-    def _ask(self, req: msg.Request, wait_s: float) -> msg.Reply:
+    def _ask(self, req: msg.Request | msg.LossRequest, wait_s: float) -> msg.Reply:
         sock = self._control()
         try:
             sock.send(msg.encode(req), zmq.NOBLOCK)
@@ -262,8 +264,9 @@ class Client(Attached):
         """The live historical VaR/ES of the book (docs/var.md, "Live"): the loss process's
         last result, computed on one copy of the live quotes every ``loss.every_s`` seconds,
         with its quote ``generation`` and ``age_s``. Waits up to ``wait_s`` seconds for a first
-        result (0: the answer as it is, ``ready`` False before one). This machine only (other
-        machines: ``GET /v1/var`` of ``workbench api``, docs/api.md)."""
+        result (0: the answer as it is, ``ready`` False before one). Over
+        :func:`connect_remote` the service's gateway relays it; programs without the client:
+        ``GET /v1/var`` of ``workbench api`` (docs/api.md)."""
         return self._run(calls.loss_result(self._session, "var", wait_s))
 
     def stress(self, *, wait_s: float = 300.0) -> LossResult:

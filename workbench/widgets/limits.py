@@ -102,12 +102,14 @@ class LimitsPanel(LiveWidget):
         """The VaR/ES limits of the loss process's last result, every ``every_s`` seconds
         (none when the service runs without it)."""
         client = await self.conn.client()
-        if not client.local or not client.descriptor.config.loss.enabled:
+        if client.local and not client.descriptor.config.loss.enabled:
             return
         while True:
             try:
                 got = await self.conn.call(lambda c: c.avar(wait_s=0))
-            except ServiceError:
+            except ServiceError as exc:
+                if "without its loss process" in str(exc):  # a remote service says so
+                    return
                 got = None
             if got is not None and got.ready:
                 self.loss_usage, self.loss_breaches = got.limits, got.breaches

@@ -213,7 +213,13 @@ class ScenarioRisk(LiveWidget):
         asked = 0.0
         while True:
             await self._turn()
-            var = await self.conn.call(lambda c: c.avar(wait_s=0))
+            try:
+                var = await self.conn.call(lambda c: c.avar(wait_s=0))
+            except ServiceError as exc:  # a remote service without one: its gateway says so
+                if "without its loss process" not in str(exc):
+                    raise
+                self.summary.value = "<i>the service runs without its loss process</i>"
+                return
             stress = await self.conn.call(lambda c: c.astress(wait_s=0))
             explained = self.explained
             now = time.monotonic()

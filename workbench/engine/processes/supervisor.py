@@ -97,7 +97,7 @@ class Supervisor(ControlPlane):
             endpoints = msgspec.structs.replace(endpoints, feed=config.feed.address)
         self.gateway: Gateway | None = None
         if config.remote is not None:
-            self.gateway = Gateway(config.remote, endpoints)
+            self.gateway = Gateway(config.remote, endpoints, loss=config.loss.enabled)
             endpoints = msgspec.structs.replace(
                 endpoints,
                 remote_control=self.gateway.control,

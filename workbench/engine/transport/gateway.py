@@ -4,8 +4,9 @@ Every socket of a service binds 127.0.0.1. To let clients on other machines in, 
 starts a gateway (a relay thread and the authenticator's thread, in its own process) listening
 on ``RemoteConfig.host``:
 
-- a ROUTER for control requests, relayed to the aggregator's control socket, or to the
-  supervisor's for status (each client's envelope kept, so replies find their way back);
+- a ROUTER for control requests, relayed to the aggregator's control socket, to the
+  supervisor's for status, or to the live loss process's for VaR/ES, stress and explain (each
+  client's envelope kept, so replies find their way back);
 - an XPUB for snapshots, fed by an XSUB subscribed to the aggregator's snapshot PUB.
 
 The relay (:mod:`workbench.engine.transport.relay`) never waits on a peer: what a stalled peer
@@ -70,7 +71,7 @@ def generate_keys(folder: str | Path, name: str) -> tuple[Path, Path]:
 class Gateway:
     """The remote listeners of one service and the thread relaying them."""
 
-    def __init__(self, remote: RemoteConfig, endpoints: Endpoints) -> None:
+    def __init__(self, remote: RemoteConfig, endpoints: Endpoints, *, loss: bool = True) -> None:
         public, secret = check_remote(remote)
         self.public_key = public.decode()
         self.ctx = zmq.Context()
@@ -83,7 +84,7 @@ class Gateway:
         pub = self._server(zmq.XPUB, public, secret)
         pub.setsockopt(zmq.SNDHWM, 10)  # a slow remote reader drops snapshots, never blocks
         self.snapshots = _bind(pub, remote.host, remote.snapshots_port)
-        self.relay = Relay(self.ctx, front, pub, endpoints)
+        self.relay = Relay(self.ctx, front, pub, endpoints, loss=loss)
 
     def _server(self, kind: int, public: bytes, secret: bytes) -> zmq.Socket[Any]:
         sock = self.ctx.socket(kind)

@@ -2,9 +2,11 @@
 the service's loopback sockets, never waiting on a peer.
 
 - Control: a request from a remote client (front ROUTER) goes to the supervisor when it asks for
-  status (so status answers with the aggregator dead or hung) and to the aggregator's control
-  socket otherwise, each through a DEALER that keeps the client's envelope; the answers come
-  back the same way.
+  status (so status answers with the aggregator dead or hung), to the live loss process when it
+  is a :class:`~.messages.LossRequest` (VaR/ES, stress, explain), and to the aggregator's
+  control socket otherwise, each through a DEALER that keeps the client's envelope; the answers
+  come back the same way. A loss request to a service without its loss process is answered at
+  once with an error saying so.
 - Snapshots: the aggregator's PUB (through an XSUB) to the remote XPUB; subscriptions the other
   way.
 
@@ -23,7 +25,7 @@ import msgspec
 import zmq
 
 from workbench.engine.protocol import messages as msg
-from workbench.engine.protocol.config import Endpoints
+from workbench.engine.protocol.config import Endpoints, loss_endpoint
 
 _BATCH = 64
 """Messages moved per socket per turn of the loop (a flood on one socket starves no other)."""
@@ -39,7 +41,14 @@ _op_decoder = msgspec.msgpack.Decoder(_Op)
 
 
 def _op(payload: bytes) -> str:
-    """The ``op`` of a request, "" when it is not a readable request."""
+    """The ``op`` of a request: ``"loss"`` for a :class:`~.messages.LossRequest` (it has no
+    ``op``), "" when it is not a readable request."""
+    try:
+        msg.loss_request_decoder.decode(payload)
+    except msgspec.DecodeError:  # ValidationError included: not a loss request
+        pass
+    else:
+        return "loss"
     try:
         return _op_decoder.decode(payload).op
     except msgspec.DecodeError:
@@ -56,7 +65,10 @@ class Relay:
     front, pub
         The remote listeners: a ROUTER for control, an XPUB for snapshots (bound).
     endpoints
-        The service's loopback endpoints (control, supervisor, snapshots).
+        The service's loopback endpoints (control, supervisor, snapshots; the loss process's
+        socket beside control).
+    loss
+        Whether the service runs its live loss process.
     """
 
     def __init__(
@@ -65,6 +77,8 @@ class Relay:
         front: zmq.Socket[Any],
         pub: zmq.Socket[Any],
         endpoints: Endpoints,
+        *,
+        loss: bool = True,
     ) -> None:
         self.ctx = ctx
         self.front = front
@@ -72,6 +86,8 @@ class Relay:
         self.pub = pub
         self.aggregator = self._dealer(endpoints.control)
         self.supervisor = self._dealer(endpoints.supervisor)
+        self.loss = self._dealer(loss_endpoint(endpoints)) if loss else None
+        self._backs = [s for s in (self.aggregator, self.supervisor, self.loss) if s is not None]
         self.sub = ctx.socket(zmq.XSUB)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.connect(endpoints.snapshots)
@@ -90,14 +106,14 @@ class Relay:
 
     def _run(self) -> None:
         poller = zmq.Poller()
-        for sock in (self.front, self.aggregator, self.supervisor, self.sub, self.pub):
+        for sock in (self.front, *self._backs, self.sub, self.pub):
             poller.register(sock, zmq.POLLIN)
         try:
             while not self._stop.is_set():
                 events = dict(poller.poll(100))
                 if self.front in events:
                     self._requests()
-                for back in (self.aggregator, self.supervisor):
+                for back in self._backs:
                     if back in events:
                         self._move(back, self.front, "reply_dropped")
                 if self.sub in events:
@@ -105,7 +121,7 @@ class Relay:
                 if self.pub in events:  # subscriptions, towards the aggregator's PUB
                     self._move(self.pub, self.sub, "")
         finally:
-            for sock in (self.front, self.aggregator, self.supervisor, self.sub, self.pub):
+            for sock in (self.front, *self._backs, self.sub, self.pub):
                 sock.close(linger=0)
 
     def _requests(self) -> None:
@@ -115,7 +131,13 @@ class Relay:
             except zmq.Again:
                 return
             self.counts["requests"] += 1
-            target = self.supervisor if _op(parts[-1]) == "status" else self.aggregator
+            op = _op(parts[-1])
+            target = {"status": self.supervisor, "loss": self.loss}.get(op, self.aggregator)
+            if target is None:
+                self.counts["request_dropped"] += 1
+                none = msg.error_reply("the service runs without its loss process (loss.enabled)")
+                self._send(self.front, [*parts[:-1], msg.encode(none)], "reply_dropped")
+                continue
             try:
                 target.send_multipart(parts, zmq.NOBLOCK)
             except zmq.Again:  # the target does not read: answer now, never wait
