@@ -61,6 +61,9 @@ def service_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--loss-every", type=float, default=None, dest="loss_every",
                         help="seconds between the live VaR runs (default the service's, 60; "
                         "0: no loss process)")  # fmt: skip
+    parser.add_argument("--loss-anytime", action="store_true", dest="loss_anytime",
+                        help="the loss process revalues whenever its priority lets it, not "
+                        "only between the flushes (loss.between_flushes False)")  # fmt: skip
     return parser
 
 
@@ -70,8 +73,11 @@ def service_options(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if args.service_nice is not None:
         out["service_nice"] = args.service_nice
-    if getattr(args, "loss_every", None) is not None:
-        out["loss"] = LossConfig(enabled=args.loss_every > 0, every_s=args.loss_every or 60.0)
+    every = getattr(args, "loss_every", None)
+    anytime = bool(getattr(args, "loss_anytime", False))
+    if every is not None or anytime:
+        out["loss"] = LossConfig(enabled=every is None or every > 0, every_s=every or 60.0,
+                                 between_flushes=not anytime)  # fmt: skip
     return out
 
 

@@ -299,7 +299,11 @@ def _q(q: tuple[float, float, float]) -> str:
 
 def _loss(loss: LossConfig) -> str:
     """The loss process as the setting line says it."""
-    return f"every {loss.every_s:g} s" if loss.enabled else "off"
+    if not loss.enabled:
+        return "off"
+    return f"every {loss.every_s:g} s, " + (
+        "between the flushes" if loss.between_flushes else "any time"
+    )
 
 
 def _print(w: Window) -> None:

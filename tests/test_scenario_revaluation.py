@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,54 @@ def test_pricers_side_by_side_give_the_same_numbers_to_the_last_bit(case: Case) 
     assert numba.get_num_threads() == before  # the caller's Numba threads untouched
     with pytest.raises(ValueError, match="threads must be at least 1"):
         ScenarioBook(book, market, threads=0)
+
+
+def test_a_rebased_book_prices_as_one_set_up_on_the_new_quotes(case: Case) -> None:
+    market, book, values, _ = case
+    codes, n = book.desk.codes, len(book.desk.labels)
+    later = market.with_quote_values(values[4])  # today's quotes moved as a historical day
+    kept = ScenarioBook(book, market)
+    kept.pv(values[:3])  # priced against the first today (its today's PVs kept)
+    kept.rebase(later)
+    fresh = ScenarioBook(book, later)
+    np.testing.assert_array_equal(kept.pv(values), fresh.pv(values))
+    np.testing.assert_array_equal(
+        kept.group_pnl(values, codes, n), fresh.group_pnl(values, codes, n)
+    )
+    np.testing.assert_array_equal(kept.group_pnl(values[4:5], codes, n), np.zeros((1, n)))
+    tomorrow = market.with_as_of(market.as_of + timedelta(days=1))
+    with pytest.raises(ValueError, match="is not the book's"):
+        kept.rebase(tomorrow)
+
+
+def test_a_restarted_pricer_prices_as_a_new_one_to_the_last_bit(case: Case) -> None:
+    market, book, values, _ = case
+    later = market.with_quote_values(values[4])
+    kept = PortfolioPricer(book, market, key_rates="jacobian")
+    kept.risk(market)
+    kept.restart(later)
+    got = kept.risk(later)
+    want = PortfolioPricer(book, later, key_rates="jacobian").risk(later)
+    for name in ("pv", "delta", "gamma", "vega", "theta"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
+    np.testing.assert_array_equal(got.key_rates.values, want.key_rates.values)
+
+
+def test_blocks_as_a_caller_sizes_them_change_no_number(case: Case) -> None:
+    market, book, values, _ = case
+    codes, n = book.desk.codes, len(book.desk.labels)
+    whole = ScenarioBook(book, market)
+    asked: list[tuple[int, int]] = []
+
+    def sizes(done: int, total: int) -> int:
+        asked.append((done, total))
+        return [2, 0, 1, 100][len(asked) - 1]  # 0 counts as 1, 100 as what is left
+
+    got = group_pnl_by_block(whole, values, codes, n, sizes=sizes)
+    want = group_pnl_by_block(whole, values, codes, n, block=values.shape[0])
+    np.testing.assert_allclose(got, want, rtol=0.0, atol=1e-12 * np.abs(want).max())
+    assert asked[0] == (0, values.shape[0])
+    assert [d for d, _ in asked] == [0, 2, 3, 4]
 
 
 def test_count_distributions_of_a_block_are_each_scenarios_own() -> None:

@@ -110,6 +110,19 @@ class PortfolioPricer:
                 pricer.key_rate_method = key_rates
         self.setup_seconds = time.perf_counter() - started
 
+    def restart(self, market: MarketSnapshot) -> None:
+        """Price from now on as a pricer set up on ``market`` (the same market with other
+        quote values) would, to the last bit: its curves solved afresh from ``market``'s
+        quotes, the results kept for unchanged quotes dropped; the positions' set-up
+        (schedules, cash-flow layouts) kept."""
+        self.curves = CurveSet(market, interpolation=self._interpolation)
+        self._curves_next = None
+        self.forget_results()
+        for pricer in self.pricers.values():  # curve sets of their own, warm-started
+            restart = getattr(pricer, "restart", None)
+            if restart is not None:
+                restart()
+
     def forget_results(self) -> None:
         """Drop the results the class pricers keep for unchanged quotes (tranche losses, smile
         solutions); the spline cache stays (it has its own switch)."""

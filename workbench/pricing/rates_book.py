@@ -64,6 +64,11 @@ class RatesPricer:
         self._down: CurveSet | None = None
         self._layouts: Kept[frozenset[str] | None, _Layout] = Kept(64)
 
+    def restart(self) -> None:
+        """Solve the ±1bp curve sets afresh next time (not from the last ones): the DV01 and
+        gamma then equal a new pricer's to the last bit."""
+        self._up = self._down = None
+
     def _layout(self, only: Collection[str] | None) -> _Layout:
         """Rows of the groups in ``only``, ascending, and where each group's swaps go in them
         (kept per selection: a live worker sees the same few selections again and again)."""

@@ -80,16 +80,23 @@ def group_pnl_by_block(
     *,
     block: int = BLOCK,
     progress: Callable[[int, int], None] | None = None,
+    sizes: Callable[[int, int], int] | None = None,
 ) -> FloatArray:
     """(scenarios × groups) PnL in USD of ``book`` under each row of ``values`` (scenarios ×
     the market's quotes) against today's market, summed by the positions' group ``codes``,
-    ``block`` scenarios at a time; ``progress(done, total)`` after each block."""
+    ``block`` scenarios at a time, or as many as ``sizes(done, total)`` says before each block
+    (at least 1; it may wait); ``progress(done, total)`` after each block. A scenario's PnL
+    does not depend on the blocks."""
     n_s = values.shape[0]
     out = np.empty((n_s, n_groups))
-    for b in range(0, n_s, block):
-        out[b : b + block] = book.group_pnl(values[b : b + block], codes, n_groups)
+    b = 0
+    while b < n_s:
+        k = block if sizes is None else sizes(b, n_s)
+        k = max(1, min(k, n_s - b))
+        out[b : b + k] = book.group_pnl(values[b : b + k], codes, n_groups)
+        b += k
         if progress is not None:
-            progress(min(b + block, n_s), n_s)
+            progress(b, n_s)
     return out
 
 

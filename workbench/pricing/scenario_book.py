@@ -78,6 +78,7 @@ class ScenarioBook:
         self.book = book
         self.market = market
         self.threads = threads
+        self._interpolation = interpolation
         self.curves = ScenarioCurves(market, CurveSet(market, interpolation=interpolation))
         product_class = np.array([ASSET_CLASS[p] for p in book.product.labels])
         position_class = product_class[book.product.codes] if len(book) else np.empty(0, str)
@@ -92,10 +93,7 @@ class ScenarioBook:
             else:
                 self._pricers.append(make(book, rows, market))
         self._seconds = [0.0] * len(self._pricers)  # each pricer's last block, wall seconds
-        fx = [p for p in self._pricers if isinstance(p, ScenarioFx)]
-        if fx:  # scenario smiles are solved starting from today's vols
-            today = np.asarray(market.quotes, np.float64)[None, :]
-            fx[0].start_from(today, self.curves.solve(today))
+        self._start_smiles()
         ccy = book.currency.labels
         self._ccy_codes = book.currency.codes
         self._ccy = ccy
@@ -106,6 +104,33 @@ class ScenarioBook:
                 f"no FX pair connects {', '.join(missing)} to the base currency "
                 f"{market.base_currency}"
             )
+
+    def _start_smiles(self) -> None:
+        fx = [p for p in self._pricers if isinstance(p, ScenarioFx)]
+        if fx:  # scenario smiles are solved starting from today's vols
+            today = np.asarray(self.market.quotes, np.float64)[None, :]
+            fx[0].start_from(today, self.curves.solve(today))
+
+    def rebase(self, market: MarketSnapshot) -> None:
+        """Make ``market`` today's: the same market with other quote values (the live quotes
+        of a later moment). Every scenario then prices as in a scenario book set up on
+        ``market``; the set-up that depends on the positions, dates and quote layout only (the
+        larger part) is kept.
+
+        Raises
+        ------
+        ValueError
+            If ``market`` has another date or other quotes than the book's market.
+        """
+        if market.as_of != self.market.as_of or market.quote_ids != self.market.quote_ids:
+            raise ValueError(
+                f"rebase: a market of {market.as_of} with {len(market.quote_ids)} quotes is not "
+                f"the book's ({self.market.as_of}, {len(self.market.quote_ids)} quotes) moved"
+            )
+        self.market = market
+        self.curves.restart(CurveSet(market, interpolation=self._interpolation))
+        self._base = None
+        self._start_smiles()
 
     def pv(self, values: FloatArray) -> FloatArray:
         """PV in USD (S × positions) of every position under each row of ``values`` (S × the

@@ -93,6 +93,12 @@ class ScenarioCurves:
         self.method = {cid: s.builder.method for cid, s in self._solvers.items()}
         self.node_t = {cid: s.builder.node_t for cid, s in self._solvers.items()}
 
+    def restart(self, today: CurveSet) -> None:
+        """Start later solves from ``today``'s solved nodes (today's quotes moved; the same
+        market otherwise): as if set up on them."""
+        for cid in self._solvers:
+            self._start[cid] = today[cid].node_logdf.copy()
+
     def solve(self, values: FloatArray) -> SolvedCurves:
         """Every curve solved under each row of ``values`` (S × the market's quotes)."""
         nodes: dict[str, FloatArray] = {}

@@ -161,6 +161,30 @@ def _credit_phases(
     return phases
 
 
+def next_flush_ns(now_ns: int, config: ConflationConfig) -> int:
+    """The first grid instant after ``now_ns`` (monotonic ns) where some class's window may
+    close: a flush when that class has quotes pending (credit at its phases).
+
+    Examples
+    --------
+    >>> ms = 1_000_000
+    >>> [next_flush_ns(t * ms, ConflationConfig()) // ms for t in (0, 200, 210, 499, 760)]
+    [200, 250, 250, 500, 800]
+    """
+    best = -1
+    for quote_class, phases in (
+        (FX_SPOT, (0,)), (FX_VOL, (0,)), (EQ_SPOT, (0,)), (RATE, (0,)),
+        (CREDIT, tuple(credit_phase_instants(config))),
+    ):  # fmt: skip
+        w = window_ns(quote_class, config)
+        if w <= 0:
+            continue
+        for phi in phases:
+            at = ((now_ns - phi) // w + 1) * w + phi
+            best = at if best < 0 else min(best, at)
+    return best if best >= 0 else now_ns
+
+
 def window_ns(quote_class: int, config: ConflationConfig) -> int:
     """The conflation window of a class in nanoseconds."""
     ms = (

@@ -33,17 +33,17 @@ from workbench.risk.scenarios import (
     historical_scenarios,
     stress_scenarios,
 )
-from workbench.scenario_risk import greeks_gap
+from workbench.scenario_greeks import GreeksState, block_gap, merge_gaps
 
 Progress = Callable[[int, int], None]
 """Called with (scenarios done, scenarios in all) after each block."""
+Sizes = Callable[[int, int], int]
+"""Called with (scenarios done, scenarios in all) before each block: how many scenarios the
+next block revalues (it may wait first: :mod:`~.flush_gaps`)."""
 
 LIVE_BLOCK = 16
-"""Scenarios per block: between two blocks the process answers requests and beats."""
+"""Scenarios per block at most: between two blocks the process answers requests and beats."""
 
-
-GAP_CHUNK = 64
-"""Scenarios per call of the Greeks' gap (its Greeks are computed again per call)."""
 GAP_WORST = 200
 """The (position, scenario) pairs the Greeks explain worst, kept."""
 
@@ -80,7 +80,8 @@ class LiveLoss:
 
     ``history``: a history file for ``market`` (docs/history.md); ``window``: its latest
     1-day changes used; ``stresses``: a stress file (None: the library); ``greeks``: also the
-    Greeks' estimate of every historical scenario (:func:`~workbench.scenario_risk.greeks_gap`).
+    Greeks' estimate of every historical scenario (:func:`~workbench.scenario_risk.greeks_gap`,
+    in blocks).
     """
 
     def __init__(
@@ -102,38 +103,61 @@ class LiveLoss:
         stress_scenarios(market, self.stresses)  # a bad file fails here, at start
         self.greeks = greeks
         self.desks = list(book.desk.labels)
+        self._scenario_book: ScenarioBook | None = None
+        self._greeks_pricer: PortfolioPricer | None = None
 
     def warm(self) -> None:
         """Run every kernel a run and an explain use once, on two scenarios of each kind
         (Numba holds the GIL while it compiles: done before the process says it is ready)."""
         market = self.base_market
-        book = ScenarioBook(self.book, market)
+        book = self.scenario_book(market)  # set up here, kept for the runs
         for scen in (self.historical, stress_scenarios(market, self.stresses)):
             values = scen.values(market)[:2]
             group_pnl_by_block(book, values, self.book.desk.codes, len(self.desks),
                                block=LIVE_BLOCK)  # fmt: skip
         if self.greeks:
             values = self.historical.values(market)[:2]
-            greeks_gap(self.book, market, values, list(self.historical.names[:2]), worst=1)
+            self._gap(book, market, values, list(self.historical.names[:2]), None, None)
         ExplainBase(self.book, market, generation=-1).explain(market)
 
     def market(self, values: FloatArray) -> MarketSnapshot:
         """The service's market with the quote ``values`` (one copy of the quote table)."""
         return self.base_market.with_quote_values(values)
 
-    def _revalue(self, market: MarketSnapshot, scen: Scenarios, progress: Progress | None
+    def scenario_book(self, market: MarketSnapshot) -> ScenarioBook:
+        """The book's scenario pricer at ``market`` (the service's market with other quote
+        values), shared by a run's VaR, Greeks' gap and stresses: set up once, rebased on
+        each run's quotes (:meth:`ScenarioBook.rebase`: the same numbers as a new one, without
+        its ~0.5 s of set-up on the reference book)."""
+        if self._scenario_book is None:
+            self._scenario_book = ScenarioBook(self.book, market)
+        else:
+            self._scenario_book.rebase(market)
+        return self._scenario_book
+
+    def _revalue(self, book: ScenarioBook, market: MarketSnapshot, scen: Scenarios,
+                 progress: Progress | None, sizes: Sizes | None
                  ) -> tuple[FloatArray, FloatArray, list[str]]:  # fmt: skip
         values = scen.values(market)
-        by_desk = group_pnl_by_block(ScenarioBook(self.book, market), values,
-                                     self.book.desk.codes, len(self.desks),
-                                     block=LIVE_BLOCK, progress=progress)  # fmt: skip
+        by_desk = group_pnl_by_block(book, values, self.book.desk.codes, len(self.desks),
+                                     block=LIVE_BLOCK, progress=progress,
+                                     sizes=sizes)  # fmt: skip
         return by_desk, values, list(scen.names)
 
-    def var(self, market: MarketSnapshot, progress: Progress | None = None) -> Computed:
+    def var(
+        self,
+        market: MarketSnapshot,
+        progress: Progress | None = None,
+        sizes: Sizes | None = None,
+        *,
+        book: ScenarioBook | None = None,
+    ) -> Computed:
         """Historical VaR/ES of the book at ``market``: tables ``pnl``, ``measures``
         (:func:`~workbench.risk.loss.measures`), ``worst`` (the firm's worst days),
-        ``quotes`` and, with Greeks, ``greeks_by_desk`` and ``greeks_worst``."""
-        by_desk, values, names = self._revalue(market, self.historical, progress)
+        ``quotes`` and, with Greeks, ``greeks_by_desk`` and ``greeks_worst``. ``book``: the
+        run's :meth:`scenario_book` (made when not given)."""
+        book = book or self.scenario_book(market)
+        by_desk, values, names = self._revalue(book, market, self.historical, progress, sizes)
         table = measures(by_desk, self.desks, levels=LEVELS, es_level=ES_LEVEL)
         tables = {
             "pnl": pnl_frame(by_desk, self.desks, names),
@@ -142,33 +166,48 @@ class LiveLoss:
             "quotes": quote_frame(market),
         }
         if self.greeks:
-            by, worst = self._gap(market, values, names, progress)
+            by, worst = self._gap(book, market, values, names, progress, sizes)
             tables["greeks_by_desk"] = by
             tables["greeks_worst"] = worst
         return Computed({k: frame_to_bytes(v) for k, v in tables.items()},
                         {"scenarios": len(names), "levels": list(LEVELS),
                          "es_level": ES_LEVEL})  # fmt: skip
 
-    def _gap(self, market: MarketSnapshot, values: FloatArray, names: list[str],
-             progress: Progress | None) -> tuple[pl.DataFrame, pl.DataFrame]:  # fmt: skip
-        """:func:`~workbench.scenario_risk.greeks_gap` by chunks of :data:`GAP_CHUNK`
-        scenarios (``progress`` between two); the worst pairs of every chunk merged."""
-        parts = []
-        for b in range(0, len(names), GAP_CHUNK):
-            parts.append(greeks_gap(self.book, market, values[b : b + GAP_CHUNK],
-                                    names[b : b + GAP_CHUNK], worst=GAP_WORST))  # fmt: skip
+    def _gap(self, book: ScenarioBook, market: MarketSnapshot, values: FloatArray,
+             names: list[str], progress: Progress | None, sizes: Sizes | None
+             ) -> tuple[pl.DataFrame, pl.DataFrame]:  # fmt: skip
+        """:func:`~workbench.scenario_risk.greeks_gap` in blocks (``sizes`` and ``progress``
+        as for the revaluation), the book's Greeks computed once."""
+        if self._greeks_pricer is None:  # its set-up (schedules, cash flows) kept for the day
+            self._greeks_pricer = PortfolioPricer(self.book, market, key_rates="jacobian")
+        else:
+            self._greeks_pricer.restart(market)
+        state = GreeksState(self.book, market, scenario_book=book, pricer=self._greeks_pricer)
+        parts, done, total = [], 0, len(names)
+        while done < total:
+            k = LIVE_BLOCK if sizes is None else sizes(done, total)
+            k = max(1, min(k, total - done))
+            parts.append(block_gap(state, values[done : done + k], done, GAP_WORST))
+            done += k
             if progress is not None:
-                progress(min(b + GAP_CHUNK, len(names)), len(names))
-        worst = pl.concat([p.worst for p in parts])
-        order = np.argsort(-np.abs(worst["gap"].to_numpy()), kind="stable")[:GAP_WORST]
-        return pl.concat([p.by_desk for p in parts]), worst[order]
+                progress(done, total)
+        gap = merge_gaps(parts, self.book, names, GAP_WORST)
+        return gap.by_desk, gap.worst
 
-    def stress(self, market: MarketSnapshot, progress: Progress | None = None) -> Computed:
+    def stress(
+        self,
+        market: MarketSnapshot,
+        progress: Progress | None = None,
+        sizes: Sizes | None = None,
+        *,
+        book: ScenarioBook | None = None,
+    ) -> Computed:
         """The book's PnL under each stress at ``market``: tables ``pnl``, ``worst``,
-        ``quotes``."""
+        ``quotes`` (``book`` as for :meth:`var`)."""
         # a stress is the change its shocks make to the market it is applied to: made again
-        by_desk, _, names = self._revalue(market, stress_scenarios(market, self.stresses),
-                                          progress)  # fmt: skip
+        book = book or self.scenario_book(market)
+        by_desk, _, names = self._revalue(book, market, stress_scenarios(market, self.stresses),
+                                          progress, sizes)  # fmt: skip
         tables = {
             "pnl": pnl_frame(by_desk, self.desks, names),
             "worst": worst_scenarios(by_desk.sum(axis=1), names),
@@ -205,13 +244,13 @@ class ExplainBase:
 
 
 __all__ = [
-    "GAP_CHUNK",
     "GAP_WORST",
     "LIVE_BLOCK",
     "Computed",
     "ExplainBase",
     "LiveLoss",
     "Progress",
+    "Sizes",
     "pnl_frame",
     "quote_frame",
 ]

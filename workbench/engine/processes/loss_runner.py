@@ -10,7 +10,11 @@ by one thread of its own, which also sends the heartbeats: a run never holds a r
 heartbeat (the run itself is single-threaded). An explain is computed
 when asked, from a kept copy of the quotes (the day's first, or the latest at or before a
 chosen time) to a fresh one. Heartbeats carry the summary (firm and desk VaR/ES, age, progress).
-It runs niced (``loss.nice``) on the process shell, role ``loss``.
+It runs niced (``loss.nice``) on the process shell, role ``loss``. With ``loss.between_flushes``
+(the default) a run revalues its blocks only in the hot path's gaps (:mod:`~.flush_gaps`):
+after a flush's snapshot is out, sized to end before the next conflation instant, so that it
+does not delay the service's snapshots; it learns of flushes and snapshots from ingestion's
+notices and the aggregator's snapshot socket.
 """
 
 from __future__ import annotations
@@ -30,8 +34,10 @@ import zmq
 from workbench._types import FloatArray
 from workbench.book.io import load_book
 from workbench.engine.processes import shell
+from workbench.engine.processes.conflation import next_flush_ns
+from workbench.engine.processes.flush_gaps import UNBOUNDED, FlushGaps
 from workbench.engine.processes.inputs import book_path, market_path
-from workbench.engine.processes.loss_measures import Computed, ExplainBase, LiveLoss
+from workbench.engine.processes.loss_measures import LIVE_BLOCK, Computed, ExplainBase, LiveLoss
 from workbench.engine.protocol import messages as msg
 from workbench.engine.protocol.config import ServiceConfig, loss_endpoint
 from workbench.engine.transport import sockets
@@ -46,6 +52,12 @@ from workbench.risk.limits import LOSS_MEASURES, LimitMonitor, LimitReport
 log = logging.getLogger(__name__)
 
 _POLL_MS: Final = 100
+_GAP_POLL_MS: Final = 5
+"""Longest wait for news of the hot path while a block waits for a gap (ms)."""
+_FIRST_STEP_NS: Final = 40_000_000
+"""A block's time per scenario assumed before one has been timed (ns)."""
+_STEP_SAFETY: Final = 1.25
+"""The last block's time per scenario is taken this much longer when sizing the next."""
 COPY_EVERY_S: Final = 60.0
 """Seconds between two kept copies of the quotes (the bases an explain may start from)."""
 KEPT_COPIES: Final = 1_500
@@ -111,13 +123,35 @@ class LossProcess:
         self.what = ""
         self.error = ""
         self.counts = {"runs": 0, "errors": 0, "requests": 0, "bad_requests": 0,
-                       "replies_dropped": 0, "torn_reads": 0, "breaches": 0}  # fmt: skip
+                       "replies_dropped": 0, "torn_reads": 0, "breaches": 0, "blocks": 0,
+                       "gap_wait_ms": 0, "late_blocks": 0, "flushes_seen": 0,
+                       "snapshots_seen": 0}  # fmt: skip
         self.last_run_s = 0.0
         self.summary: dict[str, float] = {}
         self.stopping = False
         self.copying = threading.Lock()
         self.pricing = threading.Lock()  # one thread prices at a time (Numba's pool is one)
         self.pricing_wanted = threading.Event()
+        # the hot path's flushes and snapshots, read by the run's thread only
+        self.gaps = FlushGaps(config.conflation) if config.loss.between_flushes else None
+        self.notices = self.ctx.socket(zmq.SUB)
+        self.snapshots = self.ctx.socket(zmq.SUB)
+        for sock, address in ((self.notices, config.endpoints.notices),
+                              (self.snapshots, config.endpoints.snapshots)):  # fmt: skip
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVHWM, 100)
+            if sock is self.snapshots:  # only that one came matters: the latest kept
+                sock.setsockopt(zmq.CONFLATE, 1)
+            if self.gaps is not None:
+                sock.setsockopt(zmq.SUBSCRIBE, b"")
+            sock.connect(address)
+        self.hot_path = zmq.Poller()
+        self.hot_path.register(self.notices, zmq.POLLIN)
+        self.hot_path.register(self.snapshots, zmq.POLLIN)
+        self.step_ns_per_scenario = 0  # the last block's, 0 before the first of a phase
+        self.step_started_ns = 0
+        self.step_size = 0
+        self.step_deadline_ns = 0  # the grid instant the block should end before (0: none)
 
     def begin(self) -> None:
         """Build the scenarios (the history is generated first when none is configured) and
@@ -185,6 +219,12 @@ class LossProcess:
     # --- a run ---------------------------------------------------------------------------
 
     def _between_blocks(self, done: int, total: int) -> None:
+        if self.step_size:  # the block just done: its time per scenario sizes the next
+            now = time.monotonic_ns()
+            self.step_ns_per_scenario = max(1, (now - self.step_started_ns) // self.step_size)
+            if 0 < self.step_deadline_ns < now:
+                self.counts["late_blocks"] += 1  # it ran into the next flush
+            self.step_size = 0
         self.progress = (done, total)
         if self.stopping:
             raise _StoppedError
@@ -196,6 +236,60 @@ class LossProcess:
             finally:
                 self.pricing.acquire()
 
+    def _hot_path_news(self, wait_ms: int) -> None:
+        """Read ingestion's flush notices and the snapshots that arrived (waiting up to
+        ``wait_ms`` for the first) into :attr:`gaps`."""
+        assert self.gaps is not None
+        events = dict(self.hot_path.poll(wait_ms))
+        now = time.monotonic_ns()
+        if self.notices in events:
+            for notice in sockets.drain(self.notices):
+                if isinstance(notice, msg.QuotesDirty):
+                    self.gaps.flushed(notice.flushed_ns, now)
+                    self.counts["flushes_seen"] += 1
+        if self.snapshots in events:
+            seen = False
+            with contextlib.suppress(zmq.Again):
+                while True:
+                    self.snapshots.recv(zmq.NOBLOCK, copy=False)
+                    seen = True
+            if seen:
+                self.gaps.published(now)
+                self.counts["snapshots_seen"] += 1
+
+    def _next_size(self, done: int, total: int) -> int:
+        """How many scenarios the next block revalues: as many as fit before the next
+        conflation instant, after waiting for the hot path to be done with the last flush
+        (1 at least: a block longer than every gap starts early in one)."""
+        if done == 0:
+            self.step_ns_per_scenario = 0  # a new phase (revaluation, gap, stresses)
+        self.step_deadline_ns = 0
+        if self.gaps is None:
+            size = LIVE_BLOCK
+        else:
+            per = int((self.step_ns_per_scenario or _FIRST_STEP_NS) * _STEP_SAFETY)
+            waited = time.monotonic_ns()
+            self._hot_path_news(0)
+            while True:
+                if self.stopping:
+                    raise _StoppedError
+                now = time.monotonic_ns()
+                room = self.gaps.room_ns(now)
+                if room >= per:
+                    size = int(min(LIVE_BLOCK, room // per))
+                    break
+                if self.gaps.may_start(now, per):  # longer than any gap: early in this one
+                    size = 1
+                    break
+                self._hot_path_news(_GAP_POLL_MS)
+            self.counts["gap_wait_ms"] += (time.monotonic_ns() - waited) // 1_000_000
+            if room < UNBOUNDED:
+                self.step_deadline_ns = next_flush_ns(now, self.config.conflation)
+        self.counts["blocks"] += 1
+        self.step_size = size
+        self.step_started_ns = time.monotonic_ns()
+        return size
+
     def _run(self) -> None:
         assert self.loss is not None
         copy = self._copy() or self.copies[-1]
@@ -203,10 +297,12 @@ class LossProcess:
         t0 = time.perf_counter()
         self.pricing.acquire()
         try:
+            book = self.loss.scenario_book(market)
             for what in ("var", "stress"):
                 self.what = what
                 start = time.perf_counter()
-                computed = getattr(self.loss, what)(market, self._between_blocks)
+                computed = getattr(self.loss, what)(market, self._between_blocks,
+                                                    self._next_size, book=book)  # fmt: skip
                 computed.data.update(generation=copy.generation, made_ns=copy.made_ns,
                                      seconds=time.perf_counter() - start)  # fmt: skip
                 if what == "var":
@@ -328,8 +424,8 @@ class LossProcess:
             self.quotes.close()
         finally:
             self.shell.close()
-            self.router.close()
-            self.push.close()
+            for sock in (self.router, self.push, self.notices, self.snapshots):
+                sock.close()
             self.ctx.term()
 
 

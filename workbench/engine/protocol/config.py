@@ -178,7 +178,9 @@ class LossConfig(msgspec.Struct, frozen=True, kw_only=True):
     changes of the history used; ``history``: a market history file (None: a reference history
     generated for the service's market, docs/history.md); ``stresses``: a stress file (None:
     the library); ``greeks``: also the Greeks' estimate of every historical day; ``nice``:
-    added to the process's nice value.
+    added to the process's nice value; ``between_flushes``: revalue only in the hot path's
+    gaps, between a flush's snapshot and the next conflation instant (a run takes longer, the
+    snapshots are not delayed; False: as fast as the process's priority lets it).
     """
 
     enabled: bool = True
@@ -188,6 +190,7 @@ class LossConfig(msgspec.Struct, frozen=True, kw_only=True):
     stresses: str | None = None
     greeks: bool = True
     nice: int = 10
+    between_flushes: bool = True
 
 
 def loss_endpoint(endpoints: Endpoints) -> str:
