@@ -26,9 +26,11 @@ from workbench.pricing.portfolio import PortfolioPricer
 from workbench.pricing.revaluation import group_pnl_by_block
 from workbench.pricing.scenario_book import ScenarioBook
 from workbench.pricing.scenario_credit import scenario_count_distributions
+from workbench.risk.explain import GreekMap
 from workbench.risk.scenarios import historical_scenarios, quote_classes, stress_scenarios
 from workbench.risk.shocks import ParallelShock
 from workbench.risk.whatif import apply_shocks
+from workbench.scenario_greeks import greeks_of
 from workbench.scenario_risk import greeks_gap
 
 Case = tuple[MarketSnapshot, Book, np.ndarray, list[str]]
@@ -134,6 +136,20 @@ def test_a_restarted_pricer_prices_as_a_new_one_to_the_last_bit(case: Case) -> N
     for name in ("pv", "delta", "gamma", "vega", "theta"):
         np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)
     np.testing.assert_array_equal(got.key_rates.values, want.key_rates.values)
+
+
+def test_a_greek_map_moved_to_other_greeks_predicts_as_a_new_one(case: Case) -> None:
+    market, book, values, _ = case
+    later = market.with_quote_values(values[4])
+    first, then = (greeks_of(PortfolioPricer(book, m, key_rates="jacobian").risk(m))
+                   for m in (market, later))  # fmt: skip
+    moved = GreekMap(book, market, first).at(later, then)
+    fresh = GreekMap(book, later, then)
+    moves = values[5:9] - values[4]
+    fx_change = np.full((moves.shape[0], len(book)), 0.01)
+    got, want = moved.parts(moves, fx_change, 1.0), fresh.parts(moves, fx_change, 1.0)
+    for name, part in want.items():
+        np.testing.assert_array_equal(got[name], part, err_msg=name)
 
 
 def test_blocks_as_a_caller_sizes_them_change_no_number(case: Case) -> None:

@@ -10,7 +10,7 @@ the chunks or where they ran.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,6 +76,12 @@ class GreeksState:
     pricer
         ``book``'s pricer with exact key rates (``key_rates="jacobian"``), if already built
         (on another market of the same day: it prices ``market`` all the same).
+    layout
+        A :class:`GreekMap` of the same book on a market with the same quotes (an earlier
+        state's ``gmap``): its quote-independent layout is shared.
+    between
+        Called between the stages of the Greeks' computation
+        (:meth:`PortfolioPricer.risk`'s ``between``).
     """
 
     def __init__(
@@ -86,13 +92,18 @@ class GreeksState:
         rows: IntArray | None = None,
         scenario_book: ScenarioBook | None = None,
         pricer: PortfolioPricer | None = None,
+        layout: GreekMap | None = None,
+        between: Callable[[str], None] | None = None,
     ) -> None:
         self.book_now = scenario_book or ScenarioBook(book, market)
         self.rows = np.arange(len(book), dtype=np.int64) if rows is None else rows
         # exact first-order key rates: the bumped ones miss up to ~20% of a forward-starting
         # swap's first-order PnL (docs/var.md)
-        risk = (pricer or PortfolioPricer(book, market, key_rates="jacobian")).risk(market)
-        self.gmap = GreekMap(book, market, greeks_of(risk))
+        risk = (pricer or PortfolioPricer(book, market, key_rates="jacobian")).risk(
+            market, between=between
+        )
+        greeks = greeks_of(risk)
+        self.gmap = GreekMap(book, market, greeks) if layout is None else layout.at(market, greeks)
         self.today = np.asarray(market.quotes, np.float64)
         self.base = self.book_now.pv(self.today[None, :])[0]
         self.ccy = book.currency.codes

@@ -8,6 +8,7 @@ monotonic clock, for reporting only).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
@@ -150,10 +151,16 @@ class PortfolioPricer:
         out: FloatArray = pv_ccy * fx
         return out
 
-    def risk(self, market: MarketSnapshot) -> BookRisk:
-        """PV, Greeks and key rates of every position against ``market``, in USD."""
+    def risk(
+        self, market: MarketSnapshot, *, between: Callable[[str], None] | None = None
+    ) -> BookRisk:
+        """PV, Greeks and key rates of every position against ``market``, in USD.
+        ``between(stage)`` is called before each stage (``"curves"``, then each asset class)
+        and with ``""`` after the last, e.g. to wait between them."""
         n = len(self.book)
         timings: dict[str, float] = {}
+        if between is not None:
+            between("curves")
         t0 = time.perf_counter()
         self.curves.rebuild(market)
         timings["curves"] = time.perf_counter() - t0
@@ -173,6 +180,8 @@ class PortfolioPricer:
         theta = np.full(n, np.nan)
         key_parts: list[KeyRates] = []
         for name, pricer in self.pricers.items():
+            if between is not None:
+                between(name)
             t0 = time.perf_counter()
             res = pricer.risk(market, self.curves)
             pv_next = pricer.pv(next_market, self._curves_next)
@@ -183,6 +192,8 @@ class PortfolioPricer:
             vega[res.rows] = res.vega
             theta[res.rows] = pv_next - res.pv
             key_parts.append(res.key_rates)
+        if between is not None:
+            between("")
 
         t0 = time.perf_counter()
         fx = base_rate_column(market, self.book.currency.codes, self.book.currency.labels)

@@ -22,6 +22,7 @@ For each position (USD; docs/var.md, "PnL explain"):
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,13 +71,10 @@ class GreekMap:
     the averaging of curve and vol quotes) are laid out once."""
 
     def __init__(self, book: Book, m0: MarketSnapshot, greeks: Greeks) -> None:
-        self.greeks = greeks
         n, n_q = len(book), len(m0.quote_ids)
         at = m0.quote_index
-        self._q0 = np.asarray(m0.quotes, np.float64)
-        self._kr = sp.csr_matrix(
-            (greeks.kr_values / _BP, (greeks.kr_rows, greeks.kr_quotes)), shape=(n, n_q)
-        )
+        self._quote_ids = m0.quote_ids
+        self._set(m0, greeks, n)
         product = np.array(book.product.values())
         cls = np.array([ASSET_CLASS[p] for p in product])
         under = np.array(book.underlying.values())
@@ -105,6 +103,30 @@ class GreekMap:
         self._spread_q = np.array([at[index[u].spread_quote] for u in on], dtype=np.int64)
         self._corr_q = np.array([at[index[u].correlation_quote] for u in on], dtype=np.int64)
         self._tranche = product[self._credit] == "CDX_TRANCHE"
+
+    def _set(self, m0: MarketSnapshot, greeks: Greeks, n: int) -> None:
+        """The parts that depend on the quotes and the Greeks."""
+        self.greeks = greeks
+        self._q0 = np.asarray(m0.quotes, np.float64)
+        self._kr = sp.csr_matrix(
+            (greeks.kr_values / _BP, (greeks.kr_rows, greeks.kr_quotes)),
+            shape=(n, len(m0.quote_ids)),
+        )
+
+    def at(self, m0: MarketSnapshot, greeks: Greeks) -> GreekMap:
+        """The map of the same book's ``greeks`` at ``m0``, a market with the same quotes as
+        this map's (other values): the quote-independent layout shared, not made again.
+
+        Raises
+        ------
+        ValueError
+            If ``m0`` has other quotes than this map's market.
+        """
+        if m0.quote_ids != self._quote_ids:
+            raise ValueError("GreekMap.at: a market with other quotes than the map's")
+        out = copy.copy(self)
+        out._set(m0, greeks, greeks.pv.size)
+        return out
 
     def parts(self, moves: FloatArray, fx_change: FloatArray, days: float) -> dict[str, FloatArray]:
         """Each component (S × positions, USD) for quote moves ``moves`` (S × quotes), each

@@ -25,7 +25,7 @@ from workbench.pricing.conversion import base_rate_column
 from workbench.pricing.portfolio import PortfolioPricer
 from workbench.pricing.revaluation import group_pnl_by_block
 from workbench.pricing.scenario_book import ScenarioBook
-from workbench.risk.explain import Greeks, explain_by, explain_positions
+from workbench.risk.explain import GreekMap, Greeks, explain_by, explain_positions
 from workbench.risk.loss import ES_LEVEL, LEVELS, measures, worst_scenarios
 from workbench.risk.scenarios import (
     STRESS_LIBRARY,
@@ -40,6 +40,9 @@ Progress = Callable[[int, int], None]
 Sizes = Callable[[int, int], int]
 """Called with (scenarios done, scenarios in all) before each block: how many scenarios the
 next block revalues (it may wait first: :mod:`~.flush_gaps`)."""
+Stages = Callable[[str], None]
+"""Called before each stage of the book's Greeks (``"curves"``, each asset class; ``""`` after
+the last): it may wait first."""
 
 LIVE_BLOCK = 16
 """Scenarios per block at most: between two blocks the process answers requests and beats."""
@@ -105,6 +108,7 @@ class LiveLoss:
         self.desks = list(book.desk.labels)
         self._scenario_book: ScenarioBook | None = None
         self._greeks_pricer: PortfolioPricer | None = None
+        self._greeks_map: GreekMap | None = None
 
     def warm(self) -> None:
         """Run every kernel a run and an explain use once, on two scenarios of each kind
@@ -151,11 +155,13 @@ class LiveLoss:
         sizes: Sizes | None = None,
         *,
         book: ScenarioBook | None = None,
+        stages: Stages | None = None,
     ) -> Computed:
         """Historical VaR/ES of the book at ``market``: tables ``pnl``, ``measures``
         (:func:`~workbench.risk.loss.measures`), ``worst`` (the firm's worst days),
         ``quotes`` and, with Greeks, ``greeks_by_desk`` and ``greeks_worst``. ``book``: the
-        run's :meth:`scenario_book` (made when not given)."""
+        run's :meth:`scenario_book` (made when not given); ``stages``: called between the
+        stages of the book's Greeks (for the Greeks' gap)."""
         book = book or self.scenario_book(market)
         by_desk, values, names = self._revalue(book, market, self.historical, progress, sizes)
         table = measures(by_desk, self.desks, levels=LEVELS, es_level=ES_LEVEL)
@@ -166,7 +172,7 @@ class LiveLoss:
             "quotes": quote_frame(market),
         }
         if self.greeks:
-            by, worst = self._gap(book, market, values, names, progress, sizes)
+            by, worst = self._gap(book, market, values, names, progress, sizes, stages)
             tables["greeks_by_desk"] = by
             tables["greeks_worst"] = worst
         return Computed({k: frame_to_bytes(v) for k, v in tables.items()},
@@ -174,15 +180,17 @@ class LiveLoss:
                          "es_level": ES_LEVEL})  # fmt: skip
 
     def _gap(self, book: ScenarioBook, market: MarketSnapshot, values: FloatArray,
-             names: list[str], progress: Progress | None, sizes: Sizes | None
-             ) -> tuple[pl.DataFrame, pl.DataFrame]:  # fmt: skip
+             names: list[str], progress: Progress | None, sizes: Sizes | None,
+             stages: Stages | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:  # fmt: skip
         """:func:`~workbench.scenario_risk.greeks_gap` in blocks (``sizes`` and ``progress``
         as for the revaluation), the book's Greeks computed once."""
         if self._greeks_pricer is None:  # its set-up (schedules, cash flows) kept for the day
             self._greeks_pricer = PortfolioPricer(self.book, market, key_rates="jacobian")
         else:
             self._greeks_pricer.restart(market)
-        state = GreeksState(self.book, market, scenario_book=book, pricer=self._greeks_pricer)
+        state = GreeksState(self.book, market, scenario_book=book, pricer=self._greeks_pricer,
+                            layout=self._greeks_map, between=stages)  # fmt: skip
+        self._greeks_map = state.gmap
         parts, done, total = [], 0, len(names)
         while done < total:
             k = LIVE_BLOCK if sizes is None else sizes(done, total)
@@ -251,6 +259,7 @@ __all__ = [
     "LiveLoss",
     "Progress",
     "Sizes",
+    "Stages",
     "pnl_frame",
     "quote_frame",
 ]

@@ -152,6 +152,8 @@ class LossProcess:
         self.step_started_ns = 0
         self.step_size = 0
         self.step_deadline_ns = 0  # the grid instant the block should end before (0: none)
+        self.stage_name = ""  # the stage of the book's Greeks under way ("" none)
+        self.stage_ns: dict[str, int] = {}  # each stage's last time
 
     def begin(self) -> None:
         """Build the scenarios (the history is generated first when none is configured) and
@@ -257,6 +259,26 @@ class LossProcess:
                 self.gaps.published(now)
                 self.counts["snapshots_seen"] += 1
 
+    def _gap_for(self, step_ns: int) -> int:
+        """Wait until a step of ``step_ns`` may start (:meth:`FlushGaps.may_start`); the room
+        there (ns), and the step's deadline set (the next conflation instant, 0: none)."""
+        assert self.gaps is not None
+        waited = time.monotonic_ns()
+        self._hot_path_news(0)
+        while True:
+            if self.stopping:
+                raise _StoppedError
+            now = time.monotonic_ns()
+            room = self.gaps.room_ns(now)
+            if room >= step_ns or self.gaps.may_start(now, step_ns):
+                break
+            self._hot_path_news(_GAP_POLL_MS)
+        self.counts["gap_wait_ms"] += (now - waited) // 1_000_000
+        self.step_deadline_ns = (
+            0 if room >= UNBOUNDED else next_flush_ns(now, self.config.conflation)
+        )
+        return room
+
     def _next_size(self, done: int, total: int) -> int:
         """How many scenarios the next block revalues: as many as fit before the next
         conflation instant, after waiting for the hot path to be done with the last flush
@@ -264,31 +286,32 @@ class LossProcess:
         if done == 0:
             self.step_ns_per_scenario = 0  # a new phase (revaluation, gap, stresses)
         self.step_deadline_ns = 0
-        if self.gaps is None:
-            size = LIVE_BLOCK
-        else:
+        size = LIVE_BLOCK
+        if self.gaps is not None:
             per = int((self.step_ns_per_scenario or _FIRST_STEP_NS) * _STEP_SAFETY)
-            waited = time.monotonic_ns()
-            self._hot_path_news(0)
-            while True:
-                if self.stopping:
-                    raise _StoppedError
-                now = time.monotonic_ns()
-                room = self.gaps.room_ns(now)
-                if room >= per:
-                    size = int(min(LIVE_BLOCK, room // per))
-                    break
-                if self.gaps.may_start(now, per):  # longer than any gap: early in this one
-                    size = 1
-                    break
-                self._hot_path_news(_GAP_POLL_MS)
-            self.counts["gap_wait_ms"] += (time.monotonic_ns() - waited) // 1_000_000
-            if room < UNBOUNDED:
-                self.step_deadline_ns = next_flush_ns(now, self.config.conflation)
+            size = int(max(1, min(LIVE_BLOCK, self._gap_for(per) // per)))
         self.counts["blocks"] += 1
         self.step_size = size
         self.step_started_ns = time.monotonic_ns()
         return size
+
+    def _stage(self, name: str) -> None:
+        """Before each stage of the book's Greeks: the last one's time kept, then wait for a
+        gap as long as this one took last time."""
+        now = time.monotonic_ns()
+        if self.stage_name:
+            self.stage_ns[self.stage_name] = now - self.step_started_ns
+            if 0 < self.step_deadline_ns < now:
+                self.counts["late_blocks"] += 1
+        self.stage_name = name
+        if not name:
+            return
+        if self.stopping:
+            raise _StoppedError
+        if self.gaps is not None:
+            self._gap_for(int(self.stage_ns.get(name, _FIRST_STEP_NS) * _STEP_SAFETY))
+        self.counts["blocks"] += 1
+        self.step_started_ns = time.monotonic_ns()
 
     def _run(self) -> None:
         assert self.loss is not None
@@ -301,8 +324,12 @@ class LossProcess:
             for what in ("var", "stress"):
                 self.what = what
                 start = time.perf_counter()
-                computed = getattr(self.loss, what)(market, self._between_blocks,
-                                                    self._next_size, book=book)  # fmt: skip
+                if what == "var":
+                    computed = self.loss.var(market, self._between_blocks, self._next_size,
+                                             book=book, stages=self._stage)  # fmt: skip
+                else:
+                    computed = self.loss.stress(market, self._between_blocks, self._next_size,
+                                                book=book)  # fmt: skip
                 computed.data.update(generation=copy.generation, made_ns=copy.made_ns,
                                      seconds=time.perf_counter() - start)  # fmt: skip
                 if what == "var":
