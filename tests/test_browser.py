@@ -34,6 +34,7 @@ from service_helpers import make_files, start, wait
 
 from workbench.client import Client
 from workbench.widgets.dashboard import parameterize
+from workbench.widgets.delivery import ACK_EVERY_S
 from workbench.widgets.shocks import pillar_shocks, to_shocks
 
 NAME = "browser"
@@ -682,7 +683,8 @@ def record_kernel_frames(page: Any) -> list[KernelFrame]:
 
 
 def grid_updates(frames: list[KernelFrame], body: str | None = None) -> list[KernelFrame]:
-    """The frames that carry a table to the grid's body (``body``: its comm id)."""
+    """The frames that carry a table to the grid's body (``body``: its comm id); one a second
+    also carries a new number in ``placeholder``, for the browser's receipt."""
     out = []
     for f in frames:
         data = f.content.get("data") or {}
@@ -691,7 +693,6 @@ def grid_updates(frames: list[KernelFrame], body: str | None = None) -> list[Ker
             f.msg_type == "comm_msg"
             and not f.sent
             and data.get("method") == "update"
-            and "placeholder" in state
             and "wbg" in str(state.get("value", ""))
             and (body is None or f.content.get("comm_id") == body)
         ):
@@ -932,11 +933,12 @@ def test_grid_in_jupyterlab_is_readable_within_budget_and_pauses_with_its_tab(
                     grid_msgs.append((time.monotonic() - closed, msg["content"].get("comm_id", "")))
     finally:
         kc.stop_channels()
-    late = [t for t, c in grid_msgs if c == body and t > 1.0]
+    # at most ACK_EVERY_S of updates go out before one waits for a receipt that never comes
+    late = [t for t, c in grid_msgs if c == body and t > ACK_EVERY_S + 1.0]
     when = [round(t, 1) for t, _ in grid_msgs]
     print(f"lab: tab closed 12 s: {len(grid_msgs)} comm messages, at {when} s")
     assert late == [], f"table updates sent to a closed tab at {late} s"
-    assert len(grid_msgs) <= 12, grid_msgs
+    assert len(grid_msgs) <= 12 + ACK_EVERY_S * 10, grid_msgs  # the grid's 10 Hz at most
     # reopened: the browser restores the widgets, the link sends its receipt, updates resume
     again = chromium.new_page()
     errors = BrowserErrors(again)

@@ -170,7 +170,8 @@ def test_delivery_is_unpaced_until_a_receipt_then_one_update_in_flight(wire: Wir
     async def scenario() -> None:
         view = w.HTML()
         changes: list[bool] = []
-        d = Delivery(view, pause_after_s=0.3, on_change=lambda: changes.append(d.paused))
+        d = Delivery(view, pause_after_s=0.3, ack_every_s=0.0,
+                     on_change=lambda: changes.append(d.paused))  # fmt: skip
         for _ in range(3):  # no browser yet: nothing to wait for
             await asyncio.wait_for(d.turn(), 0.05)
             view.placeholder = d.stamp()
@@ -208,13 +209,46 @@ def test_delivery_is_unpaced_until_a_receipt_then_one_update_in_flight(wire: Wir
     asyncio.run(scenario())
 
 
+def test_a_browser_is_asked_for_one_receipt_per_ack_period(wire: Wire) -> None:
+    """Once paced, only one update per ``ack_every_s`` gets a new number (so a receipt); the
+    updates between go out without waiting; the numbered one waits for its receipt."""
+
+    async def scenario() -> None:
+        view = w.HTML()
+        d = Delivery(view, pause_after_s=5.0, ack_every_s=0.3)
+        view.placeholder = d.stamp()
+        browser_takes(d.receipt, "1")  # a browser: paced from now on
+        t0 = time.monotonic()
+        numbers = []
+        while time.monotonic() - t0 < 0.25:  # within the period: the same number, no wait
+            await asyncio.wait_for(d.turn(), 0.05)
+            numbers.append(d.stamp())
+            await asyncio.sleep(0.02)
+        assert set(numbers) == {"1"}
+        assert len(numbers) >= 5
+        await asyncio.sleep(0.3 - (time.monotonic() - t0))
+        await asyncio.wait_for(d.turn(), 0.05)
+        assert d.stamp() == "2"  # the period is over: a new number, in flight
+        assert d.in_flight
+        waiter = asyncio.ensure_future(d.turn())
+        await asyncio.sleep(0.1)
+        assert not waiter.done()  # the next update waits for the receipt of 2
+        browser_takes(d.receipt, "2")
+        await asyncio.wait_for(waiter, 0.05)
+        assert d.receipts == 2
+        d.close()
+        view.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_paused_delivery_renews_its_receipt_at_doubling_intervals(wire: Wire) -> None:
     """A closed tab: after the pause, only the receipt and its link are replaced (two closes,
     two opens each time), ever less often; a receipt on the new one resumes."""
 
     async def scenario() -> None:
         view = w.HTML()
-        d = Delivery(view, pause_after_s=0.2, renew_max_s=0.8)
+        d = Delivery(view, pause_after_s=0.2, renew_max_s=0.8, ack_every_s=0.0)
         browser_takes(d.receipt, "")  # a browser created the link (no update yet)
         view.placeholder = d.stamp()
         mark = len(wire.log)

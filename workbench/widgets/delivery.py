@@ -8,10 +8,16 @@ model with no view) makes the browser's widget manager copy each number it appli
 receipt and send it back to the kernel. No JavaScript of ours, no extension.
 
 Until a browser has sent one receipt, updates go out unpaced (a headless run has no browser to
-wait for). After that, at most one update is in flight: the next one waits for the receipt of
-the previous one (the newest value wins meanwhile), and after ``pause_after_s`` without it the
-view counts as paused until a receipt arrives (reopening the notebook restores the widgets and
-the link sends the receipt of the last update sent).
+wait for). After that, one update every ``ack_every_s`` is numbered (the others leave the
+number as it was, so the browser sends nothing back for them), and at most one numbered update
+is in flight: the update after it waits for its receipt (the newest value wins meanwhile), and
+after ``pause_after_s`` without it the view counts as paused until a receipt arrives (reopening
+the notebook restores the widgets and the link sends the receipt of the last update sent). So
+a closed tab gets at most ``ack_every_s`` of updates before its widgets stop, and an open one
+costs one receipt a second per widget, not one per update: each receipt is a message to the
+kernel, which answers with a busy and an idle status that JupyterLab redraws its kernel
+indicators for (with a receipt per update, the desk notebook's four widgets took Chromium from
+29% to 61% of a core; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ from traitlets import Unicode
 
 PAUSE_AFTER_S = 3.0
 """Seconds an update may wait for its receipt before the view counts as paused."""
+
+ACK_EVERY_S = 1.0
+"""Seconds between two numbered updates (each gets a receipt back) once a browser is seen."""
 
 RENEW_MAX_S = 60.0
 """Longest wait between two renewals of a paused view's receipt, seconds."""
@@ -73,6 +82,9 @@ class Delivery:
         number (a :class:`ipywidgets.HTML` does not display it).
     pause_after_s
         Seconds without the receipt of the update in flight after which the view is paused.
+    ack_every_s
+        Seconds between two numbered updates once a browser has sent a receipt (0: every
+        update numbered).
     renew_max_s
         Longest wait, seconds, between two renewals of the receipt while paused (the first
         comes ``pause_after_s`` after the pause, then twice as long each time).
@@ -82,7 +94,7 @@ class Delivery:
     Attributes
     ----------
     sent
-        Number of the last update sent (0: none yet); numbers count up from 1.
+        Number of the last numbered update sent (0: none yet); numbers count up from 1.
     received
         Highest number the browser has sent back (0: none yet).
     receipts
@@ -106,10 +118,12 @@ class Delivery:
         *,
         pause_after_s: float = PAUSE_AFTER_S,
         renew_max_s: float = RENEW_MAX_S,
+        ack_every_s: float = ACK_EVERY_S,
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self.view = view
         self.pause_after_s = pause_after_s
+        self.ack_every_s = ack_every_s
         self.renew_max_s = renew_max_s
         self.on_change = on_change
         self.sent = 0
@@ -138,10 +152,13 @@ class Delivery:
         return self.paced and self.received < self.sent
 
     def stamp(self) -> str:
-        """The next update's number, to set as the view's ``placeholder`` in the same
-        ``hold_sync()`` as its content."""
-        self.sent += 1
-        self.sent_at = time.monotonic()
+        """The number to set as the view's ``placeholder`` in the same ``hold_sync()`` as an
+        update's content: a new one before the first receipt and then ``ack_every_s`` after
+        the last, else the last (no change: no receipt)."""
+        now = time.monotonic()
+        if not self.paced or self.sent == 0 or now - self.sent_at >= self.ack_every_s:
+            self.sent += 1
+            self.sent_at = now
         return str(self.sent)
 
     def _received(self, number: int) -> None:

@@ -258,7 +258,8 @@ class GreekGrid(LiveWidget):
         return (
             f"grid: {rows} rows by {grouping}, snapshot {snap.seq}, state {self.state}{paused}; "
             f"firm PV {pv or '0'} USD; it redraws by itself while the kernel is idle, at most "
-            f"{self.max_hz:g} times a second and only once the browser has drawn the last table"
+            f"{self.max_hz:g} times a second, and waits once a second until the browser has "
+            f"drawn the table"
         )
 
     def drill_down(self, key: tuple[str, ...]) -> None:
