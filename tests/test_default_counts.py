@@ -217,18 +217,18 @@ def test_the_recursion_never_computes_in_the_subnormal_range() -> None:
     where each floating-point operation costs ~100 cycles (the credit slot's reprice was 2.4×
     slower for it): they are set to 0 below NEGLIGIBLE instead, and the distribution is the
     same to rounding."""
-    from workbench.pricing.default_counts import NEGLIGIBLE, _count_recursion, _rule
+    from workbench.pricing.default_counts import NEGLIGIBLE, count_recursion, normal_rule
 
     market = generate_reference_market()
     spec = next(ix for ix in market.credit_indices if ix.id == "CDX.IG")
     weights = np.asarray(spec.hazard_weights) / (1.0 - spec.recovery)
     c = thresholds(weights * market.quote(spec.spread_quote), np.array([5.0]))[:, 0]
     rho = market.quote(spec.correlation_quote)
-    x, w = _rule(QUADRATURE_NODES)
+    x, w = normal_rule(QUADRATURE_NODES)
     p = ndtr((c[:, None] - math.sqrt(rho) * x[None, :]) / math.sqrt(1.0 - rho))
     keep = 63
     d, prev, out = np.empty((keep + 1, x.size)), np.empty(x.size), np.empty(keep + 1)
-    _count_recursion(np.ascontiguousarray(p), w, d, prev, out, keep)
+    count_recursion(np.ascontiguousarray(p), w, d, prev, out, keep)
     subnormal = (d != 0.0) & (np.abs(d) < np.finfo(np.float64).tiny)
     assert not subnormal.any(), f"{np.count_nonzero(subnormal)} subnormal probabilities"
     assert d[d != 0.0].min() >= NEGLIGIBLE

@@ -105,7 +105,7 @@ def truncated_distributions(
 ) -> CountDistributions:
     """:func:`default_distributions` kept up to ``keep`` defaults (0 < keep ≤ N), with the
     expected count: what tranches attaching and detaching below ``keep`` defaults need."""
-    x, w = _rule(nodes)
+    x, w = normal_rule(nodes)
     r = np.asarray(rho, dtype=np.float64)
     if r.shape != (c.shape[0],) or np.any((r < 0.0) | (r >= 1.0)):
         raise ValueError(f"correlations must be one per set in [0, 1): {rho!r}")
@@ -118,7 +118,7 @@ def truncated_distributions(
 
 
 @functools.lru_cache(maxsize=8)
-def _rule(nodes: int) -> tuple[FloatArray, FloatArray]:
+def normal_rule(nodes: int) -> tuple[FloatArray, FloatArray]:
     """Gauss–Hermite nodes and weights for the standard normal, nodes weighing < 1e-16 dropped
     (the far tails weigh nothing at double precision)."""
     x, w = np.polynomial.hermite_e.hermegauss(nodes)
@@ -131,7 +131,7 @@ def _rule(nodes: int) -> tuple[FloatArray, FloatArray]:
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def _count_recursion(
+def count_recursion(
     p: np.ndarray, w: np.ndarray, d: np.ndarray, prev: np.ndarray, out: np.ndarray, keep: int
 ) -> float:  # pragma: no cover - compiled
     """Integrated count distribution into ``out`` (keep+1: counts below ``keep``, then at least
@@ -225,7 +225,7 @@ def _distributions(
         prev = np.empty(n_nodes)
         shift = np.empty(n_names)
         _exact(c[0, :, k], a[0], b[0], x, z0, p0)
-        mean[0, k] = _count_recursion(p0, w, d, prev, out[0, k], keep)
+        mean[0, k] = count_recursion(p0, w, d, prev, out[0, k], keep)
         for s in range(1, n_sets):
             near = a[s] == a[0] and b[s] == b[0]
             if near:
@@ -243,5 +243,5 @@ def _distributions(
                 _shifted(z0, p0, dens, shift, p)
             else:
                 _exact(c[s, :, k], a[s], b[s], x, z, p)
-            mean[s, k] = _count_recursion(p, w, d, prev, out[s, k], keep)
+            mean[s, k] = count_recursion(p, w, d, prev, out[s, k], keep)
     return out, mean

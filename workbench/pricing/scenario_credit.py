@@ -32,8 +32,8 @@ from workbench.pricing.credit import (
 )
 from workbench.pricing.default_counts import (
     QUADRATURE_NODES,
-    _count_recursion,
-    _rule,
+    count_recursion,
+    normal_rule,
     thresholds,
 )
 from workbench.pricing.scenario_curves import SolvedCurves
@@ -65,7 +65,7 @@ def scenario_count_distributions(
     r = np.asarray(rho, np.float64)
     if np.any((r < 0.0) | (r >= 1.0)):
         raise ValueError(f"correlations must be in [0, 1): {r!r}")
-    x, w = _rule(QUADRATURE_NODES)
+    x, w = normal_rule(QUADRATURE_NODES)
     dist, mean = _distributions(np.ascontiguousarray(c), np.sqrt(r), np.sqrt(1.0 - r), x, w, keep)
     return dist, mean
 
@@ -196,7 +196,7 @@ def _distributions(
         d = np.empty((keep + 1, n_nodes))
         prev = np.empty(n_nodes)
         _phi_at_nodes(np.ascontiguousarray(c[s, :, k]), a[s], b[s], x, p, scratch, bits)
-        mean[s, k] = _count_recursion(p, w, d, prev, out[s, k], keep)
+        mean[s, k] = count_recursion(p, w, d, prev, out[s, k], keep)
     return out, mean
 
 

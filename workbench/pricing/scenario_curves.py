@@ -28,7 +28,7 @@ from workbench.market.schedules import year_fractions_from
 from workbench.pricing.bootstrap import _TOL, INTERPOLATION_METHODS, CurveBuilder
 from workbench.pricing.curves import CurveSet
 from workbench.pricing.rates_book import swap_groups
-from workbench.pricing.swaps import SwapGroup, _swap_pv
+from workbench.pricing.swaps import SwapGroup, swap_pvs
 
 _MAX_ITER = 50
 
@@ -164,7 +164,7 @@ class ScenarioSwaps:
             d = np.exp(log_d)
             p = d if log_p is log_d else np.exp(log_p)
             fx, fl = group.fixed, group.float
-            out[:, at] = _swap_pv(
+            out[:, at] = swap_pvs(
                 t, d, p, fx.swap, fx.pay, fx.accrual, fl.swap, fl.start, fl.pay, fl.accrual,
                 group.notional, group.fixed_rate, group.spread,
             )  # fmt: skip

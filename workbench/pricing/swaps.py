@@ -140,7 +140,7 @@ class SwapGroup:
         d = np.stack([x[1] for x in parts])
         p = np.stack([x[2] for x in parts])
         fx, fl = self.fixed, self.float
-        out: FloatArray = _swap_pv(
+        out: FloatArray = swap_pvs(
             t, d, p, fx.swap, fx.pay, fx.accrual, fl.swap, fl.start, fl.pay, fl.accrual,
             self.notional, self.fixed_rate, self.spread,
         )  # fmt: skip
@@ -266,7 +266,7 @@ class Exposure:
 
 
 @numba.njit(cache=True, nogil=True)
-def _swap_pv(
+def swap_pvs(
     t: np.ndarray,
     d: np.ndarray,
     p: np.ndarray,
