@@ -18,6 +18,7 @@ import math
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -48,6 +49,7 @@ from widget_probes import (
 
 from workbench.client import Client
 from workbench.risk.limits import LimitConfig
+from workbench.store.layout import STORE_FOLDER
 from workbench.widgets.delivery import ACK_EVERY_S, PAUSE_AFTER_S
 from workbench.widgets.shocks import GRID_T
 
@@ -73,6 +75,10 @@ HISTORY = ("pv", "dv01", "vega")
 
 @pytest.fixture(scope="module")
 def service(files: tuple[Path, Path]) -> Iterator[Client]:
+    # tests/test_browser.py's service had the same name (the notebooks' kernel finds it by it):
+    # its stored day would be GreekHistory's day too, sequence numbers 1, 2 … again
+    stale = Path(os.environ["WORKBENCH_RUN_DIR"]) / tb.NAME / STORE_FOLDER
+    shutil.rmtree(stale, ignore_errors=True)
     client = start(files, tb.NAME, rate=2_000.0, limits=LIMITS)
     try:
         yield client
