@@ -75,7 +75,7 @@ def test_idle_without_flushes() -> None:
 
 def test_a_step_longer_than_every_gap_starts_once_the_snapshot_is_out() -> None:
     gaps = FlushGaps(GRID, margin_ns=3 * MS)
-    assert gaps.widest_gap_ns(0) == 200 * MS - 3 * MS  # 0.8 → 1.0 s and 0 → 0.2 s
+    assert gaps.widest_ns == 200 * MS - 3 * MS  # 0.8 → 1.0 s and 0 → 0.2 s
     gaps.flushed(1_000 * MS, 1_000 * MS)
     assert not gaps.may_start(1_010 * MS, 400 * MS)
     gaps.published(1_020 * MS)

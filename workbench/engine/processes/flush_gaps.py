@@ -62,6 +62,7 @@ class FlushGaps:
         self.flush_ns = -UNBOUNDED  # the last flush seen (its instant)
         self.seen_ns = -UNBOUNDED  # when it was seen
         self.published_ns = -UNBOUNDED  # the last snapshot seen
+        self.widest_ns = self._widest_gap_ns()  # the grid repeats: measured once
 
     def flushed(self, flush_ns: int, now_ns: int) -> None:
         """Ingestion flushed at ``flush_ns`` (seen at ``now_ns``)."""
@@ -97,12 +98,13 @@ class FlushGaps:
         room = self.room_ns(now_ns)
         if step_ns <= room:
             return True
-        return not self.busy(now_ns) and step_ns > self.widest_gap_ns(now_ns)
+        return not self.busy(now_ns) and step_ns > self.widest_ns
 
-    def widest_gap_ns(self, now_ns: int) -> int:
-        """The widest gap between two grid instants in the next second, less the margin."""
-        at, widest = now_ns, 0
-        end = now_ns + 1_000 * _MS
+    def _widest_gap_ns(self) -> int:
+        """The widest gap between two grid instants over one credit window (the longest
+        period of the grid), less the margin."""
+        at, widest = 0, 0
+        end = max(1_000 * _MS, round(self.conflation.credit_ms * _MS))
         while at < end:
             nxt = next_flush_ns(at, self.conflation)
             if nxt <= at:  # a window of 0: flushes at any time

@@ -222,10 +222,8 @@ class LossProcess:
 
     def _between_blocks(self, done: int, total: int) -> None:
         if self.step_size:  # the block just done: its time per scenario sizes the next
-            now = time.monotonic_ns()
-            self.step_ns_per_scenario = max(1, (now - self.step_started_ns) // self.step_size)
-            if 0 < self.step_deadline_ns < now:
-                self.counts["late_blocks"] += 1  # it ran into the next flush
+            took = self._block_done()
+            self.step_ns_per_scenario = max(1, took // self.step_size)
             self.step_size = 0
         self.progress = (done, total)
         if self.stopping:
@@ -237,6 +235,14 @@ class LossProcess:
                     time.sleep(0.005)
             finally:
                 self.pricing.acquire()
+
+    def _block_done(self) -> int:
+        """A block (or a stage) just ended: its time (ns), counted late if it ran into the
+        next flush instant."""
+        now = time.monotonic_ns()
+        if 0 < self.step_deadline_ns < now:
+            self.counts["late_blocks"] += 1
+        return now - self.step_started_ns
 
     def _hot_path_news(self, wait_ms: int) -> None:
         """Read ingestion's flush notices and the snapshots that arrived (waiting up to
@@ -270,7 +276,7 @@ class LossProcess:
                 raise _StoppedError
             now = time.monotonic_ns()
             room = self.gaps.room_ns(now)
-            if room >= step_ns or self.gaps.may_start(now, step_ns):
+            if self.gaps.may_start(now, step_ns):
                 break
             self._hot_path_news(_GAP_POLL_MS)
         self.counts["gap_wait_ms"] += (now - waited) // 1_000_000
@@ -298,11 +304,8 @@ class LossProcess:
     def _stage(self, name: str) -> None:
         """Before each stage of the book's Greeks: the last one's time kept, then wait for a
         gap as long as this one took last time."""
-        now = time.monotonic_ns()
         if self.stage_name:
-            self.stage_ns[self.stage_name] = now - self.step_started_ns
-            if 0 < self.step_deadline_ns < now:
-                self.counts["late_blocks"] += 1
+            self.stage_ns[self.stage_name] = self._block_done()
         self.stage_name = name
         if not name:
             return
