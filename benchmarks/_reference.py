@@ -19,7 +19,7 @@ from playwright.sync_api import Page, sync_playwright
 
 import workbench
 from workbench.book.reference import generate_reference_book
-from workbench.client import LossConfig
+from workbench.client import ConflationConfig, LossConfig
 from workbench.engine.transport.endpoints import free_port
 from workbench.market.io import save_market
 from workbench.market.model import MarketSnapshot
@@ -64,6 +64,9 @@ def service_parser(doc: str) -> argparse.ArgumentParser:
     parser.add_argument("--loss-anytime", action="store_true", dest="loss_anytime",
                         help="the loss process revalues whenever its priority lets it, not "
                         "only between the flushes (loss.between_flushes False)")  # fmt: skip
+    parser.add_argument("--windows", default=None,
+                        help="conflation windows, ms, e.g. rates=200,fx_vol=400 (fields of "
+                        "ConflationConfig less _ms; default the service's)")  # fmt: skip
     return parser
 
 
@@ -78,6 +81,10 @@ def service_options(args: argparse.Namespace) -> dict[str, Any]:
     if every is not None or anytime:
         out["loss"] = LossConfig(enabled=every is None or every > 0, every_s=every or 60.0,
                                  between_flushes=not anytime)  # fmt: skip
+    windows = getattr(args, "windows", None)
+    if windows:
+        pairs = (item.split("=") for item in windows.split(","))
+        out["conflation"] = ConflationConfig(**{f"{k.strip()}_ms": float(v) for k, v in pairs})
     return out
 
 

@@ -236,3 +236,53 @@ def test_the_recursion_never_computes_in_the_subnormal_range() -> None:
     full = _numpy_recursion(c[:, None], rho, QUADRATURE_NODES)[0]
     kept = [*full[:keep].tolist(), full[keep:].sum()]
     np.testing.assert_allclose(out, kept, rtol=1e-9, atol=1e-15)
+
+
+def test_counts_a_node_cannot_reach_are_not_carried() -> None:
+    """At a node where few names default the recursion carries only the counts whose
+    probability there can exceed TAIL (the Chernoff bound on the node's expected count): the
+    others are exactly 0, their true values are at most TAIL, and the counts carried are the
+    full recursion's."""
+    from workbench.pricing.default_counts import TAIL, count_recursion, normal_rule
+
+    market = generate_reference_market()
+    spec = next(ix for ix in market.credit_indices if ix.id == "CDX.HY")
+    weights = np.asarray(spec.hazard_weights) / (1.0 - spec.recovery)
+    c = thresholds(weights * market.quote(spec.spread_quote), np.array([5.0]))[:, 0]
+    rho = market.quote(spec.correlation_quote)
+    x, w = normal_rule(QUADRATURE_NODES)
+    p = ndtr((c[:, None] - math.sqrt(rho) * x[None, :]) / math.sqrt(1.0 - rho))
+    keep = 63
+    d, prev, out = np.empty((keep + 1, x.size)), np.empty(x.size), np.empty(keep + 1)
+    count_recursion(np.ascontiguousarray(p), w, d, prev, out, keep)
+    # the same recursion per node, every count carried
+    full = np.zeros((x.size, p.shape[0] + 1))
+    full[:, 0] = 1.0
+    for i in range(p.shape[0]):
+        moved = np.zeros_like(full)
+        moved[:, 1:] = full[:, :-1]
+        full = full * (1.0 - p[i][:, None]) + moved * p[i][:, None]
+    per_node = np.concatenate([full[:, :keep], full[:, keep:].sum(axis=1, keepdims=True)], 1).T
+    dropped = (d == 0.0) & (per_node > 1e-280)
+    assert dropped.sum() > 0.25 * d.size, "the quiet nodes still carry every count"
+    assert per_node[dropped].max() <= TAIL
+    carried = d != 0.0
+    # (below ~1e-270 the recursion differs: it sets what falls under NEGLIGIBLE to 0)
+    np.testing.assert_allclose(d[carried], per_node[carried], rtol=1e-9, atol=1e-270)
+    np.testing.assert_allclose(out, per_node @ w, rtol=1e-9, atol=2 * TAIL)
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 20, 63, 125])
+def test_the_chernoff_means_bound_the_exact_tail(n: int) -> None:
+    """At the largest expected count the table allows for count ``n``, a pool of 125 equal
+    names (binomial: the largest ``P(≥ n)`` for its mean when ``n ≥ μ + 1``, Hoeffding 1956)
+    has ``P(≥ n)`` at most TAIL, and a mean 1% above it is past the Chernoff bound."""
+    from scipy.stats import binom
+
+    from workbench.pricing.default_counts import _MEANS_BELOW_TAIL, TAIL
+
+    mu = float(_MEANS_BELOW_TAIL[n])
+    assert 0.0 < mu < n
+    assert float(binom.sf(n - 1, 125, mu / 125)) <= TAIL
+    bound = n * math.log(math.e * mu * 1.01 / n) - mu * 1.01
+    assert bound > math.log(TAIL)

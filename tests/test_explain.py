@@ -223,3 +223,27 @@ def test_the_service_s_credit_pricer_skips_key_rates(case: Case) -> None:
     assert without.key_rates.values.size == 0
     assert np.array_equal(with_kr.pv, without.pv)
     assert np.array_equal(with_kr.delta, without.delta)
+
+
+def test_the_live_explain_prices_each_market_as_a_new_pricer_would(case: Case) -> None:
+    """The service's explain keeps one pricer and moves it to each market it is asked about,
+    its pricing in stages (between the flushes): the PVs and the explain are those of a pricer
+    set up on that market, to the bit, whichever markets came before."""
+    from workbench.engine.processes.loss_measures import ExplainBase
+
+    folder, market, move = case
+    book = load_book(folder / "b.parquet", market=market)
+    stages: list[str] = []
+    base = ExplainBase(book, market, generation=0, between=stages.append)
+    assert stages[0] == "curves"
+    assert stages[-1] == ""
+    fx0 = base_rate_column(market, book.currency.codes, book.currency.labels)
+    for eps in (1.0, 0.3, 1.0):
+        moved = market.with_quote_values(np.asarray(market.quotes) + eps * move)
+        stages.clear()
+        positions, _ = base.explain(moved, between=stages.append)
+        assert stages == ["curves", *PortfolioPricer(book, market).pricers, ""]
+        pv1 = PortfolioPricer(book, moved).pv(moved)
+        fx1 = base_rate_column(moved, book.currency.codes, book.currency.labels)
+        want = explain_positions(book, market, moved, base.greeks, pv1, fx0, fx1)
+        assert positions.equals(want)

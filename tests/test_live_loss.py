@@ -232,6 +232,14 @@ def test_explain_adds_up_and_its_residual_is_small(service: Client) -> None:
     later = service.explain(since=time.time_ns())  # the latest kept copy: the day's first here
     assert later.base_ns <= time.time_ns()
 
+    # priced between the flushes: the Greeks at the base and the PVs now, stage by stage, each
+    # in a gap of the hot path (curves, then each asset class)
+    def stages() -> float:
+        loss = next(p for p in service.status()["processes"] if p["name"] == "loss")
+        return float(loss["stats"]["explain_stages"])
+
+    wait(lambda: stages() >= 2 * 5 + 5, 5.0, "the explains' stages in the heartbeats")
+
 
 def test_the_async_twins_answer_the_same(service: Client) -> None:
     sync = service.var(wait_s=240)

@@ -19,7 +19,9 @@ the pool's largest loss: above it a tranche's payoff is known from the mean (see
 :func:`workbench.pricing.credit.tranche_expected_loss`). :func:`truncated_distributions`
 therefore carries the counts ``0 … keep−1`` exactly and lumps the rest into one absorbing
 state, with the expected count beside them; the recursion then costs ``N · keep`` per node
-instead of ``N²/2``.
+instead of ``N²/2``. At each node it carries only the counts whose probability can exceed
+:data:`TAIL` (the Chernoff bound on that node's expected count): a node where few names
+default needs a handful of counts, not ``keep``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,29 @@ NEGLIGIBLE = 1e-280
 tails of the factor they would otherwise pass through the subnormal range (below 2.2e-308),
 where each operation costs ~100 cycles: the recursion ran 2.4× slower on the reference
 indices. What is dropped weighs below 1e-280 in any probability (a node's weight is ≤ 1)."""
+
+TAIL = 1e-18
+"""A count whose conditional probability at a node is at most this, by the Chernoff bound
+``P(n or more defaults) ≤ e^{−μ} (eμ/n)^n`` on the node's expected count ``μ``, is not carried
+at that node: it is 0 instead, for every name of the recursion (a partial count is never
+likelier than the whole pool's). What is dropped weighs at most ``TAIL`` in any probability
+(1e-16 of a tranche's notional on the reference indices; the counts carried are computed as
+before, to the bit)."""
+
+
+def _means_below(eps: float, counts: int) -> FloatArray:
+    """``m[n]``: the largest expected count at which the Chernoff bound on ``P(≥ n defaults)``
+    is at most ``eps`` (``m[0] = −1``: count 0 is always carried); ``n`` up to ``counts``."""
+    n = np.arange(1, counts + 1, dtype=np.float64)
+    lo, hi = np.zeros_like(n), n.copy()  # n·log(eμ/n) − μ rises with μ on (0, n), 0 at μ = n
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        small = n * np.log(math.e * np.maximum(mid, 1e-300) / n) - mid <= math.log(eps)
+        lo, hi = np.where(small, mid, lo), np.where(small, hi, mid)
+    return np.concatenate([[-1.0], lo])
+
+
+_MEANS_BELOW_TAIL = _means_below(TAIL, 4096)
 
 TAYLOR_SHIFT = 0.02
 """Largest shift of a standardised threshold ``(c_s − c_0)/√(1 − ρ)`` served by the Taylor
@@ -136,8 +161,23 @@ def count_recursion(
 ) -> float:  # pragma: no cover - compiled
     """Integrated count distribution into ``out`` (keep+1: counts below ``keep``, then at least
     ``keep``) from conditional default probabilities ``p`` (N, Q); returns the expected count.
-    ``d`` (keep+1, Q) and ``prev`` (Q) are scratch."""
+    ``d`` (keep+1, Q) and ``prev`` (Q) are scratch. Count ``n`` is carried at the nodes
+    ``0 … reach[n]−1`` only: every node whose expected count can give it more than ``TAIL``
+    (:data:`TAIL`; the nodes in between it might skip are carried too)."""
     n_names, n_nodes = p.shape
+    below = _MEANS_BELOW_TAIL
+    reach = np.zeros(keep + 1, dtype=np.int64)
+    for q in range(n_nodes):
+        prev[q] = 0.0
+    for i in range(n_names):
+        for q in range(n_nodes):
+            prev[q] += p[i, q]
+    for q in range(n_nodes):
+        counts = keep + 1  # counts 0 … counts−1 are carried at node q
+        if keep < below.size - 1:
+            counts = min(counts, np.searchsorted(below[: keep + 1], prev[q]))
+        for n in range(counts):
+            reach[n] = q + 1
     d[:, :] = 0.0
     d[0, :] = 1.0
     mean = 0.0
@@ -150,16 +190,18 @@ def count_recursion(
             d[0, q] = v if v > NEGLIGIBLE else 0.0
         top = min(i + 1, keep)  # at most i + 1 defaults among the first i + 1 names
         for n in range(1, top + 1):
-            row = d[n]
+            # views of the nodes carried, so that the loop over them vectorises
+            width = reach[n]
+            row, old, pn = d[n, :width], prev[:width], pi[:width]
             if n < keep:
-                for q in range(n_nodes):  # nodes innermost: contiguous, vectorised
+                for q in range(width):  # nodes innermost: contiguous, vectorised
                     cur = row[q]
-                    v = cur + (prev[q] - cur) * pi[q]
+                    v = cur + (old[q] - cur) * pn[q]
                     row[q] = v if v > NEGLIGIBLE else 0.0
-                    prev[q] = cur
+                    old[q] = cur
             else:  # "at least keep" absorbs: nothing leaves it
-                for q in range(n_nodes):
-                    row[q] = row[q] + prev[q] * pi[q]
+                for q in range(width):
+                    row[q] = row[q] + old[q] * pn[q]
     for n in range(keep + 1):
         acc = 0.0
         for q in range(n_nodes):

@@ -129,12 +129,16 @@ class PortfolioPricer:
         solutions); the spline cache stays (it has its own switch)."""
         forget_kept(self.pricers.values())
 
-    def pv(self, market: MarketSnapshot) -> FloatArray:
+    def pv(
+        self, market: MarketSnapshot, *, between: Callable[[str], None] | None = None
+    ) -> FloatArray:
         """Every position's PV in the base currency (USD) against ``market``, PV only: no
         Greeks, no theta. The pricer's curves are re-solved on it (warm-started from their last
-        solution)."""
+        solution). ``between(stage)`` as in :meth:`risk`."""
+        if between is not None:
+            between("curves")
         self.curves.rebuild(market)
-        return self._pv_on(market, self.curves)
+        return self._pv_on(market, self.curves, between)
 
     def scenario_pv(self, market: MarketSnapshot) -> FloatArray:
         """:meth:`pv` on a scenario's market, its curves solved from the pricer's current ones
@@ -143,10 +147,19 @@ class PortfolioPricer:
         scenarios were priced before it (in this process or another)."""
         return self._pv_on(market, self.curves.shocked(market, self.curves.ids()))
 
-    def _pv_on(self, market: MarketSnapshot, curves: CurveSet) -> FloatArray:
+    def _pv_on(
+        self,
+        market: MarketSnapshot,
+        curves: CurveSet,
+        between: Callable[[str], None] | None = None,
+    ) -> FloatArray:
         pv_ccy = np.full(len(self.book), np.nan)
-        for pricer in self.pricers.values():
+        for name, pricer in self.pricers.items():
+            if between is not None:
+                between(name)
             pv_ccy[pricer.rows_for(None)] = pricer.pv(market, curves)
+        if between is not None:
+            between("")
         fx = base_rate_column(market, self.book.currency.codes, self.book.currency.labels)
         out: FloatArray = pv_ccy * fx
         return out

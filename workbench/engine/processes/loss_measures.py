@@ -227,25 +227,39 @@ class LiveLoss:
 
 class ExplainBase:
     """The Greeks of the book at one base market (the start of an explain, a copy of the
-    quote table of ``generation``), kept while the base stays the same."""
+    quote table of ``generation``), kept while the base stays the same, and the pricer that
+    prices each later market (moved to it as a new one set up there would price, to the bit).
+    ``between(stage)``: called before each stage of the pricing (:meth:`PortfolioPricer.risk`),
+    e.g. to wait for a gap of the hot path."""
 
-    def __init__(self, book: Book, market: MarketSnapshot, *, generation: int) -> None:
+    def __init__(
+        self,
+        book: Book,
+        market: MarketSnapshot,
+        *,
+        generation: int,
+        between: Stages | None = None,
+    ) -> None:
         self.book = book
         self.market = market
         self.generation = generation
-        risk = PortfolioPricer(book, market).risk(market)
+        self._pricer = PortfolioPricer(book, market)
+        risk = self._pricer.risk(market, between=between)
         kr = risk.key_rates
         self.greeks = Greeks(risk.pv, risk.pv_ccy, risk.delta, risk.gamma, risk.vega,
                              risk.theta, kr.rows, kr.quotes, kr.values)  # fmt: skip
         codes, labels = book.currency.codes, book.currency.labels
         self.fx0 = base_rate_column(market, codes, labels)
 
-    def explain(self, market: MarketSnapshot) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def explain(
+        self, market: MarketSnapshot, *, between: Stages | None = None
+    ) -> tuple[pl.DataFrame, pl.DataFrame]:
         """PnL explain from the base to ``market``: per position and by desk then the firm
         (``actual`` by full revaluation, one column per risk-factor class, ``unexplained``;
         USD)."""
         book = self.book
-        pv1 = PortfolioPricer(book, market).pv(market)
+        self._pricer.restart(market)
+        pv1 = self._pricer.pv(market, between=between)
         fx1 = base_rate_column(market, book.currency.codes, book.currency.labels)
         positions = explain_positions(book, self.market, market, self.greeks, pv1, self.fx0, fx1)
         return positions, explain_by(positions)

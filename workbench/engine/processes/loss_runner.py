@@ -7,9 +7,10 @@ process (:mod:`~.loss_measures`), and keeps the result with that generation and 
 time. Clients ask for the last result on this process's own socket (ROUTER
 ``<sockets>/loss.ipc``, :class:`~workbench.engine.protocol.messages.LossRequest`), answered
 by one thread of its own, which also sends the heartbeats: a run never holds a request or a
-heartbeat (the run itself is single-threaded). An explain is computed
-when asked, from a kept copy of the quotes (the day's first, or the latest at or before a
-chosen time) to a fresh one. Heartbeats carry the summary (firm and desk VaR/ES, age, progress).
+heartbeat (the run itself is single-threaded). An explain is computed when asked, from a
+kept copy of the quotes (the day's first, or the latest at or before a chosen time) to a fresh
+one, in the hot path's gaps like a run's blocks. Heartbeats carry the summary (firm and desk
+VaR/ES, age, progress).
 It runs niced (``loss.nice``) on the process shell, role ``loss``. With ``loss.between_flushes``
 (the default) a run revalues its blocks only in the hot path's gaps (:mod:`~.flush_gaps`):
 after a flush's snapshot is out, sized to end before the next conflation instant, so that it
@@ -37,7 +38,13 @@ from workbench.engine.processes import shell
 from workbench.engine.processes.conflation import next_flush_ns
 from workbench.engine.processes.flush_gaps import UNBOUNDED, FlushGaps
 from workbench.engine.processes.inputs import book_path, market_path
-from workbench.engine.processes.loss_measures import LIVE_BLOCK, Computed, ExplainBase, LiveLoss
+from workbench.engine.processes.loss_measures import (
+    LIVE_BLOCK,
+    Computed,
+    ExplainBase,
+    LiveLoss,
+    Stages,
+)
 from workbench.engine.protocol import messages as msg
 from workbench.engine.protocol.config import ServiceConfig, loss_endpoint
 from workbench.engine.transport import sockets
@@ -125,14 +132,14 @@ class LossProcess:
         self.counts = {"runs": 0, "errors": 0, "requests": 0, "bad_requests": 0,
                        "replies_dropped": 0, "torn_reads": 0, "breaches": 0, "blocks": 0,
                        "gap_wait_ms": 0, "late_blocks": 0, "flushes_seen": 0,
-                       "snapshots_seen": 0}  # fmt: skip
+                       "snapshots_seen": 0, "explain_stages": 0}  # fmt: skip
         self.last_run_s = 0.0
         self.summary: dict[str, float] = {}
         self.stopping = False
         self.copying = threading.Lock()
         self.pricing = threading.Lock()  # one thread prices at a time (Numba's pool is one)
         self.pricing_wanted = threading.Event()
-        # the hot path's flushes and snapshots, read by the run's thread only
+        # the hot path's flushes and snapshots, read by the thread holding ``pricing``
         self.gaps = FlushGaps(config.conflation) if config.loss.between_flushes else None
         self.notices = self.ctx.socket(zmq.SUB)
         self.snapshots = self.ctx.socket(zmq.SUB)
@@ -154,6 +161,9 @@ class LossProcess:
         self.step_deadline_ns = 0  # the grid instant the block should end before (0: none)
         self.stage_name = ""  # the stage of the book's Greeks under way ("" none)
         self.stage_ns: dict[str, int] = {}  # each stage's last time
+        self.explain_stage = ""  # the stage of an explain's pricing under way ("" none)
+        self.explain_started_ns = 0
+        self.explain_ns: dict[str, int] = {}  # each explain stage's last time
 
     def begin(self) -> None:
         """Build the scenarios (the history is generated first when none is configured) and
@@ -419,16 +429,46 @@ class LossProcess:
     def _explained(self, since_ns: int | None) -> msg.Reply:
         base = self.base_copy(since_ns)
         now = self._copy() or self.copies[-1]
-        if self.explain_base is None or self.explain_base.generation != base.generation:
-            market0 = self.market.with_quote_values(base.values)
-            self.explain_base = ExplainBase(self.book, market0, generation=base.generation)
-        positions, by_desk = self.explain_base.explain(self.market.with_quote_values(now.values))
+        deadline = self.step_deadline_ns  # a run's block waiting for this explain keeps its own
+        try:
+            if self.explain_base is None or self.explain_base.generation != base.generation:
+                market0 = self.market.with_quote_values(base.values)
+                self.explain_base = ExplainBase(self.book, market0, generation=base.generation,
+                                                between=self._explain_stages("base"))  # fmt: skip
+            positions, by_desk = self.explain_base.explain(
+                self.market.with_quote_values(now.values), between=self._explain_stages("now")
+            )
+        finally:
+            self.step_deadline_ns = deadline
         data = {**self._facts(), "ready": True, "base_generation": base.generation,
                 "base_ns": base.made_ns, "generation": now.generation, "made_ns": now.made_ns,
                 "components": list(COMPONENTS)}  # fmt: skip
         tables = {"by_desk": msg.frame_to_bytes(by_desk),
                   "positions": msg.frame_to_bytes(positions)}  # fmt: skip
         return msg.Reply(ok=True, data=data, tables=tables)
+
+    def _explain_stages(self, part: str) -> Stages | None:
+        """The stage hook of an explain's pricing (``part``: ``"base"``, the Greeks at the
+        start; ``"now"``, the PVs at the end): before each stage, the last one's time kept and
+        a heartbeat if due; between the flushes, a wait for a gap as long as the stage took
+        last time (the request thread holds ``pricing``: no run reads the hot path meanwhile).
+        None when the process revalues at any time."""
+
+        def stage(name: str) -> None:
+            now = time.monotonic_ns()
+            if self.explain_stage:
+                self.explain_ns[self.explain_stage] = now - self.explain_started_ns
+            self.explain_stage = f"{part}:{name}" if name else ""
+            self.shell.beat_if_due(self)
+            if self.explain_stage:
+                if self.stopping:
+                    raise _StoppedError
+                step = self.explain_ns.get(self.explain_stage, _FIRST_STEP_NS)
+                self._gap_for(int(step * _STEP_SAFETY))
+                self.counts["explain_stages"] += 1
+                self.explain_started_ns = time.monotonic_ns()
+
+        return stage if self.gaps is not None else None
 
     # --- the shell's side ----------------------------------------------------------------
 
