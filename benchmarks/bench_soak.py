@@ -15,7 +15,7 @@ Sampled every minute:
   and how many segments);
 * flush → snapshot published over that minute: the difference of the aggregator's cumulative
   ``flush_to_publish`` bucket counts (its heartbeats, as ``Client.latency_buckets`` reads
-  them) between two samples: the p99's bucket (bounds 25, 50, 100 ms …), a linear
+  them) between two samples: the p99's bucket (bounds 25, 30, 40, 50, 75, 100 ms …), a linear
   interpolation inside it, and the exact mean (sum / count);
 * ticks: the feed's ``sent`` (its heartbeat) against the ingestion's ``offered`` (= accepted +
   rejected, checked): ``sent − offered`` at the sample is what was in flight, or counted by the
