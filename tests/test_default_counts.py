@@ -212,23 +212,36 @@ def test_quadrature_accuracy_on_the_reference_tranches() -> None:
     assert worst[64] > 1e-5
 
 
+def _recursion_at_5y(
+    index: str, keep: int
+) -> tuple[FloatArray, float, FloatArray, FloatArray, FloatArray, FloatArray]:
+    """The compiled recursion of reference index ``index`` at 5 years, ``keep`` counts kept:
+    thresholds, correlation, conditional default probabilities (names × nodes), node weights,
+    the per-node distributions it leaves in its scratch and the integrated one."""
+    from workbench.pricing.default_counts import count_recursion, normal_rule
+
+    market = generate_reference_market()
+    spec = next(ix for ix in market.credit_indices if ix.id == index)
+    weights = np.asarray(spec.hazard_weights) / (1.0 - spec.recovery)
+    c = thresholds(weights * market.quote(spec.spread_quote), np.array([5.0]))[:, 0]
+    rho = market.quote(spec.correlation_quote)
+    x, w = normal_rule(QUADRATURE_NODES)
+    p = np.ascontiguousarray(
+        ndtr((c[:, None] - math.sqrt(rho) * x[None, :]) / math.sqrt(1.0 - rho))
+    )
+    d, prev, out = np.empty((keep + 1, x.size)), np.empty(x.size), np.empty(keep + 1)
+    count_recursion(p, w, d, prev, out, keep)
+    return c, rho, p, w, d, out
+
+
 def test_the_recursion_never_computes_in_the_subnormal_range() -> None:
     """In the far tails of the factor the conditional count probabilities fall below 2.2e-308,
     where each floating-point operation costs ~100 cycles (the credit slot's reprice was 2.4×
     slower for it): they are set to 0 below NEGLIGIBLE instead, and the distribution is the
     same to rounding."""
-    from workbench.pricing.default_counts import NEGLIGIBLE, count_recursion, normal_rule
+    from workbench.pricing.default_counts import NEGLIGIBLE
 
-    market = generate_reference_market()
-    spec = next(ix for ix in market.credit_indices if ix.id == "CDX.IG")
-    weights = np.asarray(spec.hazard_weights) / (1.0 - spec.recovery)
-    c = thresholds(weights * market.quote(spec.spread_quote), np.array([5.0]))[:, 0]
-    rho = market.quote(spec.correlation_quote)
-    x, w = normal_rule(QUADRATURE_NODES)
-    p = ndtr((c[:, None] - math.sqrt(rho) * x[None, :]) / math.sqrt(1.0 - rho))
-    keep = 63
-    d, prev, out = np.empty((keep + 1, x.size)), np.empty(x.size), np.empty(keep + 1)
-    count_recursion(np.ascontiguousarray(p), w, d, prev, out, keep)
+    c, rho, _, _, d, out = _recursion_at_5y("CDX.IG", keep := 63)
     subnormal = (d != 0.0) & (np.abs(d) < np.finfo(np.float64).tiny)
     assert not subnormal.any(), f"{np.count_nonzero(subnormal)} subnormal probabilities"
     assert d[d != 0.0].min() >= NEGLIGIBLE
@@ -243,20 +256,11 @@ def test_counts_a_node_cannot_reach_are_not_carried() -> None:
     probability there can exceed TAIL (the Chernoff bound on the node's expected count): the
     others are exactly 0, their true values are at most TAIL, and the counts carried are the
     full recursion's."""
-    from workbench.pricing.default_counts import TAIL, count_recursion, normal_rule
+    from workbench.pricing.default_counts import TAIL
 
-    market = generate_reference_market()
-    spec = next(ix for ix in market.credit_indices if ix.id == "CDX.HY")
-    weights = np.asarray(spec.hazard_weights) / (1.0 - spec.recovery)
-    c = thresholds(weights * market.quote(spec.spread_quote), np.array([5.0]))[:, 0]
-    rho = market.quote(spec.correlation_quote)
-    x, w = normal_rule(QUADRATURE_NODES)
-    p = ndtr((c[:, None] - math.sqrt(rho) * x[None, :]) / math.sqrt(1.0 - rho))
-    keep = 63
-    d, prev, out = np.empty((keep + 1, x.size)), np.empty(x.size), np.empty(keep + 1)
-    count_recursion(np.ascontiguousarray(p), w, d, prev, out, keep)
+    _, _, p, w, d, out = _recursion_at_5y("CDX.HY", keep := 63)
     # the same recursion per node, every count carried
-    full = np.zeros((x.size, p.shape[0] + 1))
+    full = np.zeros((w.size, p.shape[0] + 1))
     full[:, 0] = 1.0
     for i in range(p.shape[0]):
         moved = np.zeros_like(full)
