@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from scipy.interpolate import RectBivariateSpline
+from scipy.interpolate import RectBivariateSpline, bisplev
 from scipy.special import ndtr
 
 from workbench._types import FloatArray
@@ -169,3 +169,33 @@ def test_per_pair_blocks_are_made_once_per_tag_and_padded_to_the_widest() -> Non
     assert moved[1].shape == (5, 3)
     np.testing.assert_array_equal(moved[1][:2], [[0, 0, 0], [1, 1, 0]])  # A's block padded
     np.testing.assert_array_equal(moved[1][2:], np.tile([[2.0], [3.0], [4.0]], (1, 3)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_smile_row_is_the_spline_at_the_expiry_one_cubic_per_knot_span(seed: int) -> None:
+    """What the solve reads at each Newton step: the smile at an option's expiry as one cubic
+    per knot span in delta. Its values are FITPACK's evaluation of the tensor spline at that
+    expiry (to rounding), its slopes the spline's, and its top bounds the smile."""
+    from workbench.pricing.spline_kernels import _span
+    from workbench.pricing.splines import PackedSplines
+    from workbench.pricing.surfaces import smile_rows
+
+    rng = np.random.default_rng(seed)
+    smile = _smile(rng, SplineCache())
+    packed = PackedSplines.of([smile.spline()], [smile.box()])
+    t = np.concatenate([rng.uniform(EXPIRIES[0], EXPIRIES[-1], 40), EXPIRIES])
+    cubics, top = smile_rows(packed, np.zeros(t.size, dtype=np.int64), t)
+    ty, ky = packed.ty, int(packed.ky[0])
+    tck = (*smile.spline().tck, *smile.spline().degrees)
+    deltas = np.linspace(DELTAS[0], DELTAS[-1], 97)
+    for p in range(t.size):
+        k = np.array([_span(ty, ky, d) - ky for d in deltas])
+        u = deltas - ty[ky + k]
+        b = cubics[p, k]
+        value = b[:, 0] + u * (b[:, 1] + u * (b[:, 2] + u * b[:, 3]))
+        slope = b[:, 1] + u * (2.0 * b[:, 2] + 3.0 * u * b[:, 3])
+        want = bisplev(t[p], deltas, tck)
+        want_slope = bisplev(t[p], deltas, tck, dy=1)
+        np.testing.assert_allclose(value, want, rtol=0.0, atol=1e-14)
+        np.testing.assert_allclose(slope, want_slope, rtol=0.0, atol=1e-11)
+        assert top[p] >= want.max() - 1e-15

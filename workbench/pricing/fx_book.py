@@ -292,8 +292,8 @@ class FxPricer(SurfacePricer):
         while the pair's smile version is unchanged (an FX spot or rates tick moves no vol, so
         most solves set up no row), and built from each option's B-splines in expiry
         (:func:`smile_basis`), kept while the smile's expiry knots are unchanged (when vols
-        move, a row is then a weighted sum of four coefficient rows, with no knot search or
-        recursion). Kept only while the spline cache is on (switching it off shows the cost of
+        move, a row is then a weighted sum of four coefficient rows' pieces, with no knot search
+        or recursion). Kept only while the spline cache is on (switching it off shows the cost of
         caching nothing)."""
         if not self.cache.enabled:
             self._rows.clear()
@@ -351,10 +351,12 @@ def _kept_blocks(
 
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray:
-    """``parts`` one after the other (2-d ones padded with zero columns to the widest)."""
-    if parts[0].ndim == 2 and len({p.shape[1] for p in parts}) > 1:
+    """``parts`` one after the other (arrays of 2 or more dimensions padded with zeros along
+    the second to the widest)."""
+    if parts[0].ndim >= 2 and len({p.shape[1] for p in parts}) > 1:
         width = max(p.shape[1] for p in parts)
-        parts = [np.pad(p, ((0, 0), (0, width - p.shape[1]))) for p in parts]
+        rest = ((0, 0),) * (parts[0].ndim - 2)
+        parts = [np.pad(p, ((0, 0), (0, width - p.shape[1]), *rest)) for p in parts]
     return np.concatenate(parts)
 
 

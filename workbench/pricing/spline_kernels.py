@@ -2,8 +2,9 @@
 
 Each kernel takes the packed splines as the tuple :meth:`PackedSplines.args` returns (knots,
 coefficients and their offsets, degrees, grid boxes) and works one option at a time: FITPACK's
-knot search and Cox–de Boor recursion, the smile of an expiry as a spline in call delta, the
-bracketed Newton solve of a strike's vol on that smile, and plain evaluation. Inputs outside a
+knot search and Cox–de Boor recursion, the smile of an expiry as a spline in call delta (set
+up once per smile as one cubic per knot span, so that a Newton step evaluates a polynomial),
+the bracketed Newton solve of a strike's vol on that smile, and plain evaluation. Inputs outside a
 spline's grid are clamped to it (flat extrapolation). Vols are decimals, times in years.
 """
 
@@ -74,27 +75,64 @@ def _unpack(
 
 
 @numba.njit(cache=True, nogil=True)
-def _row_value(
+def _value_slope(
     ty: np.ndarray,
     ky: int,
     row: np.ndarray,
+    span: int,
     y: float,
     by: np.ndarray,
-    spare: np.ndarray,
+    lower: np.ndarray,
     work: np.ndarray,
-) -> float:  # pragma: no cover - compiled
-    """The spline in y with coefficients ``row`` at ``y``."""
-    ly = _span(ty, ky, y)
-    _basis(ty, ky, ly, y, by, spare, work)
+) -> tuple[float, float]:  # pragma: no cover - compiled
+    """Value and slope at ``y`` of the polynomial piece on knot span ``span`` of the spline in
+    y with coefficients ``row`` (``y`` may be the span's right end: that piece's limit)."""
+    _basis(ty, ky, span, y, by, lower, work)
     v = 0.0
     for b in range(ky + 1):
-        v += by[b] * row[ly - ky + b]
-    return v
+        v += by[b] * row[span - ky + b]
+    d = 0.0
+    for b in range(ky):
+        j = span - ky + 1 + b
+        d += ky * (row[j] - row[j - 1]) / (ty[j + ky] - ty[j]) * lower[b]
+    return v, d
+
+
+@numba.njit(cache=True, nogil=True)
+def _span_cubics(
+    ty: np.ndarray,
+    ky: int,
+    row: np.ndarray,
+    out: np.ndarray,
+    by: np.ndarray,
+    lower: np.ndarray,
+    work: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """The spline in y with coefficients ``row`` on each knot span ``l = ky … n−1`` as
+    ``b0 + b1·u + b2·u² + b3·u³``, ``u = y − ty[l]``, into ``out[l − ky]``: from the piece's
+    value and slope at both ends of the span (the cubic Hermite form, exact for a piece of
+    degree ≤ 3)."""
+    for span in range(ky, ty.size - ky - 1):
+        h = ty[span + 1] - ty[span]
+        if not h > 0.0:
+            continue
+        s0, d0 = _value_slope(ty, ky, row, span, ty[span], by, lower, work)
+        s1, d1 = _value_slope(ty, ky, row, span, ty[span + 1], by, lower, work)
+        out[span - ky, 0] = s0
+        out[span - ky, 1] = d0
+        out[span - ky, 2] = (3.0 * (s1 - s0) / h - 2.0 * d0 - d1) / h
+        out[span - ky, 3] = (2.0 * (s0 - s1) / h + d0 + d1) / (h * h)
+
+
+@numba.njit(cache=True, nogil=True)
+def _cubic_span(ty: np.ndarray, ky: int, y: float) -> int:  # pragma: no cover - compiled
+    """The piece of :func:`_span_cubics` that ``y`` (inside the spline's range) falls on."""
+    return _span(ty, ky, y) - ky
 
 
 @numba.njit(cache=True, nogil=True)
 def _smile_newton(
-    row: np.ndarray,
+    cubics: np.ndarray,
     ty: np.ndarray,
     ky: int,
     d_lo: float,
@@ -103,13 +141,11 @@ def _smile_newton(
     x: float,
     st: float,
     v: float,
-    by: np.ndarray,
-    dy: np.ndarray,
-    work: np.ndarray,
 ) -> tuple[float, float]:  # pragma: no cover - compiled
     """σ with g(σ) = σ − s(Φ(d1(σ))) = 0 for one option whose smile in delta is the spline
-    ``(ty, row, ky)``, log-moneyness ``x = log(F/K)`` and ``st = √T``, from ``v``; and
-    ∂σ/∂x there (implicit differentiation: −(∂g/∂x)/(∂g/∂σ)).
+    with knots ``ty`` and degree ``ky``, given as its pieces ``cubics`` (:func:`_span_cubics`),
+    log-moneyness ``x = log(F/K)`` and ``st = √T``, from ``v``; and ∂σ/∂x there (implicit
+    differentiation: −(∂g/∂x)/(∂g/∂σ)).
 
     Newton inside a bracket that always holds a root: g(1e-6) ≤ 0 (vols are floored at 1e-6)
     and g(top) ≥ 0 (a B-spline lies below its largest coefficient); a step that leaves the
@@ -122,16 +158,13 @@ def _smile_newton(
         d1 = x / (v * st) + 0.5 * v * st
         d = 0.5 * math.erfc(-d1 / math.sqrt(2.0))
         dc = min(max(d, d_lo), d_hi)
-        ly = _span(ty, ky, dc)
-        _basis(ty, ky, ly, dc, by, dy, work)
-        s_v = 0.0
-        for b in range(ky + 1):
-            s_v += by[b] * row[ly - ky + b]
+        k = _cubic_span(ty, ky, dc)
+        piece = cubics[k]
+        u = dc - ty[ky + k]
+        s_v = piece[0] + u * (piece[1] + u * (piece[2] + u * piece[3]))
         s_d = 0.0  # ∂s/∂delta, 0 where the delta is clamped
         if d_lo < d < d_hi and ky > 0:
-            for b in range(ky):
-                j = ly - ky + 1 + b
-                s_d += ky * (row[j] - row[j - 1]) / (ty[j + ky] - ty[j]) * dy[b]
+            s_d = piece[1] + u * (2.0 * piece[2] + 3.0 * u * piece[3])
         if s_v < 1e-6:
             s_v, s_d = 1e-6, 0.0
         g = v - s_v
@@ -184,17 +217,34 @@ def expiry_rows(
     packed: tuple[np.ndarray, ...], which: np.ndarray, span: np.ndarray, bx: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
     """Per option, packed spline ``which[p]`` at its expiry as a spline in y, from that
-    expiry's B-splines ``bx[p]`` on knot span ``span[p]`` (:func:`expiry_basis`): the
-    coefficients (row ``p``, the first ``n_cy`` of that spline) and the largest of them (at
-    least 1e-6)."""
-    ty_at, ky_all = packed[3], packed[7]
+    expiry's B-splines ``bx[p]`` on knot span ``span[p]`` (:func:`expiry_basis`): its pieces
+    (row ``p``: one cubic per knot span in y, :func:`_span_cubics`, as many rows as the most
+    spans of any spline, zeros past its own) and the largest of its B-spline coefficients (at
+    least 1e-6: a B-spline lies below it). The pieces are the same combination of the pieces
+    of the tensor's coefficient rows, each set up once."""
+    ty_at, c_at, ky_all = packed[3], packed[5], packed[7]
+    n_splines = ky_all.size
     width = 1
-    for sp in range(ky_all.size):
-        width = max(width, ty_at[sp + 1] - ty_at[sp] - ky_all[sp] - 1)
-    coef = np.zeros((span.size, width))
+    first_row = np.zeros(n_splines + 1, dtype=np.int64)
+    for sp in range(n_splines):
+        n_cy = ty_at[sp + 1] - ty_at[sp] - ky_all[sp] - 1
+        width = max(width, n_cy - ky_all[sp])
+        first_row[sp + 1] = first_row[sp] + (c_at[sp + 1] - c_at[sp]) // n_cy
+    work = np.empty((2, 8))
+    by = np.empty(8)
+    lower = np.empty(8)
+    table = np.zeros((first_row[n_splines], width, 4))
+    for sp in range(n_splines):
+        _, ty, c, _, ky, _ = _unpack(packed, sp)
+        n_cy = ty.size - ky - 1
+        for i in range(first_row[sp + 1] - first_row[sp]):
+            _span_cubics(ty, ky, c[i * n_cy : (i + 1) * n_cy], table[first_row[sp] + i], by,
+                         lower, work)  # fmt: skip
+    cubics = np.zeros((span.size, width, 4))
     top = np.empty(span.size)
     for p in range(span.size):
-        _, ty, c, kx, ky, _ = _unpack(packed, which[p])
+        sp = which[p]
+        _, ty, c, kx, ky, _ = _unpack(packed, sp)
         n_cy = ty.size - ky - 1
         first = span[p] - kx
         best = -math.inf
@@ -202,17 +252,22 @@ def expiry_rows(
             acc = 0.0
             for a in range(kx + 1):
                 acc += bx[p, a] * c[(first + a) * n_cy + j]
-            coef[p, j] = acc
             best = max(best, acc)
         top[p] = max(1e-6, best)
-    return coef, top
+        for a in range(kx + 1):
+            weight = bx[p, a]
+            src = table[first_row[sp] + first + a]
+            for k in range(n_cy - ky):
+                for m in range(4):
+                    cubics[p, k, m] += weight * src[k, m]
+    return cubics, top
 
 
 @numba.njit(cache=True, nogil=True)
 def smile_solve(
     packed: tuple[np.ndarray, ...],
     which: np.ndarray,
-    coef: np.ndarray,
+    cubics: np.ndarray,
     top: np.ndarray,
     t: np.ndarray,
     log_m: np.ndarray,
@@ -221,8 +276,8 @@ def smile_solve(
 ) -> np.ndarray:  # pragma: no cover - compiled
     """σ = s(T, Φ(d1(σ))) per option and log-moneyness shift, ``s`` the tensor spline of vol
     in (expiry, call delta) number ``which[p]`` of the packed splines (:class:`PackedSplines`),
-    inputs clamped to its grid; ``coef[p]`` and ``top[p]`` are that spline at the option's
-    expiry as a spline in delta (:func:`expiry_rows`). Column ``j`` solves at
+    inputs clamped to its grid; ``cubics[p]`` and ``top[p]`` are that spline at the option's
+    expiry as pieces in delta (:func:`expiry_rows`). Column ``j`` solves at
     ``log_m + shifts[j]``; ``shifts[0]`` should be 0 (the others start from the first column's
     solution moved to first order). ``start`` NaN: start at the 0.5 delta vol.
 
@@ -231,28 +286,24 @@ def smile_solve(
     |g| < 1e-13.
     """
     out = np.empty((t.size, shifts.size))
-    work = np.empty((2, 8))
-    by = np.empty(8)
-    dy = np.empty(8)
-    spare = np.empty(8)  # lower-degree B-splines nobody reads
     for p in range(t.size):
         _, ty, _, _, ky, box = _unpack(packed, which[p])
         d_lo, d_hi = box[2], box[3]
-        row = coef[p]
+        pieces = cubics[p]
         st = math.sqrt(t[p])
         v = start[p]
         if math.isnan(v):
-            v = _row_value(ty, ky, row, 0.5, by, spare, work)
-        base, dv_dx = _smile_newton(
-            row, ty, ky, d_lo, d_hi, top[p], log_m[p] + shifts[0], st, v, by, dy, work
-        )
+            k = _cubic_span(ty, ky, 0.5)
+            u = 0.5 - ty[ky + k]
+            v = pieces[k, 0] + u * (pieces[k, 1] + u * (pieces[k, 2] + u * pieces[k, 3]))
+        base, dv_dx = _smile_newton(pieces, ty, ky, d_lo, d_hi, top[p], log_m[p] + shifts[0], st, v)
         out[p, 0] = base
         for j in range(1, shifts.size):
             guess = base + dv_dx * (shifts[j] - shifts[0])
             if not 1e-6 < guess < top[p]:
                 guess = base
             out[p, j], _ = _smile_newton(
-                row, ty, ky, d_lo, d_hi, top[p], log_m[p] + shifts[j], st, guess, by, dy, work
+                pieces, ty, ky, d_lo, d_hi, top[p], log_m[p] + shifts[j], st, guess
             )
     return out
 
@@ -261,7 +312,7 @@ def smile_solve(
 def smile_slopes(
     packed: tuple[np.ndarray, ...],
     which: np.ndarray,
-    coef: np.ndarray,
+    cubics: np.ndarray,
     top: np.ndarray,
     t: np.ndarray,
     log_m: np.ndarray,
@@ -270,24 +321,10 @@ def smile_slopes(
     """∂σ/∂log(F/K) per option at its solved vol ``vol`` (:func:`smile_solve`'s answer for the
     same inputs): the implicit derivative of σ = s(T, Φ(d1(σ))), the smile held."""
     out = np.empty(t.size)
-    work = np.empty((2, 8))
-    by = np.empty(8)
-    dy = np.empty(8)
     for p in range(t.size):
         _, ty, _, _, ky, box = _unpack(packed, which[p])
         _, out[p] = _smile_newton(
-            coef[p],
-            ty,
-            ky,
-            box[2],
-            box[3],
-            top[p],
-            log_m[p],
-            math.sqrt(t[p]),
-            vol[p],
-            by,
-            dy,
-            work,
+            cubics[p], ty, ky, box[2], box[3], top[p], log_m[p], math.sqrt(t[p]), vol[p]
         )
     return out
 

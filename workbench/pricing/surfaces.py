@@ -44,9 +44,11 @@ def surface_version(surface_id: str, as_of: date, vols: FloatArray) -> int:
 
 
 SmileRows = tuple[FloatArray, FloatArray]
-"""Each option's smile at its expiry, as :func:`smile_rows` returns it: the coefficients of the
-spline in call delta (options × the widest smile's coefficient count) and the largest of each
-row (a B-spline lies below its largest coefficient: the Newton bracket's top)."""
+"""Each option's smile at its expiry, as :func:`smile_rows` returns it: the spline in call
+delta as one cubic per knot span (options × the most spans × 4: the coefficients of
+``b0 + b1·u + b2·u² + b3·u³``, ``u`` the delta less the span's first knot; what a Newton step
+evaluates, with no B-spline recursion) and the largest of its B-spline coefficients (the spline
+lies below it: the Newton bracket's top)."""
 
 SmileBasis = tuple[IntArray, FloatArray]
 """Each option's B-splines in expiry, as :func:`smile_basis` returns them: the knot span
@@ -79,8 +81,8 @@ def smile_rows(
     at = np.ascontiguousarray(which, dtype=np.int64)
     if basis is None:
         basis = expiry_basis(packed.args(), at, np.ascontiguousarray(T, dtype=np.float64))
-    coef, top = expiry_rows(packed.args(), at, *basis)
-    return coef, top
+    cubics, top = expiry_rows(packed.args(), at, *basis)
+    return cubics, top
 
 
 def _log_moneyness(
@@ -127,12 +129,12 @@ def fx_smile_vols(
     shifts = np.log1p(np.array([0.0, *spot_moves], dtype=np.float64))
     t0 = time.perf_counter_ns()
     at = np.ascontiguousarray(which, dtype=np.int64)
-    coef, top = (
+    cubics, top = (
         expiry_rows(packed.args(), at, *expiry_basis(packed.args(), at, t))
         if rows is None
         else rows
     )
-    vol = smile_solve(packed.args(), at, coef, top, t, log_m, start, shifts)
+    vol = smile_solve(packed.args(), at, cubics, top, t, log_m, start, shifts)
     if smiles:
         smiles[0].cache.lookup_ns += time.perf_counter_ns() - t0
     return vol if spot_moves else vol[:, 0]
