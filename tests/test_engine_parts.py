@@ -505,6 +505,33 @@ def test_ticks_then_incremental_update_equal_a_fresh_full_reprice(
         )
 
 
+def test_a_curve_that_does_not_solve_fails_only_the_groups_that_read_it(
+    book: Book, market: MarketSnapshot
+) -> None:
+    """A quote that leaves its curve unsolvable fails the groups that read any quote of that
+    curve (its own swaps and those discounted on it), with the reason; the others are priced;
+    the quote back, every group is priced again."""
+    rep = Repricer(book, market, "rates", n_paths=4096)
+    rep.full(market)
+    sofr = next(c for c in market.curves if c.id == "USD.SOFR")
+    q = market.quote_index[sofr.instruments[-1].quote]
+    readers = {g.key for g in rep.groups if set(np.asarray(g.quotes).tolist()) & {
+        market.quote_index[i.quote] for i in sofr.instruments}}  # fmt: skip
+    assert readers >= {"rates:USD.SOFR"}
+    values = np.array(market.quotes)
+    values[q] = np.nan
+    update = rep.update(values, np.array([q]))
+    assert update is not None
+    assert set(update.failed) == readers
+    assert all("curve USD.SOFR did not solve" in why for why in update.failed.values())
+    assert rep.failed_curves == {"USD.SOFR"}
+    values[q] = market.quotes[q]
+    update = rep.update(values, np.array([q]))
+    assert update is not None
+    assert update.failed == {}
+    assert not rep.failed_curves
+
+
 @pytest.mark.parametrize(
     ("asset_class", "shock"),
     [

@@ -106,16 +106,17 @@ class Repricer:
         if hasattr(self.pricer, "with_key_rates"):  # the service publishes Greeks, not ladders
             self.pricer.with_key_rates = False
         n_quotes = len(market.quote_ids)
-        self.quote_groups: list[list[int]] = [[] for _ in range(n_quotes)]
+        # which groups read each quote (quotes × groups): a flush's dirty groups in one gather
+        self.reads = np.zeros((n_quotes, len(self.groups)), dtype=bool)
         for k, g in enumerate(self.groups):
-            for q in g.quotes:
-                self.quote_groups[int(q)].append(k)
+            self.reads[np.asarray(g.quotes, dtype=np.int64), k] = True
         self.rate_quotes = np.zeros(n_quotes, dtype=bool)
-        self.quote_curves: dict[int, str] = {}  # quote row → the curve bootstrapped from it
-        for spec in market.curves:
+        self.curve_ids = [spec.id for spec in market.curves]
+        self.quote_curve = np.full(n_quotes, -1, dtype=np.int64)  # the curve it is a quote of
+        for c, spec in enumerate(market.curves):
             for inst in spec.instruments:
                 self.rate_quotes[market.quote_index[inst.quote]] = True
-                self.quote_curves[market.quote_index[inst.quote]] = spec.id
+                self.quote_curve[market.quote_index[inst.quote]] = c
         self.fx_quotes = np.zeros(n_quotes, dtype=bool)
         self.fx_quotes[conversion_quotes(market)] = True
         self.curves = CurveSet(market)
@@ -202,13 +203,18 @@ class Repricer:
         except Exception as exc:
             self.failed_curves = wanted
             why = f"curve {', '.join(sorted(wanted))} did not solve: {_describe(exc)}"
-            quotes = {q for q, c in self.quote_curves.items() if c in wanted}
-            hit = {k for q in quotes for k in self.quote_groups[q]}
+            codes = [c for c, cid in enumerate(self.curve_ids) if cid in wanted]
+            quotes = np.flatnonzero(np.isin(self.quote_curve, codes))
+            hit = set(self._groups_reading(quotes))
             for k in hit:
                 self.failed[k] = why
             return hit
         self.failed_curves = set()
         return set()
+
+    def _groups_reading(self, quotes: IntArray) -> list[int]:
+        """The groups that read any of ``quotes`` (quote rows), ascending."""
+        return np.flatnonzero(self.reads[quotes].any(axis=0)).tolist()
 
     def failed_rows(self) -> IntArray:
         """Rows of the groups whose last reprice failed, ascending."""
@@ -291,7 +297,7 @@ class Repricer:
         ``failed`` (its rows are not written: they stay stale and age). Returns None when
         nothing of this worker depends on the changed quotes and nothing had failed.
         """
-        dirty = sorted({k for q in changed for k in self.quote_groups[int(q)]} | set(self.failed))
+        dirty = sorted(set(self._groups_reading(changed)) | set(self.failed))
         fx_moved = bool(self.fx_quotes[changed].any())
         if not dirty and not fx_moved:
             return None
@@ -300,7 +306,8 @@ class Repricer:
         timings: dict[str, int] = {}
         unsolved: set[int] = set()
         if self.rate_quotes[changed].any() or self.failed_curves:
-            moved = {self.quote_curves[int(q)] for q in changed if int(q) in self.quote_curves}
+            codes = np.unique(self.quote_curve[changed])
+            moved = {self.curve_ids[c] for c in codes.tolist() if c >= 0}
             unsolved = self._rebuild_or_fail(market, timings, moved)
         timings.update(self._price_isolating(market, [k for k in dirty if k not in unsolved]))
         t0 = time.perf_counter_ns()
@@ -330,12 +337,13 @@ class Repricer:
         results, caches' current entries) is not disturbed.
         """
         moved = np.flatnonzero(shocked.quotes != self.market.quotes)
-        dirty = sorted({k for q in moved for k in self.quote_groups[int(q)]})
+        dirty = self._groups_reading(moved)
         rows = self.rows
         base = self.local["pv_ccy"][rows] * self.fx[rows]
         pv_new = self.local["pv_ccy"].copy()
         if dirty:
-            moved_curves = {self.quote_curves[q] for q in moved.tolist() if q in self.quote_curves}
+            moved_curves = {self.curve_ids[c] for c in np.unique(self.quote_curve[moved]).tolist()
+                            if c >= 0}  # fmt: skip
             curves = self.curves.shocked(shocked, moved_curves) if moved_curves else self.curves
             only = self._only(dirty)
             pv_new[self.pricer.rows_for(only)] = self.pricer.pv(shocked, curves, only)
