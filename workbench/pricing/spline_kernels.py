@@ -125,9 +125,15 @@ def _span_cubics(
 
 
 @numba.njit(cache=True, nogil=True)
-def _cubic_span(ty: np.ndarray, ky: int, y: float) -> int:  # pragma: no cover - compiled
-    """The piece of :func:`_span_cubics` that ``y`` (inside the spline's range) falls on."""
-    return _span(ty, ky, y) - ky
+def _cubic_at(
+    cubics: np.ndarray, ty: np.ndarray, ky: int, y: float
+) -> tuple[float, float]:  # pragma: no cover - compiled
+    """Value and slope at ``y`` (inside the spline's range) of the spline whose pieces are
+    ``cubics`` (:func:`_span_cubics`)."""
+    k = _span(ty, ky, y) - ky
+    b = cubics[k]
+    u = y - ty[ky + k]
+    return b[0] + u * (b[1] + u * (b[2] + u * b[3])), b[1] + u * (2.0 * b[2] + 3.0 * u * b[3])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -158,13 +164,9 @@ def _smile_newton(
         d1 = x / (v * st) + 0.5 * v * st
         d = 0.5 * math.erfc(-d1 / math.sqrt(2.0))
         dc = min(max(d, d_lo), d_hi)
-        k = _cubic_span(ty, ky, dc)
-        piece = cubics[k]
-        u = dc - ty[ky + k]
-        s_v = piece[0] + u * (piece[1] + u * (piece[2] + u * piece[3]))
-        s_d = 0.0  # ∂s/∂delta, 0 where the delta is clamped
-        if d_lo < d < d_hi and ky > 0:
-            s_d = piece[1] + u * (2.0 * piece[2] + 3.0 * u * piece[3])
+        s_v, s_d = _cubic_at(cubics, ty, ky, dc)
+        if not (d_lo < d < d_hi and ky > 0):
+            s_d = 0.0  # ∂s/∂delta, 0 where the delta is clamped
         if s_v < 1e-6:
             s_v, s_d = 1e-6, 0.0
         g = v - s_v
@@ -293,9 +295,7 @@ def smile_solve(
         st = math.sqrt(t[p])
         v = start[p]
         if math.isnan(v):
-            k = _cubic_span(ty, ky, 0.5)
-            u = 0.5 - ty[ky + k]
-            v = pieces[k, 0] + u * (pieces[k, 1] + u * (pieces[k, 2] + u * pieces[k, 3]))
+            v = _cubic_at(pieces, ty, ky, 0.5)[0]
         base, dv_dx = _smile_newton(pieces, ty, ky, d_lo, d_hi, top[p], log_m[p] + shifts[0], st, v)
         out[p, 0] = base
         for j in range(1, shifts.size):

@@ -275,9 +275,9 @@ class LossProcess:
                 self.gaps.published(now)
                 self.counts["snapshots_seen"] += 1
 
-    def _gap_for(self, step_ns: int) -> int:
+    def _gap_for(self, step_ns: int) -> tuple[int, int]:
         """Wait until a step of ``step_ns`` may start (:meth:`FlushGaps.may_start`); the room
-        there (ns), and the step's deadline set (the next conflation instant, 0: none)."""
+        there and the step's deadline (the next conflation instant, 0: none), ns."""
         assert self.gaps is not None
         waited = time.monotonic_ns()
         self._hot_path_news(0)
@@ -290,10 +290,17 @@ class LossProcess:
                 break
             self._hot_path_news(_GAP_POLL_MS)
         self.counts["gap_wait_ms"] += (now - waited) // 1_000_000
-        self.step_deadline_ns = (
-            0 if room >= UNBOUNDED else next_flush_ns(now, self.config.conflation)
-        )
-        return room
+        return room, 0 if room >= UNBOUNDED else next_flush_ns(now, self.config.conflation)
+
+    def _wait_for(self, took_ns: dict[str, int], name: str) -> int:
+        """Before stage ``name`` (of the book's Greeks or of an explain): with the gaps kept,
+        wait for one as long as the stage took last time (``took_ns``); its deadline, ns (0:
+        none)."""
+        if self.stopping:
+            raise _StoppedError
+        if self.gaps is None:
+            return 0
+        return self._gap_for(int(took_ns.get(name, _FIRST_STEP_NS) * _STEP_SAFETY))[1]
 
     def _next_size(self, done: int, total: int) -> int:
         """How many scenarios the next block revalues: as many as fit before the next
@@ -305,7 +312,8 @@ class LossProcess:
         size = LIVE_BLOCK
         if self.gaps is not None:
             per = int((self.step_ns_per_scenario or _FIRST_STEP_NS) * _STEP_SAFETY)
-            size = int(max(1, min(LIVE_BLOCK, self._gap_for(per) // per)))
+            room, self.step_deadline_ns = self._gap_for(per)
+            size = int(max(1, min(LIVE_BLOCK, room // per)))
         self.counts["blocks"] += 1
         self.step_size = size
         self.step_started_ns = time.monotonic_ns()
@@ -319,10 +327,7 @@ class LossProcess:
         self.stage_name = name
         if not name:
             return
-        if self.stopping:
-            raise _StoppedError
-        if self.gaps is not None:
-            self._gap_for(int(self.stage_ns.get(name, _FIRST_STEP_NS) * _STEP_SAFETY))
+        self.step_deadline_ns = self._wait_for(self.stage_ns, name)
         self.counts["blocks"] += 1
         self.step_started_ns = time.monotonic_ns()
 
@@ -429,17 +434,13 @@ class LossProcess:
     def _explained(self, since_ns: int | None) -> msg.Reply:
         base = self.base_copy(since_ns)
         now = self._copy() or self.copies[-1]
-        deadline = self.step_deadline_ns  # a run's block waiting for this explain keeps its own
-        try:
-            if self.explain_base is None or self.explain_base.generation != base.generation:
-                market0 = self.market.with_quote_values(base.values)
-                self.explain_base = ExplainBase(self.book, market0, generation=base.generation,
-                                                between=self._explain_stages("base"))  # fmt: skip
-            positions, by_desk = self.explain_base.explain(
-                self.market.with_quote_values(now.values), between=self._explain_stages("now")
-            )
-        finally:
-            self.step_deadline_ns = deadline
+        if self.explain_base is None or self.explain_base.generation != base.generation:
+            market0 = self.market.with_quote_values(base.values)
+            self.explain_base = ExplainBase(self.book, market0, generation=base.generation,
+                                            between=self._explain_stages("base"))  # fmt: skip
+        positions, by_desk = self.explain_base.explain(
+            self.market.with_quote_values(now.values), between=self._explain_stages("now")
+        )
         data = {**self._facts(), "ready": True, "base_generation": base.generation,
                 "base_ns": base.made_ns, "generation": now.generation, "made_ns": now.made_ns,
                 "components": list(COMPONENTS)}  # fmt: skip
@@ -461,10 +462,7 @@ class LossProcess:
             self.explain_stage = f"{part}:{name}" if name else ""
             self.shell.beat_if_due(self)
             if self.explain_stage:
-                if self.stopping:
-                    raise _StoppedError
-                step = self.explain_ns.get(self.explain_stage, _FIRST_STEP_NS)
-                self._gap_for(int(step * _STEP_SAFETY))
+                self._wait_for(self.explain_ns, self.explain_stage)
                 self.counts["explain_stages"] += 1
                 self.explain_started_ns = time.monotonic_ns()
 
